@@ -1,0 +1,31 @@
+/**
+ * vmsnap: application-consistent snapshots for Linux VMs. A drop-in for Azure
+ * Backup's pre/post-script framework that quiesces applications, freezes
+ * filesystems, takes the snapshot, thaws and resumes.
+ *
+ * This module is both the public API and the binary's entry point.
+ *
+ * @example
+ * ```ts
+ * import { runChecks } from "./mod.ts";
+ * const report = await runChecks({ configPath: "/etc/azure/VMSnapshotScriptPluginConfig.json" });
+ * console.log(report.ok, report.freezeTargets.map((t) => t.mountPoint));
+ * ```
+ *
+ * @module
+ */
+import process from "node:process";
+import { main } from "./src/cli.ts";
+
+export { main } from "./src/cli.ts";
+export { type CheckReport, formatCheckReport, runChecks } from "./src/check.ts";
+export { type Config, DEFAULT_CONFIG_PATH, loadConfig, parseConfig } from "./src/config.ts";
+export { CODES, type Problem, VmsnapError } from "./src/errors.ts";
+export { type FreezeTarget, planFreeze } from "./src/freeze_targets.ts";
+export { parseMountinfo, readMounts } from "./src/mountinfo.ts";
+export { checkFile, resolveSecurely } from "./src/permissions.ts";
+export { VERSION } from "./src/version.ts";
+
+if (import.meta.main) {
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -1,0 +1,17 @@
+/**
+ * The plugin types vmsnap knows. A new plugin is one file under `plugins/`
+ * and one line here.
+ *
+ * @module
+ */
+import type { PluginConfig, PluginDefinition } from "./plugin.ts";
+import { scriptPlugin } from "./script.ts";
+
+/** Every plugin type by its `"type"` value. */
+// deno-lint-ignore no-explicit-any
+export const PLUGINS: ReadonlyMap<string, PluginDefinition<any>> = new Map<
+  string,
+  PluginDefinition<PluginConfig>
+>([
+  [scriptPlugin.type, scriptPlugin as PluginDefinition<PluginConfig>],
+]);

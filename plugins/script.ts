@@ -1,0 +1,189 @@
+/**
+ * The `script` plugin: Azure's pre/post-script pair. Azure's top-level keys
+ * (`preScriptLocation`, …) are one implicit script plugin named after
+ * `pluginName`; more can be listed under `plugins` with `"type": "script"`.
+ *
+ * @module
+ */
+import type { Code, Problem } from "../src/errors.ts";
+import { checkFile } from "../src/permissions.ts";
+import { childPath, type Field, reportAt } from "../src/schema.ts";
+import {
+  locateProblems,
+  type NormalizeContext,
+  type PluginConfig,
+  type PluginDefinition,
+} from "./plugin.ts";
+
+/** One side of the pair: the pre-script or the post-script. */
+export interface ScriptStep {
+  /** Absolute path of the script. */
+  path: string;
+  /** Arguments, passed as argv (empty strings included, as Azure passes them). */
+  params: string[];
+  /** Retries after the first attempt. */
+  retries: number;
+  /** JSON path of the script's path in the config, for messages. */
+  key: string;
+}
+
+/** A normalized script plugin config. */
+export interface ScriptConfig extends PluginConfig {
+  type: "script";
+  pre: ScriptStep | null;
+  post: ScriptStep | null;
+  /** The budget of each script for all its attempts together. */
+  timeoutInSeconds: number;
+}
+
+/** The phases a script runs in. */
+export type Phase = "pre" | "post";
+
+/** The codes of each phase, Azure's names. */
+export const PHASE_CODES: Record<Phase, { notFound: Code; permission: Code }> = {
+  pre: { notFound: "Pre-ScriptNotFound", permission: "InsufficientPermissionforPre-Script" },
+  post: { notFound: "Post-ScriptNotFound", permission: "InsufficientPermissionforPost-Script" },
+};
+
+/** Script timeouts: Azure's default and a sane upper bound. */
+export const TIMEOUT_FIELD: Field = { type: "integer", min: 1, max: 1800, default: 30 };
+const PATH_FIELD: Field = { type: "string", absolutePath: true, default: "" };
+const PARAMS_FIELD: Field = { type: "array", items: { type: "string" }, default: [] };
+const RETRIES_FIELD: Field = { type: "integer", min: 0, max: 100, default: 0 };
+
+/** Builds a step, pointing out Azure's `""` placeholder params. */
+function step(
+  ctx: NormalizeContext,
+  keys: { path: string; params: string },
+  values: { path: unknown; params: unknown; retries: unknown },
+): ScriptStep | null {
+  const path = typeof values.path === "string" ? values.path : "";
+  if (path === "") return null;
+  const params = Array.isArray(values.params) ? values.params as string[] : [];
+  const paramsKey = childPath(ctx.path, keys.params);
+  params.forEach((param, i) => {
+    if (param !== "") return;
+    reportAt(
+      ctx.validation,
+      childPath(paramsKey, i),
+      "EmptyScriptParam",
+      `${
+        childPath(paramsKey, i)
+      } is "" (Azure's sample placeholder); it is passed to ${path} as an empty argument, as Azure does. Remove it unless the script expects it.`,
+      { warning: true },
+    );
+  });
+  return {
+    path,
+    params,
+    retries: typeof values.retries === "number" ? values.retries : 0,
+    key: childPath(ctx.path, keys.path),
+  };
+}
+
+/**
+ * The implicit script plugin of Azure's top-level keys, or null when neither
+ * script is set.
+ *
+ * @example
+ * ```ts
+ * import { azureScriptPlugin } from "./script.ts";
+ * // azureScriptPlugin({ pluginName: "ScriptRunner", preScriptLocation: "/etc/azure/pre.sh", … }, ctx)
+ * ```
+ */
+export function azureScriptPlugin(
+  values: Record<string, unknown>,
+  ctx: NormalizeContext,
+): ScriptConfig | null {
+  const pre = step(ctx, { path: "preScriptLocation", params: "preScriptParams" }, {
+    path: values.preScriptLocation,
+    params: values.preScriptParams,
+    retries: values.preScriptNoOfRetries,
+  });
+  const post = step(ctx, { path: "postScriptLocation", params: "postScriptParams" }, {
+    path: values.postScriptLocation,
+    params: values.postScriptParams,
+    retries: values.postScriptNoOfRetries,
+  });
+  if (!pre && !post) return null;
+  return {
+    type: "script",
+    name: String(values.pluginName ?? "ScriptRunner"),
+    pre,
+    post,
+    timeoutInSeconds: Number(values.timeoutInSeconds ?? 30),
+  };
+}
+
+/** The fields of Azure's top-level script keys, with Azure's defaults. */
+export const AZURE_SCRIPT_FIELDS: Record<string, Field> = {
+  preScriptLocation: PATH_FIELD,
+  postScriptLocation: PATH_FIELD,
+  preScriptParams: PARAMS_FIELD,
+  postScriptParams: PARAMS_FIELD,
+  preScriptNoOfRetries: RETRIES_FIELD,
+  postScriptNoOfRetries: RETRIES_FIELD,
+  timeoutInSeconds: TIMEOUT_FIELD,
+};
+
+/** Checks that each configured script exists and passes the permission rules. */
+export function checkScripts(
+  config: ScriptConfig,
+  locate: (path: string) => ReturnType<Parameters<typeof locateProblems>[2]>,
+): Problem[] {
+  const problems: Problem[] = [];
+  for (const phase of ["pre", "post"] as const) {
+    const s = config[phase];
+    if (!s) continue;
+    const found = checkFile(s.path, {
+      role: "script",
+      ...PHASE_CODES[phase],
+      what: `${phase}-script of plugin "${config.name}"`,
+    });
+    problems.push(...locateProblems(found, s.key, locate, config.name));
+  }
+  return problems;
+}
+
+/** The `script` plugin type. */
+export const scriptPlugin: PluginDefinition<ScriptConfig> = {
+  type: "script",
+  summary:
+    "runs a pre-script before the freeze and a post-script after the thaw (Azure's framework)",
+  fields: {
+    pre: PATH_FIELD,
+    post: PATH_FIELD,
+    preParams: PARAMS_FIELD,
+    postParams: PARAMS_FIELD,
+    retries: RETRIES_FIELD,
+    timeoutInSeconds: TIMEOUT_FIELD,
+  },
+  normalize(values, ctx) {
+    const pre = step(ctx, { path: "pre", params: "preParams" }, {
+      path: values.pre,
+      params: values.preParams,
+      retries: values.retries,
+    });
+    const post = step(ctx, { path: "post", params: "postParams" }, {
+      path: values.post,
+      params: values.postParams,
+      retries: values.retries,
+    });
+    if (!pre && !post) {
+      reportAt(
+        ctx.validation,
+        ctx.path,
+        "MissingConfigKey",
+        `script plugin "${values.name}" has neither "pre" nor "post". Fix: give at least one script path.`,
+      );
+    }
+    return {
+      type: "script",
+      name: String(values.name),
+      pre,
+      post,
+      timeoutInSeconds: Number(values.timeoutInSeconds ?? 30),
+    };
+  },
+  check: (config, ctx) => checkScripts(config, ctx.locate),
+};

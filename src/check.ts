@@ -1,0 +1,243 @@
+/**
+ * `vmsnap check`: everything that would stop an application-consistent
+ * snapshot, found in one go and changing nothing.
+ *
+ * @module
+ */
+import { dirname } from "node:path";
+import { type Config, loadConfig } from "./config.ts";
+import { type Problem, VmsnapError, withFix } from "./errors.ts";
+import { type FreezeTarget, planFreeze, type SkippedMount } from "./freeze_targets.ts";
+import { readMounts } from "./mountinfo.ts";
+import { checkDirectory, checkFile } from "./permissions.ts";
+import type { Location } from "./schema.ts";
+import { locateProblems } from "../plugins/plugin.ts";
+import { PLUGINS } from "../plugins/registry.ts";
+
+/** One line of the report. */
+export interface CheckStep {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+/** What `vmsnap check` found. */
+export interface CheckReport {
+  ok: boolean;
+  configFile: string;
+  checks: CheckStep[];
+  problems: Problem[];
+  warnings: Problem[];
+  freezeTargets: FreezeTarget[];
+  skippedMounts: SkippedMount[];
+  /** The normalized config, or null when the file could not be read or parsed. */
+  config: Config | null;
+}
+
+/** What to check. */
+export interface CheckOptions {
+  configPath: string;
+  /** An argv that replaces the config's snapshot command (`run --snapshot-command`). */
+  snapshotCommand?: string[];
+  /** Where the mount table is read from (tests pass a fixture). */
+  mountinfoPath?: string;
+}
+
+/** Checks the executable of a snapshot command like a script. */
+export function checkSnapshotCommand(argv: string[]): Problem[] {
+  return checkFile(argv[0], {
+    role: "script",
+    notFound: "SnapshotCommandNotFound",
+    permission: "InsufficientPermissionforSnapshotCommand",
+    what: "snapshot command",
+  }).map((p) =>
+    p.code === "InsufficientPermissionforSnapshotCommand"
+      ? {
+        ...p,
+        message: p.message.replace(
+          /\.$/,
+          "; for a system tool (mode 0755), call it from a root-only wrapper script (chmod 700).",
+        ),
+      }
+      : p
+  );
+}
+
+/**
+ * Runs every check: the config file's permissions, its syntax and values,
+ * each plugin's files, the snapshot command, vmsnap's directories, and the
+ * freeze targets.
+ *
+ * @example
+ * ```ts
+ * import { runChecks } from "./check.ts";
+ * const report = await runChecks({ configPath: "/etc/azure/VMSnapshotScriptPluginConfig.json" });
+ * if (!report.ok) for (const p of report.problems) console.error(p.code, p.message);
+ * ```
+ */
+export async function runChecks(options: CheckOptions): Promise<CheckReport> {
+  const file = options.configPath;
+  const report: CheckReport = {
+    ok: false,
+    configFile: file,
+    checks: [],
+    problems: [],
+    warnings: [],
+    freezeTargets: [],
+    skippedMounts: [],
+    config: null,
+  };
+  const step = (name: string, found: Problem[], detail: string) => {
+    report.problems.push(...found);
+    report.checks.push({
+      name,
+      ok: found.length === 0,
+      detail: found.length === 0 ? detail : `${found.length} problem${found.length > 1 ? "s" : ""}`,
+    });
+  };
+
+  const filePermission = checkFile(file, {
+    role: "config",
+    notFound: "ConfigFileNotFound",
+    permission: "InsufficientPermissionforConfigFile",
+    what: "config file",
+  });
+  if (filePermission.some((p) => p.code === "ConfigFileNotFound")) {
+    step("config file", filePermission, "");
+    return finish(report);
+  }
+  step("config file permissions", filePermission, "root-owned, no group/other or execute bits");
+
+  let loaded;
+  try {
+    loaded = loadConfig(file);
+  } catch (error) {
+    if (!(error instanceof VmsnapError)) throw error;
+    step("config syntax", [{ ...error.problems[0], code: error.code, message: error.message }], "");
+    return finish(report);
+  }
+  const syntax = loaded.problems.filter((p) => p.code === "IncorrectJSONConfigFile");
+  step("config syntax", syntax, "valid JSONC");
+  if (syntax.length > 0) return finish(report);
+  step("config values", loaded.problems, "all keys valid");
+  report.warnings.push(...loaded.warnings);
+  const config = loaded.config;
+  report.config = config;
+  const locate = (path: string): Location | undefined => loaded.locations.get(path);
+
+  for (const plugin of config.plugins) {
+    const found = await PLUGINS.get(plugin.type)!.check(plugin, { locate });
+    step(`plugin ${plugin.name} (${plugin.type})`, found, "ready");
+  }
+
+  const command = options.snapshotCommand ??
+    (config.snapshot?.kind === "command" ? config.snapshot.command : undefined);
+  if (command) {
+    const found = options.snapshotCommand
+      ? checkSnapshotCommand(command)
+      : locateProblems(checkSnapshotCommand(command), "snapshot.command[0]", locate);
+    step("snapshot command", found, command.join(" "));
+  } else {
+    report.checks.push({
+      name: "snapshot",
+      ok: true,
+      detail: config.snapshot?.kind === "external"
+        ? "external handshake"
+        : "none configured: vmsnap run needs --snapshot-command or --external",
+    });
+  }
+
+  step(
+    "directories",
+    [
+      ...locateProblems(
+        checkDirectory(dirname(config.log.file), "log directory"),
+        "log.file",
+        locate,
+      ),
+      ...locateProblems(checkDirectory(config.stateDir, "stateDir"), "stateDir", locate),
+    ],
+    `${dirname(config.log.file)}, ${config.stateDir}`,
+  );
+
+  if (!config.fsFreezeEnabled) {
+    report.checks.push({ name: "freeze", ok: true, detail: "disabled (fsFreezeEnabled: false)" });
+    return finish(report);
+  }
+  let mounts;
+  try {
+    mounts = readMounts(options.mountinfoPath);
+  } catch (error) {
+    step("freeze targets", [{
+      code: "MountinfoUnreadable",
+      message: `cannot read ${options.mountinfoPath ?? "/proc/self/mountinfo"}: ${
+        (error as Error).message
+      }.`,
+    }], "");
+    return finish(report);
+  }
+  const plan = planFreeze(mounts, config.freeze);
+  report.freezeTargets = plan.targets;
+  report.skippedMounts = plan.skipped;
+  report.warnings.push(...plan.warnings.map((w) => locateProblems([w], w.path!, locate)[0]));
+  const mode = config.freeze.mounts === "auto" ? "auto" : "listed";
+  step(
+    `freeze targets (${mode})`,
+    plan.problems.map((p) => locateProblems([p], p.path!, locate)[0]),
+    `${plan.targets.length} filesystem${plan.targets.length === 1 ? "" : "s"}`,
+  );
+  return finish(report);
+}
+
+function finish(report: CheckReport): CheckReport {
+  report.problems = report.problems.map(withFix);
+  report.warnings = report.warnings.map(withFix);
+  report.ok = report.problems.length === 0;
+  return report;
+}
+
+/**
+ * The readable report: one line per check, then the problems with their fix,
+ * the warnings, and what would be frozen.
+ *
+ * @example
+ * ```ts
+ * import { formatCheckReport, runChecks } from "./check.ts";
+ * console.log(formatCheckReport(await runChecks({ configPath: "/etc/azure/x.json" })));
+ * ```
+ */
+export function formatCheckReport(report: CheckReport): string {
+  const lines = [`vmsnap check: ${report.configFile}`, ""];
+  for (const check of report.checks) {
+    lines.push(
+      `  ${check.ok ? "ok  " : "FAIL"}  ${check.name}${check.detail ? `: ${check.detail}` : ""}`,
+    );
+  }
+  const list = (title: string, problems: Problem[]) => {
+    if (problems.length === 0) return;
+    lines.push("", `${title}:`);
+    for (const p of problems) lines.push(`  [${p.code}] ${p.message}`);
+  };
+  list("Problems", report.problems);
+  list("Warnings", report.warnings);
+  if (report.freezeTargets.length > 0) {
+    lines.push("", "Would freeze, in this order (thaw in reverse):");
+    report.freezeTargets.forEach((t, i) =>
+      lines.push(`  ${i + 1}. ${t.mountPoint}  (${t.fsType} on ${t.source}, device ${t.device})`)
+    );
+  }
+  if (report.skippedMounts.length > 0) {
+    lines.push("", "Not frozen:");
+    for (const s of report.skippedMounts) {
+      lines.push(`  ${s.mountPoint}  (${s.fsType}): ${s.reason}`);
+    }
+  }
+  const n = report.problems.length;
+  lines.push(
+    "",
+    n === 0
+      ? `OK: no problems${report.warnings.length ? `, ${report.warnings.length} warning(s)` : ""}.`
+      : `${n} problem${n > 1 ? "s" : ""}: fix ${n > 1 ? "them" : "it"} and run vmsnap check again.`,
+  );
+  return lines.join("\n");
+}

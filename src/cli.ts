@@ -1,0 +1,330 @@
+/**
+ * The command line: `vmsnap <command> [options]`. Usage errors exit 64 and
+ * suggest the nearest valid word.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import process from "node:process";
+import { formatCheckReport, runChecks } from "./check.ts";
+import { DEFAULT_CONFIG_PATH, LOG_LEVELS, type LogLevel } from "./config.ts";
+import { CODES } from "./errors.ts";
+import { didYouMean } from "./suggest.ts";
+import { VERSION } from "./version.ts";
+
+/** Exit codes, as documented in `--help`. */
+export const EXIT = { ok: 0, degraded: 1, failed: 2, usage: 64 } as const;
+
+type OptionSpec = { type: "string" | "boolean"; short?: string; help: string; arg?: string };
+
+const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
+  config: {
+    type: "string",
+    arg: "PATH",
+    help: `config file (default: $VMSNAP_CONFIG, else ${DEFAULT_CONFIG_PATH})`,
+  },
+  json: { type: "boolean", help: "machine-readable output on stdout (JSON)" },
+  "log-level": {
+    type: "string",
+    arg: "LEVEL",
+    help: `${LOG_LEVELS.join("|")} (default: the config's log.level, else info)`,
+  },
+  help: { type: "boolean", short: "h", help: "show help" },
+  version: { type: "boolean", short: "V", help: "print the version" },
+};
+
+interface CommandSpec {
+  summary: string;
+  usage: string;
+  description: string;
+  options: Record<string, OptionSpec>;
+  /** Positional arguments allowed after the command. */
+  positionals?: number;
+}
+
+const COMMANDS: Record<string, CommandSpec> = {
+  check: {
+    summary: "check the config, permissions and freeze targets; changes nothing",
+    usage: "vmsnap check [--config PATH] [--json]",
+    description:
+      `Runs every check that would stop an application-consistent snapshot and reports all
+problems at once, each with its code, the file, line and column, and the fix:
+  - the config file: root-owned, mode 600 or stricter, in root-only directories
+  - the config: valid JSONC, every key known, every value in range
+  - pre/post scripts and the snapshot command: exist, root-owned, no group/other bits,
+    every directory on the way root-owned and not group/other-writable (symlinks followed)
+  - the log and state directories
+  - the filesystems that would be frozen, in order, and why each other mount is skipped
+Exit 0 when there is no problem, 1 when there is at least one (warnings do not count).`,
+    options: {},
+  },
+  run: {
+    summary: "take an application-consistent snapshot (root)",
+    usage: "vmsnap run [--config PATH] [--json] [--external | --snapshot-command ARGV...]",
+    description: `Quiesces the applications, freezes the filesystems, takes the snapshot, thaws and
+resumes. --snapshot-command takes every argument after it as the command's argv.
+Exit 0: snapshot at the consistency asked for; 1: snapshot at a lower consistency;
+2: no snapshot; 64: usage error.`,
+    options: {
+      external: {
+        type: "boolean",
+        help: "print a frozen event and wait for snapshot-done/snapshot-failed on stdin",
+      },
+      "snapshot-command": {
+        type: "boolean",
+        help: "ARGV... the snapshot command (replaces the config's)",
+      },
+    },
+  },
+  version: {
+    summary: "print the version",
+    usage: "vmsnap version",
+    description: "Prints `vmsnap <version>`.",
+    options: {},
+  },
+  help: {
+    summary: "show help for vmsnap or a command",
+    usage: "vmsnap help [COMMAND]",
+    description: "Shows the general help, or a command's help.",
+    options: {},
+    positionals: 1,
+  },
+};
+
+/** What the command line asked for. */
+export interface Invocation {
+  command: string;
+  configPath: string;
+  json: boolean;
+  logLevel?: LogLevel;
+  help: boolean;
+  positionals: string[];
+  external: boolean;
+  snapshotCommand?: string[];
+}
+
+/** A usage error: exit 64. */
+export class UsageError extends Error {
+  readonly code = "UsageError";
+}
+
+function optionLines(options: Record<string, OptionSpec>): string[] {
+  return Object.entries(options).map(([name, spec]) => {
+    const flag = `${spec.short ? `-${spec.short}, ` : "    "}--${name}${
+      spec.arg ? ` ${spec.arg}` : ""
+    }`;
+    return `  ${flag.padEnd(24)} ${spec.help}`;
+  });
+}
+
+/** The general help. */
+export function generalHelp(): string {
+  return [
+    `vmsnap ${VERSION}: application-consistent snapshots for Linux VMs`,
+    "",
+    "Usage: vmsnap <command> [options]",
+    "",
+    "Commands:",
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`),
+    "",
+    "Options (every command):",
+    ...optionLines(GLOBAL_OPTIONS),
+    "",
+    "The config is Azure Backup's VMSnapshotScriptPluginConfig.json (same keys, same error",
+    "names), read as JSONC (comments and trailing commas allowed), with optional extensions:",
+    "freeze, snapshot, plugins, log, stateDir. `vmsnap help check` lists what is checked.",
+    "",
+    "Exit codes: 0 success; 1 check found problems / snapshot at lower consistency;",
+    "            2 no snapshot taken; 64 usage error.",
+    `Error codes: ${
+      Object.keys(CODES).length
+    } stable codes, listed in the README with their fixes.`,
+    "",
+    "Run `vmsnap <command> --help` for a command's options.",
+  ].join("\n");
+}
+
+/** A command's help. */
+export function commandHelp(name: string): string {
+  const c = COMMANDS[name];
+  return [
+    `Usage: ${c.usage}`,
+    "",
+    c.description,
+    ...(Object.keys(c.options).length ? ["", "Options:", ...optionLines(c.options)] : []),
+    "",
+    "Options (every command):",
+    ...optionLines(GLOBAL_OPTIONS),
+  ].join("\n");
+}
+
+/**
+ * Parses argv (without the program name). Throws {@linkcode UsageError}.
+ *
+ * @example
+ * ```ts
+ * import { parseInvocation } from "./cli.ts";
+ * parseInvocation(["check", "--json"], {}).command; // "check"
+ * ```
+ */
+export function parseInvocation(
+  argv: string[],
+  env: Record<string, string | undefined>,
+): Invocation {
+  let snapshotCommand: string[] | undefined;
+  const cut = argv.indexOf("--snapshot-command");
+  if (cut >= 0) {
+    snapshotCommand = argv.slice(cut + 1);
+    argv = argv.slice(0, cut + 1);
+    if (snapshotCommand.length === 0) {
+      throw new UsageError(
+        "--snapshot-command needs the command's argv after it, e.g. --snapshot-command /usr/local/sbin/snap.sh",
+      );
+    }
+  }
+  const all: Record<string, OptionSpec> = { ...GLOBAL_OPTIONS };
+  for (const c of Object.values(COMMANDS)) Object.assign(all, c.options);
+  const { tokens } = parseArgs({
+    args: argv,
+    options: Object.fromEntries(
+      Object.entries(all).map((
+        [k, v],
+      ) => [k, { type: v.type, ...(v.short ? { short: v.short } : {}) }]),
+    ),
+    allowPositionals: true,
+    strict: false,
+    tokens: true,
+  });
+  const positionals = tokens.filter((t) => t.kind === "positional").map((t) => t.value);
+  const hasFlag = (name: string) => tokens.some((t) => t.kind === "option" && t.name === name);
+  const command = positionals.shift() ?? (hasFlag("version") ? "version" : "help");
+  const spec = COMMANDS[command];
+  if (!spec) {
+    throw new UsageError(
+      `unknown command ${JSON.stringify(command)}.${didYouMean(command, Object.keys(COMMANDS))}`,
+    );
+  }
+  const allowed = { ...GLOBAL_OPTIONS, ...spec.options };
+  const values: Record<string, string | boolean> = {};
+  for (const token of tokens) {
+    if (token.kind !== "option") continue;
+    const option = allowed[token.name];
+    if (!option) {
+      const suggestion = didYouMean(token.name, Object.keys(allowed)).replace(/"([^"]+)"/, "--$1");
+      const elsewhere = all[token.name] ? ` (${token.rawName} belongs to another command)` : "";
+      throw new UsageError(
+        `unknown option ${token.rawName} for ${command}${elsewhere}.${suggestion}`,
+      );
+    }
+    if (option.type === "string") {
+      if (token.value === undefined || token.value === "") {
+        throw new UsageError(`${token.rawName} needs a value: ${token.rawName} ${option.arg}`);
+      }
+      values[token.name] = token.value;
+    } else {
+      if (token.inlineValue) throw new UsageError(`${token.rawName} takes no value`);
+      values[token.name] = true;
+    }
+  }
+  if (positionals.length > (spec.positionals ?? 0)) {
+    throw new UsageError(
+      `unexpected argument ${JSON.stringify(positionals[spec.positionals ?? 0])} for ${command}.`,
+    );
+  }
+  const logLevel = values["log-level"] as string | undefined;
+  if (logLevel !== undefined && !(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new UsageError(
+      `--log-level must be one of ${LOG_LEVELS.join(", ")}, not ${JSON.stringify(logLevel)}.${
+        didYouMean(logLevel, LOG_LEVELS)
+      }`,
+    );
+  }
+  if (command === "run" && values.external && snapshotCommand) {
+    throw new UsageError(
+      "--external and --snapshot-command exclude each other: choose one way to take the snapshot.",
+    );
+  }
+  return {
+    command,
+    configPath: (values.config as string | undefined) ?? env.VMSNAP_CONFIG ?? DEFAULT_CONFIG_PATH,
+    json: values.json === true,
+    logLevel: logLevel as LogLevel | undefined,
+    help: values.help === true,
+    positionals,
+    external: values.external === true,
+    snapshotCommand,
+  };
+}
+
+/** Where output goes; tests and the binary use the process's streams. */
+export interface Io {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  env: Record<string, string | undefined>;
+}
+
+const processIo: Io = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+  env: process.env,
+};
+
+/**
+ * Runs vmsnap with the given arguments and returns the exit code.
+ *
+ * @example
+ * ```ts
+ * import { main } from "./cli.ts";
+ * const code = await main(["check", "--config", "/etc/azure/VMSnapshotScriptPluginConfig.json"]);
+ * ```
+ */
+export async function main(argv: string[], io: Io = processIo): Promise<number> {
+  let invocation: Invocation;
+  try {
+    invocation = parseInvocation(argv, io.env);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    io.stderr(`vmsnap: ${error.message}\nSee vmsnap --help.\n`);
+    if (argv.includes("--json")) {
+      io.stdout(
+        `${
+          JSON.stringify({ ok: false, problems: [{ code: "UsageError", message: error.message }] })
+        }\n`,
+      );
+    }
+    return EXIT.usage;
+  }
+  const { command } = invocation;
+  if (command === "help") {
+    const topic = invocation.positionals[0];
+    if (topic !== undefined && !COMMANDS[topic]) {
+      io.stderr(
+        `vmsnap: no help for ${JSON.stringify(topic)}.${
+          didYouMean(topic, Object.keys(COMMANDS))
+        }\n`,
+      );
+      return EXIT.usage;
+    }
+    io.stdout(`${topic ? commandHelp(topic) : generalHelp()}\n`);
+    return EXIT.ok;
+  }
+  if (invocation.help) {
+    io.stdout(`${commandHelp(command)}\n`);
+    return EXIT.ok;
+  }
+  if (command === "version") {
+    io.stdout(
+      invocation.json ? `${JSON.stringify({ version: VERSION })}\n` : `vmsnap ${VERSION}\n`,
+    );
+    return EXIT.ok;
+  }
+  if (command === "check") {
+    const report = await runChecks({ configPath: invocation.configPath });
+    io.stdout(
+      invocation.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatCheckReport(report)}\n`,
+    );
+    return report.ok ? EXIT.ok : EXIT.degraded;
+  }
+  io.stderr(`vmsnap: ${command} is not implemented in this version.\n`);
+  return EXIT.failed;
+}

@@ -1,0 +1,481 @@
+/**
+ * The config: Azure's `VMSnapshotScriptPluginConfig.json`, read as JSONC, with
+ * vmsnap's optional extensions. Loading reports every problem at once, each
+ * with a stable code, its JSON path, and line:column in the file.
+ *
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import {
+  createScanner,
+  type Node,
+  type ParseError,
+  parseTree,
+  printParseErrorCode,
+} from "jsonc-parser";
+import { type Problem, VmsnapError } from "./errors.ts";
+import {
+  childPath,
+  type Location,
+  type ObjectSpec,
+  properties,
+  report,
+  SourceMap,
+  type Spec,
+  validate,
+  validateObject,
+  type ValidationContext,
+} from "./schema.ts";
+import { didYouMean } from "./suggest.ts";
+import type { PluginConfig } from "../plugins/plugin.ts";
+import { PLUGINS } from "../plugins/registry.ts";
+import { AZURE_SCRIPT_FIELDS, azureScriptPlugin } from "../plugins/script.ts";
+
+/** Where Azure's framework and vmsnap look for the config. */
+export const DEFAULT_CONFIG_PATH = "/etc/azure/VMSnapshotScriptPluginConfig.json";
+/** The largest config file read (a config is a few hundred bytes). */
+export const MAX_CONFIG_BYTES = 1 << 20;
+/** The deepest nesting accepted. */
+const MAX_DEPTH = 32;
+
+/** Log levels, quietest last. */
+export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
+/** A log level. */
+export type LogLevel = typeof LOG_LEVELS[number];
+
+/** Which filesystems to freeze. */
+export interface FreezeConfig {
+  /** `"auto"`, or mount points frozen in the order given. */
+  mounts: "auto" | string[];
+  /** Mount points or globs never frozen. */
+  exclude: string[];
+  /** The guard thaws everything after this long. */
+  maxFrozenSeconds: number;
+}
+
+/** How the snapshot is taken. */
+export type SnapshotConfig =
+  | { kind: "command"; command: string[]; timeoutInSeconds: number }
+  | { kind: "external"; timeoutInSeconds: number };
+
+/** The normalized config, with every default filled in. */
+export interface Config {
+  /** The file it was read from. */
+  file: string;
+  pluginName: string;
+  continueBackupOnFailure: boolean;
+  fsFreezeEnabled: boolean;
+  freeze: FreezeConfig;
+  snapshot: SnapshotConfig | null;
+  /** Every plugin, the implicit Azure script plugin first. */
+  plugins: PluginConfig[];
+  log: { file: string; level: LogLevel };
+  stateDir: string;
+}
+
+/** A loaded config and what was found while loading it. */
+export interface LoadedConfig {
+  config: Config;
+  /** Problems: any of them makes the config unusable for `run`. */
+  problems: Problem[];
+  /** Warnings: worth knowing, nothing stops. */
+  warnings: Problem[];
+  /** JSON path → where its value stands in the file. */
+  locations: Map<string, Location>;
+}
+
+const absolutePath: Spec = { type: "string", absolutePath: true, nonEmpty: true };
+
+const mountsSpec: Spec = {
+  type: "custom",
+  validate(node, path, ctx) {
+    if (node.type === "string" && node.value === "auto") return "auto";
+    if (node.type === "array") {
+      return validate(node, { type: "array", items: absolutePath }, path, ctx);
+    }
+    report(
+      ctx,
+      node,
+      path,
+      node.type === "string" ? "InvalidConfigValue" : "InvalidConfigType",
+      `${path} must be "auto" or a list of absolute mount points, found ${
+        node.type === "string" ? JSON.stringify(node.value) : `a ${node.type}`
+      }. Fix: write "auto" or ["/data", "/var/lib/mysql"].`,
+    );
+    return undefined;
+  },
+};
+
+const snapshotSpec: ObjectSpec = {
+  type: "object",
+  fields: {
+    command: { type: "array", items: { type: "string", nonEmpty: true }, minItems: 1 },
+    timeoutInSeconds: { type: "integer", min: 1, max: 3600 },
+    external: {
+      type: "object",
+      fields: { timeoutInSeconds: { type: "integer", min: 1, max: 3600, default: 60 } },
+    },
+  },
+};
+
+const pluginsSpec: Spec = {
+  type: "custom",
+  validate(node, path, ctx) {
+    if (node.type !== "array") {
+      report(ctx, node, path, "InvalidConfigType", `${path} must be an array of plugin objects.`);
+      return undefined;
+    }
+    return (node.children ?? []).map((item, i) => validatePlugin(item, childPath(path, i), ctx));
+  },
+};
+
+/** The whole config, top-level keys first (Azure's), then vmsnap's. */
+const CONFIG_SPEC: ObjectSpec = {
+  type: "object",
+  fields: {
+    pluginName: { type: "string", nonEmpty: true, default: "ScriptRunner" },
+    ...AZURE_SCRIPT_FIELDS,
+    continueBackupOnFailure: { type: "boolean", default: true },
+    fsFreezeEnabled: { type: "boolean", default: true },
+    freeze: {
+      type: "object",
+      default: {},
+      fields: {
+        mounts: { ...mountsSpec, default: "auto" },
+        exclude: { type: "array", items: { type: "string", nonEmpty: true }, default: [] },
+        maxFrozenSeconds: { type: "integer", min: 1, max: 3600, default: 60 },
+      },
+    },
+    snapshot: snapshotSpec,
+    plugins: { ...pluginsSpec, default: [] },
+    log: {
+      type: "object",
+      default: {},
+      fields: {
+        file: { ...absolutePath, default: "/var/log/vmsnap/vmsnap.jsonl" },
+        level: { type: "string", oneOf: LOG_LEVELS, default: "info" },
+      },
+    },
+    stateDir: { ...absolutePath, default: "/var/lib/vmsnap" },
+  },
+  ignored: {
+    appName: "vmsnap does not use it.",
+    ScriptsExecutionPollTimeSeconds: "vmsnap waits for a script's exit instead of polling.",
+  },
+};
+
+/** Validates one entry of `plugins` through its type's definition. */
+function validatePlugin(
+  node: Node,
+  path: string,
+  ctx: ValidationContext,
+): PluginConfig | undefined {
+  if (node.type !== "object") {
+    report(ctx, node, path, "InvalidConfigType", `${path} must be an object with a "type".`);
+    return undefined;
+  }
+  const typeEntry = properties(node).find(([key]) => key === "type");
+  const known = [...PLUGINS.keys()];
+  if (!typeEntry || typeEntry[2].type !== "string") {
+    report(
+      ctx,
+      typeEntry?.[2] ?? node,
+      childPath(path, "type"),
+      typeEntry ? "InvalidConfigType" : "MissingConfigKey",
+      `${path} needs "type": one of ${known.map((k) => JSON.stringify(k)).join(", ")}.`,
+    );
+    return undefined;
+  }
+  const type = String(typeEntry[2].value);
+  const definition = PLUGINS.get(type);
+  if (!definition) {
+    report(
+      ctx,
+      typeEntry[2],
+      childPath(path, "type"),
+      "UnknownPluginType",
+      `${path} has the unknown plugin type ${JSON.stringify(type)}.${
+        didYouMean(type, known)
+      } This vmsnap knows: ${known.join(", ")}.`,
+    );
+    return undefined;
+  }
+  const values = validateObject(
+    node,
+    {
+      type: "object",
+      fields: {
+        type: { type: "string", required: true },
+        name: { type: "string", nonEmpty: true, default: type },
+        ...definition.fields,
+      },
+    },
+    path,
+    ctx,
+  );
+  return definition.normalize(values, { path, validation: ctx });
+}
+
+/** jsonc-parser's SyntaxKind values (a const enum, which isolated modules cannot import). */
+const TOKEN = { openBrace: 1, closeBrace: 2, openBracket: 3, closeBracket: 4, eof: 17 } as const;
+
+/** Refuses nesting deeper than MAX_DEPTH before the recursive parser sees it. */
+function tooDeep(text: string): number | undefined {
+  const scanner = createScanner(text, false);
+  let depth = 0;
+  for (let token = scanner.scan(); token !== TOKEN.eof; token = scanner.scan()) {
+    if (token === TOKEN.openBrace || token === TOKEN.openBracket) {
+      if (++depth > MAX_DEPTH) return scanner.getTokenOffset();
+    } else if (token === TOKEN.closeBrace || token === TOKEN.closeBracket) {
+      depth--;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Parses and validates config text. Never throws on bad input: syntax errors
+ * come back as `IncorrectJSONConfigFile` problems, and the config is then the
+ * defaults (which `run` must not use: check `problems`).
+ *
+ * @example
+ * ```ts
+ * import { parseConfig } from "./config.ts";
+ * const { config, problems } = parseConfig('{ "fsFreezeEnabled": false, }', "/etc/azure/x.json");
+ * // problems.length === 0, config.fsFreezeEnabled === false
+ * ```
+ */
+export function parseConfig(text: string, file: string): LoadedConfig {
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  const ctx: ValidationContext = {
+    file,
+    source: new SourceMap(text),
+    problems: [],
+    warnings: [],
+    locations: new Map(),
+  };
+  const syntax = (offset: number, message: string) =>
+    report(
+      ctx,
+      { offset, length: 0, type: "null" } as Node,
+      "",
+      "IncorrectJSONConfigFile",
+      message,
+    );
+  const deep = tooDeep(text);
+  let root: Node | undefined;
+  if (deep !== undefined) {
+    syntax(
+      deep,
+      `nesting deeper than ${MAX_DEPTH} levels; a vmsnap config is at most 4 levels deep.`,
+    );
+  } else {
+    const errors: ParseError[] = [];
+    root = parseTree(text, errors, { allowTrailingComma: true, disallowComments: false });
+    for (const error of errors) {
+      syntax(
+        error.offset,
+        `invalid JSON: ${
+          printParseErrorCode(error.error)
+        }. Fix: correct the syntax here (comments and trailing commas are allowed).`,
+      );
+    }
+    if (errors.length === 0 && root?.type !== "object") {
+      syntax(
+        root?.offset ?? 0,
+        `the config must be a JSON object ({ ... }), found ${root ? `a ${root.type}` : "nothing"}.`,
+      );
+    }
+  }
+  const syntaxOk = ctx.problems.length === 0 && root !== undefined;
+  const values = syntaxOk ? validateObject(root!, CONFIG_SPEC, "", ctx) : validateObject(
+    { type: "object", offset: 0, length: 0, children: [] } as unknown as Node,
+    CONFIG_SPEC,
+    "",
+    { ...ctx, problems: [], warnings: [] },
+  );
+  const config = buildConfig(values, file, ctx);
+  return { config, problems: ctx.problems, warnings: ctx.warnings, locations: ctx.locations };
+}
+
+/** Turns validated top-level values into the typed config; checks cross-key rules. */
+function buildConfig(
+  values: Record<string, unknown>,
+  file: string,
+  ctx: ValidationContext,
+): Config {
+  const plugins: PluginConfig[] = [];
+  const implicit = azureScriptPlugin(values, { path: "", validation: ctx });
+  if (implicit) plugins.push(implicit);
+  const listed = (values.plugins as (PluginConfig | undefined)[] | undefined) ?? [];
+  const names = new Map<string, string>();
+  if (implicit) names.set(implicit.name, "pluginName");
+  listed.forEach((plugin, i) => {
+    if (!plugin) return;
+    const path = childPath(childPath("plugins", i), "name");
+    const previous = names.get(plugin.name);
+    if (previous !== undefined) {
+      const at = ctx.locations.get(path) ?? ctx.locations.get(childPath("plugins", i));
+      ctx.problems.push({
+        code: "DuplicatePluginName",
+        message: `${file}${at ? `:${at.line}:${at.column}` : ""}: plugin name ${
+          JSON.stringify(plugin.name)
+        } is already used by ${previous}. Fix: give every plugin a unique "name".`,
+        path,
+        ...(at ?? {}),
+      });
+    }
+    names.set(plugin.name, path);
+    plugins.push(plugin);
+  });
+  const freeze = values.freeze as FreezeConfig;
+  return {
+    file,
+    pluginName: values.pluginName as string,
+    continueBackupOnFailure: values.continueBackupOnFailure as boolean,
+    fsFreezeEnabled: values.fsFreezeEnabled as boolean,
+    freeze: {
+      mounts: freeze.mounts ?? "auto",
+      exclude: freeze.exclude ?? [],
+      maxFrozenSeconds: freeze.maxFrozenSeconds ?? 60,
+    },
+    snapshot: buildSnapshot(values.snapshot as Record<string, unknown> | undefined, ctx),
+    plugins,
+    log: values.log as Config["log"],
+    stateDir: values.stateDir as string,
+  };
+}
+
+/** The snapshot method: a command, or the external handshake, not both. */
+function buildSnapshot(
+  values: Record<string, unknown> | undefined,
+  ctx: ValidationContext,
+): SnapshotConfig | null {
+  if (!values) return null;
+  const command = values.command as string[] | undefined;
+  const external = values.external as { timeoutInSeconds: number } | undefined;
+  const at = ctx.locations.get("snapshot");
+  const where = `${ctx.file}${at ? `:${at.line}:${at.column}` : ""}`;
+  if (command && external) {
+    ctx.problems.push({
+      code: "InvalidConfigValue",
+      message:
+        `${where}: snapshot has both "command" and "external"; vmsnap takes one snapshot. Fix: keep one of them.`,
+      path: "snapshot",
+      ...(at ?? {}),
+    });
+  }
+  if (command) {
+    if (!command[0].startsWith("/")) {
+      const path = "snapshot.command[0]";
+      const cmdAt = ctx.locations.get(path);
+      ctx.problems.push({
+        code: "RelativePath",
+        message: `${ctx.file}${cmdAt ? `:${cmdAt.line}:${cmdAt.column}` : ""}: ${path} is ${
+          JSON.stringify(command[0])
+        }; the snapshot command runs without a shell or PATH search. Fix: write the executable's absolute path (see \`command -v ${
+          command[0]
+        }\`).`,
+        path,
+        ...(cmdAt ?? {}),
+      });
+    }
+    return {
+      kind: "command",
+      command,
+      timeoutInSeconds: (values.timeoutInSeconds as number) ?? 60,
+    };
+  }
+  if (external) return { kind: "external", timeoutInSeconds: external.timeoutInSeconds };
+  if (
+    values.command === undefined && values.external === undefined && ctx.locations.has("snapshot")
+  ) {
+    const known = ["command", "external"];
+    ctx.problems.push({
+      code: "MissingConfigKey",
+      message:
+        `${where}: snapshot needs "command" (an argv array) or "external": {}. Fix: add one of ${
+          known.join(", ")
+        }.`,
+      path: "snapshot",
+      ...(at ?? {}),
+    });
+  }
+  return null;
+}
+
+/**
+ * Reads and parses a config file. Throws {@linkcode VmsnapError} when the file
+ * cannot be read at all (`ConfigFileNotFound`, `ConfigFileNotReadable`) or is
+ * not text (`IncorrectJSONConfigFile`); everything else comes back as problems.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig } from "./config.ts";
+ * const { config, problems } = loadConfig("/etc/azure/VMSnapshotScriptPluginConfig.json");
+ * ```
+ */
+export function loadConfig(file: string): LoadedConfig {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") {
+      throw new VmsnapError(
+        "ConfigFileNotFound",
+        `${file} does not exist. Fix: create it (Azure's sample config works as is), or point --config or VMSNAP_CONFIG at your config.`,
+      );
+    }
+    if (code === "EISDIR") {
+      throw new VmsnapError(
+        "IncorrectJSONConfigFile",
+        `${file} is a directory, not a config file. Fix: name the JSON file itself.`,
+      );
+    }
+    throw new VmsnapError(
+      "ConfigFileNotReadable",
+      `${file} cannot be read (${code ?? (error as Error).message}). Fix: run vmsnap as root.`,
+    );
+  }
+  if (bytes.length > MAX_CONFIG_BYTES) {
+    throw new VmsnapError(
+      "IncorrectJSONConfigFile",
+      `${file} is ${bytes.length} bytes; a config is at most ${MAX_CONFIG_BYTES} bytes. Fix: is this the right file?`,
+    );
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    const bad = firstInvalidUtf8(bytes);
+    const loc = new SourceMap(new TextDecoder().decode(bytes.subarray(0, bad))).at(bad);
+    throw new VmsnapError(
+      "IncorrectJSONConfigFile",
+      `${file}:${loc.line}: the file is not valid UTF-8 (byte ${bad}). Fix: save it as UTF-8.`,
+      [{
+        code: "IncorrectJSONConfigFile",
+        message: `not valid UTF-8 at byte ${bad}`,
+        line: loc.line,
+      }],
+    );
+  }
+  return parseConfig(text, file);
+}
+
+/** The offset of the first byte that does not decode as UTF-8. */
+function firstInvalidUtf8(bytes: Uint8Array): number {
+  let low = 0;
+  let high = bytes.length;
+  // The longest valid prefix, by bisection (a prefix may end inside a character).
+  while (low < high) {
+    const mid = (low + high + 1) >> 1;
+    try {
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, mid), { stream: true });
+      low = mid;
+    } catch {
+      high = mid - 1;
+    }
+  }
+  return low;
+}

@@ -1,0 +1,209 @@
+/**
+ * Every problem vmsnap reports carries a stable `code`. Where Azure Backup's
+ * pre/post-script framework has a name for it, the code is Azure's name, so a
+ * backup extension that matches on Azure's codes keeps working.
+ *
+ * @module
+ */
+
+/** What each code means and what the admin should do about it. */
+export interface CodeInfo {
+  /** One line: what went wrong. */
+  summary: string;
+  /** One line: how to fix it. */
+  fix: string;
+  /** True when the name is Azure's. */
+  azure?: boolean;
+}
+
+/** The catalog of codes. The README's table is checked against it by a test. */
+export const CODES = {
+  ConfigFileNotFound: {
+    summary: "The config file does not exist.",
+    fix: "Create it (Azure's sample works as is), or point --config / VMSNAP_CONFIG at it.",
+  },
+  ConfigFileNotReadable: {
+    summary: "The config file exists but could not be read.",
+    fix: "Run vmsnap as root; the config must be readable by root only.",
+  },
+  IncorrectJSONConfigFile: {
+    summary: "The config file is not valid JSON (comments and trailing commas are allowed).",
+    fix: "Correct the syntax at the line and column named, or start again from Azure's sample.",
+    azure: true,
+  },
+  InsufficientPermissionforConfigFile: {
+    summary:
+      "The config file, or a secret file it names, is not a root-owned regular file without group/other or execute bits, or sits in a directory others can write.",
+    fix: "chown root:root FILE && chmod 600 FILE, and keep it in a directory only root can write.",
+    azure: true,
+  },
+  InvalidConfigType: {
+    summary: "A config value has the wrong JSON type.",
+    fix: "Use the type the message names (for example a number without quotes).",
+  },
+  InvalidConfigValue: {
+    summary: "A config value is out of range or not one of the allowed words.",
+    fix: "Use a value in the range or from the list the message names.",
+  },
+  UnknownConfigKey: {
+    summary: "A config key is not known (often a typo).",
+    fix: "Correct the spelling (the message suggests the nearest key) or remove the key.",
+  },
+  DuplicateConfigKey: {
+    summary: "The same key appears twice in one object; JSON parsers disagree on which wins.",
+    fix: "Keep one of them.",
+  },
+  MissingConfigKey: {
+    summary: "A required key is missing.",
+    fix: "Add the key the message names.",
+  },
+  DuplicatePluginName: {
+    summary: "Two plugins have the same name.",
+    fix: "Give every plugin a unique name (the Azure top-level script keys use pluginName).",
+  },
+  UnknownPluginType: {
+    summary: "A plugin's type is not one this vmsnap knows.",
+    fix: 'Use one of the types the message lists, for example "script".',
+  },
+  RelativePath: {
+    summary: "A path in the config is relative; vmsnap runs from / and needs absolute paths.",
+    fix: "Write the full path, starting with /.",
+  },
+  IgnoredConfigKey: {
+    summary: "A key from Azure's sample that has no effect in vmsnap (a warning).",
+    fix: "Nothing to do; remove the key to silence the warning.",
+  },
+  EmptyScriptParam: {
+    summary:
+      'A script parameter is "" (Azure\'s sample placeholder); it is passed as an empty argument (a warning).',
+    fix: "Remove the empty strings from the params list unless the script expects them.",
+  },
+  "Pre-ScriptNotFound": {
+    summary: "The pre-script does not exist at the configured path.",
+    fix: "Install the script there or correct preScriptLocation / the plugin's pre path.",
+    azure: true,
+  },
+  "Post-ScriptNotFound": {
+    summary: "The post-script does not exist at the configured path.",
+    fix: "Install the script there or correct postScriptLocation / the plugin's post path.",
+    azure: true,
+  },
+  "InsufficientPermissionforPre-Script": {
+    summary:
+      "The pre-script is not a root-owned regular file with no group/other bits, or a directory on its path is not root-owned or is writable by group/other.",
+    fix: "chown root:root SCRIPT && chmod 700 SCRIPT, in a directory only root can write.",
+    azure: true,
+  },
+  "InsufficientPermissionforPost-Script": {
+    summary:
+      "The post-script is not a root-owned regular file with no group/other bits, or a directory on its path is not root-owned or is writable by group/other.",
+    fix: "chown root:root SCRIPT && chmod 700 SCRIPT, in a directory only root can write.",
+    azure: true,
+  },
+  SnapshotCommandNotFound: {
+    summary: "The snapshot command's executable does not exist.",
+    fix: "Install it or correct snapshot.command[0] (an absolute path).",
+  },
+  InsufficientPermissionforSnapshotCommand: {
+    summary:
+      "The snapshot command's executable fails the same ownership and mode rules as a script.",
+    fix: "chown root:root FILE && chmod 700 FILE (or 755 is refused: no group/other bits).",
+  },
+  InsecureDirectory: {
+    summary:
+      "log.file's directory or stateDir exists and is writable by group or other, or not owned by root.",
+    fix: "chown root:root DIR && chmod 700 DIR.",
+  },
+  FreezeMountNotFound: {
+    summary: "A mount point in freeze.mounts is not mounted.",
+    fix: "Mount it, or correct freeze.mounts (see /proc/self/mountinfo).",
+  },
+  FreezeNotSupported: {
+    summary: "A mount point in freeze.mounts has a filesystem type that cannot be frozen.",
+    fix: "Remove it from freeze.mounts; only ext2/3/4, xfs, btrfs and the like can be frozen.",
+  },
+  FreezeOrder: {
+    summary:
+      "freeze.mounts freezes a filesystem before one that depends on it; the second freeze can block in the kernel (a warning).",
+    fix:
+      'List children (and loop filesystems) before the filesystems that hold them, or use "auto".',
+  },
+  MountinfoUnreadable: {
+    summary: "/proc/self/mountinfo could not be read, so no freeze targets are known.",
+    fix: "Mount /proc; vmsnap needs it to find filesystems.",
+  },
+  UsageError: {
+    summary: "The command line has an unknown command or option or a bad value (exit 64).",
+    fix: "See vmsnap --help; the message suggests the nearest valid word.",
+  },
+} as const satisfies Record<string, CodeInfo>;
+
+/** A stable error code. */
+export type Code = keyof typeof CODES;
+
+/** One problem (or warning) found by a check, with where it comes from. */
+export interface Problem {
+  /** Stable code, see {@linkcode CODES}. */
+  code: Code;
+  /** Names the file, the rule that failed, and the fix. */
+  message: string;
+  /** JSON path in the config, e.g. `plugins[0].pre`. */
+  path?: string;
+  /** 1-based line in the config file. */
+  line?: number;
+  /** 1-based column in the config file. */
+  column?: number;
+  /** The plugin the problem belongs to. */
+  plugin?: string;
+}
+
+/**
+ * An error with a stable code, thrown where a problem stops the command.
+ *
+ * @example
+ * ```ts
+ * import { VmsnapError } from "./errors.ts";
+ * throw new VmsnapError("ConfigFileNotFound", "/etc/azure/x.json does not exist. Fix: create it.");
+ * ```
+ */
+export class VmsnapError extends Error {
+  /** Stable code, see {@linkcode CODES}. */
+  readonly code: Code;
+  /** The problems behind the error, when there are several. */
+  readonly problems: Problem[];
+
+  constructor(code: Code, message: string, problems: Problem[] = []) {
+    super(message);
+    this.name = "VmsnapError";
+    this.code = code;
+    this.problems = problems;
+  }
+}
+
+/**
+ * Formats a file mode as four octal digits, as `stat -c %a` and chmod use it.
+ *
+ * @example
+ * ```ts
+ * import { octal } from "./errors.ts";
+ * octal(0o100755); // "0755"
+ * ```
+ */
+export function octal(mode: number): string {
+  return (mode & 0o7777).toString(8).padStart(4, "0");
+}
+
+/**
+ * The problem with a fix in its message: the catalog's fix is appended when
+ * the message does not carry its own `Fix:`.
+ *
+ * @example
+ * ```ts
+ * import { withFix } from "./errors.ts";
+ * withFix({ code: "UsageError", message: "unknown option --x." }).message; // "… Fix: See vmsnap --help; …"
+ * ```
+ */
+export function withFix(problem: Problem): Problem {
+  if (problem.message.includes("Fix:")) return problem;
+  return { ...problem, message: `${problem.message} Fix: ${CODES[problem.code].fix}` };
+}
