@@ -30,7 +30,9 @@ const [command, args] = process.env.DENORT_BIN
 const started = performance.now();
 const result = spawnSync(command, args, { cwd: root, stdio: "inherit" });
 if (result.status !== 0) {
-  console.error(`build failed: ${command} ${args.join(" ")} exited ${result.status ?? result.signal}`);
+  console.error(
+    `build failed: ${command} ${args.join(" ")} exited ${result.status ?? result.signal}`,
+  );
   process.exit(1);
 }
 const size = statSync(outfile).size;

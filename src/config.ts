@@ -387,9 +387,8 @@ function buildSnapshot(
     };
   }
   if (external) return { kind: "external", timeoutInSeconds: external.timeoutInSeconds };
-  if (
-    values.command === undefined && values.external === undefined && ctx.locations.has("snapshot")
-  ) {
+  const given = (key: string) => ctx.locations.has(`snapshot.${key}`);
+  if (!given("command") && !given("external") && ctx.locations.has("snapshot")) {
     const known = ["command", "external"];
     ctx.problems.push({
       code: "MissingConfigKey",

@@ -198,8 +198,11 @@ export function planFreeze(all: readonly Mount[], options: PlanOptions): FreezeP
   const skipped: SkippedMount[] = [];
   const problems: Problem[] = [];
   const warnings: Problem[] = [];
-  const skip = (m: Mount, reason: string) =>
+  const skippedIds = new Set<number>();
+  const skip = (m: Mount, reason: string) => {
+    skippedIds.add(m.mountId);
     skipped.push({ mountPoint: m.mountPoint, fsType: m.fsType, source: m.source, reason });
+  };
 
   // Only the last mount at a mount point is visible; earlier ones are hidden under it.
   const visible: Mount[] = [];
@@ -331,10 +334,7 @@ export function planFreeze(all: readonly Mount[], options: PlanOptions): FreezeP
     }
   });
   for (const mount of visible) {
-    if (
-      !targets.some((t) => t.device === mount.device) &&
-      !skipped.some((s) => s.mountPoint === mount.mountPoint)
-    ) {
+    if (!targets.some((t) => t.device === mount.device) && !skippedIds.has(mount.mountId)) {
       skip(mount, "not in freeze.mounts");
     }
   }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what vmsnap's tests need on a fresh Debian machine (as root):
+# filesystem tools for loop-mounted test filesystems, and the npm packages
+# (Deno and Bun come from npm). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(util-linux mount e2fsprogs xfsprogs btrfs-progs)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+for tool in losetup mount fsfreeze mkfs.ext4 mkfs.xfs mkfs.btrfs; do
+  command -v "$tool" >/dev/null || { echo "setup: $tool is missing after install" >&2; exit 1; }
+done
+
+npm ci --no-audit --no-fund --loglevel=error
+./node_modules/deno/deno --version | head -1
+echo "bun $(./node_modules/bun/bin/bun.exe --version)"

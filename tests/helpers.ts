@@ -1,0 +1,89 @@
+/**
+ * Test helpers: private root-owned directories (the permission rules refuse
+ * /tmp), files with exact owners and modes, and running the compiled binary.
+ *
+ * @module
+ */
+import { spawn } from "node:child_process";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import process from "node:process";
+
+/** The repository root. */
+export const ROOT = join(dirname(new URL(import.meta.url).pathname), "..");
+
+/** The binary under test: `VMSNAP_BIN`, else `dist/vmsnap`. */
+export const BIN = process.env.VMSNAP_BIN ?? join(ROOT, "dist", "vmsnap");
+
+/** uid/gid of `nobody`, the non-root owner in permission tests. */
+export const NOBODY = 65534;
+
+const BASE = process.env.VMSNAP_TEST_DIR ?? "/var/lib/vmsnap-test";
+
+/**
+ * A fresh directory that passes the permission rules: every directory from /
+ * down is root-owned and not group/other-writable. Removed by `cleanup`.
+ */
+export function secureDir(prefix = "t-"): { dir: string; cleanup(): void } {
+  mkdirSync(BASE, { recursive: true, mode: 0o700 });
+  chmodSync(BASE, 0o700);
+  const dir = mkdtempSync(join(BASE, prefix));
+  chmodSync(dir, 0o700);
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Writes a file with an exact mode and owner (root unless given). */
+export function put(path: string, content: string, mode: number, uid = 0): string {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  writeFileSync(path, content);
+  chownSync(path, uid, uid);
+  chmodSync(path, mode);
+  return path;
+}
+
+/** Writes a config (an object is serialized; a string is written as is), root 0600. */
+export function putConfig(dir: string, config: unknown, name = "vmsnap.json"): string {
+  const text = typeof config === "string" ? config : JSON.stringify(config, null, 2);
+  return put(join(dir, name), text, 0o600);
+}
+
+/** What a finished process gave. */
+export interface Ran {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the compiled binary with arguments; resolves when it exits. */
+export function runBin(
+  args: string[],
+  options: { env?: Record<string, string>; input?: string; timeoutMs?: number } = {},
+): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, args, {
+      env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", ...options.env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 60_000);
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    child.stdin.end(options.input ?? "");
+  });
+}
+
+/** Parses the JSON that `check --json` prints. */
+export function json<T = Record<string, unknown>>(ran: Ran): T {
+  try {
+    return JSON.parse(ran.stdout) as T;
+  } catch {
+    throw new Error(`not JSON (exit ${ran.code}):\n${ran.stdout}\n--- stderr:\n${ran.stderr}`);
+  }
+}

@@ -1,0 +1,301 @@
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseConfig } from "../../src/config.ts";
+import type { Problem } from "../../src/errors.ts";
+import type { ScriptConfig } from "../../plugins/script.ts";
+import { ROOT } from "../helpers.ts";
+
+const FILE = "/etc/azure/VMSnapshotScriptPluginConfig.json";
+const SAMPLE = readFileSync(join(ROOT, "tests", "fixtures", "azure_sample.json"), "utf8");
+
+function only(problems: Problem[]): Problem {
+  assert.equal(
+    problems.length,
+    1,
+    `expected one problem, got ${JSON.stringify(problems, null, 2)}`,
+  );
+  return problems[0];
+}
+
+Deno.test("Azure's sample config is accepted as is, with Azure's defaults", () => {
+  const { config, problems, warnings } = parseConfig(SAMPLE, FILE);
+  assert.deepEqual(problems, []);
+  assert.deepEqual(warnings, []); // no scripts set: the placeholder params are not passed anywhere
+  assert.equal(config.pluginName, "ScriptRunner");
+  assert.equal(config.continueBackupOnFailure, true);
+  assert.equal(config.fsFreezeEnabled, true);
+  assert.deepEqual(config.plugins, []);
+  assert.deepEqual(config.freeze, { mounts: "auto", exclude: [], maxFrozenSeconds: 60 });
+  assert.deepEqual(config.log, { file: "/var/log/vmsnap/vmsnap.jsonl", level: "info" });
+  assert.equal(config.stateDir, "/var/lib/vmsnap");
+  assert.equal(config.snapshot, null);
+});
+
+Deno.test("Azure's sample with scripts set: one implicit script plugin, placeholders pointed out", () => {
+  const text = SAMPLE.replace(
+    '"preScriptLocation" : ""',
+    '"preScriptLocation" : "/etc/azure/pre.sh"',
+  )
+    .replace('"postScriptLocation" : ""', '"postScriptLocation" : "/etc/azure/post.sh"');
+  const { config, problems, warnings } = parseConfig(text, FILE);
+  assert.deepEqual(problems, []);
+  const [plugin] = config.plugins as ScriptConfig[];
+  assert.equal(plugin.name, "ScriptRunner");
+  assert.equal(plugin.type, "script");
+  assert.deepEqual(plugin.pre, {
+    path: "/etc/azure/pre.sh",
+    params: ["", ""],
+    retries: 0,
+    key: "preScriptLocation",
+  });
+  assert.equal(plugin.post?.path, "/etc/azure/post.sh");
+  assert.equal(plugin.timeoutInSeconds, 30);
+  assert.deepEqual(warnings.map((w) => [w.code, w.path, w.line]), [
+    ["EmptyScriptParam", "preScriptParams[0]", 5],
+    ["EmptyScriptParam", "preScriptParams[1]", 5],
+    ["EmptyScriptParam", "postScriptParams[0]", 6],
+    ["EmptyScriptParam", "postScriptParams[1]", 6],
+  ]);
+});
+
+Deno.test("JSONC: comments and trailing commas are allowed", () => {
+  const { problems, config } = parseConfig(
+    `// vmsnap config\n{\n  /* freeze off */ "fsFreezeEnabled": false, // really\n  "freeze": { "exclude": ["/boot",], },\n}\n`,
+    FILE,
+  );
+  assert.deepEqual(problems, []);
+  assert.equal(config.fsFreezeEnabled, false);
+  assert.deepEqual(config.freeze.exclude, ["/boot"]);
+});
+
+Deno.test("a UTF-8 byte order mark is accepted", () => {
+  assert.deepEqual(parseConfig(`\ufeff{"fsFreezeEnabled": true}`, FILE).problems, []);
+});
+
+Deno.test("malformed JSON: IncorrectJSONConfigFile with line and column, every syntax error", () => {
+  const { problems } = parseConfig(
+    `{\n  "timeoutInSeconds": 30\n  "fsFreezeEnabled": tru\n}`,
+    FILE,
+  );
+  assert.ok(problems.length >= 2);
+  assert.ok(problems.every((p) => p.code === "IncorrectJSONConfigFile"));
+  assert.deepEqual([problems[0].line, problems[0].column], [3, 3]);
+  assert.match(
+    problems[0].message,
+    /^\/etc\/azure\/VMSnapshotScriptPluginConfig\.json:3:3: invalid JSON: CommaExpected/,
+  );
+});
+
+Deno.test("an empty file, a bare value and an array are not configs", () => {
+  for (const text of ["", "   \n", "42", "[1]", '"x"', "null"]) {
+    const p = only(parseConfig(text, FILE).problems);
+    assert.equal(p.code, "IncorrectJSONConfigFile", text);
+  }
+});
+
+Deno.test("deep nesting is refused before the parser recurses", () => {
+  const text = `{"freeze": ${"[".repeat(100_000)}${"]".repeat(100_000)}}`;
+  const p = only(parseConfig(text, FILE).problems);
+  assert.equal(p.code, "IncorrectJSONConfigFile");
+  assert.match(p.message, /nesting deeper than 32/);
+});
+
+Deno.test("wrong types name the path, the line, and a fix", () => {
+  const { problems } = parseConfig(
+    `{\n "timeoutInSeconds": "30",\n "fsFreezeEnabled": "true",\n "preScriptParams": "x",\n "continueBackupOnFailure": 1\n}`,
+    FILE,
+  );
+  assert.deepEqual(problems.map((p) => [p.code, p.path, p.line, p.column]), [
+    ["InvalidConfigType", "timeoutInSeconds", 2, 22],
+    ["InvalidConfigType", "fsFreezeEnabled", 3, 21],
+    ["InvalidConfigType", "preScriptParams", 4, 21],
+    ["InvalidConfigType", "continueBackupOnFailure", 5, 29],
+  ]);
+  assert.match(
+    problems[0].message,
+    /must be an integer from 1 to 1800, found "30" \(a string\)\. Fix: write 30 without quotes\./,
+  );
+  assert.match(problems[1].message, /Fix: write true without quotes/);
+  assert.match(problems[2].message, /Fix: put it in a list: \["x"\]/);
+});
+
+Deno.test("out-of-range numbers", () => {
+  const cases: [string, string][] = [
+    ['"timeoutInSeconds": 0', "timeoutInSeconds"],
+    ['"timeoutInSeconds": 1801', "timeoutInSeconds"],
+    ['"timeoutInSeconds": 2.5', "timeoutInSeconds"],
+    ['"timeoutInSeconds": 1e400', "timeoutInSeconds"],
+    ['"preScriptNoOfRetries": -1', "preScriptNoOfRetries"],
+    ['"postScriptNoOfRetries": 99999999999999999999', "postScriptNoOfRetries"],
+    ['"freeze": {"maxFrozenSeconds": 0}', "freeze.maxFrozenSeconds"],
+  ];
+  for (const [text, path] of cases) {
+    const p = only(parseConfig(`{${text}}`, FILE).problems);
+    assert.equal(p.code, "InvalidConfigValue", text);
+    assert.equal(p.path, path);
+  }
+});
+
+Deno.test("unknown keys suggest the nearest one", () => {
+  const { problems } = parseConfig(
+    `{"preScriptLocaton": "/x", "freeze": {"mount": "auto"}, "zzz": 1}`,
+    FILE,
+  );
+  assert.deepEqual(problems.map((p) => [p.code, p.path]), [
+    ["UnknownConfigKey", "preScriptLocaton"],
+    ["UnknownConfigKey", "freeze.mount"],
+    ["UnknownConfigKey", "zzz"],
+  ]);
+  assert.match(problems[0].message, /Did you mean "preScriptLocation"\?/);
+  assert.match(problems[1].message, /in freeze\. Did you mean "mounts"\?/);
+  assert.doesNotMatch(problems[2].message, /Did you mean/);
+});
+
+Deno.test("keys Azure's sample carries that change nothing are warnings", () => {
+  const { problems, warnings } = parseConfig(
+    `{"appName": "x", "ScriptsExecutionPollTimeSeconds": 5}`,
+    FILE,
+  );
+  assert.deepEqual(problems, []);
+  assert.deepEqual(warnings.map((w) => [w.code, w.path]), [
+    ["IgnoredConfigKey", "appName"],
+    ["IgnoredConfigKey", "ScriptsExecutionPollTimeSeconds"],
+  ]);
+});
+
+Deno.test("duplicate keys", () => {
+  const p = only(parseConfig(`{"timeoutInSeconds": 5,\n"timeoutInSeconds": 6}`, FILE).problems);
+  assert.deepEqual([p.code, p.path, p.line, p.column], [
+    "DuplicateConfigKey",
+    "timeoutInSeconds",
+    2,
+    1,
+  ]);
+});
+
+Deno.test("relative paths are refused where absolute ones are needed", () => {
+  const { problems } = parseConfig(
+    JSON.stringify({
+      preScriptLocation: "pre.sh",
+      stateDir: "var/lib",
+      log: { file: "vmsnap.log" },
+      freeze: { mounts: ["data"] },
+      snapshot: { command: ["cp", "a", "b"] },
+    }),
+    FILE,
+  );
+  assert.deepEqual(problems.map((p) => [p.code, p.path]), [
+    ["RelativePath", "preScriptLocation"],
+    ["RelativePath", "stateDir"],
+    ["RelativePath", "log.file"],
+    ["RelativePath", "freeze.mounts[0]"],
+    ["RelativePath", "snapshot.command[0]"],
+  ]);
+  assert.match(problems[4].message, /command -v cp/);
+});
+
+Deno.test("a NUL byte in a path is refused", () => {
+  const p = only(parseConfig(`{"preScriptLocation": "/etc/azure/pre\\u0000.sh"}`, FILE).problems);
+  assert.equal(p.code, "InvalidConfigValue");
+});
+
+Deno.test("plugins: types, names, duplicates, the script plugin's own keys", () => {
+  const { problems, config } = parseConfig(
+    JSON.stringify({
+      preScriptLocation: "/etc/azure/pre.sh",
+      plugins: [
+        { type: "script", name: "app", pre: "/opt/app/pre.sh", retries: 2, preParams: ["--fast"] },
+        { type: "scirpt", name: "typo" },
+        { name: "no-type" },
+        { type: "script", name: "app", post: "/opt/app/post.sh" },
+        { type: "script", name: "ScriptRunner", post: "/x" },
+        { type: "script", name: "empty" },
+        "not an object",
+        { type: "script", name: "bad", retries: "2", colour: 1 },
+      ],
+    }),
+    FILE,
+  );
+  assert.deepEqual(problems.map((p) => [p.code, p.path]), [
+    ["UnknownPluginType", "plugins[1].type"],
+    ["MissingConfigKey", "plugins[2].type"],
+    ["MissingConfigKey", "plugins[5]"],
+    ["InvalidConfigType", "plugins[6]"],
+    ["InvalidConfigType", "plugins[7].retries"],
+    ["UnknownConfigKey", "plugins[7].colour"],
+    ["MissingConfigKey", "plugins[7]"],
+    ["DuplicatePluginName", "plugins[3].name"],
+    ["DuplicatePluginName", "plugins[4].name"],
+  ]);
+  assert.match(problems[0].message, /Did you mean "script"\?/);
+  assert.match(problems[7].message, /already used by plugins\[0\]\.name/);
+  assert.match(problems[8].message, /already used by pluginName/);
+  const app = config.plugins[1] as ScriptConfig;
+  assert.deepEqual(app.pre, {
+    path: "/opt/app/pre.sh",
+    params: ["--fast"],
+    retries: 2,
+    key: "plugins[0].pre",
+  });
+  assert.equal(app.post, null);
+});
+
+Deno.test("snapshot: command or external, not both, not neither", () => {
+  assert.deepEqual(
+    parseConfig(
+      `{"snapshot": {"command": ["/usr/local/sbin/snap", "-q"], "timeoutInSeconds": 20}}`,
+      FILE,
+    ).config.snapshot,
+    { kind: "command", command: ["/usr/local/sbin/snap", "-q"], timeoutInSeconds: 20 },
+  );
+  assert.deepEqual(parseConfig(`{"snapshot": {"external": {}}}`, FILE).config.snapshot, {
+    kind: "external",
+    timeoutInSeconds: 60,
+  });
+  assert.equal(only(parseConfig(`{"snapshot": {}}`, FILE).problems).code, "MissingConfigKey");
+  assert.equal(
+    only(parseConfig(`{"snapshot": {"command": ["/x"], "external": {}}}`, FILE).problems).code,
+    "InvalidConfigValue",
+  );
+  assert.equal(
+    only(parseConfig(`{"snapshot": {"command": []}}`, FILE).problems).code,
+    "InvalidConfigValue",
+  );
+});
+
+Deno.test("freeze.mounts is auto or a list; log.level one of the levels", () => {
+  assert.deepEqual(
+    parseConfig(`{"freeze": {"mounts": ["/data", "/"]}}`, FILE).config.freeze.mounts,
+    ["/data", "/"],
+  );
+  const bad =
+    parseConfig(`{"freeze": {"mounts": "all"}, "log": {"level": "verbose"}}`, FILE).problems;
+  assert.deepEqual(bad.map((p) => [p.code, p.path]), [
+    ["InvalidConfigValue", "freeze.mounts"],
+    ["InvalidConfigValue", "log.level"],
+  ]);
+});
+
+Deno.test("every problem is reported at once, not only the first", () => {
+  const { problems } = parseConfig(
+    `{"timeoutInSeconds": -5, "fsFreezeEnabled": "no", "preScriptLocaton": "", "stateDir": "rel", "plugins": [{"type": "x"}]}`,
+    FILE,
+  );
+  assert.equal(problems.length, 5);
+  assert.ok(problems.every((p) => p.line === 1 && typeof p.column === "number"));
+});
+
+Deno.test("the sample fixture is Azure's published file, byte for byte", () => {
+  const shared = join(
+    ROOT,
+    "..",
+    "shared",
+    "reference",
+    "VMSnapshotScriptPluginConfig.sample.json",
+  );
+  const fixture = readFileSync(join(ROOT, "tests", "fixtures", "azure_sample.json"));
+  // The shared copy sits beside the checkout on developer machines and in CI.
+  if (existsSync(shared)) assert.deepEqual(fixture, readFileSync(shared));
+  assert.match(fixture.toString(), /"preScriptParams" : \["", ""\],/);
+});
