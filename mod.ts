@@ -27,5 +27,7 @@ export { checkFile, resolveSecurely } from "./src/permissions.ts";
 export { VERSION } from "./src/version.ts";
 
 if (import.meta.main) {
-  process.exitCode = await main(process.argv.slice(2));
+  const code = await main(process.argv.slice(2));
+  // Exit once stdout is flushed: a pending stdin read (the external handshake) must not keep us alive.
+  process.stdout.write("", () => process.exit(code));
 }

@@ -7,7 +7,8 @@
  *
  * @module
  */
-import type { Problem } from "../src/errors.ts";
+import type { Code, Problem } from "../src/errors.ts";
+import type { LogLevel } from "../src/config.ts";
 import type { Field, Location, ValidationContext } from "../src/schema.ts";
 
 /** What every plugin's config has. */
@@ -30,18 +31,54 @@ export interface CheckContext {
   locate(path: string): Location | undefined;
 }
 
+/** An error met while running, for the result. */
+export interface RunError {
+  code: Code;
+  message: string;
+  plugin?: string;
+}
+
+/** The outcome of a plugin's quiesce or resume. */
+export interface StepResult {
+  ok: boolean;
+  /** Nothing to do (for example no post-script configured). */
+  skipped?: boolean;
+  durationMs: number;
+  errors: RunError[];
+  /** Facts for the result: attempts, positions, versions. */
+  facts: Record<string, unknown>;
+}
+
+/** What a running plugin gets from the sequence. */
+export interface PluginEnv {
+  runId: string;
+  stateDir: string;
+  /** Aborts on SIGINT/SIGTERM/SIGHUP during quiesce; resume gets a signal that never aborts. */
+  signal: AbortSignal;
+  log(level: LogLevel, event: string, fields: Record<string, unknown>): void;
+}
+
+/** A plugin at work: quiesce before the freeze, resume after the thaw. */
+export interface PluginRuntime {
+  quiesce(env: PluginEnv): Promise<StepResult>;
+  resume(env: PluginEnv): Promise<StepResult>;
+}
+
 /**
- * A plugin type: its keys, how they become a config, and its checks.
+ * A plugin type: its keys, how they become a config, its checks, and its
+ * runtime.
  *
  * @example
  * ```ts
  * import type { PluginDefinition, PluginConfig } from "./plugin.ts";
+ * const done = { ok: true, durationMs: 0, errors: [], facts: {} };
  * const noop: PluginDefinition<PluginConfig> = {
  *   type: "noop",
  *   summary: "does nothing",
  *   fields: {},
  *   normalize: (_values, _ctx) => ({ type: "noop", name: "noop" }),
  *   check: () => [],
+ *   create: () => ({ quiesce: async () => done, resume: async () => done }),
  * };
  * ```
  */
@@ -56,6 +93,8 @@ export interface PluginDefinition<C extends PluginConfig = PluginConfig> {
   normalize(values: Record<string, unknown>, ctx: NormalizeContext): C;
   /** Checks that look at the machine: files, permissions. */
   check(config: C, ctx: CheckContext): Problem[] | Promise<Problem[]>;
+  /** The plugin at work, for one run. */
+  create(config: C): PluginRuntime;
 }
 
 /**

@@ -5,27 +5,20 @@
  *
  * @module
  */
-import type { Code, Problem } from "../src/errors.ts";
+import type { Problem } from "../src/errors.ts";
 import { checkFile } from "../src/permissions.ts";
-import { childPath, type Field, reportAt } from "../src/schema.ts";
+import { childPath, type Field, type Location, reportAt } from "../src/schema.ts";
 import {
   locateProblems,
   type NormalizeContext,
   type PluginConfig,
   type PluginDefinition,
+  type PluginEnv,
+  type StepResult,
 } from "./plugin.ts";
+import { type Phase, PHASE_CODES, runScript, type ScriptStep } from "./script_runner.ts";
 
-/** One side of the pair: the pre-script or the post-script. */
-export interface ScriptStep {
-  /** Absolute path of the script. */
-  path: string;
-  /** Arguments, passed as argv (empty strings included, as Azure passes them). */
-  params: string[];
-  /** Retries after the first attempt. */
-  retries: number;
-  /** JSON path of the script's path in the config, for messages. */
-  key: string;
-}
+export type { Phase, ScriptStep };
 
 /** A normalized script plugin config. */
 export interface ScriptConfig extends PluginConfig {
@@ -35,15 +28,6 @@ export interface ScriptConfig extends PluginConfig {
   /** The budget of each script for all its attempts together. */
   timeoutInSeconds: number;
 }
-
-/** The phases a script runs in. */
-export type Phase = "pre" | "post";
-
-/** The codes of each phase, Azure's names. */
-export const PHASE_CODES: Record<Phase, { notFound: Code; permission: Code }> = {
-  pre: { notFound: "Pre-ScriptNotFound", permission: "InsufficientPermissionforPre-Script" },
-  post: { notFound: "Post-ScriptNotFound", permission: "InsufficientPermissionforPost-Script" },
-};
 
 /** Script timeouts: Azure's default and a sane upper bound. */
 export const TIMEOUT_FIELD: Field = { type: "integer", min: 1, max: 1800, default: 30 };
@@ -129,7 +113,7 @@ export const AZURE_SCRIPT_FIELDS: Record<string, Field> = {
 /** Checks that each configured script exists and passes the permission rules. */
 export function checkScripts(
   config: ScriptConfig,
-  locate: (path: string) => ReturnType<Parameters<typeof locateProblems>[2]>,
+  locate: (path: string) => Location | undefined,
 ): Problem[] {
   const problems: Problem[] = [];
   for (const phase of ["pre", "post"] as const) {
@@ -186,4 +170,20 @@ export const scriptPlugin: PluginDefinition<ScriptConfig> = {
     };
   },
   check: (config, ctx) => checkScripts(config, ctx.locate),
+  create: (config) => {
+    const side = (phase: Phase) => (env: PluginEnv): Promise<StepResult> => {
+      const step = config[phase];
+      if (!step) {
+        return Promise.resolve({ ok: true, skipped: true, durationMs: 0, errors: [], facts: {} });
+      }
+      return runScript({
+        plugin: config.name,
+        phase,
+        step,
+        timeoutInSeconds: config.timeoutInSeconds,
+        env,
+      });
+    };
+    return { quiesce: side("pre"), resume: side("post") };
+  },
 };

@@ -4,9 +4,12 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { formatCheckReport, runChecks } from "./check.ts";
+import { guardMain } from "./guard.ts";
+import { runBackup } from "./sequence.ts";
 import { DEFAULT_CONFIG_PATH, LOG_LEVELS, type LogLevel } from "./config.ts";
 import { CODES } from "./errors.ts";
 import { didYouMean } from "./suggest.ts";
@@ -246,7 +249,10 @@ export function parseInvocation(
   }
   return {
     command,
-    configPath: (values.config as string | undefined) ?? env.VMSNAP_CONFIG ?? DEFAULT_CONFIG_PATH,
+    // A relative path is taken from the current directory, as the admin typed it.
+    configPath: resolve(
+      (values.config as string | undefined) ?? env.VMSNAP_CONFIG ?? DEFAULT_CONFIG_PATH,
+    ),
     json: values.json === true,
     logLevel: logLevel as LogLevel | undefined,
     help: values.help === true,
@@ -261,12 +267,14 @@ export interface Io {
   stdout(text: string): void;
   stderr(text: string): void;
   env: Record<string, string | undefined>;
+  stdin?: NodeJS.ReadableStream;
 }
 
 const processIo: Io = {
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
   env: process.env,
+  stdin: process.stdin,
 };
 
 /**
@@ -279,6 +287,8 @@ const processIo: Io = {
  * ```
  */
 export async function main(argv: string[], io: Io = processIo): Promise<number> {
+  // The freeze guard: this binary in a hidden mode, started by `run` only.
+  if (argv[0] === "__guard" && argv.length === 1) return await guardMain();
   let invocation: Invocation;
   try {
     invocation = parseInvocation(argv, io.env);
@@ -325,6 +335,15 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     );
     return report.ok ? EXIT.ok : EXIT.degraded;
   }
-  io.stderr(`vmsnap: ${command} is not implemented in this version.\n`);
-  return EXIT.failed;
+  // command === "run"
+  const result = await runBackup({
+    configPath: invocation.configPath,
+    json: invocation.json,
+    logLevel: invocation.logLevel,
+    snapshotCommand: invocation.snapshotCommand,
+    external: invocation.external,
+    streams: { stdout: io.stdout, stderr: io.stderr },
+    stdin: (io.stdin ?? process.stdin) as import("node:stream").Readable,
+  });
+  return result.exitCode;
 }

@@ -132,6 +132,96 @@ export const CODES = {
     summary: "/proc/self/mountinfo could not be read, so no freeze targets are known.",
     fix: "Mount /proc; vmsnap needs it to find filesystems.",
   },
+  NotRoot: {
+    summary: "vmsnap run was started by a user other than root.",
+    fix:
+      "Run it as root (sudo vmsnap run ...); freezing filesystems and running root's scripts needs root.",
+  },
+  InvalidConfig: {
+    summary: "vmsnap run found problems in the config (listed with it) and ran nothing.",
+    fix: "Run vmsnap check, fix every problem it lists, and run again.",
+  },
+  NoSnapshotMethod: {
+    summary: "vmsnap run has no way to take the snapshot.",
+    fix:
+      "Set snapshot.command or snapshot.external in the config, or pass --snapshot-command ARGV... or --external.",
+  },
+  AnotherRunInProgress: {
+    summary: "Another vmsnap run holds the run lock in stateDir.",
+    fix: "Wait for it to finish; a lock left by a dead process is taken over automatically.",
+  },
+  "Pre-ScriptExecutionFailed": {
+    summary:
+      "The pre-script exited non-zero (or could not start) on every attempt; the snapshot is at most filesystem-consistent.",
+    fix:
+      "Read the script's output in the message and the log, fix the script, then run vmsnap run again.",
+    azure: true,
+  },
+  "Post-ScriptExecutionFailed": {
+    summary:
+      "The post-script exited non-zero (or could not start) on every attempt; the application may not have resumed.",
+    fix:
+      "Read the script's output in the message and the log, check the application's state, fix the script.",
+    azure: true,
+  },
+  "Pre-ScriptTimeout": {
+    summary:
+      "The pre-script did not finish within timeoutInSeconds (all attempts together); it and every process it started were killed.",
+    fix: "Make the script faster or raise timeoutInSeconds in the config.",
+    azure: true,
+  },
+  "Post-ScriptTimeout": {
+    summary:
+      "The post-script did not finish within timeoutInSeconds (all attempts together); it and every process it started were killed.",
+    fix:
+      "Make the script faster or raise timeoutInSeconds in the config; check the application's state.",
+    azure: true,
+  },
+  FreezeFailed: {
+    summary: "A filesystem could not be frozen; everything frozen was thawed.",
+    fix:
+      "Read the errno in the message (EOPNOTSUPP: the filesystem cannot freeze; EBUSY: someone else froze it); exclude it or fix the cause.",
+  },
+  FreezeTimeout: {
+    summary:
+      "The filesystems stayed frozen longer than freeze.maxFrozenSeconds and the guard thawed them; the snapshot may be inconsistent.",
+    fix:
+      "Make the snapshot faster or raise freeze.maxFrozenSeconds; check the freeze order (vmsnap check).",
+  },
+  GuardFailed: {
+    summary: "The freeze guard process could not be started, so nothing was frozen.",
+    fix:
+      "Check that the vmsnap binary can execute itself (noexec mounts, seccomp) and the log for the guard's error.",
+  },
+  ThawFailed: {
+    summary: "A filesystem could not be confirmed thawed.",
+    fix: "Run fsfreeze --unfreeze MOUNT now, then vmsnap recover; report the errno in the message.",
+  },
+  SnapshotFailed: {
+    summary:
+      "The snapshot command exited non-zero, or the external caller answered snapshot-failed or closed stdin.",
+    fix: "Read the command's output in the message and the log; fix the command or the caller.",
+  },
+  SnapshotTimeout: {
+    summary:
+      "The snapshot command (or the external caller) did not finish within its timeoutInSeconds; it was killed.",
+    fix:
+      "Make the snapshot faster or raise snapshot.timeoutInSeconds (and freeze.maxFrozenSeconds).",
+  },
+  Interrupted: {
+    summary:
+      "vmsnap run received SIGINT, SIGTERM or SIGHUP; it stopped its scripts, thawed and resumed.",
+    fix: "Nothing to repair; run again when ready.",
+  },
+  LogWriteFailed: {
+    summary:
+      "Log records could not be written (full disk, I/O error); the result still carries every error.",
+    fix: "Free space on the log's filesystem or move log.file.",
+  },
+  InternalError: {
+    summary: "vmsnap met an error it did not expect; it thawed and resumed what it had started.",
+    fix: "Report it with the log file; the message carries the stack.",
+  },
   UsageError: {
     summary: "The command line has an unknown command or option or a bad value (exit 64).",
     fix: "See vmsnap --help; the message suggests the nearest valid word.",

@@ -87,3 +87,63 @@ export function json<T = Record<string, unknown>>(ran: Ran): T {
     throw new Error(`not JSON (exit ${ran.code}):\n${ran.stdout}\n--- stderr:\n${ran.stderr}`);
   }
 }
+
+/** A binary started in the background. */
+export interface Started {
+  child: import("node:child_process").ChildProcessWithoutNullStreams;
+  /** Resolves when it exits. */
+  done: Promise<Ran>;
+  /** stdout so far. */
+  stdout(): string;
+}
+
+/** Starts the binary without waiting for it. */
+export function startBin(args: string[], options: { env?: Record<string, string> } = {}): Started {
+  const child = spawn(BIN, args, {
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", ...options.env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  const done = new Promise<Ran>((resolve) => {
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return { child, done, stdout: () => stdout };
+}
+
+/** Polls until the predicate holds; throws after the timeout. */
+export async function waitFor(
+  what: string,
+  predicate: () => boolean,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const until = performance.now() + timeoutMs;
+  while (!predicate()) {
+    if (performance.now() > until) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Creates a file on a mount from another process and returns how long that
+ * took (a frozen filesystem blocks the creation until it is thawed). Gives up
+ * after `limitMs` and reports Infinity; the blocked writer is left to finish on
+ * the thaw.
+ */
+export function timeToWrite(mountPoint: string, limitMs = 5_000): Promise<number> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const child = spawn("/bin/sh", ["-c", `echo probe > "${mountPoint}/.probe-$$"`], {
+      stdio: "ignore",
+    });
+    const timer = setTimeout(() => resolve(Infinity), limitMs);
+    child.on("exit", () => {
+      clearTimeout(timer);
+      resolve(performance.now() - started);
+    });
+  });
+}

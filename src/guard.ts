@@ -1,0 +1,273 @@
+/**
+ * The freeze guard: a separate process (this binary in the hidden `__guard`
+ * mode, in its own session) that holds the list of frozen mounts and a
+ * deadline. It thaws every listed mount
+ *
+ * - when the deadline (`freeze.maxFrozenSeconds`) passes, and then keeps
+ *   thawing until the agent lets it go, so a freeze that was blocked in the
+ *   kernel and completes late is thawed too;
+ * - at once when the agent dies: it reads the agent's pipe, and EOF on it is
+ *   the agent's death (no timer poll).
+ *
+ * The agent tells it when its own thaw is done; the guard then checks every
+ * mount once more and exits. Protocol: JSON lines, agent → guard on stdin
+ * (`arm`, `release`), guard → agent on stdout (`armed`, `expired`, `released`).
+ * The guard writes nothing to any filesystem until everything is thawed; then
+ * it leaves a report in stateDir for the next run when it had to step in.
+ *
+ * @module
+ */
+import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import { createInterface } from "node:readline";
+import { createFreezer, thawAndConfirm } from "./freeze.ts";
+import { selfCommand } from "./self.ts";
+
+/** What the agent sends to arm the guard. */
+export interface ArmMessage {
+  op: "arm";
+  runId: string;
+  mounts: string[];
+  maxFrozenMs: number;
+  stateDir: string;
+}
+
+/** One mount thawed by the guard. */
+export interface GuardThaw {
+  mount: string;
+  wasFrozen: boolean;
+  confirmed: boolean;
+  error?: string;
+}
+
+/** What the guard did when it stepped in, as sent to the agent and left in stateDir. */
+export interface GuardReport {
+  runId: string;
+  reason: "deadline" | "agent-died";
+  at: string;
+  /** Milliseconds from arming to the first thaw. */
+  afterMs: number;
+  thawed: GuardThaw[];
+}
+
+/** Where the guard leaves its report for the next run. */
+export function guardReportPath(stateDir: string, runId: string): string {
+  return join(stateDir, `guard-${runId}.json`);
+}
+
+const REPEAT_THAW_MS = 50;
+
+/**
+ * The guard's main loop. Returns the exit code.
+ *
+ * @example
+ * ```ts
+ * // Started by the agent as `vmsnap __guard`; not for people.
+ * ```
+ */
+export async function guardMain(): Promise<number> {
+  const freezer = await createFreezer();
+  const send = (message: Record<string, unknown>) => {
+    try {
+      process.stdout.write(`${JSON.stringify(message)}\n`);
+    } catch {
+      // The agent is gone; the pipe is closed. Keep thawing.
+    }
+  };
+  let arm: ArmMessage | undefined;
+  let armedAt = 0;
+  let released = false;
+  let report: GuardReport | undefined;
+  let deadline: ReturnType<typeof setTimeout> | undefined;
+  let repeat: ReturnType<typeof setInterval> | undefined;
+
+  const thawAll = (reason: GuardReport["reason"]): GuardReport => {
+    const thawed = (arm?.mounts ?? []).slice().reverse().map((mount): GuardThaw => ({
+      mount,
+      ...thawAndConfirm(freezer, mount),
+    }));
+    if (!report) {
+      report = {
+        runId: arm?.runId ?? "",
+        reason,
+        at: new Date().toISOString(),
+        afterMs: Math.round(performance.now() - armedAt),
+        thawed,
+      };
+    } else {
+      // Later rounds: record any mount found frozen again (a freeze that completed late).
+      for (const t of thawed) {
+        const before = report.thawed.find((r) => r.mount === t.mount);
+        if (before && t.wasFrozen) before.wasFrozen = true;
+      }
+    }
+    return report;
+  };
+  const leaveReport = () => {
+    if (!report || !arm) return;
+    try {
+      writeFileSync(guardReportPath(arm.stateDir, arm.runId), JSON.stringify(report), {
+        mode: 0o600,
+      });
+    } catch {
+      // Nothing more can be done; the thaw itself is what matters.
+    }
+  };
+
+  const input = createInterface({ input: process.stdin, crlfDelay: Infinity });
+  const done = new Promise<number>((resolve) => {
+    input.on("line", (line) => {
+      let message: { op?: string };
+      try {
+        message = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (message.op === "arm" && !arm) {
+        arm = message as ArmMessage;
+        armedAt = performance.now();
+        deadline = setTimeout(() => {
+          send({ event: "expired", report: thawAll("deadline") });
+          // Keep thawing until released: a freeze blocked in the kernel may complete late.
+          repeat = setInterval(() => thawAll("deadline"), REPEAT_THAW_MS);
+        }, arm.maxFrozenMs);
+        send({ event: "armed", pid: process.pid });
+      } else if (message.op === "release") {
+        released = true;
+        clearTimeout(deadline);
+        clearInterval(repeat);
+        // The agent says it thawed what it froze; make sure, without counting it as stepping in.
+        // Only those: a mount it failed to freeze (EBUSY) may be someone else's freeze.
+        const froze = (message as { froze?: string[] }).froze ?? arm?.mounts ?? [];
+        const leftovers = froze.filter((m) => thawAndConfirm(freezer, m).wasFrozen);
+        send({ event: "released", leftovers });
+        input.close();
+        resolve(0);
+      }
+    });
+    input.on("close", () => {
+      if (released) return;
+      clearTimeout(deadline);
+      clearInterval(repeat);
+      if (arm) {
+        // The agent died: thaw now, and tell the next run (the filesystems are writable again).
+        thawAll("agent-died");
+        leaveReport();
+        // One more round shortly after, for a freeze that was in flight when the agent died.
+        setTimeout(() => {
+          thawAll("agent-died");
+          leaveReport();
+          resolve(3);
+        }, REPEAT_THAW_MS);
+      } else {
+        resolve(0);
+      }
+    });
+  });
+  return await done;
+}
+
+/** The agent's handle on its guard. */
+export interface GuardClient {
+  pid: number;
+  /** Set when the guard thawed at the deadline. */
+  expired(): GuardReport | undefined;
+  /**
+   * Tells the guard the agent's thaw of `froze` is done; resolves with the
+   * mounts the guard still found frozen.
+   */
+  release(froze: string[]): Promise<string[]>;
+  /** Kills the guard (used when arming failed). */
+  kill(): void;
+}
+
+/**
+ * Starts a guard, arms it with the mounts and deadline, and waits until it
+ * confirms. Throws when it does not come up within `startTimeoutMs`.
+ *
+ * @example
+ * ```ts
+ * import { startGuard } from "./guard.ts";
+ * const guard = await startGuard({ op: "arm", runId, mounts: ["/data"], maxFrozenMs: 60_000, stateDir });
+ * // ... freeze, snapshot, thaw ...
+ * await guard.release(["/data"]);
+ * ```
+ */
+export function startGuard(arm: ArmMessage, startTimeoutMs = 10_000): Promise<GuardClient> {
+  const [command, ...args] = selfCommand(["__guard"]);
+  const child = spawn(command, args, {
+    detached: true,
+    stdio: ["pipe", "pipe", "ignore"],
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C" },
+  });
+  let expiredReport: GuardReport | undefined;
+  const waiters: { event: string; resolve(message: Record<string, unknown>): void }[] = [];
+  let exited = false;
+  const exitWaiters: (() => void)[] = [];
+  child.on("exit", () => {
+    exited = true;
+    for (const w of exitWaiters.splice(0)) w();
+  });
+  createInterface({ input: child.stdout! }).on("line", (line) => {
+    let message: Record<string, unknown>;
+    try {
+      message = JSON.parse(line);
+    } catch {
+      return;
+    }
+    if (message.event === "expired") expiredReport = message.report as GuardReport;
+    for (const w of waiters.filter((w) => w.event === message.event)) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(message);
+    }
+  });
+  const waitFor = (event: string, timeoutMs: number) =>
+    new Promise<Record<string, unknown> | undefined>((resolve) => {
+      const timer = setTimeout(() => resolve(undefined), timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve(undefined);
+      };
+      if (exited) return done();
+      exitWaiters.push(done);
+      waiters.push({
+        event,
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+      });
+    });
+  const kill = () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  };
+  child.stdin!.on("error", () => {});
+  child.stdin!.write(`${JSON.stringify(arm)}\n`);
+  return waitFor("armed", startTimeoutMs).then((armed) => {
+    if (!armed) {
+      kill();
+      throw new Error(
+        `the freeze guard did not start within ${startTimeoutMs} ms (${command} __guard)`,
+      );
+    }
+    // The guard must not keep the agent alive, nor die with the agent's terminal.
+    child.unref();
+    return {
+      pid: child.pid!,
+      expired: () => expiredReport,
+      async release(froze: string[]) {
+        child.stdin!.write(`${JSON.stringify({ op: "release", froze })}\n`);
+        const answer = await waitFor("released", 5_000);
+        child.stdin!.end();
+        return (answer?.leftovers as string[] | undefined) ?? [];
+      },
+      kill,
+    };
+  });
+}

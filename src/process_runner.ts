@@ -1,0 +1,293 @@
+/**
+ * Runs one external process (a script attempt, the snapshot command) the
+ * way an admin needs it run:
+ *
+ * - in its own session and process group, stdin `/dev/null`, cwd `/`, the
+ *   environment given (nothing inherited);
+ * - output read continuously, line by line, so a process printing megabytes
+ *   never blocks on a full pipe; the tail is kept;
+ * - on timeout or abort: SIGTERM to the whole group and to every descendant
+ *   that left it (found by a tag in the environment every descendant
+ *   inherits), a grace period, then SIGKILL, until none is left;
+ * - on a normal exit, descendants are left alone (a daemon the script started
+ *   on purpose) but the run does not wait for the pipes they hold; they are
+ *   reported.
+ *
+ * @module
+ */
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+import process from "node:process";
+
+/** The environment variable that tags every process a run starts. */
+export const TAG_VARIABLE = "VMSNAP_PROCESS_TAG";
+
+/** How to run the process. */
+export interface RunProcessOptions {
+  /** The executable and its arguments (no shell). */
+  argv: string[];
+  /** The whole environment of the process. */
+  env: Record<string, string>;
+  /** Kill it after this long. */
+  timeoutMs: number;
+  /** Kill it when this aborts. */
+  signal?: AbortSignal;
+  /** Between SIGTERM and SIGKILL. */
+  graceMs?: number;
+  /** Every output line, as it comes. */
+  onLine?: (stream: "stdout" | "stderr", line: string) => void;
+  /** How many lines of each stream to keep for the result. */
+  tailLines?: number;
+  /** After the process exits, how long to wait for its pipes to close. */
+  drainMs?: number;
+}
+
+/** A process left running after a normal exit. */
+export interface Leftover {
+  pid: number;
+  command: string;
+}
+
+/** What happened. */
+export interface ProcessResult {
+  exitCode: number | null;
+  /** The signal that ended it, when one did. */
+  signal: string | null;
+  timedOut: boolean;
+  aborted: boolean;
+  /** Set when it could not be started at all. */
+  spawnError?: string;
+  durationMs: number;
+  tail: { stdout: string[]; stderr: string[] };
+  lines: number;
+  bytes: number;
+  /** Descendants still running after a normal exit (left alone). */
+  leftovers: Leftover[];
+  /** Processes that had to be killed after a timeout or abort. */
+  killed: number;
+}
+
+const MAX_LINE = 4096;
+
+/** Pids of processes whose environment carries the tag (never this process). */
+export function findTagged(tag: string): number[] {
+  const needle = Buffer.from(`${TAG_VARIABLE}=${tag}\0`);
+  const pids: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return pids;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/environ`).includes(needle)) pids.push(Number(entry));
+    } catch {
+      // gone, or a zombie
+    }
+  }
+  return pids;
+}
+
+function commandOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean).join(" ");
+  } catch {
+    return "?";
+  }
+}
+
+function signalAll(pgid: number | undefined, pids: number[], signal: NodeJS.Signals): void {
+  if (pgid) {
+    try {
+      process.kill(-pgid, signal);
+    } catch {
+      // the group is gone
+    }
+  }
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // gone
+    }
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Live (not zombie) members of a process group, from /proc. */
+export function groupMembers(pgid: number): number[] {
+  const pids: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return pids;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      // pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(pgrp) === pgid && state !== "Z" && state !== "X") pids.push(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+/**
+ * Kills a process group and every tagged descendant: SIGTERM, a grace, then
+ * SIGKILL until none is left. Zombies (which an init that reaps slowly keeps
+ * around) count as gone. Returns how many processes were found.
+ */
+export async function killTree(
+  pgid: number | undefined,
+  tag: string,
+  graceMs: number,
+): Promise<number> {
+  const found = new Set<number>();
+  const alive = () => {
+    const pids = [...new Set([...findTagged(tag), ...(pgid ? groupMembers(pgid) : [])])];
+    pids.forEach((p) => found.add(p));
+    return pids;
+  };
+  signalAll(pgid, alive(), "SIGTERM");
+  const termUntil = performance.now() + graceMs;
+  while (performance.now() < termUntil) {
+    await sleep(25);
+    if (alive().length === 0) return found.size;
+  }
+  for (let round = 0; round < 250; round++) {
+    const pids = alive();
+    if (pids.length === 0) break;
+    signalAll(pgid, pids, "SIGKILL");
+    await sleep(20);
+  }
+  return found.size;
+}
+
+/**
+ * Runs a process to its end, its timeout, or an abort.
+ *
+ * @example
+ * ```ts
+ * import { runProcess } from "./process_runner.ts";
+ * const r = await runProcess({ argv: ["/bin/echo", "hi"], env: { PATH: "/usr/bin:/bin" }, timeoutMs: 5000 });
+ * r.exitCode; // 0
+ * r.tail.stdout; // ["hi"]
+ * ```
+ */
+export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
+  const tag = randomUUID();
+  const tailLines = options.tailLines ?? 20;
+  const started = performance.now();
+  const result: ProcessResult = {
+    exitCode: null,
+    signal: null,
+    timedOut: false,
+    aborted: false,
+    durationMs: 0,
+    tail: { stdout: [], stderr: [] },
+    lines: 0,
+    bytes: 0,
+    leftovers: [],
+    killed: 0,
+  };
+  return new Promise((resolve) => {
+    const [command, ...args] = options.argv;
+    const child = spawn(command, args, {
+      cwd: "/",
+      env: { ...options.env, [TAG_VARIABLE]: tag },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    const pending: Record<"stdout" | "stderr", string> = { stdout: "", stderr: "" };
+    let openPipes = 2;
+    let onPipesClosed: (() => void) | undefined;
+    const pipeClosed = () => {
+      if (--openPipes === 0) onPipesClosed?.();
+    };
+    child.stdout!.once("close", pipeClosed);
+    child.stderr!.once("close", pipeClosed);
+    const emit = (stream: "stdout" | "stderr", line: string) => {
+      if (line.length > MAX_LINE) line = `${line.slice(0, MAX_LINE)}… (${line.length} characters)`;
+      result.lines++;
+      const tail = result.tail[stream];
+      tail.push(line);
+      if (tail.length > tailLines) tail.shift();
+      options.onLine?.(stream, line);
+    };
+    const read = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
+      result.bytes += chunk.length;
+      const text = pending[stream] + chunk.toString("utf8");
+      const parts = text.split("\n");
+      pending[stream] = parts.pop()!;
+      // A line with no newline for too long is emitted in pieces.
+      if (pending[stream].length > MAX_LINE * 4) {
+        parts.push(pending[stream]);
+        pending[stream] = "";
+      }
+      for (const line of parts) emit(stream, line.replace(/\r$/, ""));
+    };
+    child.stdout!.on("data", read("stdout"));
+    child.stderr!.on("data", read("stderr"));
+    const flush = () => {
+      for (const stream of ["stdout", "stderr"] as const) {
+        if (pending[stream]) emit(stream, pending[stream]);
+        pending[stream] = "";
+      }
+    };
+
+    let settled = false;
+    let killing: Promise<number> | undefined;
+    const stop = (why: "timeout" | "abort") => {
+      if (killing || settled) return;
+      if (why === "timeout") result.timedOut = true;
+      else result.aborted = true;
+      killing = killTree(child.pid, tag, options.graceMs ?? 2000);
+    };
+    const timer = setTimeout(() => stop("timeout"), options.timeoutMs);
+    const onAbort = () => stop("abort");
+    if (options.signal?.aborted) queueMicrotask(onAbort);
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+
+    const finish = async () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+      if (killing) {
+        result.killed = await killing;
+      } else {
+        const left = findTagged(tag);
+        result.leftovers = left.map((pid) => ({ pid, command: commandOf(pid) }));
+      }
+      child.stdout!.destroy();
+      child.stderr!.destroy();
+      flush();
+      result.durationMs = Math.round(performance.now() - started);
+      resolve(result);
+    };
+    child.on("error", (error) => {
+      result.spawnError = error.message;
+      finish();
+    });
+    child.on("exit", (code, signal) => {
+      result.exitCode = code;
+      result.signal = signal;
+      if (openPipes === 0) return void finish();
+      // Wait for the pipes briefly: a daemon left behind may hold them open for ever.
+      const drain = setTimeout(finish, options.drainMs ?? 200);
+      onPipesClosed = () => {
+        clearTimeout(drain);
+        finish();
+      };
+    });
+  });
+}

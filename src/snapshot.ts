@@ -1,0 +1,193 @@
+/**
+ * Taking the snapshot while the filesystems are frozen: the snapshot command
+ * (argv, no shell, its own timeout), or the external handshake with a backup
+ * extension that takes the snapshot itself (a `frozen` line on stdout, then
+ * `snapshot-done` or `snapshot-failed` on stdin).
+ *
+ * @module
+ */
+import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
+import type { LogLevel } from "./config.ts";
+import { checkSnapshotCommand } from "./check.ts";
+import { runProcess } from "./process_runner.ts";
+import type { RunError } from "../plugins/plugin.ts";
+import { SCRIPT_PATH } from "../plugins/script_runner.ts";
+
+/** How to take the snapshot. */
+export type SnapshotMethod =
+  | { kind: "command"; command: string[]; timeoutInSeconds: number }
+  | { kind: "external"; timeoutInSeconds: number };
+
+/** What happened. */
+export interface SnapshotOutcome {
+  kind: SnapshotMethod["kind"];
+  taken: boolean;
+  durationMs: number;
+  error?: RunError;
+  exitCode?: number | null;
+  /** The external caller's answer. */
+  answer?: string;
+}
+
+/** What taking the snapshot needs. */
+export interface SnapshotContext {
+  runId: string;
+  mounts: string[];
+  signal: AbortSignal;
+  log(level: LogLevel, event: string, fields: Record<string, unknown>): void;
+  /** Prints the handshake line (external). */
+  announce(event: Record<string, unknown>): void;
+  /** Lines from the caller (external). */
+  stdin: Readable;
+}
+
+/** Waits for one line, the timeout, EOF, or an abort. */
+function readAnswer(
+  stdin: Readable,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<{ line?: string; why?: "timeout" | "eof" | "abort" }> {
+  return new Promise((resolve) => {
+    const lines = createInterface({ input: stdin, crlfDelay: Infinity });
+    const done = (value: { line?: string; why?: "timeout" | "eof" | "abort" }) => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+      lines.removeAllListeners();
+      lines.close();
+      resolve(value);
+    };
+    const timer = setTimeout(() => done({ why: "timeout" }), timeoutMs);
+    const onAbort = () => done({ why: "abort" });
+    signal.addEventListener("abort", onAbort, { once: true });
+    lines.on("line", (line) => {
+      const word = line.trim();
+      if (word === "snapshot-done" || word === "snapshot-failed") done({ line: word });
+    });
+    lines.on("close", () => done({ why: "eof" }));
+  });
+}
+
+/**
+ * Takes the snapshot. Never throws: every failure is in the outcome.
+ *
+ * @example
+ * ```ts
+ * import { takeSnapshot } from "./snapshot.ts";
+ * const outcome = await takeSnapshot({ kind: "command", command: ["/usr/local/sbin/snap"], timeoutInSeconds: 60 }, ctx);
+ * ```
+ */
+export async function takeSnapshot(
+  method: SnapshotMethod,
+  ctx: SnapshotContext,
+): Promise<SnapshotOutcome> {
+  const started = performance.now();
+  const elapsed = () => Math.round(performance.now() - started);
+  const limit = `${method.timeoutInSeconds} s`;
+  if (method.kind === "external") {
+    ctx.announce({ event: "frozen", runId: ctx.runId, mounts: ctx.mounts });
+    const answer = await readAnswer(ctx.stdin, method.timeoutInSeconds * 1000, ctx.signal);
+    ctx.log("info", "snapshot-answer", {
+      answer: answer.line ?? answer.why,
+      durationMs: elapsed(),
+    });
+    if (answer.line === "snapshot-done") {
+      return { kind: "external", taken: true, durationMs: elapsed(), answer: answer.line };
+    }
+    const message = answer.line === "snapshot-failed"
+      ? "the caller answered snapshot-failed. Fix: see the backup extension's log for why."
+      : answer.why === "eof"
+      ? "the caller closed stdin without answering snapshot-done. Fix: the caller must write snapshot-done or snapshot-failed and keep stdin open until then."
+      : answer.why === "abort"
+      ? "vmsnap received a signal while waiting for the caller."
+      : `the caller did not answer within ${limit} (snapshot.external.timeoutInSeconds). Fix: answer sooner or raise the timeout.`;
+    const code = answer.why === "timeout"
+      ? "SnapshotTimeout"
+      : answer.why === "abort"
+      ? "Interrupted"
+      : "SnapshotFailed";
+    return {
+      kind: "external",
+      taken: false,
+      durationMs: elapsed(),
+      answer: answer.line ?? answer.why,
+      error: { code, message: `external snapshot: ${message}` },
+    };
+  }
+  const refused = checkSnapshotCommand(method.command);
+  if (refused.length > 0) {
+    return {
+      kind: "command",
+      taken: false,
+      durationMs: elapsed(),
+      error: { code: refused[0].code, message: refused[0].message },
+    };
+  }
+  const result = await runProcess({
+    argv: method.command,
+    env: {
+      PATH: SCRIPT_PATH,
+      LANG: "C",
+      HOME: "/root",
+      VMSNAP_RUN_ID: ctx.runId,
+      VMSNAP_MOUNTS: ctx.mounts.join("\n"),
+    },
+    timeoutMs: method.timeoutInSeconds * 1000,
+    signal: ctx.signal,
+    onLine: (stream, line) => ctx.log("info", "snapshot-output", { stream, line }),
+  });
+  ctx.log(result.exitCode === 0 ? "info" : "warning", "snapshot-command", {
+    command: method.command,
+    exitCode: result.exitCode,
+    signal: result.signal,
+    durationMs: result.durationMs,
+    timedOut: result.timedOut,
+  });
+  const outcome = {
+    kind: "command" as const,
+    durationMs: result.durationMs,
+    exitCode: result.exitCode,
+  };
+  if (result.exitCode === 0 && !result.timedOut && !result.aborted) {
+    return { ...outcome, taken: true };
+  }
+  const tail = [...result.tail.stdout.slice(-5), ...result.tail.stderr.slice(-5)];
+  const output = tail.length ? ` Last output:\n    ${tail.join("\n    ")}` : "";
+  if (result.timedOut) {
+    return {
+      ...outcome,
+      taken: false,
+      error: {
+        code: "SnapshotTimeout",
+        message: `snapshot command ${
+          method.command[0]
+        } did not finish within ${limit} (snapshot.timeoutInSeconds) and was killed with ${result.killed} process(es).${output}\n  Fix: make it faster or raise snapshot.timeoutInSeconds.`,
+      },
+    };
+  }
+  if (result.aborted) {
+    return {
+      ...outcome,
+      taken: false,
+      error: {
+        code: "Interrupted",
+        message: "the snapshot command was stopped: vmsnap received a signal.",
+      },
+    };
+  }
+  const how = result.spawnError
+    ? `could not be started (${result.spawnError})`
+    : result.signal
+    ? `was killed by ${result.signal}`
+    : `exited with code ${result.exitCode}`;
+  return {
+    ...outcome,
+    taken: false,
+    error: {
+      code: "SnapshotFailed",
+      message: `snapshot command ${
+        method.command.join(" ")
+      } ${how}.${output}\n  Fix: run it by hand and read the log.`,
+    },
+  };
+}
