@@ -226,10 +226,13 @@ export function formatCheckReport(report: CheckReport): string {
       lines.push(`  ${i + 1}. ${t.mountPoint}  (${t.fsType} on ${t.source}, device ${t.device})`)
     );
   }
-  if (report.skippedMounts.length > 0) {
+  const unlisted = report.skippedMounts.filter((s) => s.reason === "not in freeze.mounts");
+  const skipped = report.skippedMounts.filter((s) => s.reason !== "not in freeze.mounts");
+  if (skipped.length + unlisted.length > 0) {
     lines.push("", "Not frozen:");
-    for (const s of report.skippedMounts) {
-      lines.push(`  ${s.mountPoint}  (${s.fsType}): ${s.reason}`);
+    for (const s of skipped) lines.push(`  ${s.mountPoint}  (${s.fsType}): ${s.reason}`);
+    if (unlisted.length > 0) {
+      lines.push(`  ${unlisted.length} other mount(s): not in freeze.mounts (--json lists them)`);
     }
   }
   const n = report.problems.length;

@@ -118,7 +118,8 @@ let cached: Promise<Freezer> | undefined;
 
 /**
  * The freezer for this process: the ioctl through FFI, or `fsfreeze` when FFI
- * cannot be loaded (set VMSNAP_FREEZE_METHOD=fsfreeze to force it).
+ * cannot be loaded. `VMSNAP_FREEZE_METHOD=fsfreeze` (or `method`) forces the
+ * fallback.
  *
  * @example
  * ```ts
@@ -128,24 +129,29 @@ let cached: Promise<Freezer> | undefined;
  * if (op.ok) freezer.thaw("/data");
  * ```
  */
-export function createFreezer(): Promise<Freezer> {
-  cached ??= (async () => {
-    let ioctl: Ioctl | undefined;
-    if (runtime.process?.env?.VMSNAP_FREEZE_METHOD !== "fsfreeze") {
-      try {
-        ioctl = runtime.Bun ? await bunIoctl() : runtime.Deno ? denoIoctl() : undefined;
-      } catch {
-        ioctl = undefined;
-      }
-    }
-    const call: Ioctl = ioctl ?? fsfreezeCommand;
-    return {
-      method: ioctl ? "ioctl" : "fsfreeze",
-      freeze: (mountPoint: string) => timed(() => call(mountPoint, FIFREEZE)),
-      thaw: (mountPoint: string) => timed(() => call(mountPoint, FITHAW)),
-    };
-  })();
+export function createFreezer(method?: Freezer["method"]): Promise<Freezer> {
+  if (method) return build(method);
+  cached ??= build(
+    runtime.process?.env?.VMSNAP_FREEZE_METHOD === "fsfreeze" ? "fsfreeze" : "ioctl",
+  );
   return cached;
+}
+
+async function build(method: Freezer["method"]): Promise<Freezer> {
+  let ioctl: Ioctl | undefined;
+  if (method === "ioctl") {
+    try {
+      ioctl = runtime.Bun ? await bunIoctl() : runtime.Deno ? denoIoctl() : undefined;
+    } catch {
+      ioctl = undefined;
+    }
+  }
+  const call: Ioctl = ioctl ?? fsfreezeCommand;
+  return {
+    method: ioctl ? "ioctl" : "fsfreeze",
+    freeze: (mountPoint: string) => timed(() => call(mountPoint, FIFREEZE)),
+    thaw: (mountPoint: string) => timed(() => call(mountPoint, FITHAW)),
+  };
 }
 
 /**

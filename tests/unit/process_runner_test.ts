@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import process from "node:process";
+import { runProcess } from "../../src/process_runner.ts";
+
+const env = { PATH: "/usr/bin:/bin" };
+const sh = (script: string) => ["/bin/sh", "-c", script];
+const alive = (pattern: string) => spawnSync("pgrep", ["-f", pattern]).status === 0;
+
+Deno.test("exit code, output lines and tails, with stdin /dev/null and cwd /", async () => {
+  const r = await runProcess({ argv: sh("pwd; cat; echo oops >&2; exit 3"), env, timeoutMs: 5000 });
+  assert.deepEqual([r.exitCode, r.timedOut, r.tail.stdout, r.tail.stderr], [3, false, ["/"], [
+    "oops",
+  ]]);
+  assert.equal(r.lines, 2);
+});
+
+Deno.test("only the environment given reaches the process (plus the tag)", async () => {
+  const r = await runProcess({
+    argv: sh("env | sort"),
+    env: { PATH: "/usr/bin:/bin", ONLY: "this" },
+    timeoutMs: 5000,
+  });
+  const names = r.tail.stdout.map((l) => l.split("=")[0]).filter((n) =>
+    n !== "PWD" && n !== "SHLVL" && n !== "_"
+  );
+  assert.deepEqual(names, ["ONLY", "PATH", "VMSNAP_PROCESS_TAG"]);
+});
+
+Deno.test("a timeout kills the group and descendants that left it (setsid)", async () => {
+  const marker = `sleep 4${Date.now() % 100000}`;
+  const r = await runProcess({
+    argv: sh(`setsid sh -c '${marker}' & ${marker} & wait`),
+    env,
+    timeoutMs: 300,
+    graceMs: 200,
+  });
+  assert.equal(r.timedOut, true);
+  assert.ok(r.killed >= 3, `killed ${r.killed}`);
+  assert.equal(alive(marker), false);
+});
+
+Deno.test("a process that ignores SIGTERM is killed after the grace", async () => {
+  const marker = `sleep 5${Date.now() % 100000}`;
+  const r = await runProcess({
+    argv: sh(`trap '' TERM; ${marker}; true`),
+    env,
+    timeoutMs: 200,
+    graceMs: 300,
+  });
+  assert.equal(r.timedOut, true);
+  assert.ok(r.durationMs >= 500 && r.durationMs < 3000, `${r.durationMs} ms`);
+  assert.equal(alive(marker), false);
+});
+
+Deno.test("a daemon left behind after a normal exit: not waited for, not killed, reported", async () => {
+  const marker = `sleep 6${Date.now() % 100000}`;
+  const r = await runProcess({ argv: sh(`(${marker} &); echo started`), env, timeoutMs: 5000 });
+  try {
+    assert.equal(r.exitCode, 0);
+    assert.ok(r.durationMs < 2000, `${r.durationMs} ms`);
+    assert.ok(r.leftovers.some((l) => l.command === marker), JSON.stringify(r.leftovers));
+    assert.ok(alive(marker));
+  } finally {
+    for (const l of r.leftovers) process.kill(l.pid, "SIGKILL");
+  }
+});
+
+Deno.test("a process that closes stdout and keeps running is still timed out", async () => {
+  const r = await runProcess({
+    argv: sh("exec >&- 2>&-; sleep 300"),
+    env,
+    timeoutMs: 300,
+    graceMs: 200,
+  });
+  assert.equal(r.timedOut, true);
+});
+
+Deno.test("megabytes of output never block; very long lines are cut", async () => {
+  const r = await runProcess({
+    argv: sh(
+      "head -c 20000000 /dev/zero | tr '\\0' 'y' | fold -w 200; echo; head -c 100000 /dev/zero | tr '\\0' 'z'; echo",
+    ),
+    env,
+    timeoutMs: 30_000,
+  });
+  assert.equal(r.exitCode, 0);
+  // 20 MB folded into 100,000 lines (99,999 newlines from fold, one from echo), then one 100 kB line.
+  assert.equal(r.bytes, 20_000_000 + 99_999 + 1 + 100_000 + 1);
+  // However the 100 kB line arrives in chunks, no kept line exceeds the bound, and the cut is marked.
+  assert.ok(r.tail.stdout.every((line) => line.length <= 4096 + 32));
+  assert.ok(
+    r.tail.stdout.some((line) => /^z+… \(\d+ characters\)$/.test(line)),
+    r.tail.stdout.map((l) => l.length).join(","),
+  );
+});
+
+Deno.test("an abort stops the process like a timeout", async () => {
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 100);
+  const r = await runProcess({
+    argv: sh("sleep 300"),
+    env,
+    timeoutMs: 60_000,
+    signal: controller.signal,
+    graceMs: 200,
+  });
+  assert.deepEqual([r.aborted, r.timedOut], [true, false]);
+});
+
+Deno.test("a program that cannot start is reported, not thrown", async () => {
+  const r = await runProcess({ argv: ["/nonexistent/program"], env, timeoutMs: 1000 });
+  assert.match(r.spawnError!, /ENOENT/);
+  assert.equal(r.exitCode, null);
+});
