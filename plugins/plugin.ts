@@ -53,9 +53,23 @@ export interface StepResult {
 export interface PluginEnv {
   runId: string;
   stateDir: string;
+  /** The config file, for markers that a later run must resolve. */
+  configFile: string;
   /** Aborts on SIGINT/SIGTERM/SIGHUP during quiesce; resume gets a signal that never aborts. */
   signal: AbortSignal;
   log(level: LogLevel, event: string, fields: Record<string, unknown>): void;
+}
+
+/** Written to stateDir before a lock that outlives its connection is taken. */
+export interface LockMarker {
+  type: string;
+  plugin: string;
+  runId: string;
+  pid: number;
+  /** Process start time, to tell a live owner from a reused pid. */
+  started: string;
+  configFile: string;
+  since: string;
 }
 
 /** A plugin at work: quiesce before the freeze, resume after the thaw. */
@@ -95,6 +109,18 @@ export interface PluginDefinition<C extends PluginConfig = PluginConfig> {
   check(config: C, ctx: CheckContext): Problem[] | Promise<Problem[]>;
   /** The plugin at work, for one run. */
   create(config: C): PluginRuntime;
+  /**
+   * `vmsnap check --connect`: connect and verify the privileges quiesce
+   * needs; problems name the missing GRANT. Throws a coded failure when it
+   * cannot connect.
+   */
+  connectCheck?(config: C): Promise<Problem[]>;
+  /**
+   * Releases a lock that a dead run left on the server (MongoDB's fsync lock
+   * outlives its connection). Called with the marker the plugin wrote before
+   * locking; says what it found and did.
+   */
+  recover?(config: C, marker: LockMarker): Promise<string>;
 }
 
 /**

@@ -5,6 +5,9 @@
  * @module
  */
 import type { PluginConfig, PluginDefinition } from "./plugin.ts";
+import { mongodbPlugin } from "./mongodb.ts";
+import { mysqlPlugin } from "./mysql.ts";
+import { postgresqlPlugin } from "./postgresql.ts";
 import { scriptPlugin } from "./script.ts";
 
 /** Every plugin type by its `"type"` value. */
@@ -14,4 +17,7 @@ export const PLUGINS: ReadonlyMap<string, PluginDefinition<any>> = new Map<
   PluginDefinition<PluginConfig>
 >([
   [scriptPlugin.type, scriptPlugin as PluginDefinition<PluginConfig>],
+  [mysqlPlugin.type, mysqlPlugin as unknown as PluginDefinition<PluginConfig>],
+  [postgresqlPlugin.type, postgresqlPlugin as unknown as PluginDefinition<PluginConfig>],
+  [mongodbPlugin.type, mongodbPlugin as unknown as PluginDefinition<PluginConfig>],
 ]);

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what vmsnap's tests need on a fresh Debian machine (as root):
-# filesystem tools for loop-mounted test filesystems, and the npm packages
+# filesystem tools for loop-mounted test filesystems, MariaDB and PostgreSQL
+# (the tests start their own instances; the packaged services stay stopped),
+# and the npm packages
 # (Deno and Bun come from npm). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(util-linux mount e2fsprogs xfsprogs btrfs-progs)
+packages=(util-linux mount e2fsprogs xfsprogs btrfs-progs mariadb-server mariadb-client postgresql-15)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,7 +17,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for tool in losetup mount fsfreeze mkfs.ext4 mkfs.xfs mkfs.btrfs; do
+for tool in losetup mount fsfreeze mkfs.ext4 mkfs.xfs mkfs.btrfs mariadbd mariadb-install-db /usr/lib/postgresql/15/bin/postgres; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is missing after install" >&2; exit 1; }
 done
 

@@ -10,6 +10,7 @@ import { type Problem, VmsnapError, withFix } from "./errors.ts";
 import { type FreezeTarget, planFreeze, type SkippedMount } from "./freeze_targets.ts";
 import { readMounts } from "./mountinfo.ts";
 import { checkDirectory, checkFile } from "./permissions.ts";
+import { recoverPluginLocks } from "./recover.ts";
 import type { Location } from "./schema.ts";
 import { locateProblems } from "../plugins/plugin.ts";
 import { PLUGINS } from "../plugins/registry.ts";
@@ -41,6 +42,8 @@ export interface CheckOptions {
   snapshotCommand?: string[];
   /** Where the mount table is read from (tests pass a fixture). */
   mountinfoPath?: string;
+  /** Also connect to each database and verify the privileges quiesce needs. */
+  connect?: boolean;
 }
 
 /** Checks the executable of a snapshot command like a script. */
@@ -123,11 +126,37 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
   report.warnings.push(...loaded.warnings);
   const config = loaded.config;
   report.config = config;
+  // A lock a dead run left (MongoDB's outlives its connection) is released by any start.
+  for (const lock of await recoverPluginLocks(config.stateDir)) {
+    report.warnings.push({
+      code: lock.error ? "PluginResumeFailed" : "PluginRecovered",
+      message: `plugin "${lock.plugin}": run ${lock.runId} died holding its lock: ${
+        lock.result ?? lock.error
+      }.`,
+      plugin: lock.plugin,
+    });
+  }
   const locate = (path: string): Location | undefined => loaded.locations.get(path);
 
   for (const plugin of config.plugins) {
-    const found = await PLUGINS.get(plugin.type)!.check(plugin, { locate });
-    step(`plugin ${plugin.name} (${plugin.type})`, found, "ready");
+    const definition = PLUGINS.get(plugin.type)!;
+    const found = await definition.check(plugin, { locate });
+    let detail = "ready";
+    if (options.connect && found.length === 0 && definition.connectCheck) {
+      try {
+        const started = performance.now();
+        found.push(...await definition.connectCheck(plugin));
+        detail = `connected, privileges ok (${Math.round(performance.now() - started)} ms)`;
+      } catch (error) {
+        const e = error as { code?: Problem["code"]; message: string };
+        found.push({
+          code: e.code ?? "PluginConnectFailed",
+          message: e.message,
+          plugin: plugin.name,
+        });
+      }
+    }
+    step(`plugin ${plugin.name} (${plugin.type})`, found, detail);
   }
 
   const command = options.snapshotCommand ??

@@ -59,7 +59,12 @@ problems at once, each with its code, the file, line and column, and the fix:
   - the log and state directories
   - the filesystems that would be frozen, in order, and why each other mount is skipped
 Exit 0 when there is no problem, 1 when there is at least one (warnings do not count).`,
-    options: {},
+    options: {
+      connect: {
+        type: "boolean",
+        help: "also connect to each database and verify the privileges quiesce needs",
+      },
+    },
   },
   run: {
     summary: "take an application-consistent snapshot (root)",
@@ -103,6 +108,7 @@ export interface Invocation {
   help: boolean;
   positionals: string[];
   external: boolean;
+  connect: boolean;
   snapshotCommand?: string[];
 }
 
@@ -258,6 +264,7 @@ export function parseInvocation(
     help: values.help === true,
     positionals,
     external: values.external === true,
+    connect: values.connect === true,
     snapshotCommand,
   };
 }
@@ -329,7 +336,10 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     return EXIT.ok;
   }
   if (command === "check") {
-    const report = await runChecks({ configPath: invocation.configPath });
+    const report = await runChecks({
+      configPath: invocation.configPath,
+      connect: invocation.connect,
+    });
     io.stdout(
       invocation.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatCheckReport(report)}\n`,
     );

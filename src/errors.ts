@@ -218,6 +218,39 @@ export const CODES = {
       "Log records could not be written (full disk, I/O error); the result still carries every error.",
     fix: "Free space on the log's filesystem or move log.file.",
   },
+  PluginConnectFailed: {
+    summary:
+      "A database plugin could not connect (wrong password, server down, bad socket or host).",
+    fix:
+      "The message names the server and the cause; check the credentials file and that the server runs.",
+  },
+  PluginQuiesceFailed: {
+    summary:
+      "A database plugin connected but could not take its lock or flush (often a missing privilege).",
+    fix:
+      "Grant what the message names (vmsnap check --connect prints the GRANT), or read the server's log.",
+  },
+  PluginQuiesceTimeout: {
+    summary:
+      "A database plugin did not get its lock within timeoutInSeconds (a long query, or lock_wait_timeout); nothing was left locked.",
+    fix:
+      "Run when long queries are done, raise longQuerySeconds/timeoutInSeconds, or set killLongQueries.",
+  },
+  PluginResumeFailed: {
+    summary:
+      "A database plugin could not release its lock cleanly; closing its session released it.",
+    fix: "Check the database is writable (it should be); read the server's log.",
+  },
+  PluginLockLost: {
+    summary:
+      "A database plugin's lock ended before resume (session dropped, server restarted, watchdog); the snapshot may not be application-consistent.",
+    fix: "Check the server's log; raise maxHoldSeconds if the watchdog fired.",
+  },
+  PluginRecovered: {
+    summary:
+      "A lock left by a dead vmsnap run (MongoDB fsync lock) was found and released (a warning).",
+    fix: "Nothing to do; the message says which server and run.",
+  },
   InternalError: {
     summary: "vmsnap met an error it did not expect; it thawed and resumed what it had started.",
     fix: "Report it with the log file; the message carries the stack.",

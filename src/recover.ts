@@ -12,6 +12,9 @@ import type { Freezer } from "./freeze.ts";
 import { thawAndConfirm } from "./freeze.ts";
 import type { GuardReport } from "./guard.ts";
 import { ownerAlive, processStart } from "./lock.ts";
+import { loadConfig } from "./config.ts";
+import type { LockMarker } from "../plugins/plugin.ts";
+import { PLUGINS } from "../plugins/registry.ts";
 
 /** The marker written before freezing and removed after the thaw is confirmed. */
 export interface FreezeMarker {
@@ -35,6 +38,19 @@ export interface Recovery {
   }[];
   /** What guards reported after stepping in. */
   guardReports: GuardReport[];
+  /** Database locks a dead run left (MongoDB), and what was done about them. */
+  pluginLocks?: PluginLockRecovery[];
+}
+
+/** One database lock left by a dead run. */
+export interface PluginLockRecovery {
+  plugin: string;
+  type: string;
+  runId: string;
+  /** What the plugin found and did. */
+  result?: string;
+  /** Why it could not be released (the marker stays for the next start). */
+  error?: string;
 }
 
 const markerPath = (stateDir: string) => join(stateDir, "frozen.json");
@@ -113,4 +129,59 @@ export function recoverStale(stateDir: string, freezer: Freezer): Recovery {
     }
   }
   return recovery;
+}
+
+/**
+ * Releases database locks that a dead run left (markers `lock-*.json` in
+ * stateDir whose owner is gone). Each plugin's config is read again from the
+ * config file the dead run used. A marker that cannot be resolved stays for
+ * the next start.
+ *
+ * @example
+ * ```ts
+ * import { recoverPluginLocks } from "./recover.ts";
+ * for (const r of await recoverPluginLocks("/var/lib/vmsnap")) console.log(r.plugin, r.result ?? r.error);
+ * ```
+ */
+export async function recoverPluginLocks(stateDir: string): Promise<PluginLockRecovery[]> {
+  let names: string[];
+  try {
+    names = readdirSync(stateDir).filter((n) => /^lock-.*\.json$/.test(n));
+  } catch {
+    return [];
+  }
+  const out: PluginLockRecovery[] = [];
+  for (const name of names) {
+    const path = join(stateDir, name);
+    let marker: LockMarker;
+    try {
+      marker = JSON.parse(readFileSync(path, "utf8"));
+    } catch {
+      continue;
+    }
+    if (ownerAlive(marker)) continue;
+    const entry: PluginLockRecovery = {
+      plugin: marker.plugin,
+      type: marker.type,
+      runId: marker.runId,
+    };
+    out.push(entry);
+    try {
+      const { config } = loadConfig(marker.configFile);
+      const plugin = config.plugins.find((p) => p.name === marker.plugin && p.type === marker.type);
+      const definition = PLUGINS.get(marker.type);
+      if (!plugin || !definition?.recover) {
+        throw new Error(
+          `plugin ${marker.plugin} is no longer in ${marker.configFile}; release the lock by hand`,
+        );
+      }
+      entry.result = await definition.recover(plugin, marker);
+      unlinkSync(path);
+    } catch (error) {
+      entry.error = `${
+        (error as Error).message
+      } (marker ${path} kept; the next vmsnap start tries again)`;
+    }
+  }
+  return out;
 }

@@ -31,7 +31,13 @@ import { acquireRunLock, type RunLock } from "./lock.ts";
 import { readMounts } from "./mountinfo.ts";
 import { Output, type OutputStreams } from "./output.ts";
 import { checkDirectory, checkFile, ensureDirectory } from "./permissions.ts";
-import { clearFreezeMarker, recoverStale, type Recovery, writeFreezeMarker } from "./recover.ts";
+import {
+  clearFreezeMarker,
+  recoverPluginLocks,
+  recoverStale,
+  type Recovery,
+  writeFreezeMarker,
+} from "./recover.ts";
 import { type SnapshotMethod, type SnapshotOutcome, takeSnapshot } from "./snapshot.ts";
 import type {
   PluginConfig,
@@ -288,7 +294,23 @@ async function check(run: Run, options: RunOptions): Promise<void> {
     throw error;
   }
   const recovered = recoverStale(config.stateDir, await createFreezer());
-  if (recovered.thawed.length || recovered.guardReports.length) {
+  const pluginLocks = await recoverPluginLocks(config.stateDir);
+  if (pluginLocks.length) recovered.pluginLocks = pluginLocks;
+  for (const lock of pluginLocks) {
+    if (lock.error) {
+      run.errors.push({
+        code: "PluginResumeFailed",
+        message: `a lock left by run ${lock.runId}: ${lock.error}`,
+        plugin: lock.plugin,
+      });
+    } else {run.warnings.push({
+        code: "PluginRecovered",
+        message:
+          `plugin "${lock.plugin}": run ${lock.runId} died holding its lock: ${lock.result}.`,
+        plugin: lock.plugin,
+      });}
+  }
+  if (recovered.thawed.length || recovered.guardReports.length || pluginLocks.length) {
     run.recovered = recovered;
     run.log.record("warning", "recovered", { ...recovered });
     run.output.say(
@@ -355,6 +377,7 @@ function pluginEnv(run: Run, signal: AbortSignal): PluginEnv {
   return {
     runId: run.runId,
     stateDir: run.config!.stateDir,
+    configFile: run.config!.file,
     signal,
     log: (level, event, fields) => run.log.record(level, event, fields),
   };
@@ -626,7 +649,11 @@ function report(run: Run): RunResult {
   const facts = {
     snapshotTaken,
     plugins: plugins.length,
-    pluginsHeld: plugins.length > 0 && plugins.every((p) => p.quiesce?.ok),
+    // Held to the end: quiesced, and no lock lost before resume.
+    pluginsHeld: plugins.length > 0 &&
+      plugins.every((p) =>
+        p.quiesce?.ok && !p.resume?.errors.some((e) => e.code === "PluginLockLost")
+      ),
     freezeRequested,
     freezeHeld,
   };

@@ -1,0 +1,372 @@
+/**
+ * The `mysql` plugin (MySQL and MariaDB): one dedicated connection (never a
+ * pool) holds the backup lock from quiesce to resume.
+ *
+ * - Before locking it waits (bounded) until no query has run longer than
+ *   `longQuerySeconds`, so the lock never queues behind a long query and
+ *   stalls every writer; with `killLongQueries` it kills them instead.
+ * - `auto`: MariaDB → `BACKUP STAGE START; BACKUP STAGE BLOCK_COMMIT`;
+ *   MySQL 8 → `FLUSH TABLES WITH READ LOCK` when there are non-InnoDB tables
+ *   or binary logging is on, else `LOCK INSTANCE FOR BACKUP`. Never
+ *   `SET GLOBAL read_only`.
+ * - While locked it records the binary log file/position and GTID position.
+ * - Its session's `wait_timeout` is `maxHoldSeconds`: the server drops the
+ *   session, and the lock with it, even if vmsnap is stuck.
+ *
+ * @module
+ */
+import mysql from "mysql2/promise";
+import type { Problem } from "../src/errors.ts";
+import type { Field } from "../src/schema.ts";
+import {
+  asRunError,
+  checkSecretFile,
+  DB_FIELDS,
+  passwordOf,
+  PluginFailure,
+  stepResult,
+  Watchdog,
+  within,
+} from "./db_common.ts";
+import type { PluginConfig, PluginDefinition, PluginEnv, RunError } from "./plugin.ts";
+
+/** How to lock. */
+export type MysqlMode = "auto" | "backup-stage" | "lock-instance" | "ftwrl";
+
+/** A normalized mysql plugin config. */
+export interface MysqlConfig extends PluginConfig {
+  type: "mysql";
+  socket?: string;
+  host?: string;
+  port: number;
+  user: string;
+  passwordFile?: string;
+  password?: string;
+  mode: MysqlMode;
+  lockWaitTimeoutSeconds: number;
+  longQuerySeconds: number;
+  killLongQueries: boolean;
+  timeoutInSeconds: number;
+  maxHoldSeconds: number;
+}
+
+const FIELDS: Record<string, Field> = {
+  socket: { type: "string", absolutePath: true },
+  host: { type: "string", nonEmpty: true },
+  port: { type: "integer", min: 1, max: 65535, default: 3306 },
+  user: { type: "string", nonEmpty: true, default: "root" },
+  mode: {
+    type: "string",
+    oneOf: ["auto", "backup-stage", "lock-instance", "ftwrl"],
+    default: "auto",
+  },
+  lockWaitTimeoutSeconds: { type: "integer", min: 1, max: 3600, default: 10 },
+  longQuerySeconds: { type: "integer", min: 0, max: 86400, default: 60 },
+  killLongQueries: { type: "boolean", default: false },
+  ...DB_FIELDS,
+};
+
+type Connection = mysql.Connection;
+type Row = Record<string, unknown>;
+
+/** Opens the one connection, with the plugin's connect budget. */
+async function connect(config: MysqlConfig, timeoutMs: number): Promise<Connection> {
+  const password = passwordOf(config);
+  const where = config.socket
+    ? `socket ${config.socket}`
+    : `${config.host ?? "localhost"}:${config.port}`;
+  try {
+    return await mysql.createConnection({
+      ...(config.socket
+        ? { socketPath: config.socket }
+        : { host: config.host ?? "localhost", port: config.port }),
+      user: config.user,
+      password,
+      connectTimeout: timeoutMs,
+      multipleStatements: false,
+    });
+  } catch (error) {
+    const e = error as { code?: string; errno?: number; message: string };
+    const fix = e.code === "ER_ACCESS_DENIED_ERROR"
+      ? `check the user and the password${config.passwordFile ? ` in ${config.passwordFile}` : ""}`
+      : e.code === "ENOENT" || e.code === "ECONNREFUSED"
+      ? `is the server running and listening on ${where}?`
+      : "check that the server is up and reachable";
+    throw new PluginFailure(
+      "PluginConnectFailed",
+      `plugin "${config.name}": cannot connect to MySQL/MariaDB at ${where} as ${config.user}: ${e.message} (${
+        e.code ?? e.errno
+      }). Fix: ${fix}.`,
+    );
+  }
+}
+
+async function rows(conn: Connection, sql: string, params: unknown[] = []): Promise<Row[]> {
+  const [result] = await conn.query(sql, params);
+  return result as Row[];
+}
+
+/** Server facts: MariaDB or MySQL, version, binary logging. */
+async function serverFacts(conn: Connection) {
+  const [row] = await rows(conn, "SELECT VERSION() AS version, @@log_bin AS logBin");
+  const version = String(row.version);
+  const mariadb = /mariadb/i.test(version);
+  const [major, minor] = version.split(/[.-]/).map(Number);
+  return { version, mariadb, major, minor, binlog: Number(row.logBin) === 1 };
+}
+
+/** The statements that take and release the lock, for a mode. */
+function lockStatements(mode: Exclude<MysqlMode, "auto">): { lock: string[]; unlock: string } {
+  switch (mode) {
+    case "backup-stage":
+      return {
+        lock: ["BACKUP STAGE START", "BACKUP STAGE BLOCK_COMMIT"],
+        unlock: "BACKUP STAGE END",
+      };
+    case "lock-instance":
+      return { lock: ["LOCK INSTANCE FOR BACKUP"], unlock: "UNLOCK INSTANCE" };
+    case "ftwrl":
+      return { lock: ["FLUSH TABLES WITH READ LOCK"], unlock: "UNLOCK TABLES" };
+  }
+}
+
+/** Chooses the mode for `auto`. */
+async function chooseMode(
+  conn: Connection,
+  facts: Awaited<ReturnType<typeof serverFacts>>,
+): Promise<Exclude<MysqlMode, "auto">> {
+  if (facts.mariadb) return "backup-stage";
+  if (facts.binlog) return "ftwrl";
+  const [row] = await rows(
+    conn,
+    "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE ENGINE IS NOT NULL AND ENGINE <> 'InnoDB' AND TABLE_SCHEMA NOT IN ('mysql','information_schema','performance_schema','sys')",
+  );
+  return Number(row.n) > 0 ? "ftwrl" : "lock-instance";
+}
+
+/** Binary log file/position and GTID position, read while locked. */
+async function positions(
+  conn: Connection,
+  facts: Awaited<ReturnType<typeof serverFacts>>,
+): Promise<Record<string, unknown>> {
+  if (!facts.binlog) return { binlog: false };
+  // MySQL 8.2+ renamed SHOW MASTER STATUS; MariaDB keeps it.
+  const statement = !facts.mariadb && (facts.major > 8 || (facts.major === 8 && facts.minor >= 2))
+    ? "SHOW BINARY LOG STATUS"
+    : "SHOW MASTER STATUS";
+  const [status] = await rows(conn, statement);
+  const out: Record<string, unknown> = {
+    binlog: true,
+    binlogFile: status?.File ?? null,
+    binlogPosition: status?.Position !== undefined ? Number(status.Position) : null,
+  };
+  if (facts.mariadb) {
+    const [gtid] = await rows(conn, "SELECT @@gtid_binlog_pos AS pos");
+    out.gtidPosition = String(gtid.pos ?? "");
+  } else {
+    out.gtidPosition = String(status?.Executed_Gtid_Set ?? "");
+  }
+  return out;
+}
+
+/** Queries running longer than the limit (not ours, not sleeping). */
+async function longQueries(conn: Connection, seconds: number): Promise<Row[]> {
+  return await rows(
+    conn,
+    `SELECT ID AS id, USER AS user, TIME AS time, LEFT(INFO, 200) AS info FROM information_schema.PROCESSLIST
+     WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID', 'Killed')
+       AND INFO IS NOT NULL AND TIME >= ?`,
+    [seconds],
+  );
+}
+
+/** The missing privileges for a mode, from SHOW GRANTS. */
+async function missingGrants(conn: Connection, config: MysqlConfig): Promise<string[]> {
+  const facts = await serverFacts(conn);
+  const mode = config.mode === "auto" ? await chooseMode(conn, facts) : config.mode;
+  const grants = (await rows(conn, "SHOW GRANTS FOR CURRENT_USER()")).map((r) =>
+    String(Object.values(r)[0]).toUpperCase()
+  );
+  const global = grants.filter((g) => / ON \*\.\* /.test(g)).join(" ");
+  if (/ALL PRIVILEGES/.test(global) || /\bSUPER\b/.test(global) && mode !== "lock-instance") {
+    return [];
+  }
+  const needed = ["PROCESS", mode === "lock-instance" ? "BACKUP_ADMIN" : "RELOAD"];
+  if (facts.binlog) {
+    needed.push(
+      facts.mariadb && facts.major * 100 + facts.minor >= 1005
+        ? "BINLOG MONITOR"
+        : "REPLICATION CLIENT",
+    );
+  }
+  if (config.killLongQueries) needed.push(facts.mariadb ? "CONNECTION ADMIN" : "CONNECTION_ADMIN");
+  return needed.filter((p) => !new RegExp(`\\b${p.replace(" ", "\\s+")}\\b`).test(global));
+}
+
+/** The `mysql` plugin type. */
+export const mysqlPlugin: PluginDefinition<MysqlConfig> = {
+  type: "mysql",
+  summary:
+    "holds a MySQL/MariaDB backup lock (BACKUP STAGE, LOCK INSTANCE or FTWRL) on one connection",
+  fields: FIELDS,
+  normalize(values) {
+    return { ...values, type: "mysql", name: String(values.name) } as unknown as MysqlConfig;
+  },
+  check(config) {
+    const problems: Problem[] = [];
+    if (config.passwordFile) {
+      problems.push(...checkSecretFile(config.passwordFile, config.name, "passwordFile"));
+    }
+    if (config.socket && config.host) {
+      problems.push({
+        code: "InvalidConfigValue",
+        message: `plugin "${config.name}" has both "socket" and "host". Fix: keep one of them.`,
+        plugin: config.name,
+      });
+    }
+    return problems;
+  },
+  async connectCheck(config) {
+    const conn = await connect(config, config.timeoutInSeconds * 1000);
+    try {
+      const missing = await missingGrants(conn, config);
+      if (missing.length === 0) return [];
+      const [who] = await rows(conn, "SELECT CURRENT_USER() AS u");
+      const [user, host] = String(who.u).split("@");
+      return [{
+        code: "PluginQuiesceFailed",
+        message: `plugin "${config.name}": ${who.u} lacks ${
+          missing.join(", ")
+        }, which quiesce needs. Fix: GRANT ${missing.join(", ")} ON *.* TO '${user}'@'${host}';`,
+        plugin: config.name,
+      }];
+    } finally {
+      await conn.end().catch(() => {});
+    }
+  },
+  create(config) {
+    let conn: Connection | undefined;
+    let unlock = "";
+    let lockedAt = 0;
+    let lost: string | undefined;
+    const watchdog = new Watchdog();
+    return {
+      async quiesce(env: PluginEnv) {
+        const started = performance.now();
+        const facts: Record<string, unknown> = {};
+        const budget = config.timeoutInSeconds * 1000;
+        const deadline = started + budget;
+        try {
+          conn = await within(
+            budget,
+            "PluginConnectFailed",
+            `plugin "${config.name}": connecting took longer than timeoutInSeconds (${config.timeoutInSeconds} s).`,
+            connect(config, budget),
+          );
+          conn.on("error", (error: { code?: string; message: string }) => {
+            lost ??= `${error.code ?? ""} ${error.message}`.trim();
+          });
+          const server = await serverFacts(conn);
+          Object.assign(facts, {
+            version: server.version,
+            flavor: server.mariadb ? "mariadb" : "mysql",
+          });
+          await conn.query("SET SESSION lock_wait_timeout = ?", [config.lockWaitTimeoutSeconds]);
+          // The server drops this session (and its lock) if vmsnap never comes back.
+          await conn.query("SET SESSION wait_timeout = ?", [config.maxHoldSeconds]);
+
+          // Never queue the lock behind a long query.
+          for (;;) {
+            const long = await longQueries(conn, config.longQuerySeconds);
+            if (long.length === 0) break;
+            const list = long.map((q) =>
+              `id ${q.id} (${q.user}, ${q.time} s: ${String(q.info).slice(0, 80)})`
+            ).join("; ");
+            if (config.killLongQueries) {
+              for (const q of long) await conn.query(`KILL QUERY ${Number(q.id)}`);
+              env.log("warning", "mysql-killed-queries", { plugin: config.name, queries: long });
+              facts.killedQueries = long.map((q) => Number(q.id));
+              continue;
+            }
+            if (performance.now() + 1000 > deadline || env.signal.aborted) {
+              throw new PluginFailure(
+                "PluginQuiesceTimeout",
+                `plugin "${config.name}": waited ${config.timeoutInSeconds} s for queries running longer than longQuerySeconds (${config.longQuerySeconds} s) to finish: ${list}. The lock was not taken, so writers were never stalled. Fix: run the backup when they are done, raise longQuerySeconds, or set killLongQueries.`,
+              );
+            }
+            env.log("info", "mysql-waiting-for-long-queries", {
+              plugin: config.name,
+              queries: long,
+            });
+            await new Promise((r) => setTimeout(r, 500));
+          }
+
+          const mode = config.mode === "auto" ? await chooseMode(conn, server) : config.mode;
+          const statements = lockStatements(mode);
+          facts.mode = mode;
+          unlock = statements.unlock;
+          for (const statement of statements.lock) {
+            try {
+              await conn.query(statement);
+            } catch (error) {
+              const e = error as { code?: string; message: string };
+              const timeout = e.code === "ER_LOCK_WAIT_TIMEOUT";
+              throw new PluginFailure(
+                timeout ? "PluginQuiesceTimeout" : "PluginQuiesceFailed",
+                `plugin "${config.name}": ${statement} failed: ${e.message}${
+                  timeout ? ` (lock_wait_timeout ${config.lockWaitTimeoutSeconds} s)` : ""
+                }. Fix: ${
+                  e.code === "ER_SPECIFIC_ACCESS_DENIED_ERROR" ||
+                    e.code === "ER_DBACCESS_DENIED_ERROR"
+                    ? "grant the privilege the message names (see vmsnap check --connect)"
+                    : "see the server's error log"
+                }.`,
+              );
+            }
+          }
+          lockedAt = performance.now();
+          Object.assign(facts, await positions(conn, server));
+          watchdog.start(config.maxHoldSeconds, async () => {
+            env.log("error", "mysql-watchdog-release", {
+              plugin: config.name,
+              maxHoldSeconds: config.maxHoldSeconds,
+            });
+            lost ??= `released by the watchdog after maxHoldSeconds (${config.maxHoldSeconds} s)`;
+            await conn?.query(unlock);
+          });
+          return stepResult(started, [], facts);
+        } catch (error) {
+          // Whatever was taken is released with the session.
+          await conn?.end().catch(() => conn?.destroy());
+          conn = undefined;
+          const failure = asRunError(config.name, error, "PluginQuiesceFailed");
+          return stepResult(started, [failure], facts);
+        }
+      },
+      async resume(_env: PluginEnv) {
+        const started = performance.now();
+        watchdog.stop();
+        if (!conn) return stepResult(started, [], {}, { skipped: true });
+        const holdMs = Math.round(performance.now() - lockedAt);
+        const errors: RunError[] = [];
+        try {
+          if (lost) throw new Error(lost);
+          await conn.query(unlock);
+        } catch (error) {
+          const why = lost ?? (error as Error).message;
+          errors.push({
+            code: lost ? "PluginLockLost" : "PluginResumeFailed",
+            message: lost
+              ? `plugin "${config.name}": the lock was lost before resume (${why}); the snapshot may not be application-consistent. The server released the lock with the session.`
+              : `plugin "${config.name}": ${unlock} failed: ${why}. Closing the connection released the lock.`,
+            plugin: config.name,
+          });
+        } finally {
+          await conn.end().catch(() => conn?.destroy());
+          conn = undefined;
+        }
+        return stepResult(started, errors, { holdMs, lockHeld: !lost });
+      },
+    };
+  },
+};

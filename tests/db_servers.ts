@@ -1,0 +1,218 @@
+/**
+ * Real database servers for the plugin tests: MariaDB and PostgreSQL, each on
+ * a loop-mounted filesystem the test makes, on a private socket. `stop()` in
+ * a `finally`.
+ *
+ * @module
+ */
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import process from "node:process";
+import { join } from "node:path";
+import { type LoopFs, makeLoopFs } from "./loop.ts";
+import { waitFor } from "./helpers.ts";
+
+/** PostgreSQL's binaries. */
+export const PG_BIN = "/usr/lib/postgresql/15/bin";
+const PG_UID = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" }).trim());
+const PG_GID = Number(execFileSync("id", ["-g", "postgres"], { encoding: "utf8" }).trim());
+
+/**
+ * A directory other users may traverse (PostgreSQL runs as `postgres`), under
+ * which the servers' filesystems are mounted. vmsnap's own files stay in the
+ * root-only test directories.
+ */
+export function dbDir(): { dir: string; cleanup(): void } {
+  mkdirSync("/var/lib/vmsnap-dbtest", { recursive: true, mode: 0o711 });
+  chmodSync("/var/lib/vmsnap-dbtest", 0o711);
+  const dir = mkdtempSync("/var/lib/vmsnap-dbtest/d-");
+  chmodSync(dir, 0o711);
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A running server. */
+export interface DbServer {
+  /** The filesystem the data lives on (freeze this one). */
+  fs: LoopFs;
+  pid: number;
+  /** Runs SQL as the superuser and returns the output (tab-separated, no headers). */
+  sql(query: string): string;
+  /** Stops the server cleanly. */
+  stop(): Promise<void>;
+  /** SIGKILL. */
+  kill(): void;
+}
+
+function exited(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** MariaDB on its own loop filesystem, socket `<mount>/mysqld.sock`, binary logging on. */
+export async function startMariaDb(
+  dir: string,
+  name = "mariadb",
+): Promise<DbServer & { socket: string }> {
+  const fs = makeLoopFs({ dir, name, sizeMiB: 256 });
+  const data = join(fs.mountPoint, "data");
+  const socket = join(fs.mountPoint, "mysqld.sock");
+  try {
+    execFileSync("mariadb-install-db", [
+      "--no-defaults",
+      "--user=root",
+      `--datadir=${data}`,
+      "--auth-root-authentication-method=socket",
+      "--skip-test-db",
+    ], { stdio: "pipe" });
+  } catch (error) {
+    fs.cleanup();
+    throw error;
+  }
+  const server = spawn("mariadbd", [
+    "--no-defaults",
+    "--user=root",
+    `--datadir=${data}`,
+    `--socket=${socket}`,
+    `--pid-file=${join(fs.mountPoint, "mysqld.pid")}`,
+    "--skip-networking",
+    "--log-bin=binlog",
+    "--server-id=1",
+    "--innodb-buffer-pool-size=32M",
+    "--innodb-log-file-size=16M",
+    `--log-error=${join(fs.mountPoint, "error.log")}`,
+  ], { stdio: "ignore", detached: true });
+  const sql = (query: string) =>
+    execFileSync("mariadb", ["--no-defaults", `--socket=${socket}`, "-N", "-B", "-e", query], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    }).trim();
+  const pid = server.pid!;
+  try {
+    await waitFor("MariaDB to accept connections", () => {
+      if (exited(pid)) throw new Error(`mariadbd exited; see ${join(fs.mountPoint, "error.log")}`);
+      return existsSync(socket) &&
+        spawnSync("mariadb", ["--no-defaults", `--socket=${socket}`, "-e", "SELECT 1"]).status ===
+          0;
+    }, 30_000);
+  } catch (error) {
+    process.kill(pid, "SIGKILL");
+    fs.cleanup();
+    throw error;
+  }
+  return {
+    fs,
+    pid,
+    socket,
+    sql,
+    async stop() {
+      if (!exited(pid)) {
+        process.kill(pid, "SIGTERM");
+        await waitFor("mariadbd to stop", () => exited(pid), 30_000).catch(() =>
+          process.kill(pid, "SIGKILL")
+        );
+      }
+      fs.cleanup();
+    },
+    kill: () => process.kill(pid, "SIGKILL"),
+  };
+}
+
+/** PostgreSQL 15 on its own loop filesystem, socket directory = the mount point. */
+export async function startPostgres(
+  dir: string,
+  options: { name?: string; port?: number; conf?: string[] } = {},
+): Promise<DbServer & { socketDir: string; port: number }> {
+  const fs = makeLoopFs({ dir, name: options.name ?? "pg", sizeMiB: 256 });
+  const port = options.port ?? 54000 + Math.floor(Math.random() * 1000);
+  chownSync(fs.mountPoint, PG_UID, PG_GID);
+  chmodSync(fs.mountPoint, 0o755);
+  const data = join(fs.mountPoint, "data");
+  const asPostgres = (command: string, args: string[], opts: Record<string, unknown> = {}) =>
+    execFileSync("setpriv", [
+      "--reuid=postgres",
+      "--regid=postgres",
+      "--init-groups",
+      command,
+      ...args,
+    ], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], ...opts });
+  try {
+    asPostgres(join(PG_BIN, "initdb"), ["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"]);
+    writeFileSync(
+      join(data, "pg_hba.conf"),
+      "local all pwuser scram-sha-256\nlocal all all trust\n",
+    );
+    writeFileSync(join(data, "postgresql.auto.conf"), [...(options.conf ?? []), ""].join("\n"));
+  } catch (error) {
+    fs.cleanup();
+    throw error;
+  }
+  const server = spawn("setpriv", [
+    "--reuid=postgres",
+    "--regid=postgres",
+    "--init-groups",
+    join(PG_BIN, "postgres"),
+    "-D",
+    data,
+    "-k",
+    fs.mountPoint,
+    "-p",
+    String(port),
+    "-c",
+    "listen_addresses=",
+  ], { stdio: "ignore", detached: true });
+  const pid = server.pid!;
+  const sql = (query: string) =>
+    asPostgres(join(PG_BIN, "psql"), [
+      "-h",
+      fs.mountPoint,
+      "-p",
+      String(port),
+      "-U",
+      "postgres",
+      "-At",
+      "-v",
+      "ON_ERROR_STOP=1",
+      "-c",
+      query,
+    ]).trim();
+  try {
+    await waitFor("PostgreSQL to accept connections", () => {
+      if (exited(pid)) throw new Error("postgres exited");
+      return spawnSync(join(PG_BIN, "pg_isready"), ["-h", fs.mountPoint, "-p", String(port)])
+        .status === 0;
+    }, 30_000);
+  } catch (error) {
+    process.kill(pid, "SIGKILL");
+    fs.cleanup();
+    throw error;
+  }
+  return {
+    fs,
+    pid,
+    socketDir: fs.mountPoint,
+    port,
+    sql,
+    async stop() {
+      if (!exited(pid)) {
+        process.kill(pid, "SIGINT"); // fast shutdown
+        await waitFor("postgres to stop", () => exited(pid), 30_000).catch(() =>
+          process.kill(pid, "SIGKILL")
+        );
+      }
+      fs.cleanup();
+    },
+    kill: () => process.kill(pid, "SIGKILL"),
+  };
+}
