@@ -46,21 +46,24 @@ const FIELDS: Record<string, Field> = {
   maxHoldSeconds: { type: "integer", min: 1, max: 86400, default: 300 },
 };
 
-/** The URI, its credentials registered as secrets. */
+/** Registers a URI and its credentials as secrets. */
+function registerUriSecrets(uri: string): void {
+  addSecret(uri);
+  const credentials = /^mongodb(?:\+srv)?:\/\/([^@/]+)@/.exec(uri)?.[1];
+  if (!credentials) return;
+  const [user, password] = credentials.split(":");
+  if (!password) return;
+  addSecret(password);
+  addSecret(decodeURIComponent(password));
+  if (user) addSecret(`${user}:${password}`);
+}
+
+/** The URI (from uriFile when given), its credentials registered as secrets. */
 function uriOf(config: MongoConfig): string {
   const uri = config.uriFile
     ? readSecret(config.uriFile, config.name, "uriFile").trim()
     : config.uri!;
-  addSecret(uri);
-  const credentials = /^mongodb(?:\+srv)?:\/\/([^@/]+)@/.exec(uri)?.[1];
-  if (credentials) {
-    const [user, password] = credentials.split(":");
-    if (password) {
-      addSecret(password);
-      addSecret(decodeURIComponent(password));
-    }
-    if (user && password) addSecret(`${user}:${password}`);
-  }
+  registerUriSecrets(uri);
   return uri;
 }
 

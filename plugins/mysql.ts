@@ -18,6 +18,7 @@
 import mysql from "mysql2/promise";
 import type { Problem } from "../src/errors.ts";
 import type { Field } from "../src/schema.ts";
+import { addSecret } from "../src/secrets.ts";
 import {
   asRunError,
   checkSecretFile,
@@ -210,6 +211,8 @@ export const mysqlPlugin: PluginDefinition<MysqlConfig> = {
     "holds a MySQL/MariaDB backup lock (BACKUP STAGE, LOCK INSTANCE or FTWRL) on one connection",
   fields: FIELDS,
   normalize(values) {
+    // A password inline in the config is scrubbed from everything printed.
+    if (typeof values.password === "string") addSecret(values.password);
     return { ...values, type: "mysql", name: String(values.name) } as unknown as MysqlConfig;
   },
   check(config) {

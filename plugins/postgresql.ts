@@ -20,6 +20,7 @@ import { join } from "node:path";
 import postgres from "postgres";
 import type { Problem } from "../src/errors.ts";
 import type { Field } from "../src/schema.ts";
+import { addSecret } from "../src/secrets.ts";
 import {
   asRunError,
   checkSecretFile,
@@ -149,6 +150,8 @@ export const postgresqlPlugin: PluginDefinition<PostgresConfig> = {
   summary: "CHECKPOINT before the freeze, or holds pg_backup_start across the snapshot",
   fields: FIELDS,
   normalize(values) {
+    // A password inline in the config is scrubbed from everything printed.
+    if (typeof values.password === "string") addSecret(values.password);
     return {
       ...values,
       type: "postgresql",

@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import process from "node:process";
 import { formatCheckReport, runChecks } from "./check.ts";
 import { guardMain } from "./guard.ts";
+import { redact } from "./secrets.ts";
 import { runBackup } from "./sequence.ts";
 import { DEFAULT_CONFIG_PATH, LOG_LEVELS, type LogLevel } from "./config.ts";
 import { CODES } from "./errors.ts";
@@ -48,7 +49,7 @@ interface CommandSpec {
 const COMMANDS: Record<string, CommandSpec> = {
   check: {
     summary: "check the config, permissions and freeze targets; changes nothing",
-    usage: "vmsnap check [--config PATH] [--json]",
+    usage: "vmsnap check [--config PATH] [--json] [--connect]",
     description:
       `Runs every check that would stop an application-consistent snapshot and reports all
 problems at once, each with its code, the file, line and column, and the fix:
@@ -58,6 +59,9 @@ problems at once, each with its code, the file, line and column, and the fix:
     every directory on the way root-owned and not group/other-writable (symlinks followed)
   - the log and state directories
   - the filesystems that would be frozen, in order, and why each other mount is skipped
+  - with --connect: each database plugin connects and checks the privileges quiesce
+    needs, naming the missing GRANT
+A database lock left by a dead run (MongoDB's fsync lock) is released first.
 Exit 0 when there is no problem, 1 when there is at least one (warnings do not count).`,
     options: {
       connect: {
@@ -340,9 +344,9 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       configPath: invocation.configPath,
       connect: invocation.connect,
     });
-    io.stdout(
-      invocation.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatCheckReport(report)}\n`,
-    );
+    // Secrets (inline passwords, credentials in URIs) never reach the output.
+    const text = invocation.json ? JSON.stringify(report, null, 2) : formatCheckReport(report);
+    io.stdout(`${redact(text)}\n`);
     return report.ok ? EXIT.ok : EXIT.degraded;
   }
   // command === "run"

@@ -60,22 +60,29 @@ function exited(pid: number): boolean {
   }
 }
 
-/** MariaDB on its own loop filesystem, socket `<mount>/mysqld.sock`, binary logging on. */
+/**
+ * MariaDB on its own loop filesystem, socket `<mount>/mysqld.sock`, binary
+ * logging on. With `image`, the server starts on a copy of another server's
+ * filesystem (a restored snapshot) instead of a new one.
+ */
 export async function startMariaDb(
   dir: string,
   name = "mariadb",
+  options: { image?: string } = {},
 ): Promise<DbServer & { socket: string }> {
-  const fs = makeLoopFs({ dir, name, sizeMiB: 256 });
+  const fs = makeLoopFs({ dir, name, sizeMiB: 256, image: options.image });
   const data = join(fs.mountPoint, "data");
   const socket = join(fs.mountPoint, "mysqld.sock");
   try {
-    execFileSync("mariadb-install-db", [
-      "--no-defaults",
-      "--user=root",
-      `--datadir=${data}`,
-      "--auth-root-authentication-method=socket",
-      "--skip-test-db",
-    ], { stdio: "pipe" });
+    if (!options.image) {
+      execFileSync("mariadb-install-db", [
+        "--no-defaults",
+        "--user=root",
+        `--datadir=${data}`,
+        "--auth-root-authentication-method=socket",
+        "--skip-test-db",
+      ], { stdio: "pipe" });
+    }
   } catch (error) {
     fs.cleanup();
     throw error;

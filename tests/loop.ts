@@ -33,14 +33,17 @@ const MKFS: Record<string, (image: string) => string[]> = {
  * ```
  */
 export function makeLoopFs(
-  options: { dir: string; name: string; sizeMiB?: number; fsType?: string },
+  options: { dir: string; name: string; sizeMiB?: number; fsType?: string; image?: string },
 ): LoopFs {
   const { dir, name, sizeMiB = 32, fsType = "ext4" } = options;
-  const image = join(dir, `${name}.img`);
   const mountPoint = join(dir, name);
-  execFileSync("truncate", ["-s", `${sizeMiB}M`, image]);
-  const [command, ...args] = MKFS[fsType](image);
-  execFileSync(command, args, { stdio: "pipe" });
+  // With `image`, an existing image (a snapshot copy) is attached instead of a new one.
+  const image = options.image ?? join(dir, `${name}.img`);
+  if (!options.image) {
+    execFileSync("truncate", ["-s", `${sizeMiB}M`, image]);
+    const [command, ...args] = MKFS[fsType](image);
+    execFileSync(command, args, { stdio: "pipe" });
+  }
   const device = execFileSync("losetup", ["--find", "--show", image], { encoding: "utf8" }).trim();
   mkdirSync(mountPoint, { recursive: true, mode: 0o700 });
   try {

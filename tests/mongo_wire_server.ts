@@ -4,7 +4,7 @@
  * OP_MSG, and implements what the plugin uses, for real: `hello`, `fsync`
  * with lock counting, `fsyncUnlock` (an error when not locked),
  * `currentOp` (reports `fsyncLock`), and `insert`/`find`, where an insert
- * waits while the server is fsync-locked. With `requireAuth`, every SASL
+ * waits while the server is fsync-locked. It has no users: every SASL
  * attempt fails as a wrong password does.
  *
  * @module
@@ -245,7 +245,6 @@ export async function startMongoWireServer(
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as { port: number }).port;
-  void options;
   return {
     port,
     uri: `mongodb://127.0.0.1:${port}/?directConnection=true`,

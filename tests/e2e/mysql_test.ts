@@ -85,19 +85,23 @@ Deno.test({
 
 Deno.test({
   name:
-    "mysql with the data on the frozen filesystem: application-consistent, the server serves after",
+    "mysql with the data on the frozen filesystem: the restored copy starts and reports the recorded GTID position",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
     const f = runFixture();
     const db = dbDir();
     const server = await startMariaDb(db.dir);
+    let restored: Awaited<ReturnType<typeof startMariaDb>> | undefined;
     try {
       server.sql(
-        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1), (2), (3)",
       );
+      const copy = join(db.dir, "copy.img");
+      const snap = f.script("copy-db.sh", `cp --sparse=always "${server.fs.image}" "${copy}"`);
       const config = f.config({
         freeze: { mounts: [server.fs.mountPoint] },
+        snapshot: { command: [snap] },
         plugins: [{ type: "mysql", name: "shop", socket: server.socket }],
       });
       const ran = await runBin(["run", "--json", "--config", config]);
@@ -107,8 +111,17 @@ Deno.test({
       assert.deepEqual(result.freeze.mounts.map((m: { mountPoint: string }) => m.mountPoint), [
         server.fs.mountPoint,
       ]);
-      server.sql("INSERT INTO app.t VALUES (2)");
+      server.sql("INSERT INTO app.t VALUES (4)"); // after the snapshot: not in the copy
+      const facts = result.plugins[0].quiesce.facts;
+      assert.match(facts.gtidPosition, /^0-1-\d+$/);
+
+      // Restore: a second server on the copy, its own socket.
+      restored = await startMariaDb(db.dir, "restored", { image: copy });
+      assert.equal(restored.sql("SELECT @@gtid_binlog_pos"), facts.gtidPosition);
+      assert.equal(restored.sql("SELECT GROUP_CONCAT(id ORDER BY id) FROM app.t"), "1,2,3");
+      assert.match(restored.sql("CHECK TABLE app.t"), /\tstatus\tOK$/);
     } finally {
+      await restored?.stop();
       await server.stop();
       db.cleanup();
       f.cleanup();
@@ -300,11 +313,8 @@ Deno.test({
       assertNoSecret("not-the-password-4411", ran, logFile);
 
       // The password inline in the config (0600 by rule) is scrubbed too.
-      ran = await runBin([
-        "run",
-        "--json",
-        "--config",
-        f.config({
+      const inlineConfig = f.config(
+        {
           fsFreezeEnabled: false,
           plugins: [{
             type: "mysql",
@@ -313,10 +323,17 @@ Deno.test({
             user: "vm",
             password: "inline-wrong-9931",
           }],
-        }, "inline.json"),
-      ]);
+        },
+        "inline.json",
+      );
+      ran = await runBin(["run", "--json", "--config", inlineConfig]);
       assert.deepEqual(codes(resultOf(ran.stdout)), ["PluginConnectFailed"]);
       assertNoSecret("inline-wrong-9931", ran, logFile);
+      // check prints the normalized config: the password is scrubbed there too.
+      ran = await runBin(["check", "--json", "--config", inlineConfig]);
+      assert.equal(ran.code, 0, ran.stdout);
+      assert.match(ran.stdout, /"password": "\*\*\*"/);
+      assertNoSecret("inline-wrong-9931", ran);
 
       // An unreachable server.
       ran = await runBin([
