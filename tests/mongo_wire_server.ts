@@ -54,9 +54,7 @@ function readCString(buf: Buffer, offset: number): [string, number] {
  * try { ... mongo.lockCount() ... } finally { await mongo.close(); }
  * ```
  */
-export async function startMongoWireServer(
-  options: { requireAuth?: boolean } = {},
-): Promise<MongoWireServer> {
+export async function startMongoWireServer(): Promise<MongoWireServer> {
   let lockCount = 0;
   let nextId = 1;
   let connectionId = 0;
