@@ -546,27 +546,70 @@ Deno.test("external handshake: frozen line, then snapshot-done / snapshot-failed
   }
 });
 
-Deno.test("SIGTERM during the snapshot: stops it, thaws, resumes, exit 2 Interrupted", async () => {
+for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+  Deno.test(`${signal} during the snapshot: stops it, thaws, resumes, exit 2 Interrupted`, async () => {
+    const f = runFixture();
+    try {
+      const post = f.script("post.sh", `touch "${f.path("post.ran")}"`);
+      const pre = f.script("pre.sh", "true");
+      const slow = f.script("slow-snap.sh", `touch "${f.path("snapping")}"; exec sleep 300`);
+      const run = startBin([
+        "run",
+        "--json",
+        "--config",
+        f.config({
+          preScriptLocation: pre,
+          postScriptLocation: post,
+          snapshot: { command: [slow] },
+        }),
+      ]);
+      await waitFor("the snapshot", () => f.exists("snapping"));
+      // process.kill, not child.kill: Deno's child.kill makes the child look signal-killed.
+      process.kill(run.child.pid!, signal);
+      const ran = await run.done;
+      const result = resultOf(ran.stdout);
+      assert.equal(ran.code, 2);
+      assert.match(result.errors[0].message, new RegExp(`received ${signal}`));
+      assert.ok(codes(result).includes("Interrupted"));
+      assert.ok(f.exists("post.ran"), "resumed");
+      assert.ok((await timeToWrite(f.mp)) < 1000, "thawed");
+      assert.ok(noneRunning(slow), "the snapshot command was stopped");
+    } finally {
+      f.cleanup();
+    }
+  });
+}
+
+Deno.test("post-script failures: Post-ScriptExecutionFailed and Post-ScriptTimeout; the snapshot stands, status degraded", async () => {
   const f = runFixture();
   try {
-    const post = f.script("post.sh", `touch "${f.path("post.ran")}"`);
     const pre = f.script("pre.sh", "true");
-    const slow = f.script("slow-snap.sh", `touch "${f.path("snapping")}"; exec sleep 300`);
-    const run = startBin([
+    const failing = f.script("post-fail.sh", "echo 'could not restart the app' >&2; exit 9");
+    let ran = await runBin([
       "run",
       "--json",
       "--config",
-      f.config({ preScriptLocation: pre, postScriptLocation: post, snapshot: { command: [slow] } }),
+      f.config({ preScriptLocation: pre, postScriptLocation: failing, postScriptNoOfRetries: 1 }),
     ]);
-    await waitFor("the snapshot", () => f.exists("snapping"));
-    // process.kill, not child.kill: Deno's child.kill makes the child look signal-killed.
-    process.kill(run.child.pid!, "SIGTERM");
-    const ran = await run.done;
-    const result = resultOf(ran.stdout);
-    assert.equal(ran.code, 2);
-    assert.ok(codes(result).includes("Interrupted"));
-    assert.ok(f.exists("post.ran"));
-    assert.ok((await timeToWrite(f.mp)) < 1000);
+    let result = resultOf(ran.stdout);
+    assert.equal(ran.code, 0, "the snapshot was taken at the consistency asked for");
+    assert.deepEqual([result.status, result.consistency], ["degraded", "application"]);
+    assert.deepEqual(codes(result), ["Post-ScriptExecutionFailed"]);
+    assert.match(
+      result.errors[0].message,
+      /exited with code 9 on attempt 2 of 2\..*stderr: could not restart the app/s,
+    );
+    const hanging = f.script("post-hang.sh", "sleep 300");
+    ran = await runBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({ preScriptLocation: pre, postScriptLocation: hanging, timeoutInSeconds: 1 }),
+    ]);
+    result = resultOf(ran.stdout);
+    assert.deepEqual(codes(result), ["Post-ScriptTimeout"]);
+    assert.equal(result.status, "degraded");
+    assert.ok(noneRunning(hanging));
   } finally {
     f.cleanup();
   }
