@@ -10,7 +10,7 @@ import { type Problem, VmsnapError, withFix } from "./errors.ts";
 import { type FreezeTarget, planFreeze, type SkippedMount } from "./freeze_targets.ts";
 import { readMounts } from "./mountinfo.ts";
 import { checkDirectory, checkFile } from "./permissions.ts";
-import { recoverPluginLocks } from "./recover.ts";
+import { describeRecovery, recoverAll } from "./recover.ts";
 import type { Location } from "./schema.ts";
 import { locateProblems } from "../plugins/plugin.ts";
 import { PLUGINS } from "../plugins/registry.ts";
@@ -126,15 +126,11 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
   report.warnings.push(...loaded.warnings);
   const config = loaded.config;
   report.config = config;
-  // A lock a dead run left (MongoDB's outlives its connection) is released by any start.
-  for (const lock of await recoverPluginLocks(config.stateDir)) {
-    report.warnings.push({
-      code: lock.error ? "PluginResumeFailed" : "PluginRecovered",
-      message: `plugin "${lock.plugin}": run ${lock.runId} died holding its lock: ${
-        lock.result ?? lock.error
-      }.`,
-      plugin: lock.plugin,
-    });
+  // What a dead run left (frozen mounts, its processes, database locks) is undone by any start.
+  const recovered = await recoverAll(config.stateDir);
+  for (const line of describeRecovery(recovered)) {
+    const lockLine = recovered.pluginLocks.some((l) => line.startsWith(`plugin "${l.plugin}"`));
+    report.warnings.push({ code: lockLine ? "PluginRecovered" : "Recovered", message: line });
   }
   const locate = (path: string): Location | undefined => loaded.locations.get(path);
 

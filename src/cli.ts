@@ -11,7 +11,14 @@ import { formatCheckReport, runChecks } from "./check.ts";
 import { guardMain } from "./guard.ts";
 import { redact } from "./secrets.ts";
 import { runBackup } from "./sequence.ts";
-import { DEFAULT_CONFIG_PATH, LOG_LEVELS, type LogLevel } from "./config.ts";
+import {
+  DEFAULT_CONFIG_PATH,
+  DEFAULT_STATE_DIR,
+  loadConfig,
+  LOG_LEVELS,
+  type LogLevel,
+} from "./config.ts";
+import { describeRecovery, recoverAll, type Recovery } from "./recover.ts";
 import { CODES } from "./errors.ts";
 import { didYouMean } from "./suggest.ts";
 import { VERSION } from "./version.ts";
@@ -87,6 +94,17 @@ Exit 0: snapshot at the consistency asked for; 1: snapshot at a lower consistenc
         help: "ARGV... the snapshot command (replaces the config's)",
       },
     },
+  },
+  recover: {
+    summary: "undo what a dead run left: frozen filesystems, its processes, database locks",
+    usage: "vmsnap recover [--config PATH] [--json]",
+    description:
+      `Thaws the filesystems a dead run's freeze marker lists (when its agent and guard both
+died), kills processes that run started, releases database locks that outlive their
+connection (MongoDB's fsync lock), and shows what the freeze guard did. Every vmsnap
+start does the same first; this command only does that, and says so.
+Exit 0 when everything left was undone (or nothing was left), 1 when something could not be.`,
+    options: {},
   },
   version: {
     summary: "print the version",
@@ -273,6 +291,41 @@ export function parseInvocation(
   };
 }
 
+/**
+ * Recovery at start: with the config's stateDir when the config can be read,
+ * else the default. Only root can thaw or kill, so others skip it.
+ */
+async function startupRecovery(configPath: string): Promise<Recovery | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  let stateDir = DEFAULT_STATE_DIR;
+  try {
+    const loaded = loadConfig(configPath);
+    const unreadable = loaded.problems.some((p) => p.code === "IncorrectJSONConfigFile");
+    if (!unreadable) stateDir = loaded.config.stateDir;
+  } catch {
+    // No readable config: the default stateDir.
+  }
+  return await recoverAll(stateDir);
+}
+
+/** `vmsnap recover`'s output and exit code. */
+function reportRecovery(recovery: Recovery | undefined, json: boolean, io: Io): number {
+  if (!recovery) {
+    io.stderr("vmsnap recover: must run as root (it thaws filesystems and kills processes).\n");
+    return EXIT.failed;
+  }
+  const failed = recovery.thawed.some((t) => !t.confirmed) ||
+    recovery.pluginLocks.some((l) => l.error);
+  const lines = describeRecovery(recovery);
+  const text = json
+    ? JSON.stringify({ ok: !failed, ...recovery })
+    : lines.length
+    ? lines.join("\n")
+    : "nothing to recover: no run left anything behind.";
+  io.stdout(`${redact(text)}\n`);
+  return failed ? EXIT.degraded : EXIT.ok;
+}
+
 /** Where output goes; tests and the binary use the process's streams. */
 export interface Io {
   stdout(text: string): void;
@@ -316,6 +369,14 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     return EXIT.usage;
   }
   const { command } = invocation;
+  // Any start undoes what a dead run left; check and run do it themselves and report it.
+  if (command !== "check" && command !== "run") {
+    const recovery = await startupRecovery(invocation.configPath);
+    if (command === "recover") return reportRecovery(recovery, invocation.json, io);
+    for (const line of recovery ? describeRecovery(recovery) : []) {
+      io.stderr(`vmsnap: recovered: ${redact(line)}\n`);
+    }
+  }
   if (command === "help") {
     const topic = invocation.positionals[0];
     if (topic !== undefined && !COMMANDS[topic]) {

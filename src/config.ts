@@ -33,6 +33,8 @@ import { AZURE_SCRIPT_FIELDS, azureScriptPlugin } from "../plugins/script.ts";
 
 /** Where Azure's framework and vmsnap look for the config. */
 export const DEFAULT_CONFIG_PATH = "/etc/azure/VMSnapshotScriptPluginConfig.json";
+/** Where vmsnap keeps its lock and markers unless the config says otherwise. */
+export const DEFAULT_STATE_DIR = "/var/lib/vmsnap";
 /** The largest config file read (a config is a few hundred bytes). */
 export const MAX_CONFIG_BYTES = 1 << 20;
 /** The deepest nesting accepted. */
@@ -156,7 +158,7 @@ const CONFIG_SPEC: ObjectSpec = {
         level: { type: "string", oneOf: LOG_LEVELS, default: "info" },
       },
     },
-    stateDir: { ...absolutePath, default: "/var/lib/vmsnap" },
+    stateDir: { ...absolutePath, default: DEFAULT_STATE_DIR },
   },
   ignored: {
     appName: "vmsnap does not use it.",

@@ -251,6 +251,12 @@ export const CODES = {
       "A lock left by a dead vmsnap run (MongoDB fsync lock) was found and released (a warning).",
     fix: "Nothing to do; the message says which server and run.",
   },
+  Recovered: {
+    summary:
+      "A previous run died; what it left (frozen filesystems, its processes, guard reports) was found and undone (a warning).",
+    fix:
+      "Nothing to do; the message says what was done. Find out why the previous run died (its log).",
+  },
   InternalError: {
     summary: "vmsnap met an error it did not expect; it thawed and resumed what it had started.",
     fix: "Report it with the log file; the message carries the stack.",

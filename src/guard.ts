@@ -174,6 +174,8 @@ export interface GuardClient {
   pid: number;
   /** Set when the guard thawed at the deadline. */
   expired(): GuardReport | undefined;
+  /** True when the guard exited before it was released (killed). */
+  died(): boolean;
   /**
    * Tells the guard the agent's thaw of `froze` is done; resolves with the
    * mounts the guard still found frozen.
@@ -205,6 +207,7 @@ export function startGuard(arm: ArmMessage, startTimeoutMs = 10_000): Promise<Gu
   let expiredReport: GuardReport | undefined;
   const waiters: { event: string; resolve(message: Record<string, unknown>): void }[] = [];
   let exited = false;
+  let released = false;
   const exitWaiters: (() => void)[] = [];
   child.on("exit", () => {
     exited = true;
@@ -261,7 +264,10 @@ export function startGuard(arm: ArmMessage, startTimeoutMs = 10_000): Promise<Gu
     return {
       pid: child.pid!,
       expired: () => expiredReport,
+      died: () => exited && !released,
       async release(froze: string[]) {
+        if (exited) return [];
+        released = true;
         child.stdin!.write(`${JSON.stringify({ op: "release", froze })}\n`);
         const answer = await waitFor("released", 5_000);
         child.stdin!.end();

@@ -70,9 +70,13 @@ export interface ProcessResult {
 
 const MAX_LINE = 4096;
 
-/** Pids of processes whose environment carries the tag (never this process). */
-export function findTagged(tag: string): number[] {
-  const needle = Buffer.from(`${TAG_VARIABLE}=${tag}\0`);
+/**
+ * Pids of processes whose environment holds `NAME=value` (never this
+ * process). Every descendant of a script inherits its environment, whatever
+ * session or process group it moved to.
+ */
+export function findByEnvironment(name: string, value: string): number[] {
+  const needle = Buffer.from(`\0${name}=${value}\0`);
   const pids: number[] = [];
   let entries: string[];
   try {
@@ -83,7 +87,9 @@ export function findTagged(tag: string): number[] {
   for (const entry of entries) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
-      if (readFileSync(`/proc/${entry}/environ`).includes(needle)) pids.push(Number(entry));
+      // A leading NUL makes the first variable match like the others.
+      const environ = Buffer.concat([Buffer.from([0]), readFileSync(`/proc/${entry}/environ`)]);
+      if (environ.includes(needle)) pids.push(Number(entry));
     } catch {
       // gone, or a zombie
     }
@@ -91,7 +97,13 @@ export function findTagged(tag: string): number[] {
   return pids;
 }
 
-function commandOf(pid: number): string {
+/** Pids of processes carrying a run's process tag. */
+export function findTagged(tag: string): number[] {
+  return findByEnvironment(TAG_VARIABLE, tag);
+}
+
+/** The command line of a process, for messages. */
+export function commandOf(pid: number): string {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean).join(" ");
   } catch {
@@ -144,16 +156,18 @@ export function groupMembers(pgid: number): number[] {
 /**
  * Kills a process group and every tagged descendant: SIGTERM, a grace, then
  * SIGKILL until none is left. Zombies (which an init that reaps slowly keeps
- * around) count as gone. Returns how many processes were found.
+ * around) count as gone. `find` overrides how descendants are found (by
+ * default, the tag). Returns how many processes were found.
  */
 export async function killTree(
   pgid: number | undefined,
   tag: string,
   graceMs: number,
+  find: () => number[] = () => findTagged(tag),
 ): Promise<number> {
   const found = new Set<number>();
   const alive = () => {
-    const pids = [...new Set([...findTagged(tag), ...(pgid ? groupMembers(pgid) : [])])];
+    const pids = [...new Set([...find(), ...(pgid ? groupMembers(pgid) : [])])];
     pids.forEach((p) => found.add(p));
     return pids;
   };

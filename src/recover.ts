@@ -1,18 +1,26 @@
 /**
- * What a previous run left behind: a freeze marker whose agent and guard
- * both died while frozen, and the reports a guard leaves when it had to step
- * in. The next run thaws what the marker lists and reports both.
+ * What a dead run left behind, found and undone by the next vmsnap start of
+ * any kind (and by `vmsnap recover`):
+ *
+ * - a freeze marker whose agent died (and whose guard died too): the mounts
+ *   it lists are thawed;
+ * - the reports a guard leaves when it had to step in: collected and shown;
+ * - a run lock whose owner died: the processes that run started (found by
+ *   `VMSNAP_RUN_ID` in their environment, which every descendant inherits)
+ *   are killed, and the lock is removed;
+ * - database locks that outlive their connection (MongoDB's fsync lock):
+ *   released once through the plugin.
  *
  * @module
  */
 import { readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import type { Freezer } from "./freeze.ts";
-import { thawAndConfirm } from "./freeze.ts";
-import type { GuardReport } from "./guard.ts";
-import { ownerAlive, processStart } from "./lock.ts";
 import { loadConfig } from "./config.ts";
+import { createFreezer, thawAndConfirm } from "./freeze.ts";
+import type { GuardReport } from "./guard.ts";
+import { type LockOwner, ownerAlive, processStart } from "./lock.ts";
+import { commandOf, findByEnvironment, killTree } from "./process_runner.ts";
 import type { LockMarker } from "../plugins/plugin.ts";
 import { PLUGINS } from "../plugins/registry.ts";
 
@@ -21,9 +29,19 @@ export interface FreezeMarker {
   runId: string;
   pid: number;
   started: string;
-  guardPid?: number;
   mounts: string[];
   since: string;
+}
+
+/** One database lock left by a dead run. */
+export interface PluginLockRecovery {
+  plugin: string;
+  type: string;
+  runId: string;
+  /** What the plugin found and did. */
+  result?: string;
+  /** Why it could not be released (the marker stays for the next start). */
+  error?: string;
 }
 
 /** What recovery found and did. */
@@ -38,19 +56,10 @@ export interface Recovery {
   }[];
   /** What guards reported after stepping in. */
   guardReports: GuardReport[];
-  /** Database locks a dead run left (MongoDB), and what was done about them. */
-  pluginLocks?: PluginLockRecovery[];
-}
-
-/** One database lock left by a dead run. */
-export interface PluginLockRecovery {
-  plugin: string;
-  type: string;
-  runId: string;
-  /** What the plugin found and did. */
-  result?: string;
-  /** Why it could not be released (the marker stays for the next start). */
-  error?: string;
+  /** Processes a dead run had started, killed. */
+  killed: { runId: string; pid: number; command: string }[];
+  /** Database locks a dead run left, and what was done about them. */
+  pluginLocks: PluginLockRecovery[];
 }
 
 const markerPath = (stateDir: string) => join(stateDir, "frozen.json");
@@ -66,7 +75,7 @@ const markerPath = (stateDir: string) => join(stateDir, "frozen.json");
  */
 export function writeFreezeMarker(
   stateDir: string,
-  marker: { runId: string; mounts: string[]; guardPid?: number },
+  marker: { runId: string; mounts: string[] },
 ): void {
   const full: FreezeMarker = {
     ...marker,
@@ -86,96 +95,108 @@ export function clearFreezeMarker(stateDir: string): void {
   }
 }
 
+function readJson<T>(path: string): T | undefined {
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+function stateEntries(stateDir: string, pattern: RegExp): string[] {
+  try {
+    return readdirSync(stateDir).filter((n) => pattern.test(n));
+  } catch {
+    return [];
+  }
+}
+
+/** True when recovery found anything at all. */
+export function recoveredAnything(r: Recovery): boolean {
+  return r.thawed.length + r.guardReports.length + r.killed.length + r.pluginLocks.length > 0;
+}
+
 /**
- * Thaws what a dead run left frozen, and collects guard reports.
+ * Finds and undoes what dead runs left in `stateDir`. `deadRun` is the owner
+ * of a stale run lock that the caller already took over (vmsnap run); other
+ * commands let recovery find and remove a stale lock itself.
  *
  * @example
  * ```ts
- * import { recoverStale } from "./recover.ts";
- * import { createFreezer } from "./freeze.ts";
- * const recovery = recoverStale("/var/lib/vmsnap", await createFreezer());
+ * import { recoverAll } from "./recover.ts";
+ * const recovery = await recoverAll("/var/lib/vmsnap");
+ * for (const t of recovery.thawed) console.error(`thawed ${t.mount}`);
  * ```
  */
-export function recoverStale(stateDir: string, freezer: Freezer): Recovery {
-  const recovery: Recovery = { thawed: [], guardReports: [] };
-  let marker: FreezeMarker | undefined;
-  try {
-    marker = JSON.parse(readFileSync(markerPath(stateDir), "utf8"));
-  } catch {
-    marker = undefined;
-  }
+export async function recoverAll(
+  stateDir: string,
+  options: { deadRun?: LockOwner } = {},
+): Promise<Recovery> {
+  const recovery: Recovery = { thawed: [], guardReports: [], killed: [], pluginLocks: [] };
+
+  // A freeze whose agent and guard both died.
+  const marker = readJson<FreezeMarker>(markerPath(stateDir));
   if (marker && !ownerAlive(marker)) {
+    const freezer = await createFreezer();
     for (const mount of [...marker.mounts].reverse()) {
       recovery.thawed.push({ runId: marker.runId, mount, ...thawAndConfirm(freezer, mount) });
     }
     clearFreezeMarker(stateDir);
   }
-  let entries: string[] = [];
-  try {
-    entries = readdirSync(stateDir);
-  } catch {
-    return recovery;
-  }
-  for (const name of entries.filter((n) => /^guard-.*\.json$/.test(n))) {
-    try {
-      recovery.guardReports.push(JSON.parse(readFileSync(join(stateDir, name), "utf8")));
-    } catch {
-      // unreadable: drop it
-    }
+
+  // Reports of guards that stepped in.
+  for (const name of stateEntries(stateDir, /^guard-.*\.json$/)) {
+    const report = readJson<GuardReport>(join(stateDir, name));
+    if (report) recovery.guardReports.push(report);
     try {
       unlinkSync(join(stateDir, name));
     } catch {
       // gone
     }
   }
-  return recovery;
-}
 
-/**
- * Releases database locks that a dead run left (markers `lock-*.json` in
- * stateDir whose owner is gone). Each plugin's config is read again from the
- * config file the dead run used. A marker that cannot be resolved stays for
- * the next start.
- *
- * @example
- * ```ts
- * import { recoverPluginLocks } from "./recover.ts";
- * for (const r of await recoverPluginLocks("/var/lib/vmsnap")) console.log(r.plugin, r.result ?? r.error);
- * ```
- */
-export async function recoverPluginLocks(stateDir: string): Promise<PluginLockRecovery[]> {
-  let names: string[];
-  try {
-    names = readdirSync(stateDir).filter((n) => /^lock-.*\.json$/.test(n));
-  } catch {
-    return [];
-  }
-  const out: PluginLockRecovery[] = [];
-  for (const name of names) {
-    const path = join(stateDir, name);
-    let marker: LockMarker;
-    try {
-      marker = JSON.parse(readFileSync(path, "utf8"));
-    } catch {
-      continue;
+  // The processes of a run whose agent died.
+  let dead = options.deadRun;
+  const lockPath = join(stateDir, "run.lock");
+  if (!dead) {
+    const owner = readJson<LockOwner>(lockPath);
+    if (owner && !ownerAlive(owner)) {
+      dead = owner;
+      try {
+        unlinkSync(lockPath);
+      } catch {
+        // gone
+      }
     }
-    if (ownerAlive(marker)) continue;
-    const entry: PluginLockRecovery = {
-      plugin: marker.plugin,
-      type: marker.type,
-      runId: marker.runId,
-    };
-    out.push(entry);
+  }
+  if (dead?.runId) {
+    const pids = findByEnvironment("VMSNAP_RUN_ID", dead.runId);
+    const commands = new Map(pids.map((pid) => [pid, commandOf(pid)]));
+    if (pids.length > 0) {
+      await killTree(undefined, "", 1000, () => findByEnvironment("VMSNAP_RUN_ID", dead!.runId));
+      for (const pid of pids) {
+        recovery.killed.push({ runId: dead.runId, pid, command: commands.get(pid) ?? "?" });
+      }
+    }
+  }
+
+  // Database locks that outlive their connection.
+  for (const name of stateEntries(stateDir, /^lock-.*\.json$/)) {
+    const path = join(stateDir, name);
+    const lock = readJson<LockMarker>(path);
+    if (!lock || ownerAlive(lock)) continue;
+    const entry: PluginLockRecovery = { plugin: lock.plugin, type: lock.type, runId: lock.runId };
+    recovery.pluginLocks.push(entry);
     try {
-      const { config } = loadConfig(marker.configFile);
-      const plugin = config.plugins.find((p) => p.name === marker.plugin && p.type === marker.type);
-      const definition = PLUGINS.get(marker.type);
+      const { config } = loadConfig(lock.configFile);
+      const plugin = config.plugins.find((p) => p.name === lock.plugin && p.type === lock.type);
+      const definition = PLUGINS.get(lock.type);
       if (!plugin || !definition?.recover) {
         throw new Error(
-          `plugin ${marker.plugin} is no longer in ${marker.configFile}; release the lock by hand`,
+          `plugin ${lock.plugin} is no longer in ${lock.configFile}; release the lock by hand`,
         );
       }
-      entry.result = await definition.recover(plugin, marker);
+      entry.result = await definition.recover(plugin, lock);
       unlinkSync(path);
     } catch (error) {
       entry.error = `${
@@ -183,5 +204,39 @@ export async function recoverPluginLocks(stateDir: string): Promise<PluginLockRe
       } (marker ${path} kept; the next vmsnap start tries again)`;
     }
   }
-  return out;
+  return recovery;
+}
+
+/**
+ * One line per thing recovered, for stderr and the check report.
+ *
+ * @example
+ * ```ts
+ * import { describeRecovery, recoverAll } from "./recover.ts";
+ * for (const line of describeRecovery(await recoverAll("/var/lib/vmsnap"))) console.error(line);
+ * ```
+ */
+export function describeRecovery(r: Recovery): string[] {
+  return [
+    ...r.thawed.map((t) =>
+      `thawed ${t.mount}, left frozen by run ${t.runId} whose agent and guard died${
+        t.wasFrozen ? "" : " (it was already thawed)"
+      }${t.confirmed ? "" : `; NOT confirmed: ${t.error}`}`
+    ),
+    ...r.guardReports.map((g) =>
+      `the guard of run ${g.runId} thawed ${
+        g.thawed.map((t) => t.mount).join(", ")
+      } after ${g.afterMs} ms (${
+        g.reason === "deadline" ? "freeze.maxFrozenSeconds passed" : "its agent died"
+      })`
+    ),
+    ...r.killed.map((k) =>
+      `killed pid ${k.pid} (${k.command}), left running by run ${k.runId} whose agent died`
+    ),
+    ...r.pluginLocks.map((l) =>
+      `plugin "${l.plugin}": run ${l.runId} died holding its lock: ${
+        l.result ?? `not released: ${l.error}`
+      }`
+    ),
+  ];
 }

@@ -33,8 +33,9 @@ import { Output, type OutputStreams } from "./output.ts";
 import { checkDirectory, checkFile, ensureDirectory } from "./permissions.ts";
 import {
   clearFreezeMarker,
-  recoverPluginLocks,
-  recoverStale,
+  describeRecovery,
+  recoverAll,
+  recoveredAnything,
   type Recovery,
   writeFreezeMarker,
 } from "./recover.ts";
@@ -205,6 +206,28 @@ export async function runBackup(options: RunOptions): Promise<RunResult> {
   return report(run);
 }
 
+/** A phase where the fault-injection hook can pause a run. */
+type PausePoint = "quiesce" | "frozen" | "thaw" | "resume";
+
+/**
+ * Fault injection for tests: `VMSNAP_PAUSE_AT=frozen` (comma-separated
+ * phases) pauses the run at that phase for `VMSNAP_PAUSE_MS` (default 3000)
+ * and says so on stderr, so a test can deliver a signal in a known phase. A
+ * signal to vmsnap ends the pause at once.
+ */
+async function pauseAt(run: Run, phase: PausePoint): Promise<void> {
+  if (!(process.env.VMSNAP_PAUSE_AT ?? "").split(",").includes(phase)) return;
+  process.stderr.write(`vmsnap: paused at ${phase} (VMSNAP_PAUSE_AT)\n`);
+  const ms = Math.min(Number(process.env.VMSNAP_PAUSE_MS ?? 3000), 60_000);
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    run.interrupt.signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+}
+
 // ── check ────────────────────────────────────────────────────────────────────
 
 /** Everything `vmsnap check` checks; a failure here stops before anything runs. */
@@ -293,30 +316,21 @@ async function check(run: Run, options: RunOptions): Promise<void> {
     if (error instanceof VmsnapError) stop(error.code, error.message);
     throw error;
   }
-  const recovered = recoverStale(config.stateDir, await createFreezer());
-  const pluginLocks = await recoverPluginLocks(config.stateDir);
-  if (pluginLocks.length) recovered.pluginLocks = pluginLocks;
-  for (const lock of pluginLocks) {
-    if (lock.error) {
+  const recovered = await recoverAll(config.stateDir, { deadRun: run.lock.tookOverFrom });
+  if (recoveredAnything(recovered)) {
+    run.recovered = recovered;
+    run.log.record("warning", "recovered", { ...recovered });
+    for (const line of describeRecovery(recovered)) {
+      run.warnings.push({ code: "Recovered", message: line });
+      run.output.say("recover", line);
+    }
+    for (const lock of recovered.pluginLocks.filter((l) => l.error)) {
       run.errors.push({
         code: "PluginResumeFailed",
         message: `a lock left by run ${lock.runId}: ${lock.error}`,
         plugin: lock.plugin,
       });
-    } else {run.warnings.push({
-        code: "PluginRecovered",
-        message:
-          `plugin "${lock.plugin}": run ${lock.runId} died holding its lock: ${lock.result}.`,
-        plugin: lock.plugin,
-      });}
-  }
-  if (recovered.thawed.length || recovered.guardReports.length || pluginLocks.length) {
-    run.recovered = recovered;
-    run.log.record("warning", "recovered", { ...recovered });
-    run.output.say(
-      "recover",
-      `thawed ${recovered.thawed.length} mount(s) left by a dead run; ${recovered.guardReports.length} guard report(s)`,
-    );
+    }
   }
 
   // Each plugin's own checks: a plugin that fails them does not run.
@@ -385,6 +399,8 @@ function pluginEnv(run: Run, signal: AbortSignal): PluginEnv {
 
 /** Every plugin's pre step, in parallel. */
 async function quiesce(run: Run): Promise<void> {
+  await pauseAt(run, "quiesce");
+  if (run.interrupt.signal.aborted) return;
   const ready = run.plugins.filter((p) => p.runtime);
   if (ready.length === 0) return;
   run.output.say("quiesce", ready.map((p) => p.config.name).join(", "));
@@ -500,6 +516,7 @@ async function freezeSnapshotThaw(run: Run, freezer: Freezer, options: RunOption
         if (guard.expired()) break;
       }
     }
+    if (frozen.length > 0) await pauseAt(run, "frozen");
     // A freeze that failed: thaw now, then a crash-consistent snapshot or none.
     if (freezeFailed && frozen.length > 0) thawAll(run, freezer, frozen, frozenAt);
     const snapshotAllowed = !run.interrupt.signal.aborted && (!freezeFailed || continueOnFailure);
@@ -538,9 +555,18 @@ async function freezeSnapshotThaw(run: Run, freezer: Freezer, options: RunOption
     }
   } finally {
     // Thaw: always, in reverse, each confirmed.
+    if (frozen.length > 0) await pauseAt(run, "thaw");
     thawAll(run, freezer, frozen, frozenAt);
     if (guard) {
+      const guardDied = guard.died();
       const leftovers = await guard.release(frozen.map((m) => m.mountPoint));
+      if (guardDied) {
+        run.warnings.push({
+          code: "GuardFailed",
+          message:
+            `the freeze guard (pid ${guard.pid}) died during the freeze; vmsnap thawed and confirmed every mount itself. Fix: find out what killed it (dmesg, the OOM killer).`,
+        });
+      }
       const steppedIn = guard.expired();
       if (steppedIn) {
         run.freeze.guard!.steppedIn = steppedIn;
@@ -608,6 +634,7 @@ function thawAll(run: Run, freezer: Freezer, frozen: MountReport[], frozenAt: nu
 async function resume(run: Run): Promise<void> {
   const attempted = run.plugins.filter((p) => p.report.quiesce && !p.report.resume);
   if (attempted.length === 0) return;
+  await pauseAt(run, "resume");
   run.output.say("resume", attempted.map((p) => p.config.name).join(", "));
   // Resume is not stopped by a signal: the applications must come back.
   const never = new AbortController().signal;
