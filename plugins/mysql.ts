@@ -354,7 +354,12 @@ export const mysqlPlugin: PluginDefinition<MysqlConfig> = {
         const errors: RunError[] = [];
         try {
           if (lost) throw new Error(lost);
-          await conn.query(unlock);
+          await within(
+            config.timeoutInSeconds * 1000,
+            "PluginResumeFailed",
+            `plugin "${config.name}": ${unlock} did not answer within timeoutInSeconds (${config.timeoutInSeconds} s)`,
+            conn.query(unlock),
+          );
         } catch (error) {
           const why = lost ?? (error as Error).message;
           errors.push({

@@ -64,6 +64,7 @@ type Reserved = postgres.ReservedSql;
 async function connect(
   config: PostgresConfig,
   notices: string[],
+  onClose: () => void = () => {},
 ): Promise<{ sql: Sql; conn: Reserved }> {
   const password = passwordOf(config);
   const where = config.host.startsWith("/")
@@ -80,6 +81,8 @@ async function connect(
     idle_timeout: 0,
     prepare: false,
     onnotice: (notice) => notices.push(String(notice.message)),
+    // The session ended (server restart, terminated backend): whatever it held is gone.
+    onclose: onClose,
     connection: { application_name: "vmsnap" },
   });
   try {
@@ -221,7 +224,9 @@ export const postgresqlPlugin: PluginDefinition<PostgresConfig> = {
             budget,
             "PluginConnectFailed",
             `plugin "${config.name}": connecting took longer than timeoutInSeconds (${config.timeoutInSeconds} s).`,
-            connect(config, notices),
+            connect(config, notices, () => {
+              if (startedAt > 0) lost ??= "the server closed the session";
+            }),
           ));
           version = await versionNumber(conn);
           const [v] = await conn`SHOW server_version`;
@@ -298,9 +303,15 @@ export const postgresqlPlugin: PluginDefinition<PostgresConfig> = {
         };
         try {
           if (lost || !conn) throw new PluginFailure("PluginLockLost", lost ?? "the session ended");
-          const [row] = version >= 150000
-            ? await conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => true)`
-            : await conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, true)`;
+          const stop = version >= 150000
+            ? conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => true)`
+            : conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, true)`;
+          const [row] = await within(
+            config.timeoutInSeconds * 1000,
+            "PluginResumeFailed",
+            `plugin "${config.name}": pg_backup_stop did not answer within timeoutInSeconds (${config.timeoutInSeconds} s); closing the session ended the backup.`,
+            stop,
+          );
           const dir = join(env.stateDir, "postgresql", env.runId);
           mkdirSync(dir, { recursive: true, mode: 0o700 });
           const label = join(dir, "backup_label");

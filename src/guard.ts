@@ -84,7 +84,10 @@ export async function guardMain(): Promise<number> {
   let repeat: ReturnType<typeof setInterval> | undefined;
 
   const thawAll = (reason: GuardReport["reason"]): GuardReport => {
-    const thawed = (arm?.mounts ?? []).slice().reverse().map((mount): GuardThaw => ({
+    // In freeze order, not reverse: a freeze still in progress (stuck in the kernel, flushing into
+    // a filesystem frozen before it) holds its superblock's lock, and a thaw of it waits for that
+    // lock. It is always the last one started, so everything it may be waiting on is thawed first.
+    const thawed = (arm?.mounts ?? []).map((mount): GuardThaw => ({
       mount,
       ...thawAndConfirm(freezer, mount),
     }));

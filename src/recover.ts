@@ -56,6 +56,8 @@ export interface Recovery {
   }[];
   /** What guards reported after stepping in. */
   guardReports: GuardReport[];
+  /** A run whose agent died holding the run lock (released now). */
+  deadRun?: { runId: string; pid: number; since: string };
   /** Processes a dead run had started, killed. */
   killed: { runId: string; pid: number; command: string }[];
   /** Database locks a dead run left, and what was done about them. */
@@ -113,7 +115,8 @@ function stateEntries(stateDir: string, pattern: RegExp): string[] {
 
 /** True when recovery found anything at all. */
 export function recoveredAnything(r: Recovery): boolean {
-  return r.thawed.length + r.guardReports.length + r.killed.length + r.pluginLocks.length > 0;
+  return r.deadRun !== undefined ||
+    r.thawed.length + r.guardReports.length + r.killed.length + r.pluginLocks.length > 0;
 }
 
 /**
@@ -138,7 +141,8 @@ export async function recoverAll(
   const marker = readJson<FreezeMarker>(markerPath(stateDir));
   if (marker && !ownerAlive(marker)) {
     const freezer = await createFreezer();
-    for (const mount of [...marker.mounts].reverse()) {
+    // Freeze order, as the guard does: a freeze stuck in the kernel is the last one started.
+    for (const mount of marker.mounts) {
       recovery.thawed.push({ runId: marker.runId, mount, ...thawAndConfirm(freezer, mount) });
     }
     clearFreezeMarker(stateDir);
@@ -170,6 +174,7 @@ export async function recoverAll(
     }
   }
   if (dead?.runId) {
+    recovery.deadRun = { runId: dead.runId, pid: dead.pid, since: dead.since };
     const pids = findByEnvironment("VMSNAP_RUN_ID", dead.runId);
     const commands = new Map(pids.map((pid) => [pid, commandOf(pid)]));
     if (pids.length > 0) {
@@ -218,6 +223,11 @@ export async function recoverAll(
  */
 export function describeRecovery(r: Recovery): string[] {
   return [
+    ...(r.deadRun
+      ? [
+        `run ${r.deadRun.runId} (pid ${r.deadRun.pid}, started ${r.deadRun.since}) died without finishing; its run lock was released`,
+      ]
+      : []),
     ...r.thawed.map((t) =>
       `thawed ${t.mount}, left frozen by run ${t.runId} whose agent and guard died${
         t.wasFrozen ? "" : " (it was already thawed)"

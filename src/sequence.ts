@@ -522,7 +522,7 @@ async function freezeSnapshotThaw(run: Run, freezer: Freezer, options: RunOption
     const snapshotAllowed = !run.interrupt.signal.aborted && (!freezeFailed || continueOnFailure);
     if (snapshotAllowed) {
       const mounts = frozen.filter((m) => !m.thawed).map((m) => m.mountPoint);
-      if (options.json && run.method!.kind !== "external") {
+      if (options.json && run.method!.kind !== "external" && mounts.length > 0) {
         run.output.event({ event: "frozen", runId: run.runId, mounts });
       }
       run.output.say(

@@ -95,10 +95,15 @@ export interface Started {
   done: Promise<Ran>;
   /** stdout so far. */
   stdout(): string;
+  /** stderr so far. */
+  stderr(): string;
 }
 
 /** Starts the binary without waiting for it. */
-export function startBin(args: string[], options: { env?: Record<string, string> } = {}): Started {
+export function startBin(
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): Started {
   const child = spawn(BIN, args, {
     env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", ...options.env },
     stdio: ["pipe", "pipe", "pipe"],
@@ -110,7 +115,7 @@ export function startBin(args: string[], options: { env?: Record<string, string>
   const done = new Promise<Ran>((resolve) => {
     child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
-  return { child, done, stdout: () => stdout };
+  return { child, done, stdout: () => stdout, stderr: () => stderr };
 }
 
 /** Polls until the predicate holds; throws after the timeout. */

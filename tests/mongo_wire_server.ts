@@ -24,6 +24,8 @@ export interface MongoWireServer {
   events: { at: number; op: string; lockCount: number }[];
   /** Documents per collection. */
   documents: Map<string, Record<string, unknown>[]>;
+  /** Drops every client connection (the lock stays: fsync locks outlive connections). */
+  dropConnections(): void;
   close(): Promise<void>;
 }
 
@@ -252,6 +254,9 @@ export async function startMongoWireServer(): Promise<MongoWireServer> {
     },
     events,
     documents,
+    dropConnections: () => {
+      for (const s of sockets) s.destroy();
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
