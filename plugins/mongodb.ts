@@ -107,6 +107,8 @@ export const mongodbPlugin: PluginDefinition<MongoConfig> = {
       type: "mongodb",
       name: String(values.name),
     } as unknown as MongoConfig;
+    // A URI inline in the config may carry a password: scrub it from everything printed.
+    if (typeof config.uri === "string") registerUriSecrets(config.uri);
     if ((config.uri === undefined) === (config.uriFile === undefined)) {
       ctx.validation.problems.push({
         code: "MissingConfigKey",
