@@ -12,6 +12,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
@@ -139,9 +140,17 @@ export async function startMariaDb(
 /** PostgreSQL 15 on its own loop filesystem, socket directory = the mount point. */
 export async function startPostgres(
   dir: string,
-  options: { name?: string; port?: number; conf?: string[] } = {},
-): Promise<DbServer & { socketDir: string; port: number }> {
-  const fs = makeLoopFs({ dir, name: options.name ?? "pg", sizeMiB: 256 });
+  options: {
+    name?: string;
+    port?: number;
+    conf?: string[];
+    /** Start on this image (a restored snapshot) instead of a new cluster. */
+    image?: string;
+    /** Called with the data directory before the server starts (restore files). */
+    prepare?: (data: string) => void;
+  } = {},
+): Promise<DbServer & { socketDir: string; port: number; logFile: string }> {
+  const fs = makeLoopFs({ dir, name: options.name ?? "pg", sizeMiB: 256, image: options.image });
   const port = options.port ?? 54000 + Math.floor(Math.random() * 1000);
   chownSync(fs.mountPoint, PG_UID, PG_GID);
   chmodSync(fs.mountPoint, 0o755);
@@ -154,13 +163,28 @@ export async function startPostgres(
       command,
       ...args,
     ], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], ...opts });
+  const logFile = join(dir, `${options.name ?? "pg"}.log`);
   try {
-    asPostgres(join(PG_BIN, "initdb"), ["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"]);
-    writeFileSync(
-      join(data, "pg_hba.conf"),
-      "local all pwuser scram-sha-256\nlocal all all trust\n",
-    );
-    writeFileSync(join(data, "postgresql.auto.conf"), [...(options.conf ?? []), ""].join("\n"));
+    if (options.image) {
+      options.prepare?.(data);
+      for (const stale of ["postmaster.pid"]) rmSync(join(data, stale), { force: true });
+    } else {
+      asPostgres(join(PG_BIN, "initdb"), [
+        "-D",
+        data,
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+        "--no-sync",
+      ]);
+      writeFileSync(
+        join(data, "pg_hba.conf"),
+        "local all pwuser scram-sha-256\nlocal all all trust\n",
+      );
+      writeFileSync(join(data, "postgresql.auto.conf"), [...(options.conf ?? []), ""].join("\n"));
+      options.prepare?.(data);
+    }
   } catch (error) {
     fs.cleanup();
     throw error;
@@ -178,7 +202,7 @@ export async function startPostgres(
     String(port),
     "-c",
     "listen_addresses=",
-  ], { stdio: "ignore", detached: true });
+  ], { stdio: ["ignore", openSync(logFile, "a"), openSync(logFile, "a")], detached: true });
   const pid = server.pid!;
   const sql = (query: string) =>
     asPostgres(join(PG_BIN, "psql"), [
@@ -210,6 +234,7 @@ export async function startPostgres(
     pid,
     socketDir: fs.mountPoint,
     port,
+    logFile,
     sql,
     async stop() {
       if (!exited(pid)) {

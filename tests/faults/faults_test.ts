@@ -75,7 +75,11 @@ for (const how of ["vmsnap version", "vmsnap recover"] as const) {
         const next = how === "vmsnap version"
           ? await runBin(["version", "--config", config])
           : await runBin(["recover", "--json", "--config", config]);
-        figure(`both killed, then ${how}`, "the next invocation took", performance.now() - started);
+        figure(
+          `\`${how}\` thaws`,
+          "the next invocation took (thaw included)",
+          performance.now() - started,
+        );
         assert.equal(next.code, 0, next.stdout + next.stderr);
         if (how === "vmsnap version") {
           assert.match(next.stdout, /^vmsnap \d/);
@@ -136,7 +140,11 @@ Deno.test({
       const started = performance.now();
       const ran = await runBin(["run", "--json", "--config", wrong], { timeoutMs: 30_000 });
       const elapsed = performance.now() - started;
-      figure("freeze blocked in the kernel", "run finished after", elapsed);
+      figure(
+        "a freeze that blocks in the kernel",
+        "the run finished after (maxFrozenSeconds 2)",
+        elapsed,
+      );
       const result = resultOf(ran.stdout);
       assert.ok(codes(result).includes("FreezeTimeout"), ran.stdout);
       assert.equal(result.freeze.guard.steppedIn.reason, "deadline");
@@ -195,7 +203,7 @@ Deno.test({
             f.config({ preScriptLocation: pre }),
           ]);
           const elapsed = performance.now() - started;
-          figure("pre-script forks a daemon", "run took", elapsed);
+          figure("forks a daemon and exits", "the run took", elapsed);
           assert.equal(ran.code, 0, ran.stdout);
           assert.ok(elapsed < 3000);
           const log = readFileSync(join(f.dir, "log", "vmsnap.jsonl"), "utf8");
@@ -215,7 +223,7 @@ Deno.test({
           "--config",
           f.config({ preScriptLocation: pre }),
         ], { timeoutMs: 120_000 });
-        figure("pre-script prints 50 MB", "run took", performance.now() - started);
+        figure("prints 50 MB", "the run took", performance.now() - started);
         const result = resultOf(ran.stdout);
         assert.equal(ran.code, 0, ran.stderr);
         assert.equal(
@@ -470,7 +478,12 @@ Deno.test({
         result.errors.find((e: { code: string }) => e.code === "LogWriteFailed").message,
         /No space left|ENOSPC/i,
       );
-      figure("full disk for the log", "records lost", result.log.lost, "records");
+      figure(
+        "a full disk for the log file",
+        "records lost (and reported)",
+        result.log.lost,
+        "records",
+      );
     } finally {
       spawnSync("umount", [tiny]);
       f.cleanup();

@@ -146,8 +146,8 @@ Deno.test({
       }
       problems += loaded.problems.length;
     }
-    figure("config fuzzer (library)", "cases", CASES * 10, "cases");
-    figure("config fuzzer (library)", "problems reported", problems, "problems");
+    figure("the config fuzzer, in-process", "cases", CASES * 10, "cases");
+    figure("the config fuzzer, in-process", "problems reported", problems, "problems");
   },
 });
 
@@ -217,12 +217,17 @@ Deno.test({
           assert.ok(!existsSync(marker), `${context}\na script ran from an invalid config`);
         }
       }
-      figure("config fuzzer (binary)", "check cases", CASES, "cases");
-      figure("config fuzzer (binary)", "run cases", runs, "cases");
-      figure("config fuzzer (binary)", "invalid configs run refused", refused, "cases");
+      figure("the config fuzzer through the binary", "check cases", CASES, "cases");
+      figure("the config fuzzer through the binary", "run cases", runs, "cases");
       figure(
-        "config fuzzer (binary)",
-        "time per check",
+        "the config fuzzer through the binary",
+        "invalid configs run refused",
+        refused,
+        "cases",
+      );
+      figure(
+        "the config fuzzer through the binary",
+        "time per invocation",
         (performance.now() - started) / (CASES + runs),
       );
     } finally {
