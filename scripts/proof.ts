@@ -88,6 +88,19 @@ let commit = "?";
 try {
   commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, encoding: "utf8" })
     .trim();
+  const dirty = execFileSync("git", [
+    "status",
+    "--porcelain",
+    "--",
+    "src",
+    "plugins",
+    "tests",
+    "mod.ts",
+  ], {
+    cwd: root,
+    encoding: "utf8",
+  });
+  if (dirty.trim()) commit += " with uncommitted changes";
 } catch {
   // not a checkout
 }
