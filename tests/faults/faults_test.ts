@@ -8,7 +8,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { BIN, runBin, startBin, timeToWrite, waitFor } from "../helpers.ts";
+import { BIN, type Ran, runBin, startBin, timeToWrite, waitFor } from "../helpers.ts";
 import { dbDir, startMariaDb, startPostgres } from "../db_servers.ts";
 import { makeLoopFs } from "../loop.ts";
 import { startMongoWireServer } from "../mongo_wire_server.ts";
@@ -21,6 +21,30 @@ const options = { sanitizeResources: false, sanitizeOps: false };
 const resultOf = (stdout: string): any => JSON.parse(stdout.trim().split("\n").at(-1)!);
 // deno-lint-ignore no-explicit-any
 const codes = (result: any): string[] => result.errors.map((e: { code: string }) => e.code);
+/**
+ * Runs vmsnap and then asserts what every fault scenario must leave: no mount
+ * frozen, no process of the run, the run lock released (assertCleanAfterFault).
+ */
+async function faultRun(
+  f: { mp: string; dir: string },
+  args: string[],
+  options: { timeoutMs?: number } = {},
+): Promise<Ran> {
+  const ran = await runBin(args, options);
+  await cleanAfter(f, ran);
+  return ran;
+}
+
+/** The aftermath check for a finished run (its id from the result line). */
+async function cleanAfter(f: { mp: string; dir: string }, ran: Ran): Promise<void> {
+  const result = resultOf(ran.stdout);
+  await assertCleanAfterFault({
+    mounts: [f.mp],
+    stateDir: join(f.dir, "state"),
+    runId: result.runId,
+  });
+}
+
 const guardPids = () =>
   (spawnSync("pgrep", ["-f", `${BIN} __guard`], { encoding: "utf8" }).stdout ?? "").trim().split(
     "\n",
@@ -43,6 +67,7 @@ Deno.test({
       const result = resultOf(ran.stdout);
       assert.equal(ran.code, 0, ran.stdout);
       assert.ok(result.warnings.some((w: { code: string }) => w.code === "GuardFailed"));
+      await cleanAfter(f, ran);
       assert.ok(result.freeze.mounts.every((m: { thawed: boolean }) => m.thawed));
       assert.ok((await timeToWrite(f.mp)) < 1000);
     } finally {
@@ -138,7 +163,7 @@ Deno.test({
         JSON.parse(checked.stdout).warnings.some((w: { code: string }) => w.code === "FreezeOrder"),
       );
       const started = performance.now();
-      const ran = await runBin(["run", "--json", "--config", wrong], { timeoutMs: 30_000 });
+      const ran = await faultRun(f, ["run", "--json", "--config", wrong], { timeoutMs: 30_000 });
       const elapsed = performance.now() - started;
       figure(
         "a freeze that blocks in the kernel",
@@ -163,7 +188,7 @@ Deno.test({
         t.mountPoint
       );
       assert.ok(order.indexOf(inner.mountPoint) < order.indexOf(f.mp), order.join(" "));
-      const right = await runBin([
+      const right = await faultRun(f, [
         "run",
         "--json",
         "--config",
@@ -196,6 +221,7 @@ Deno.test({
           const marker = `sleep 7${Date.now() % 100000}`;
           const pre = f.script("daemon.sh", `(${marker} &) ; echo started`);
           const started = performance.now();
+          // Not faultRun: the daemon carries the run's id and is meant to outlive the run.
           const ran = await runBin([
             "run",
             "--json",
@@ -217,7 +243,7 @@ Deno.test({
           "head -c 50000000 /dev/zero | tr '\\0' 'x' | fold -w 1000; echo; echo done",
         );
         const started = performance.now();
-        const ran = await runBin([
+        const ran = await faultRun(f, [
           "run",
           "--json",
           "--config",
@@ -235,7 +261,7 @@ Deno.test({
         "closes stdout and keeps running: waited for by its exit, killed at the timeout",
         async () => {
           let pre = f.script("closed.sh", "exec >&- 2>&-; sleep 1; exit 0");
-          let ran = await runBin([
+          let ran = await faultRun(f, [
             "run",
             "--json",
             "--config",
@@ -244,7 +270,7 @@ Deno.test({
           assert.equal(ran.code, 0, ran.stdout);
           assert.ok(resultOf(ran.stdout).plugins[0].quiesce.durationMs >= 1000);
           pre = f.script("closed-hang.sh", "exec >&- 2>&-; exec sleep 300");
-          ran = await runBin([
+          ran = await faultRun(f, [
             "run",
             "--json",
             "--config",
@@ -256,7 +282,7 @@ Deno.test({
       await t.step("ignores SIGTERM: killed after the grace, nothing survives", async () => {
         const marker = `sleep 8${Date.now() % 100000}`;
         const pre = f.script("stubborn.sh", `trap '' TERM; ${marker}; true`);
-        const ran = await runBin([
+        const ran = await faultRun(f, [
           "run",
           "--json",
           "--config",
@@ -269,7 +295,7 @@ Deno.test({
         "hangs: Pre-ScriptTimeout, the snapshot goes on at filesystem consistency",
         async () => {
           const pre = f.script("hang.sh", "exec sleep 300");
-          const ran = await runBin([
+          const ran = await faultRun(f, [
             "run",
             "--json",
             "--config",
@@ -292,7 +318,7 @@ Deno.test({
     const f = runFixture();
     try {
       const hang = f.script("hang-snap.sh", "exec sleep 300");
-      let ran = await runBin([
+      let ran = await faultRun(f, [
         "run",
         "--json",
         "--config",
@@ -310,6 +336,7 @@ Deno.test({
       ]);
       ran = await peer.done; // stdin stays open and silent
       assert.equal(ran.code, 2);
+      await cleanAfter(f, ran);
       assert.deepEqual(codes(resultOf(ran.stdout)), ["SnapshotTimeout"]);
       assert.ok((await timeToWrite(f.mp)) < 1000);
     } finally {
@@ -331,7 +358,7 @@ Deno.test({
           const server = await startMariaDb(db.dir);
           try {
             const snap = f.script("kill-db.sh", `kill -9 ${server.pid}; sleep 0.5`);
-            const ran = await runBin([
+            const ran = await faultRun(f, [
               "run",
               "--json",
               "--config",
@@ -354,6 +381,8 @@ Deno.test({
         try {
           const restart = f.script(
             "restart-pg.sh",
+            // The restarted postmaster is started by the snapshot command, so it is a process of the
+            // run by construction: this step checks the lock, not the process list.
             `setpriv --reuid=postgres --regid=postgres --init-groups /usr/lib/postgresql/15/bin/pg_ctl -D ${pg.socketDir}/data -m fast -w restart -o "-k ${pg.socketDir} -p ${pg.port} -c listen_addresses=" > /dev/null`,
           );
           const ran = await runBin([
@@ -438,6 +467,8 @@ Deno.test({
         startBin(["run", "--json", "--config", config]),
       ];
       const [ra, rb] = await Promise.all([a.done, b.done]);
+      await cleanAfter(f, ra);
+      await cleanAfter(f, rb);
       const exits = [ra.code, rb.code].sort();
       assert.deepEqual(exits, [0, 2]);
       const loser = ra.code === 2 ? ra : rb;
@@ -458,16 +489,21 @@ Deno.test({
   name: "faults: a full disk for the log file: the run completes, the loss is reported",
   fn: async () => {
     const f = runFixture();
-    const tiny = f.path("tiny");
-    mkdirSync(tiny, { mode: 0o700 });
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=8k,mode=0700", "tmpfs", tiny]);
+    // A tiny loop filesystem, filled to the last block.
+    const tiny = makeLoopFs({ dir: f.dir, name: "tiny", sizeMiB: 1 });
+    spawnSync("dd", [
+      "if=/dev/zero",
+      `of=${join(tiny.mountPoint, "fill")}`,
+      "bs=4k",
+      "status=none",
+    ]);
     try {
       const pre = f.script("chatty.sh", "seq 1 2000");
-      const ran = await runBin([
+      const ran = await faultRun(f, [
         "run",
         "--json",
         "--config",
-        f.config({ preScriptLocation: pre, log: { file: join(tiny, "vmsnap.jsonl") } }),
+        f.config({ preScriptLocation: pre, log: { file: join(tiny.mountPoint, "vmsnap.jsonl") } }),
       ]);
       const result = resultOf(ran.stdout);
       assert.equal(result.snapshotTaken, true);
@@ -485,7 +521,7 @@ Deno.test({
         "records",
       );
     } finally {
-      spawnSync("umount", [tiny]);
+      tiny.cleanup();
       f.cleanup();
     }
   },
