@@ -70,6 +70,15 @@ export interface ProcessResult {
 
 const MAX_LINE = 4096;
 
+/** The pids in /proc, as strings (empty when /proc cannot be read). */
+function processIds(): string[] {
+  try {
+    return readdirSync("/proc").filter((entry) => /^\d+$/.test(entry));
+  } catch {
+    return [];
+  }
+}
+
 /**
  * Pids of processes whose environment holds `NAME=value` (never this
  * process). Every descendant of a script inherits its environment, whatever
@@ -78,14 +87,8 @@ const MAX_LINE = 4096;
 export function findByEnvironment(name: string, value: string): number[] {
   const needle = Buffer.from(`\0${name}=${value}\0`);
   const pids: number[] = [];
-  let entries: string[];
-  try {
-    entries = readdirSync("/proc");
-  } catch {
-    return pids;
-  }
-  for (const entry of entries) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+  for (const entry of processIds()) {
+    if (Number(entry) === process.pid) continue;
     try {
       // A leading NUL makes the first variable match like the others.
       const environ = Buffer.concat([Buffer.from([0]), readFileSync(`/proc/${entry}/environ`)]);
@@ -133,14 +136,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Live (not zombie) members of a process group, from /proc. */
 export function groupMembers(pgid: number): number[] {
   const pids: number[] = [];
-  let entries: string[];
-  try {
-    entries = readdirSync("/proc");
-  } catch {
-    return pids;
-  }
-  for (const entry of entries) {
-    if (!/^\d+$/.test(entry)) continue;
+  for (const entry of processIds()) {
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
       // pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.

@@ -397,34 +397,43 @@ function pluginEnv(run: Run, signal: AbortSignal): PluginEnv {
   };
 }
 
+/**
+ * Runs one step (quiesce or resume) of the given plugins in parallel: records
+ * each result, logs it, shows it on the timeline, and emits the step's event.
+ */
+async function pluginStep(
+  run: Run,
+  plugins: Run["plugins"],
+  step: "quiesce" | "resume",
+  signal: AbortSignal,
+): Promise<void> {
+  run.output.say(step, plugins.map((p) => p.config.name).join(", "));
+  await Promise.all(plugins.map(async (p) => {
+    const result = await p.runtime![step](pluginEnv(run, signal));
+    p.report[step] = result;
+    run.errors.push(...result.errors);
+    run.log.record(result.ok ? "info" : "error", step, {
+      plugin: p.config.name,
+      ok: result.ok,
+      durationMs: result.durationMs,
+    });
+    const outcome = result.ok ? (result.skipped ? "nothing to do" : "ok") : result.errors[0]?.code;
+    run.output.say(step, `${p.config.name}: ${outcome} (${result.durationMs} ms)`);
+  }));
+  run.output.event({
+    event: step === "quiesce" ? "quiesced" : "resumed",
+    runId: run.runId,
+    plugins: plugins.map((p) => ({ name: p.config.name, ok: p.report[step]?.ok })),
+  });
+}
+
 /** Every plugin's pre step, in parallel. */
 async function quiesce(run: Run): Promise<void> {
   await pauseAt(run, "quiesce");
   if (run.interrupt.signal.aborted) return;
   const ready = run.plugins.filter((p) => p.runtime);
   if (ready.length === 0) return;
-  run.output.say("quiesce", ready.map((p) => p.config.name).join(", "));
-  await Promise.all(ready.map(async (p) => {
-    const result = await p.runtime!.quiesce(pluginEnv(run, run.interrupt.signal));
-    p.report.quiesce = result;
-    run.errors.push(...result.errors);
-    run.log.record(result.ok ? "info" : "error", "quiesce", {
-      plugin: p.config.name,
-      ok: result.ok,
-      durationMs: result.durationMs,
-    });
-    run.output.say(
-      "quiesce",
-      `${p.config.name}: ${
-        result.ok ? (result.skipped ? "nothing to do" : "ok") : result.errors[0]?.code
-      } (${result.durationMs} ms)`,
-    );
-  }));
-  run.output.event({
-    event: "quiesced",
-    runId: run.runId,
-    plugins: ready.map((p) => ({ name: p.config.name, ok: p.report.quiesce?.ok })),
-  });
+  await pluginStep(run, ready, "quiesce", run.interrupt.signal);
   const failed = ready.find((p) => !p.report.quiesce?.ok);
   if (failed && !run.config!.continueBackupOnFailure) {
     run.noSnapshot =
@@ -635,30 +644,8 @@ async function resume(run: Run): Promise<void> {
   const attempted = run.plugins.filter((p) => p.report.quiesce && !p.report.resume);
   if (attempted.length === 0) return;
   await pauseAt(run, "resume");
-  run.output.say("resume", attempted.map((p) => p.config.name).join(", "));
   // Resume is not stopped by a signal: the applications must come back.
-  const never = new AbortController().signal;
-  await Promise.all(attempted.map(async (p) => {
-    const result = await p.runtime!.resume(pluginEnv(run, never));
-    p.report.resume = result;
-    run.errors.push(...result.errors);
-    run.log.record(result.ok ? "info" : "error", "resume", {
-      plugin: p.config.name,
-      ok: result.ok,
-      durationMs: result.durationMs,
-    });
-    run.output.say(
-      "resume",
-      `${p.config.name}: ${
-        result.ok ? (result.skipped ? "nothing to do" : "ok") : result.errors[0]?.code
-      } (${result.durationMs} ms)`,
-    );
-  }));
-  run.output.event({
-    event: "resumed",
-    runId: run.runId,
-    plugins: attempted.map((p) => ({ name: p.config.name, ok: p.report.resume?.ok })),
-  });
+  await pluginStep(run, attempted, "resume", new AbortController().signal);
 }
 
 // ── report ───────────────────────────────────────────────────────────────────
