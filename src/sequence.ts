@@ -195,8 +195,10 @@ export async function runBackup(options: RunOptions): Promise<RunResult> {
   } catch (error) {
     if (!(error instanceof Stop)) {
       run.errors.push({
-        code: "InvalidConfig",
-        message: `internal error: ${(error as Error).stack ?? error}`,
+        code: "InternalError",
+        message: `internal error: ${
+          (error as Error).stack ?? error
+        }. Fix: report this with the log; filesystems were thawed and plugins resumed.`,
       });
       await resume(run);
     }

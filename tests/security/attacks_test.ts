@@ -140,7 +140,12 @@ Deno.test({
   fn: async () => {
     const f = runFixture();
     try {
-      const secrets = ["Mysql-Inline-Secret-1", "Pg-File-Secret-2", "Mongo-Uri-Secret-3"];
+      const secrets = [
+        "Mysql-Inline-Secret-1",
+        "Pg-File-Secret-2",
+        "Mongo-Uri-Secret-3",
+        "Pg-Inline-Secret-4",
+      ];
       const pgFile = put(f.path("pg.pw"), `${secrets[1]}\n`, 0o600);
       const config = f.config({
         plugins: [
@@ -164,6 +169,14 @@ Deno.test({
             type: "mongodb",
             name: "mo",
             uri: `mongodb://u:${secrets[2]}@127.0.0.1:1/?directConnection=true`,
+            timeoutInSeconds: 2,
+          },
+          {
+            type: "postgresql",
+            name: "pg2",
+            host: f.path("nopg"),
+            user: "u",
+            password: secrets[3],
             timeoutInSeconds: 2,
           },
         ],
