@@ -20,6 +20,7 @@ import {
   type ObjectSpec,
   properties,
   report,
+  reportAt,
   SourceMap,
   type Spec,
   validate,
@@ -317,15 +318,15 @@ function buildConfig(
     const path = childPath(childPath("plugins", i), "name");
     const previous = names.get(plugin.name);
     if (previous !== undefined) {
-      const at = ctx.locations.get(path) ?? ctx.locations.get(childPath("plugins", i));
-      ctx.problems.push({
-        code: "DuplicatePluginName",
-        message: `${file}${at ? `:${at.line}:${at.column}` : ""}: plugin name ${
+      reportAt(
+        ctx,
+        path,
+        "DuplicatePluginName",
+        `plugin name ${
           JSON.stringify(plugin.name)
         } is already used by ${previous}. Fix: give every plugin a unique "name".`,
-        path,
-        ...(at ?? {}),
-      });
+        { near: childPath("plugins", i) },
+      );
     }
     names.set(plugin.name, path);
     plugins.push(plugin);
@@ -356,31 +357,27 @@ function buildSnapshot(
   if (!values) return null;
   const command = values.command as string[] | undefined;
   const external = values.external as { timeoutInSeconds: number } | undefined;
-  const at = ctx.locations.get("snapshot");
-  const where = `${ctx.file}${at ? `:${at.line}:${at.column}` : ""}`;
   if (command && external) {
-    ctx.problems.push({
-      code: "InvalidConfigValue",
-      message:
-        `${where}: snapshot has both "command" and "external"; vmsnap takes one snapshot. Fix: keep one of them.`,
-      path: "snapshot",
-      ...(at ?? {}),
-    });
+    reportAt(
+      ctx,
+      "snapshot",
+      "InvalidConfigValue",
+      `snapshot has both "command" and "external"; vmsnap takes one snapshot. Fix: keep one of them.`,
+    );
   }
   if (command) {
     if (!command[0].startsWith("/")) {
       const path = "snapshot.command[0]";
-      const cmdAt = ctx.locations.get(path);
-      ctx.problems.push({
-        code: "RelativePath",
-        message: `${ctx.file}${cmdAt ? `:${cmdAt.line}:${cmdAt.column}` : ""}: ${path} is ${
+      reportAt(
+        ctx,
+        path,
+        "RelativePath",
+        `${path} is ${
           JSON.stringify(command[0])
         }; the snapshot command runs without a shell or PATH search. Fix: write the executable's absolute path (see \`command -v ${
           command[0]
         }\`).`,
-        path,
-        ...(cmdAt ?? {}),
-      });
+      );
     }
     return {
       kind: "command",
@@ -391,16 +388,12 @@ function buildSnapshot(
   if (external) return { kind: "external", timeoutInSeconds: external.timeoutInSeconds };
   const given = (key: string) => ctx.locations.has(`snapshot.${key}`);
   if (!given("command") && !given("external") && ctx.locations.has("snapshot")) {
-    const known = ["command", "external"];
-    ctx.problems.push({
-      code: "MissingConfigKey",
-      message:
-        `${where}: snapshot needs "command" (an argv array) or "external": {}. Fix: add one of ${
-          known.join(", ")
-        }.`,
-      path: "snapshot",
-      ...(at ?? {}),
-    });
+    reportAt(
+      ctx,
+      "snapshot",
+      "MissingConfigKey",
+      `snapshot needs "command" (an argv array) or "external": {}. Fix: add one of command, external.`,
+    );
   }
   return null;
 }

@@ -116,29 +116,39 @@ export function report(
   message: string,
   options: { warning?: boolean } = {},
 ): void {
-  const at = node ? ctx.source.at(node.offset) : undefined;
-  const where = at ? `${ctx.file}:${at.line}:${at.column}` : ctx.file;
-  const problem: Problem = { code, message: `${where}: ${message}`, path: path || undefined };
-  if (at) Object.assign(problem, at);
-  (options.warning ? ctx.warnings : ctx.problems).push(problem);
+  record(ctx, node ? ctx.source.at(node.offset) : undefined, path, code, message, options.warning);
 }
 
 /**
  * Records a problem at a config path visited before (its location was kept in
- * `ctx.locations`), for checks that run after the syntax tree is gone.
+ * `ctx.locations`), for checks that run after the syntax tree is gone. `near`
+ * is a path to point at when `path` itself was not in the file (a default).
  */
 export function reportAt(
   ctx: ValidationContext,
   path: string,
   code: Code,
   message: string,
-  options: { warning?: boolean } = {},
+  options: { warning?: boolean; near?: string } = {},
 ): void {
-  const at = ctx.locations.get(path);
+  const at = ctx.locations.get(path) ??
+    (options.near ? ctx.locations.get(options.near) : undefined);
+  record(ctx, at, path, code, message, options.warning);
+}
+
+/** Adds a problem (or warning), its message prefixed with `file:line:column:`. */
+function record(
+  ctx: ValidationContext,
+  at: Location | undefined,
+  path: string,
+  code: Code,
+  message: string,
+  warning = false,
+): void {
   const where = at ? `${ctx.file}:${at.line}:${at.column}` : ctx.file;
   const problem: Problem = { code, message: `${where}: ${message}`, path: path || undefined };
   if (at) Object.assign(problem, at);
-  (options.warning ? ctx.warnings : ctx.problems).push(problem);
+  (warning ? ctx.warnings : ctx.problems).push(problem);
 }
 
 /** Describes a node's value for a message: `"30" (a string)`. */
