@@ -17,6 +17,7 @@ import {
   renameSync,
   writeSync,
 } from "node:fs";
+import { Buffer } from "node:buffer";
 import { dirname } from "node:path";
 import { configureSync, getLogger, type Logger, type LogRecord, resetSync } from "@logtape/logtape";
 import type { LogLevel } from "./config.ts";
@@ -53,6 +54,7 @@ export class EventLog {
   #held: string[] | undefined;
   #heldSince = 0;
   #fd: number | undefined;
+  #size = 0;
   #maxBytes: number;
   #keep: number;
   /** Every line, kept in memory too (bounded), for tests and the no-file case. */
@@ -140,9 +142,10 @@ export class EventLog {
   #write(line: string): void {
     if (!this.file) return;
     try {
-      const fd = this.#open();
-      if (fstatSync(fd).size + line.length > this.#maxBytes) this.#rotate();
-      writeSync(this.#open(), line);
+      this.#open();
+      const bytes = Buffer.byteLength(line);
+      if (this.#size + bytes > this.#maxBytes) this.#rotate();
+      this.#size += writeSync(this.#open(), line);
       this.stats.written++;
     } catch (error) {
       this.stats.lost++;
@@ -157,6 +160,8 @@ export class EventLog {
       constants.O_NOFOLLOW;
     this.#fd = openSync(this.file!, flags, 0o600);
     fchmodSync(this.#fd, 0o600);
+    // One writer per file: the size is read once, then counted (no fstat per record).
+    this.#size = fstatSync(this.#fd).size;
     return this.#fd;
   }
 
