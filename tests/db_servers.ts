@@ -21,6 +21,27 @@ import { join } from "node:path";
 import { type LoopFs, makeLoopFs } from "./loop.ts";
 import { waitFor } from "./helpers.ts";
 
+/**
+ * A write from another session to MariaDB, started now; resolves with how long
+ * it took, or Infinity when it failed or did not finish within `limitMs`.
+ */
+export function mariadbWrite(socket: string, sql: string, limitMs = 5000): Promise<number> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const child = spawn("mariadb", ["--no-defaults", `--socket=${socket}`, "-e", sql], {
+      stdio: "ignore",
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      resolve(Infinity);
+    }, limitMs);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve(code === 0 ? performance.now() - started : Infinity);
+    });
+  });
+}
+
 /** PostgreSQL's binaries. */
 export const PG_BIN = "/usr/lib/postgresql/15/bin";
 const PG_UID = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" }).trim());

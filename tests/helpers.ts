@@ -4,8 +4,18 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 
@@ -151,4 +161,25 @@ export function timeToWrite(mountPoint: string, limitMs = 5_000): Promise<number
       resolve(performance.now() - started);
     });
   });
+}
+
+/** The result object: the last line of a `run --json` (asserted to be the result). */
+// deno-lint-ignore no-explicit-any
+export function resultOf<T = any>(stdout: string): T {
+  const last = stdout.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l)).at(-1);
+  assert.equal(last?.event, "result", stdout);
+  return last as T;
+}
+
+/** The codes of a result's errors. */
+export const codes = (result: { errors: { code: string }[] }): string[] =>
+  result.errors.map((e) => e.code);
+
+/** Asserts that a secret appears nowhere: stdout, stderr, the log file. */
+export function assertNoSecret(secret: string, ran: Ran, logFile?: string): void {
+  assert.ok(!ran.stdout.includes(secret), "secret in stdout");
+  assert.ok(!ran.stderr.includes(secret), "secret in stderr");
+  if (logFile && existsSync(logFile)) {
+    assert.ok(!readFileSync(logFile, "utf8").includes(secret), "secret in the log");
+  }
 }

@@ -17,14 +17,12 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { ROOT, runBin, waitFor } from "../helpers.ts";
+import { resultOf, ROOT, runBin, waitFor } from "../helpers.ts";
 import { dbDir, PG_BIN, startMariaDb, startPostgres } from "../db_servers.ts";
 import { figure } from "../proof.ts";
 import { runFixture } from "../run_fixture.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
-// deno-lint-ignore no-explicit-any
-const resultOf = (stdout: string): any => JSON.parse(stdout.trim().split("\n").at(-1)!);
 
 /** Starts the writer process; acks are appended to a file off the frozen filesystem. */
 function startWriter(kind: "mysql" | "postgresql", where: string, port: number, dir: string) {

@@ -9,10 +9,9 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { MongoClient } from "mongodb";
-import { put, runBin, startBin, waitFor } from "../helpers.ts";
+import { assertNoSecret, codes, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
 import { startMongoWireServer } from "../mongo_wire_server.ts";
 import { runFixture } from "../run_fixture.ts";
-import { assertNoSecret, codes, resultOf } from "./plugin_helpers.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
 

@@ -6,27 +6,9 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import process from "node:process";
-import { put, runBin, startBin, waitFor } from "../helpers.ts";
-import { dbDir, startMariaDb } from "../db_servers.ts";
+import { assertNoSecret, codes, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
+import { dbDir, mariadbWrite, startMariaDb } from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
-import { assertNoSecret, codes, resultOf } from "./plugin_helpers.ts";
-
-/** A write from another session; resolves with how long it took (Infinity when it did not finish in time). */
-function timedWrite(socket: string, sql: string, limitMs: number): { done: Promise<number> } {
-  const started = performance.now();
-  const child = spawn("mariadb", ["--no-defaults", `--socket=${socket}`, "-e", sql], {
-    stdio: "ignore",
-  });
-  return {
-    done: new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(Infinity), limitMs);
-      child.on("exit", () => {
-        clearTimeout(timer);
-        resolve(performance.now() - started);
-      });
-    }),
-  };
-}
 
 Deno.test({
   name:
@@ -55,12 +37,12 @@ Deno.test({
       });
       const run = startBin(["run", "--json", "--config", config]);
       await waitFor("the snapshot", () => f.exists("snapping"), 20_000);
-      const write = timedWrite(server.socket, "INSERT INTO app.t VALUES (2)", 10_000);
+      const write = mariadbWrite(server.socket, "INSERT INTO app.t VALUES (2)", 10_000);
       const ran = await run.done;
       const result = resultOf(ran.stdout);
       assert.equal(ran.code, 0, ran.stdout + ran.stderr);
       assert.equal(result.consistency, "application");
-      const waited = await write.done;
+      const waited = await write;
       assert.ok(waited !== Infinity, "the write completed after resume");
       assert.ok(waited > 500, `the write waited for the lock (${Math.round(waited)} ms)`);
       assert.equal(server.sql("SELECT COUNT(*) FROM app.t"), "2");
@@ -170,8 +152,8 @@ Deno.test({
       ]);
       // While vmsnap waits, writers go through at once: the lock was never requested.
       await new Promise((r) => setTimeout(r, 1000));
-      const write = timedWrite(server.socket, "INSERT INTO app.t VALUES (1)", 5000);
-      assert.ok((await write.done) < 1000, "writers are not stalled while vmsnap waits");
+      const write = mariadbWrite(server.socket, "INSERT INTO app.t VALUES (1)", 5000);
+      assert.ok((await write) < 1000, "writers are not stalled while vmsnap waits");
       const ran = await run.done;
       const result = resultOf(ran.stdout);
       assert.equal(ran.code, 1);
@@ -217,11 +199,11 @@ Deno.test({
         f.config({ fsFreezeEnabled: false, snapshot: { command: [slow] }, plugins }),
       ]);
       await waitFor("the snapshot", () => f.exists("snapping"), 20_000);
-      const write = timedWrite(server.socket, "INSERT INTO app.t VALUES (1)", 10_000);
+      const write = mariadbWrite(server.socket, "INSERT INTO app.t VALUES (1)", 10_000);
       await new Promise((r) => setTimeout(r, 300));
       const killedAt = performance.now();
       process.kill(run.child.pid!, "SIGKILL");
-      const waited = await write.done;
+      const waited = await write;
       assert.ok(waited !== Infinity, "the write went through after the agent died");
       assert.ok(performance.now() - killedAt < 3000);
       spawn("pkill", ["-f", slow]);

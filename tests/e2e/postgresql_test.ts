@@ -7,10 +7,9 @@ import { spawnSync } from "node:child_process";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { put, runBin, startBin, waitFor } from "../helpers.ts";
+import { assertNoSecret, codes, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
 import { dbDir, startPostgres } from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
-import { assertNoSecret, codes, resultOf } from "./plugin_helpers.ts";
 
 Deno.test({
   name:

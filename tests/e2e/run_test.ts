@@ -7,7 +7,14 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { join } from "node:path";
-import { runBin, startBin, timeToWrite, waitFor } from "../helpers.ts";
+import {
+  codes,
+  resultOf as sharedResultOf,
+  runBin,
+  startBin,
+  timeToWrite,
+  waitFor,
+} from "../helpers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 interface Result {
@@ -36,12 +43,7 @@ interface Result {
 function events(stdout: string): Record<string, unknown>[] {
   return stdout.trim().split("\n").filter(Boolean).map((line) => JSON.parse(line));
 }
-function resultOf(stdout: string): Result {
-  const last = events(stdout).at(-1);
-  assert.equal(last?.event, "result", stdout);
-  return last as unknown as Result;
-}
-const codes = (r: Result) => r.errors.map((e) => e.code);
+const resultOf = (stdout: string) => sharedResultOf<Result>(stdout);
 
 /** True when no process has this marker on its command line. */
 function noneRunning(marker: string): boolean {

@@ -6,29 +6,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { findByEnvironment } from "../../src/process_runner.ts";
 import { BIN, timeToWrite, waitFor } from "../helpers.ts";
-
-/** How long a write from another session to MariaDB takes (Infinity after `limitMs`). */
-export function mariadbWrite(socket: string, sql: string, limitMs = 5000): Promise<number> {
-  return new Promise((resolve) => {
-    const started = performance.now();
-    const child = spawn("mariadb", ["--no-defaults", `--socket=${socket}`, "-e", sql], {
-      stdio: "ignore",
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      resolve(Infinity);
-    }, limitMs);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve(code === 0 ? performance.now() - started : Infinity);
-    });
-  });
-}
+import { mariadbWrite } from "../db_servers.ts";
 
 /** True when no guard process of the binary under test is running. */
 export function noGuard(): boolean {

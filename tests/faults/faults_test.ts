@@ -8,7 +8,16 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { BIN, type Ran, runBin, startBin, timeToWrite, waitFor } from "../helpers.ts";
+import {
+  BIN,
+  codes,
+  type Ran,
+  resultOf,
+  runBin,
+  startBin,
+  timeToWrite,
+  waitFor,
+} from "../helpers.ts";
 import { dbDir, startMariaDb, startPostgres } from "../db_servers.ts";
 import { makeLoopFs } from "../loop.ts";
 import { startMongoWireServer } from "../mongo_wire_server.ts";
@@ -17,10 +26,6 @@ import { runFixture } from "../run_fixture.ts";
 import { assertCleanAfterFault } from "./fault_helpers.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
-// deno-lint-ignore no-explicit-any
-const resultOf = (stdout: string): any => JSON.parse(stdout.trim().split("\n").at(-1)!);
-// deno-lint-ignore no-explicit-any
-const codes = (result: any): string[] => result.errors.map((e: { code: string }) => e.code);
 /**
  * Runs vmsnap and then asserts what every fault scenario must leave: no mount
  * frozen, no process of the run, the run lock released (assertCleanAfterFault).

@@ -15,13 +15,10 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import { NOBODY, put, runBin, startBin, waitFor } from "../helpers.ts";
+import { assertNoSecret, NOBODY, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
 import { runFixture } from "../run_fixture.ts";
-import { assertNoSecret } from "../e2e/plugin_helpers.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
-// deno-lint-ignore no-explicit-any
-const resultOf = (stdout: string): any => JSON.parse(stdout.trim().split("\n").at(-1)!);
 
 /** The attacker's script: it leaves a trace if it ever runs. */
 const evil = (trace: string) => `#!/bin/sh\ntouch "${trace}"\n`;
