@@ -16,7 +16,7 @@ import {
   type PluginEnv,
   type StepResult,
 } from "./plugin.ts";
-import { type Phase, PHASE_CODES, runScript, type ScriptStep } from "./script_runner.ts";
+import { type Phase, PHASE_CODES, runScriptSafely, type ScriptStep } from "./script_runner.ts";
 
 export type { Phase, ScriptStep };
 
@@ -176,7 +176,7 @@ export const scriptPlugin: PluginDefinition<ScriptConfig> = {
       if (!step) {
         return Promise.resolve({ ok: true, skipped: true, durationMs: 0, errors: [], facts: {} });
       }
-      return runScript({
+      return runScriptSafely({
         plugin: config.name,
         phase,
         step,

@@ -63,6 +63,42 @@ function lastLines(tail: { stdout: string[]; stderr: string[] }, count = 5): str
 }
 
 /**
+ * {@linkcode runScript}, which never throws: whatever goes wrong inside (a
+ * bug, a file vanishing under it) becomes a failed step with the phase's
+ * code, so the sequence still resumes the other plugins, writes the result
+ * and releases the lock.
+ *
+ * @example
+ * ```ts
+ * import { runScriptSafely } from "./script_runner.ts";
+ * const result = await runScriptSafely({ plugin: "app", phase: "post", step, timeoutInSeconds: 30, env });
+ * result.ok; // false with a coded error instead of a throw
+ * ```
+ */
+export async function runScriptSafely(
+  options: Parameters<typeof runScript>[0],
+): Promise<StepResult> {
+  const started = performance.now();
+  try {
+    return await runScript(options);
+  } catch (error) {
+    const { plugin, phase, step } = options;
+    return {
+      ok: false,
+      durationMs: Math.round(performance.now() - started),
+      errors: [{
+        code: CODES[phase].failed,
+        message: `${phase}-script ${step.path} of plugin "${plugin}" could not be run: ${
+          (error as Error)?.message ?? String(error)
+        }.\n  Fix: run the script by hand and read the log; if it runs there, report this to vmsnap with the log.`,
+        plugin,
+      }],
+      facts: { script: step.path, internalError: String((error as Error)?.stack ?? error) },
+    };
+  }
+}
+
+/**
  * Runs a script with its retries. The script is exec'd directly when its
  * owner may execute it (the shebang is honoured), else with /bin/sh (Azure
  * accepts mode 600). Its permissions are checked again before each attempt.
@@ -142,6 +178,7 @@ export async function runScript(options: {
       ...record,
       unloggedLines: Math.max(0, last.lines - LOGGED_LINES),
       spawnError: last.spawnError,
+      ...(last.viaShell ? { runWith: "/bin/sh (no #! line)" } : {}),
     });
     if (last.leftovers.length > 0) {
       env.log("warning", "script-left-processes", {

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn, type SpawnOptions } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import process from "node:process";
@@ -58,6 +58,8 @@ export interface ProcessResult {
   aborted: boolean;
   /** Set when it could not be started at all. */
   spawnError?: string;
+  /** True when the file had no `#!` line (ENOEXEC) and was run with /bin/sh, as execvp does. */
+  viaShell?: boolean;
   durationMs: number;
   tail: { stdout: string[]; stderr: string[] };
   lines: number;
@@ -182,6 +184,34 @@ export async function killTree(
   return found.size;
 }
 
+/** The shell a file without a `#!` line is run with (what execvp and every shell do). */
+export const FALLBACK_SHELL = "/bin/sh";
+
+/**
+ * Starts a process; a file the kernel refuses with ENOEXEC (an executable
+ * script without a `#!` line) is run with /bin/sh instead, as execvp(3) and
+ * every shell do. Bun's spawn throws ENOEXEC synchronously; other runtimes
+ * fall back themselves. Throws what spawn throws otherwise.
+ *
+ * @example
+ * ```ts
+ * import { spawnFallingBack } from "./process_runner.ts";
+ * const { child, viaShell } = spawnFallingBack(["/etc/azure/pre"], { stdio: "ignore" });
+ * ```
+ */
+export function spawnFallingBack(
+  argv: string[],
+  options: SpawnOptions,
+): { child: ChildProcess; viaShell: boolean } {
+  const [command, ...args] = argv;
+  try {
+    return { child: spawn(command, args, options), viaShell: false };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOEXEC") throw error;
+    return { child: spawn(FALLBACK_SHELL, argv, options), viaShell: true };
+  }
+}
+
 /**
  * Runs a process to its end, its timeout, or an abort.
  *
@@ -210,13 +240,22 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
     killed: 0,
   };
   return new Promise((resolve) => {
-    const [command, ...args] = options.argv;
-    const child = spawn(command, args, {
-      cwd: "/",
-      env: { ...options.env, [TAG_VARIABLE]: tag },
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
-    });
+    let child: ChildProcess;
+    try {
+      const spawned = spawnFallingBack(options.argv, {
+        cwd: "/",
+        env: { ...options.env, [TAG_VARIABLE]: tag },
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
+      });
+      child = spawned.child;
+      if (spawned.viaShell) result.viaShell = true;
+    } catch (error) {
+      // Bun throws some spawn failures (EACCES, ENOENT…) instead of emitting "error".
+      result.spawnError = (error as Error).message;
+      result.durationMs = Math.round(performance.now() - started);
+      return resolve(result);
+    }
     const pending: Record<"stdout" | "stderr", string> = { stdout: "", stderr: "" };
     let openPipes = 2;
     let onPipesClosed: (() => void) | undefined;
@@ -231,7 +270,11 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
       const tail = result.tail[stream];
       tail.push(line);
       if (tail.length > tailLines) tail.shift();
-      options.onLine?.(stream, line);
+      try {
+        options.onLine?.(stream, line);
+      } catch {
+        // A failing consumer (the log) must not crash the run from a stream callback; the tail keeps the line.
+      }
     };
     const read = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
       result.bytes += chunk.length;
