@@ -29,8 +29,12 @@ export interface ScriptConfig extends PluginConfig {
   timeoutInSeconds: number;
 }
 
-/** Script timeouts: Azure's default and a sane upper bound. */
+/** Azure's top-level `timeoutInSeconds`: Azure's default and Azure's limit (1800 s). */
 export const TIMEOUT_FIELD: Field = { type: "integer", min: 1, max: 1800, default: 30 };
+/** The longest a script of vmsnap's own `script` plugin may run: 24 hours. */
+export const MAX_SCRIPT_TIMEOUT_SECONDS = 24 * 60 * 60;
+/** The `script` plugin's `timeoutInSeconds`: Azure's default, up to 24 hours. */
+const SCRIPT_TIMEOUT_FIELD: Field = { ...TIMEOUT_FIELD, max: MAX_SCRIPT_TIMEOUT_SECONDS };
 const PATH_FIELD: Field = { type: "string", absolutePath: true, default: "" };
 const PARAMS_FIELD: Field = { type: "array", items: { type: "string" }, default: [] };
 const RETRIES_FIELD: Field = { type: "integer", min: 0, max: 100, default: 0 };
@@ -140,7 +144,7 @@ export const scriptPlugin: PluginDefinition<ScriptConfig> = {
     preParams: PARAMS_FIELD,
     postParams: PARAMS_FIELD,
     retries: RETRIES_FIELD,
-    timeoutInSeconds: TIMEOUT_FIELD,
+    timeoutInSeconds: SCRIPT_TIMEOUT_FIELD,
   },
   normalize(values, ctx) {
     const pre = step(ctx, { path: "pre", params: "preParams" }, {

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { codes, put, resultOf, runBin } from "../helpers.ts";
+import { codes, json, put, putConfig, resultOf, runBin, secureDir } from "../helpers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 Deno.test("an executable script without a #! line runs with /bin/sh, as pre- and as post-script (Azure runs `sh script`)", async () => {
@@ -46,5 +46,33 @@ Deno.test("an executable script without a #! line runs with /bin/sh, as pre- and
     assert.ok(!existsSync(join(f.path("state"), "run.lock")), "the run lock is released");
   } finally {
     f.cleanup();
+  }
+});
+
+Deno.test("vmsnap's own script plugin accepts timeouts up to 24 h (Azure's top-level key is Azure's 1800 s)", async () => {
+  const { dir, cleanup } = secureDir("scripts-");
+  try {
+    const pre = put(join(dir, "pre.sh"), "#!/bin/sh\ntrue\n", 0o700);
+    const check = async (timeoutInSeconds: number) => {
+      const config = putConfig(dir, {
+        stateDir: join(dir, "state"),
+        log: { file: join(dir, "log", "vmsnap.jsonl") },
+        fsFreezeEnabled: false,
+        plugins: [{ type: "script", name: "long", pre, timeoutInSeconds }],
+      });
+      return json<{ problems: { code: string; path?: string }[] }>(
+        await runBin(["check", "--json", "--config", config]),
+      );
+    };
+    for (const ok of [1800, 7200, 86400]) {
+      assert.deepEqual((await check(ok)).problems, [], `${ok} s`);
+    }
+    const over = (await check(86401)).problems;
+    assert.deepEqual(over.map((p) => [p.code, p.path]), [[
+      "InvalidConfigValue",
+      "plugins[0].timeoutInSeconds",
+    ]]);
+  } finally {
+    cleanup();
   }
 });
