@@ -9,6 +9,7 @@ import { type Config, loadConfig } from "./config.ts";
 import { type Problem, VmsnapError, withFix } from "./errors.ts";
 import { type FreezeTarget, planFreeze, type SkippedMount } from "./freeze_targets.ts";
 import { readMounts } from "./mountinfo.ts";
+import { checkLogFile } from "./event_log.ts";
 import { checkDirectory, checkFile } from "./permissions.ts";
 import { describeRecovery, recoverAll } from "./recover.ts";
 import type { Location } from "./schema.ts";
@@ -176,7 +177,7 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
     "directories",
     [
       ...locateProblems(
-        checkDirectory(dirname(config.log.file), "log directory"),
+        checkLogFile(config.log.file),
         "log.file",
         locate,
       ),

@@ -334,9 +334,20 @@ export interface Io {
   stdin?: NodeJS.ReadableStream;
 }
 
+/**
+ * Writes to stdout or stderr. A reader that went away (`vmsnap run --json |
+ * head -1`: EPIPE) or a failing output file never stops a run: the rest of
+ * that stream's output is dropped quietly, the run thaws, resumes and
+ * finishes (its log and exit code carry the outcome).
+ */
+function writeQuietly(stream: NodeJS.WriteStream, text: string): void {
+  if (stream.listenerCount("error") === 0) stream.on("error", () => {});
+  if (!stream.destroyed && !stream.writableEnded) stream.write(text);
+}
+
 const processIo: Io = {
-  stdout: (text) => process.stdout.write(text),
-  stderr: (text) => process.stderr.write(text),
+  stdout: (text) => writeQuietly(process.stdout, text),
+  stderr: (text) => writeQuietly(process.stderr, text),
   env: process.env,
   stdin: process.stdin,
 };

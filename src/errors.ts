@@ -218,6 +218,24 @@ export const CODES = {
       "Log records could not be written (full disk, I/O error); the result still carries every error.",
     fix: "Free space on the log's filesystem or move log.file.",
   },
+  LogFileNotRegular: {
+    summary:
+      "log.file names a FIFO, device, directory or symbolic link, not a regular file; the run goes on without a log file.",
+    fix:
+      "Remove what is at that path, or point log.file at a regular file in a root-only directory.",
+  },
+  LogRecordsDropped: {
+    summary:
+      "More log records came while the filesystems were frozen than vmsnap holds in memory; the first and the latest were kept, the count of the others is in the result and the log (a warning).",
+    fix:
+      "Make the snapshot command quieter (its output is logged line by line), or send its output elsewhere.",
+  },
+  StateDirUnwritable: {
+    summary:
+      "stateDir (the run lock, the freeze marker) could not be written: a full or read-only filesystem, or an I/O error; nothing was started.",
+    fix:
+      "Free space on stateDir's filesystem, remount it read-write, or set stateDir to a writable root-only directory.",
+  },
   PluginConnectFailed: {
     summary:
       "A database plugin could not connect (wrong password, server down, bad socket or host).",

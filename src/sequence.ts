@@ -23,14 +23,14 @@ import {
   requestedConsistency,
 } from "./consistency.ts";
 import { type Problem, VmsnapError, withFix } from "./errors.ts";
-import { EventLog } from "./event_log.ts";
+import { checkLogFile, EventLog, type LogStats } from "./event_log.ts";
 import { createFreezer, type Freezer, thawAndConfirm } from "./freeze.ts";
 import { type FreezeTarget, planFreeze } from "./freeze_targets.ts";
 import { type GuardClient, type GuardReport, startGuard } from "./guard.ts";
 import { acquireRunLock, type RunLock } from "./lock.ts";
 import { readMounts } from "./mountinfo.ts";
 import { Output, type OutputStreams } from "./output.ts";
-import { checkDirectory, checkFile, ensureDirectory } from "./permissions.ts";
+import { checkFile, ensureDirectory } from "./permissions.ts";
 import {
   clearFreezeMarker,
   describeRecovery,
@@ -105,7 +105,7 @@ export interface RunResult {
   };
   snapshot: SnapshotOutcome | null;
   recovered?: Recovery;
-  log: { file?: string; written: number; lost: number; heldMs: number; error?: string };
+  log: { file?: string } & LogStats;
   durationMs: number;
 }
 
@@ -275,17 +275,14 @@ async function check(run: Run, options: RunOptions): Promise<void> {
   const config = run.config = loaded.config;
 
   // The log, now that we know where it goes.
-  const logProblems = checkDirectory(
-    config.log.file.replace(/\/[^/]*$/, "") || "/",
-    "log directory",
-  );
+  const logProblems = checkLogFile(config.log.file);
   run.log = new EventLog({
     runId: run.runId,
     file: logProblems.length ? undefined : config.log.file,
     level: options.logLevel ?? config.log.level,
   });
   if (logProblems.length) {
-    run.errors.push({ code: "InsecureDirectory", message: logProblems[0].message });
+    run.errors.push({ code: logProblems[0].code, message: logProblems[0].message });
   }
   run.log.record("info", "run-start", { config: options.configPath, pid: process.pid });
 
@@ -711,6 +708,14 @@ function report(run: Run): RunResult {
       message:
         `${run.log.stats.lost} log record(s) could not be written: ${run.log.stats.error}. Fix: free space on the log's filesystem or move log.file.`,
     });
+    if (result.status === "success") result.status = "degraded";
+  }
+  if (run.log.stats.dropped > 0) {
+    result.warnings.push(withFix({
+      code: "LogRecordsDropped",
+      message:
+        `${run.log.stats.dropped} log record(s) were dropped while the filesystems were frozen (more than vmsnap holds in memory); ${run.log.file} marks the gap with a log-records-dropped record.`,
+    }));
   }
   result.log = { file: run.log.file, ...run.log.stats };
   run.lock?.release();

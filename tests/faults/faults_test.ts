@@ -515,6 +515,8 @@ Deno.test({
       assert.equal(result.consistency, "application");
       assert.ok(result.log.lost > 0);
       assert.ok(codes(result).includes("LogWriteFailed"));
+      // A result with an error is never "success" (issue 9, item 14).
+      assert.equal(result.status, "degraded");
       assert.match(
         result.errors.find((e: { code: string }) => e.code === "LogWriteFailed").message,
         /No space left|ENOSPC/i,

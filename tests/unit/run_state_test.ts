@@ -83,6 +83,8 @@ Deno.test("the log rotates by size", () => {
     for (let i = 0; i < 100; i++) log.record("info", "e", { i, pad: "x".repeat(50) });
     log.close();
     for (const f of [file, `${file}.1`, `${file}.2`]) assert.ok(lstatSync(f).size <= 2000, f);
+    // Rotated when full, not at every record once the limit was first reached.
+    for (const f of [`${file}.1`, `${file}.2`]) assert.ok(lstatSync(f).size > 1800, f);
     assert.throws(() => lstatSync(`${file}.3`));
     const last = readFileSync(file, "utf8").trim().split("\n").map((l) => JSON.parse(l).i);
     assert.equal(last.at(-1), 99);

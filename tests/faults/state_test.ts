@@ -1,0 +1,224 @@
+/**
+ * vmsnap's own state under stress, through the binary: the log across many
+ * runs and rotations, records held while frozen, a log path that is not a
+ * file, a reader that goes away, the run lock raced by many contenders, a
+ * stateDir that is full or read-only.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { BIN, codes, json, resultOf, runBin } from "../helpers.ts";
+import { figure } from "../proof.ts";
+import { type RunFixture, runFixture } from "../run_fixture.ts";
+import { assertCleanAfterFault } from "./fault_helpers.ts";
+
+const options = { sanitizeResources: false, sanitizeOps: false };
+/** The log's size limit (src/event_log.ts) and the generations it keeps. */
+const MAX_BYTES = 10 * 1024 * 1024;
+
+/** What every scenario leaves: nothing frozen, no process of the run, no lock, no marker. */
+const cleanAfter = (f: RunFixture, runId: string) =>
+  assertCleanAfterFault({ mounts: [f.mp], stateDir: join(f.dir, "state"), runId });
+
+/** Every record of a log file and its generations, oldest first, each line parsed. */
+// deno-lint-ignore no-explicit-any
+function readGenerations(file: string): { name: string; size: number; records: any[] }[] {
+  const dir = join(file, "..");
+  const base = file.slice(dir.length + 1);
+  const names = readdirSync(dir).filter((n) => n === base || n.startsWith(`${base}.`));
+  const order = (n: string) => (n === base ? 0 : Number(n.slice(base.length + 1)));
+  return names.sort((a, b) => order(b) - order(a)).map((name) => {
+    const text = readFileSync(join(dir, name), "utf8");
+    return {
+      name,
+      size: statSync(join(dir, name)).size,
+      records: text.split("\n").filter(Boolean).map((line) => JSON.parse(line)),
+    };
+  });
+}
+
+Deno.test({
+  ...options,
+  name:
+    "state: the log rotates across runs: full generations kept, no record lost, results in order",
+  fn: async () => {
+    const f = runFixture();
+    try {
+      // Each script prints 1000 lines of ~3.9 KB (all logged): ~8 MiB of records a run.
+      const chatty = (name: string) =>
+        f.script(
+          name,
+          `line=$(head -c 3900 /dev/zero | tr '\\0' x); i=0; while [ $i -lt 1000 ]; do echo "$i $line"; i=$((i+1)); done`,
+        );
+      const logFile = join(f.dir, "log", "vmsnap.jsonl");
+      const config = f.config({
+        preScriptLocation: chatty("pre.sh"),
+        postScriptLocation: chatty("post.sh"),
+      });
+      const runIds: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const ran = await runBin(["run", "--json", "--config", config], { timeoutMs: 120_000 });
+        const result = resultOf(ran.stdout);
+        assert.equal(ran.code, 0, ran.stdout + ran.stderr);
+        assert.equal(result.log.lost, 0);
+        runIds.push(result.runId);
+        figure("the log rotating across runs", `run ${i + 1} took`, result.durationMs);
+      }
+      const generations = readGenerations(logFile);
+      // ~33 MiB of records at 10 MiB a file: 3 full generations and the current file.
+      assert.deepEqual(generations.map((g) => g.name), [
+        "vmsnap.jsonl.3",
+        "vmsnap.jsonl.2",
+        "vmsnap.jsonl.1",
+        "vmsnap.jsonl",
+      ]);
+      for (const g of generations.slice(0, -1)) {
+        // Rotated only when full: within one record of the limit, never past it.
+        assert.ok(g.size <= MAX_BYTES && g.size > MAX_BYTES - 8192, `${g.name}: ${g.size} bytes`);
+      }
+      const records = generations.flatMap((g) => g.records);
+      assert.deepEqual(
+        records.filter((r) => r.event === "result").map((r) => r.runId),
+        runIds,
+        "every run's result, in order",
+      );
+      for (const runId of runIds) {
+        const output = records.filter((r) => r.runId === runId && r.event === "script-output");
+        assert.equal(output.length, 2000, `every script line of run ${runId}`);
+      }
+      figure("the log rotating across runs", "records kept over 4 runs", records.length, "records");
+    } finally {
+      f.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...options,
+  name: "state: records held while frozen are bounded: the excess is dropped, counted and reported",
+  fn: async () => {
+    const f = runFixture();
+    try {
+      // The snapshot command prints ~13 MB while the filesystem is frozen.
+      const snap = f.script(
+        "loud-snap.sh",
+        `cp --sparse=always "${f.fs.image}" "${f.copy}"; yes "$(head -c 300 /dev/zero | tr '\\0' y)" | head -n 30000`,
+      );
+      const logFile = join(f.dir, "log", "vmsnap.jsonl");
+      const ran = await runBin([
+        "run",
+        "--json",
+        "--config",
+        f.config({ snapshot: { command: [snap] } }),
+      ], {
+        timeoutMs: 120_000,
+      });
+      const result = resultOf(ran.stdout);
+      assert.equal(ran.code, 0, ran.stdout + ran.stderr);
+      assert.equal(result.snapshotTaken, true);
+      assert.ok(result.log.dropped > 0, JSON.stringify(result.log));
+      assert.equal(result.log.lost, 0);
+      const warning = result.warnings.find((w: { code: string }) => w.code === "LogRecordsDropped");
+      assert.ok(warning, JSON.stringify(result.warnings));
+      assert.match(warning.message, new RegExp(`${result.log.dropped} log record`));
+      const records = readGenerations(logFile).flatMap((g) => g.records);
+      // The start and the end of the frozen phase are kept; the gap is marked.
+      const events = records.map((r) => r.event);
+      for (const event of ["freeze", "snapshot-command", "thaw", "result"]) {
+        assert.ok(events.includes(event), event);
+      }
+      const gap = records.find((r) => r.event === "log-records-dropped");
+      assert.equal(gap?.dropped, result.log.dropped);
+      assert.equal(
+        records.filter((r) => r.event === "snapshot-output").length + result.log.dropped,
+        30000,
+        "every line is either in the log or counted as dropped",
+      );
+      figure(
+        "records held while frozen",
+        "records dropped (and reported)",
+        result.log.dropped,
+        "records",
+      );
+      await cleanAfter(f, result.runId);
+    } finally {
+      f.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...options,
+  name: "state: a FIFO as log.file: run does not block, run and check name it (LogFileNotRegular)",
+  fn: async () => {
+    const f = runFixture();
+    try {
+      const fifo = f.path("log/vmsnap.jsonl");
+      spawnSync("mkdir", ["-m", "700", f.path("log")]);
+      assert.equal(spawnSync("mkfifo", ["-m", "600", fifo]).status, 0);
+      const config = f.config({ log: { file: fifo } });
+      const ran = await runBin(["run", "--json", "--config", config], { timeoutMs: 20_000 });
+      assert.notEqual(ran.signal, "SIGKILL", "run blocked opening the FIFO");
+      const result = resultOf(ran.stdout);
+      assert.ok(codes(result).includes("LogFileNotRegular"), JSON.stringify(result.errors));
+      const problem = result.errors.find((e: { code: string }) => e.code === "LogFileNotRegular");
+      assert.ok(problem.message.includes(fifo), problem.message);
+      assert.match(problem.message, /FIFO/);
+      assert.match(problem.message, /Fix:/);
+      assert.notEqual(result.status, "success");
+      await cleanAfter(f, result.runId);
+      const checked = await runBin(["check", "--json", "--config", config], { timeoutMs: 20_000 });
+      assert.equal(checked.code, 1, checked.stdout);
+      const report = json<{ problems: { code: string; message: string; path?: string }[] }>(
+        checked,
+      );
+      const found = report.problems.find((p) => p.code === "LogFileNotRegular");
+      assert.ok(found?.message.includes(fifo), checked.stdout);
+      assert.equal(found?.path, "log.file");
+    } finally {
+      f.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...options,
+  name: "state: run --json | head -1: no EPIPE stack, the run still thaws, resumes and finishes",
+  fn: async () => {
+    const f = runFixture();
+    try {
+      const pre = f.script("pre.sh", "true");
+      const post = f.script("post.sh", `touch "${f.path("resumed")}"`);
+      const snap = f.script(
+        "slow-snap.sh",
+        `cp --sparse=always "${f.fs.image}" "${f.copy}"; sleep 0.5`,
+      );
+      const config = f.config({
+        preScriptLocation: pre,
+        postScriptLocation: post,
+        snapshot: { command: [snap] },
+      });
+      const ran = spawnSync("/bin/bash", [
+        "-c",
+        `"$0" run --json --config "$1" 2>"$2" | head -1; echo "\${PIPESTATUS[0]}" >"$3"`,
+        BIN,
+        config,
+        f.path("stderr"),
+        f.path("exit"),
+      ], { encoding: "utf8", timeout: 60_000 });
+      assert.equal(JSON.parse(ran.stdout.trim()).event, "quiesced", ran.stdout);
+      const stderr = f.read("stderr");
+      assert.doesNotMatch(stderr, /EPIPE|Error|at /, stderr);
+      assert.equal(f.read("exit").trim(), "0", stderr);
+      assert.ok(f.exists("resumed"), "the post-script ran");
+      assert.ok(existsSync(f.copy), "the snapshot was taken");
+      const log = readGenerations(f.path("log/vmsnap.jsonl")).flatMap((g) => g.records);
+      const result = log.find((r) => r.event === "result");
+      assert.equal(result?.status, "success", JSON.stringify(result));
+      await cleanAfter(f, result.runId);
+    } finally {
+      f.cleanup();
+    }
+  },
+});
