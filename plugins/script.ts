@@ -6,7 +6,6 @@
  * @module
  */
 import type { Problem } from "../src/errors.ts";
-import { checkFile } from "../src/permissions.ts";
 import { childPath, type Field, type Location, reportAt } from "../src/schema.ts";
 import {
   locateProblems,
@@ -16,7 +15,7 @@ import {
   type PluginEnv,
   type StepResult,
 } from "./plugin.ts";
-import { type Phase, PHASE_CODES, runScriptSafely, type ScriptStep } from "./script_runner.ts";
+import { checkScript, type Phase, runScriptSafely, type ScriptStep } from "./script_runner.ts";
 
 export type { Phase, ScriptStep };
 
@@ -123,9 +122,8 @@ export function checkScripts(
   for (const phase of ["pre", "post"] as const) {
     const s = config[phase];
     if (!s) continue;
-    const found = checkFile(s.path, {
-      role: "script",
-      ...PHASE_CODES[phase],
+    const found = checkScript(s.path, {
+      phase,
       what: `${phase}-script of plugin "${config.name}"`,
     });
     problems.push(...locateProblems(found, s.key, locate, config.name));

@@ -7,10 +7,10 @@
  * @module
  */
 import { statSync } from "node:fs";
-import { checkFile } from "../src/permissions.ts";
+import { checkFile, checkInterpreter, FIXED_PATH } from "../src/permissions.ts";
 import { runProcess } from "../src/process_runner.ts";
 import type { PluginEnv, RunError, StepResult } from "./plugin.ts";
-import type { Code } from "../src/errors.ts";
+import type { Code, Problem } from "../src/errors.ts";
 
 /** One side of a script plugin: the pre-script or the post-script. */
 export interface ScriptStep {
@@ -34,7 +34,36 @@ export const PHASE_CODES: Record<Phase, { notFound: Code; permission: Code }> = 
 };
 
 /** The fixed PATH scripts get. */
-export const SCRIPT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+export const SCRIPT_PATH = FIXED_PATH;
+
+/** True when the script is exec'd (its owner may execute it), false when it is run as `sh FILE`. */
+function runsDirectly(path: string): boolean {
+  return (statSync(path).mode & 0o100) !== 0;
+}
+
+/**
+ * Checks a script before it is run: the script rule on the file (Azure's,
+ * made strict), then the executable rule on what interprets it (its `#!`
+ * interpreter and `env`'s target when exec'd, `/bin/sh` otherwise).
+ *
+ * @example
+ * ```ts
+ * import { checkScript } from "./script_runner.ts";
+ * checkScript("/etc/azure/pre.sh", { phase: "pre", what: "pre-script" }); // [] when safe
+ * ```
+ */
+export function checkScript(path: string, options: { phase: Phase; what: string }): Problem[] {
+  const rule = { ...PHASE_CODES[options.phase], what: options.what };
+  const file = checkFile(path, { role: "script", ...rule });
+  if (file.length > 0) return file;
+  let honoursShebang: boolean;
+  try {
+    honoursShebang = runsDirectly(path);
+  } catch (error) {
+    return [{ code: rule.notFound, message: `${rule.what} ${path}: ${(error as Error).message}.` }];
+  }
+  return checkInterpreter(path, { ...rule, honoursShebang });
+}
 
 /** Output lines logged per attempt; the rest are counted. */
 const LOGGED_LINES = 1000;
@@ -70,7 +99,9 @@ function lastLines(tail: { stdout: string[]; stderr: string[] }, count = 5): str
  *
  * @example
  * ```ts
- * import { runScriptSafely } from "./script_runner.ts";
+ * import { runScriptSafely, type ScriptStep } from "./script_runner.ts";
+ * import type { PluginEnv } from "./plugin.ts";
+ * declare const step: ScriptStep, env: PluginEnv;
  * const result = await runScriptSafely({ plugin: "app", phase: "post", step, timeoutInSeconds: 30, env });
  * result.ok; // false with a coded error instead of a throw
  * ```
@@ -105,7 +136,9 @@ export async function runScriptSafely(
  *
  * @example
  * ```ts
- * import { runScript } from "./script_runner.ts";
+ * import { runScript, type ScriptStep } from "./script_runner.ts";
+ * import type { PluginEnv } from "./plugin.ts";
+ * declare const step: ScriptStep, env: PluginEnv;
  * const result = await runScript({ plugin: "app", phase: "pre", step, timeoutInSeconds: 30, env });
  * ```
  */
@@ -135,12 +168,13 @@ export async function runScript(options: {
   const fail = (code: Code, message: string) => finish(false, [{ code, message, plugin }]);
   let last: Awaited<ReturnType<typeof runProcess>> | undefined;
   for (let attempt = 1; attempt <= step.retries + 1; attempt++) {
-    const refused = checkFile(step.path, { role: "script", ...PHASE_CODES[phase], what });
+    const refused = checkScript(step.path, { phase, what });
     if (refused.length > 0) return fail(refused[0].code, refused[0].message);
     const remaining = Math.round(deadline - performance.now());
     if (remaining <= 0) break;
-    const executable = (statSync(step.path).mode & 0o100) !== 0;
-    const argv = executable ? [step.path, ...step.params] : ["/bin/sh", step.path, ...step.params];
+    const argv = runsDirectly(step.path)
+      ? [step.path, ...step.params]
+      : ["/bin/sh", step.path, ...step.params];
     let logged = 0;
     last = await runProcess({
       argv,

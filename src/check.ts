@@ -10,7 +10,7 @@ import { type Problem, VmsnapError, withFix } from "./errors.ts";
 import { type FreezeTarget, planFreeze, type SkippedMount } from "./freeze_targets.ts";
 import { readMounts } from "./mountinfo.ts";
 import { checkLogFile } from "./event_log.ts";
-import { checkDirectory, checkFile } from "./permissions.ts";
+import { checkDirectory, checkExecutable, checkFile } from "./permissions.ts";
 import { describeRecovery, recoverAll } from "./recover.ts";
 import type { Location } from "./schema.ts";
 import { locateProblems } from "../plugins/plugin.ts";
@@ -47,24 +47,13 @@ export interface CheckOptions {
   connect?: boolean;
 }
 
-/** Checks the executable of a snapshot command like a script. */
+/** Checks the executable of a snapshot command (and its interpreter) by the executable rule. */
 export function checkSnapshotCommand(argv: string[]): Problem[] {
-  return checkFile(argv[0], {
-    role: "script",
+  return checkExecutable(argv[0], {
     notFound: "SnapshotCommandNotFound",
     permission: "InsufficientPermissionforSnapshotCommand",
     what: "snapshot command",
-  }).map((p) =>
-    p.code === "InsufficientPermissionforSnapshotCommand"
-      ? {
-        ...p,
-        message: p.message.replace(
-          /\.$/,
-          "; for a system tool (mode 0755), call it from a root-only wrapper script (chmod 700).",
-        ),
-      }
-      : p
-  );
+  });
 }
 
 /**

@@ -90,13 +90,13 @@ export const CODES = {
   },
   "InsufficientPermissionforPre-Script": {
     summary:
-      "The pre-script is not a root-owned regular file with no group/other bits, or a directory on its path is not root-owned or is writable by group/other.",
+      "The pre-script (root's, no group/other bits), its #! interpreter or a directory on the way is not root-owned or is open to group/other.",
     fix: "chown root:root SCRIPT && chmod 700 SCRIPT, in a directory only root can write.",
     azure: true,
   },
   "InsufficientPermissionforPost-Script": {
     summary:
-      "The post-script is not a root-owned regular file with no group/other bits, or a directory on its path is not root-owned or is writable by group/other.",
+      "The post-script (root's, no group/other bits), its #! interpreter or a directory on the way is not root-owned or is open to group/other.",
     fix: "chown root:root SCRIPT && chmod 700 SCRIPT, in a directory only root can write.",
     azure: true,
   },
@@ -106,8 +106,9 @@ export const CODES = {
   },
   InsufficientPermissionforSnapshotCommand: {
     summary:
-      "The snapshot command's executable fails the same ownership and mode rules as a script.",
-    fix: "chown root:root FILE && chmod 700 FILE (or 755 is refused: no group/other bits).",
+      "The snapshot command's executable, its #! interpreter or a directory on the way is not root-owned or is writable by group/other.",
+    fix:
+      "chown root:root FILE && chmod go-w FILE (755 is fine), in directories only root can write.",
   },
   InsecureDirectory: {
     summary:

@@ -8,8 +8,17 @@
  *
  * @module
  */
-import { lstatSync, mkdirSync, readlinkSync, type Stats } from "node:fs";
-import { dirname, isAbsolute, join } from "node:path";
+import {
+  closeSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  readSync,
+  type Stats,
+  statSync,
+} from "node:fs";
+import { basename, dirname, isAbsolute, join } from "node:path";
 import { type Code, octal, type Problem, VmsnapError } from "./errors.ts";
 
 /** What a file is for, which decides its rule. */
@@ -144,7 +153,72 @@ export function resolveSecurely(path: string): ResolvedPath {
  * ```
  */
 export function checkFile(path: string, rule: FileRule): Problem[] {
-  const problem = (code: Code, message: string): Problem[] => [{ code, message }];
+  const wanted = rule.role === "config" ? "600" : "700";
+  const badBits = rule.role === "config" ? 0o7177 : 0o6077;
+  return judgeFile(path, rule, (stat, realPath) => {
+    if (!(stat.mode & badBits)) return undefined;
+    const reasons = [];
+    if (stat.mode & 0o077) reasons.push("group or other have permission bits");
+    if (rule.role === "config" && stat.mode & 0o111) reasons.push("it is executable");
+    if (stat.mode & 0o6000) reasons.push("it is setuid or setgid");
+    if (stat.mode & 0o1000 && rule.role === "config") reasons.push("it is sticky");
+    return {
+      fault: `mode ${octal(stat.mode)}: ${reasons.join(", ")} (must be ${wanted} or stricter)`,
+      fix: `chmod ${wanted} ${realPath}`,
+    };
+  }).problems;
+}
+
+/**
+ * Judges a file: it exists at an absolute path, is a regular file owned by
+ * root, passes `modeFault`, and every directory on the way is root's.
+ */
+function judgeFile(
+  path: string,
+  rule: Omit<FileRule, "role">,
+  modeFault: (stat: Stats, realPath: string) => { fault: string; fix: string } | undefined,
+): { problems: Problem[]; realPath?: string } {
+  const found = locate(path, rule);
+  if ("problems" in found) return found;
+  const { stat, realPath, named } = found;
+  const faults: string[] = [];
+  const fixes: string[] = [];
+  if (!stat.isFile()) {
+    faults.push("it is not a regular file");
+  } else {
+    if (stat.uid !== 0) {
+      faults.push(`it is owned by uid ${stat.uid}, not root`);
+      fixes.push(`chown root:root ${realPath}`);
+    }
+    const mode = modeFault(stat, realPath);
+    if (mode) {
+      faults.push(mode.fault);
+      fixes.push(mode.fix);
+    }
+  }
+  for (const fault of found.unsafe) {
+    faults.push(fault);
+    fixes.push("move the file into a directory only root can write (such as /etc/azure)");
+  }
+  if (faults.length === 0) return { problems: [], realPath };
+  return {
+    problems: [{
+      code: rule.permission,
+      message: `${named} is refused: ${faults.join("; ")}. Fix: ${
+        [...new Set(fixes)].join(" && ") || "replace it with a regular file"
+      }.`,
+    }],
+  };
+}
+
+/** Where a checked path leads, or the problems that end the check early. */
+type Located =
+  | { problems: Problem[] }
+  | { stat: Stats; realPath: string; named: string; unsafe: string[] };
+
+/** Resolves a path for a check: relative, unreadable, missing and broken paths end it. */
+function locate(path: string, rule: Omit<FileRule, "role">): Located {
+  const problem = (code: Code, message: string) => ({ problems: [{ code, message }] });
   if (!isAbsolute(path)) {
     return problem(
       "RelativePath",
@@ -166,41 +240,181 @@ export function checkFile(path: string, rule: FileRule): Problem[] {
       `${named} does not exist. Fix: install it there or correct the path.`,
     );
   }
-  const { stat, realPath } = resolved;
-  const faults: string[] = [];
-  const fixes: string[] = [];
-  if (!stat.isFile()) {
-    faults.push("it is not a regular file");
-  } else {
-    if (stat.uid !== 0) {
-      faults.push(`it is owned by uid ${stat.uid}, not root`);
-      fixes.push(`chown root:root ${realPath}`);
-    }
-    const wanted = rule.role === "config" ? "600" : "700";
-    const badBits = rule.role === "config" ? 0o7177 : 0o6077;
-    if (stat.mode & badBits) {
-      const reasons = [];
-      if (stat.mode & 0o077) reasons.push("group or other have permission bits");
-      if (rule.role === "config" && stat.mode & 0o111) reasons.push("it is executable");
-      if (stat.mode & 0o6000) reasons.push("it is setuid or setgid");
-      if (stat.mode & 0o1000 && rule.role === "config") reasons.push("it is sticky");
-      faults.push(
-        `mode ${octal(stat.mode)}: ${reasons.join(", ")} (must be ${wanted} or stricter)`,
-      );
-      fixes.push(`chmod ${wanted} ${realPath}`);
-    }
-  }
-  for (const fault of resolved.unsafe) {
-    faults.push(fault);
-    fixes.push("move the file into a directory only root can write (such as /etc/azure)");
-  }
-  if (faults.length === 0) return [];
-  return problem(
-    rule.permission,
-    `${named} is refused: ${faults.join("; ")}. Fix: ${
-      [...new Set(fixes)].join(" && ") || "replace it with a regular file"
-    }.`,
+  return { stat: resolved.stat, realPath: resolved.realPath, named, unsafe: resolved.unsafe };
+}
+
+/** How to check an executable and its interpreters, and what to call a failure. */
+export type ExecutableRule = Omit<FileRule, "role">;
+
+/** The directories `#!/usr/bin/env NAME` is resolved in: the fixed PATH every child gets. */
+export const FIXED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** Interpreters of interpreters the kernel follows (Linux allows a few levels; 4 is plenty). */
+const MAX_INTERPRETER_DEPTH = 4;
+
+/**
+ * The executable rule (OpenSSH's for `AuthorizedKeysCommand`), for the
+ * snapshot command and for every interpreter a script names: a regular file
+ * owned by root and not writable by group or other, reached only through
+ * directories only root can change. So `/usr/bin/cp` at 0755 passes, a
+ * user-writable copy is refused. The file's own `#!` interpreter (and
+ * `env`'s target) is checked by the same rule.
+ *
+ * @example
+ * ```ts
+ * import { checkExecutable } from "./permissions.ts";
+ * checkExecutable("/usr/bin/cp", {
+ *   notFound: "SnapshotCommandNotFound",
+ *   permission: "InsufficientPermissionforSnapshotCommand",
+ *   what: "snapshot command",
+ * }); // [] on a normal system
+ * ```
+ */
+export function checkExecutable(path: string, rule: ExecutableRule, depth = 0): Problem[] {
+  const judged = judgeFile(
+    path,
+    rule,
+    (stat, realPath) =>
+      stat.mode & 0o022
+        ? {
+          fault: `mode ${octal(stat.mode)}: writable by group or other`,
+          fix: `chmod go-w ${realPath}`,
+        }
+        : undefined,
   );
+  if (judged.problems.length > 0 || !judged.realPath) return judged.problems;
+  return checkInterpreter(judged.realPath, { ...rule, honoursShebang: true }, depth);
+}
+
+/** What a file's first line says about how it is run. */
+export interface Shebang {
+  /** The interpreter's path as written. */
+  interpreter: string;
+  /** The optional argument (the rest of the line, as the kernel passes it). */
+  argument?: string;
+}
+
+/**
+ * Reads a file's `#!` line the way Linux parses it (the first 256 bytes),
+ * or null when it has none (an ELF binary, or a script without one).
+ *
+ * @example
+ * ```ts
+ * import { readShebang } from "./permissions.ts";
+ * readShebang("/usr/bin/cp"); // null
+ * ```
+ */
+export function readShebang(path: string): Shebang | null {
+  const buffer = Buffer.alloc(256);
+  const fd = openSync(path, "r");
+  let length: number;
+  try {
+    length = readSync(fd, buffer, 0, buffer.length, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const head = buffer.subarray(0, length).toString("latin1");
+  if (!head.startsWith("#!")) return null;
+  const line = head.slice(2).split("\n")[0].replace(/^[ \t]+|[ \t]+$/g, "");
+  const match = /^(\S+)(?:[ \t]+(.*))?$/.exec(line);
+  if (!match) return null;
+  return { interpreter: match[1], ...(match[2] ? { argument: match[2] } : {}) };
+}
+
+/** The first executable called `name` in the fixed PATH, as execvp finds it. */
+function searchFixedPath(name: string): string | undefined {
+  for (const dir of FIXED_PATH.split(":")) {
+    const candidate = join(dir, name);
+    try {
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not there
+    }
+  }
+  return undefined;
+}
+
+/** The program `env` runs, given its argument on a `#!` line (options and NAME=value skipped). */
+function envTarget(argument: string | undefined): string | undefined {
+  const words = (argument ?? "").split(/[ \t]+/).filter(Boolean);
+  return words.find((word) => !word.startsWith("-") && !word.includes("="));
+}
+
+/**
+ * Checks the interpreter a file runs with under the executable rule: its
+ * `#!` interpreter when the file is exec'd (`honoursShebang`), `/bin/sh`
+ * when it has no `#!` line or is run as `sh FILE`; for `#!/usr/bin/env
+ * NAME`, also NAME resolved in {@linkcode FIXED_PATH}. Nothing for an ELF
+ * binary.
+ *
+ * @example
+ * ```ts
+ * import { checkInterpreter } from "./permissions.ts";
+ * checkInterpreter("/etc/azure/pre.sh", {
+ *   notFound: "Pre-ScriptNotFound",
+ *   permission: "InsufficientPermissionforPre-Script",
+ *   what: "pre-script",
+ *   honoursShebang: true,
+ * });
+ * ```
+ */
+export function checkInterpreter(
+  path: string,
+  rule: ExecutableRule & { honoursShebang: boolean },
+  depth = 0,
+): Problem[] {
+  const { honoursShebang, ...base } = rule;
+  let shebang: Shebang | null = null;
+  let elf = false;
+  try {
+    shebang = honoursShebang ? readShebang(path) : null;
+    elf = honoursShebang && !shebang && isElf(path);
+  } catch (error) {
+    return [{
+      code: rule.permission,
+      message: `${rule.what} ${path} cannot be read: ${(error as Error).message}.`,
+    }];
+  }
+  if (elf) return [];
+  if (depth >= MAX_INTERPRETER_DEPTH) {
+    return [{
+      code: rule.permission,
+      message:
+        `${rule.what} ${path}: too many interpreters in a row (#! lines naming scripts). Fix: name a binary interpreter.`,
+    }];
+  }
+  const interpreter = shebang?.interpreter ?? "/bin/sh";
+  const line = shebang
+    ? ` (#!${shebang.interpreter}${shebang.argument ? ` ${shebang.argument}` : ""})`
+    : " (no #! line: run with /bin/sh)";
+  const what = `the interpreter of ${rule.what} ${path}${line},`;
+  const problems = checkExecutable(interpreter, { ...base, what }, depth + 1);
+  if (problems.length > 0 || !shebang || basename(interpreter) !== "env") return problems;
+  const name = envTarget(shebang.argument);
+  if (!name) return [];
+  const target = name.includes("/") ? name : searchFixedPath(name);
+  const envWhat =
+    `${name}, which env runs for ${rule.what} ${path} (#!${shebang.interpreter} ${shebang.argument}),`;
+  if (!target) {
+    return [{
+      code: rule.notFound,
+      message:
+        `${envWhat} is not in vmsnap's fixed PATH ${FIXED_PATH}. Fix: install it there or write its absolute path in the #! line.`,
+    }];
+  }
+  return checkExecutable(target, { ...base, what: envWhat }, depth + 1);
+}
+
+/** True for an ELF binary (run directly, no interpreter to check here). */
+function isElf(path: string): boolean {
+  const buffer = Buffer.alloc(4);
+  const fd = openSync(path, "r");
+  try {
+    readSync(fd, buffer, 0, 4, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return buffer.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
 }
 
 /**

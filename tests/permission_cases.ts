@@ -60,6 +60,67 @@ function configCase(name: string, mode: number, expect: Code | null, uid = 0): P
   };
 }
 
+/** A config whose snapshot command is a file made with this mode and owner, or a given path. */
+function snapshotCase(
+  name: string,
+  file: number | string,
+  expect: Code | null,
+  uid = 0,
+): PermissionCase {
+  return {
+    name,
+    expect,
+    setup: (dir) =>
+      putConfig(dir, {
+        fsFreezeEnabled: false,
+        stateDir: join(dir, "state"),
+        log: { file: join(dir, "l", "x") },
+        snapshot: {
+          command: [typeof file === "string" ? file : put(join(dir, "snap"), script, file, uid)],
+        },
+      }),
+    mentions: expect ? (dir) => join(dir, "snap") : undefined,
+  };
+}
+
+/** How the interpreter of an interpreter case is laid out. */
+interface InterpreterLayout {
+  mode: number;
+  uid?: number;
+  /** The owner of the interpreter's directory (root unless given). */
+  dirOwner?: number;
+  /** The interpreter is a root script whose own #! names nobody's file. */
+  nested?: boolean;
+  /** Named through `#!/usr/bin/env -S PATH`. */
+  viaEnv?: boolean;
+  /** The pre-script's mode (0700 unless given). */
+  scriptMode?: number;
+}
+
+/** A root-owned pre-script whose #! line names an interpreter laid out as given. */
+function interpreterCase(
+  name: string,
+  layout: InterpreterLayout,
+  expect: Code | null,
+): PermissionCase {
+  return {
+    name,
+    expect,
+    setup: (dir) => {
+      const bin = join(dir, "bin");
+      let interpreter = put(join(bin, "interp"), script, layout.mode, layout.uid);
+      if (layout.dirOwner !== undefined) chownSync(bin, layout.dirOwner, layout.dirOwner);
+      if (layout.nested) {
+        chownSync(interpreter, NOBODY, NOBODY);
+        interpreter = put(join(dir, "wrapper"), `#!${interpreter}\n`, 0o755);
+      }
+      const line = layout.viaEnv ? `#!/usr/bin/env -S ${interpreter}` : `#!${interpreter}`;
+      return withScripts(dir, put(join(dir, "pre.sh"), `${line}\n`, layout.scriptMode ?? 0o700));
+    },
+    mentions: expect ? (dir) => join(dir, "bin", "interp") : undefined,
+  };
+}
+
 /** Every rule of the permission section, each bit on its own. */
 export const PERMISSION_CASES: PermissionCase[] = [
   // The config file: root, no group/other bits, no execute bit.
@@ -309,16 +370,81 @@ export const PERMISSION_CASES: PermissionCase[] = [
         log: { file: join(dir, "new", "log", "x") },
       }),
   },
+  // The snapshot command and interpreters: the executable rule (OpenSSH's AuthorizedKeysCommand).
+  snapshotCase("snapshot command 0755 (a system tool) passes", 0o755, null),
+  snapshotCase("snapshot command /usr/bin/cp as installed passes", "/usr/bin/cp", null),
+  snapshotCase(
+    "snapshot command writable by group (0775) refused",
+    0o775,
+    "InsufficientPermissionforSnapshotCommand",
+  ),
+  snapshotCase(
+    "snapshot command writable by other (0757) refused",
+    0o757,
+    "InsufficientPermissionforSnapshotCommand",
+  ),
+  snapshotCase(
+    "snapshot command owned by nobody (0755) refused",
+    0o755,
+    "InsufficientPermissionforSnapshotCommand",
+    NOBODY,
+  ),
   {
-    name: "snapshot command 0755 (a system tool) refused",
+    name: "snapshot command whose #! interpreter is nobody's refused",
     expect: "InsufficientPermissionforSnapshotCommand",
-    setup: (dir) =>
-      putConfig(dir, {
+    setup: (dir) => {
+      const interpreter = put(join(dir, "interp"), script, 0o755, NOBODY);
+      return putConfig(dir, {
         fsFreezeEnabled: false,
         stateDir: join(dir, "state"),
         log: { file: join(dir, "l", "x") },
-        snapshot: { command: [put(join(dir, "snap"), script, 0o755)] },
-      }),
+        snapshot: { command: [put(join(dir, "snap"), `#!${interpreter}\n`, 0o755)] },
+      });
+    },
+    mentions: (dir) => join(dir, "interp"),
+  },
+  interpreterCase("#! interpreter root 0755 passes", { mode: 0o755 }, null),
+  interpreterCase(
+    "#! interpreter owned by nobody refused",
+    { mode: 0o755, uid: NOBODY },
+    "InsufficientPermissionforPre-Script",
+  ),
+  interpreterCase(
+    "#! interpreter writable by group refused",
+    { mode: 0o775 },
+    "InsufficientPermissionforPre-Script",
+  ),
+  interpreterCase(
+    "#! interpreter in a directory nobody owns refused",
+    { mode: 0o755, dirOwner: NOBODY },
+    "InsufficientPermissionforPre-Script",
+  ),
+  interpreterCase(
+    "#! interpreter that is itself a script with nobody's interpreter refused",
+    { mode: 0o755, nested: true },
+    "InsufficientPermissionforPre-Script",
+  ),
+  interpreterCase(
+    "#!/usr/bin/env -S PATH to nobody's file refused",
+    { mode: 0o755, uid: NOBODY, viaEnv: true },
+    "InsufficientPermissionforPre-Script",
+  ),
+  interpreterCase(
+    "a 0600 script is run with /bin/sh: its #! line is not used",
+    { mode: 0o755, uid: NOBODY, scriptMode: 0o600 },
+    null,
+  ),
+  {
+    name: "#!/usr/bin/env sh passes (sh found in the fixed PATH)",
+    expect: null,
+    setup: (dir) => withScripts(dir, put(join(dir, "pre.sh"), "#!/usr/bin/env sh\ntrue\n", 0o700)),
+  },
+  {
+    name: "#!/usr/bin/env with a program not in the fixed PATH: Pre-ScriptNotFound",
+    expect: "Pre-ScriptNotFound",
+    setup: (dir) =>
+      withScripts(dir, put(join(dir, "pre.sh"), "#!/usr/bin/env vmsnap-no-such-tool\n", 0o700)),
+    mentions: () => "vmsnap-no-such-tool",
   },
   {
     name: "snapshot command 0700 passes",

@@ -9,6 +9,8 @@ import process from "node:process";
 import { join } from "node:path";
 import {
   codes,
+  NOBODY,
+  put,
   resultOf as sharedResultOf,
   runBin,
   startBin,
@@ -511,7 +513,7 @@ Deno.test("--snapshot-command replaces the config's command and passes the same 
       "--config",
       f.config(),
       "--snapshot-command",
-      "/bin/true",
+      put(f.path("users-true"), "#!/bin/sh\ntrue\n", 0o755, NOBODY),
     ]);
     assert.equal(ran.code, 2);
     assert.deepEqual(codes(resultOf(ran.stdout)), ["InsufficientPermissionforSnapshotCommand"]);

@@ -4,9 +4,10 @@
  * timeout really kills. Only the fixture's loop filesystem is ever frozen.
  */
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { codes, json, put, putConfig, resultOf, runBin, secureDir } from "../helpers.ts";
+import process from "node:process";
+import { codes, json, NOBODY, put, putConfig, resultOf, runBin, secureDir } from "../helpers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 Deno.test("an executable script without a #! line runs with /bin/sh, as pre- and as post-script (Azure runs `sh script`)", async () => {
@@ -74,5 +75,34 @@ Deno.test("vmsnap's own script plugin accepts timeouts up to 24 h (Azure's top-l
     ]]);
   } finally {
     cleanup();
+  }
+});
+
+Deno.test("root never runs an interpreter a user could change: #! names a user's file, or env finds one in the fixed PATH", async () => {
+  const f = runFixture();
+  // A program on vmsnap's fixed PATH that a user owns (a unique name, removed below).
+  const name = `vmsnap-test-interp-${process.pid}-${Date.now()}`;
+  const onPath = `/usr/local/bin/${name}`;
+  try {
+    const ran = (marker: string) => `#!/bin/sh\ntouch "${f.path(marker)}"\n`;
+    const users = put(f.path("bin/interp"), ran("user-interp.ran"), 0o755, NOBODY);
+    put(onPath, ran("env-target.ran"), 0o755, NOBODY);
+    for (
+      const [line, marker, names] of [
+        [`#!${users}`, "user-interp.ran", users],
+        [`#!/usr/bin/env ${name}`, "env-target.ran", onPath],
+      ]
+    ) {
+      const pre = put(f.path("pre.sh"), `${line}\n`, 0o700);
+      const run = await runBin(["run", "--json", "--config", f.config({ preScriptLocation: pre })]);
+      const result = resultOf(run.stdout);
+      assert.ok(!f.exists(marker), `root ran ${names}, which uid ${NOBODY} owns`);
+      assert.deepEqual(codes(result), ["InsufficientPermissionforPre-Script"], run.stdout);
+      assert.match(result.errors[0].message, new RegExp(`${names}.*owned by uid ${NOBODY}`));
+      assert.equal(run.code, 1, "the run goes on at lower consistency (continueBackupOnFailure)");
+    }
+  } finally {
+    rmSync(onPath, { force: true });
+    f.cleanup();
   }
 });
