@@ -14,8 +14,11 @@ import {
   printParseErrorCode,
 } from "jsonc-parser";
 import { type Problem, VmsnapError } from "./errors.ts";
+import { pythonStr } from "./python_str.ts";
 import {
   childPath,
+  type CustomSpec,
+  type Field,
   type Location,
   type ObjectSpec,
   properties,
@@ -81,6 +84,12 @@ export interface LoadedConfig {
   config: Config;
   /** Problems: any of them makes the config unusable for `run`. */
   problems: Problem[];
+  /**
+   * What Azure's framework tolerates and vmsnap reads the same way (an unknown
+   * key ignored, a timeout clamped to 1800, a param passed as Python's str()):
+   * `run` goes on with each as a warning; `check` lists them as problems.
+   */
+  lenient: Problem[];
   /** Warnings: worth knowing, nothing stops. */
   warnings: Problem[];
   /** JSON path → where its value stands in the file. */
@@ -132,39 +141,122 @@ const pluginsSpec: Spec = {
   },
 };
 
-/** The whole config, top-level keys first (Azure's), then vmsnap's. */
+/** Azure's framework caps `timeoutInSeconds` at this (PluginHost's `timeoutInSeconds`). */
+export const AZURE_MAX_TIMEOUT = 1800;
+
+/**
+ * Azure's script params: strings. A number, true/false or null is passed the
+ * way Azure's framework passes it, as Python's `str()` of it (a lenient finding).
+ */
+const azureParamsSpec: CustomSpec = {
+  type: "custom",
+  validate(node, path, ctx) {
+    if (node.type !== "array") {
+      return validate(node, { type: "array", items: { type: "string" } }, path, ctx);
+    }
+    const values = (node.children ?? []).map((item, i) => {
+      const itemPath = childPath(path, i);
+      if (item.type !== "number" && item.type !== "boolean" && item.type !== "null") {
+        return validate(item, { type: "string" }, itemPath, ctx);
+      }
+      ctx.locations.set(itemPath, ctx.source.at(item.offset));
+      const literal = ctx.source.raw(item);
+      const text = pythonStr(literal);
+      report(
+        ctx,
+        item,
+        itemPath,
+        "ScriptParamNotString",
+        `${itemPath} is ${literal}, not a string; Azure's framework passes it as ${
+          JSON.stringify(text)
+        } (Python's str()): vmsnap run does the same (and warns). Fix: write ${
+          JSON.stringify(text)
+        }, in quotes.`,
+        { lenient: true },
+      );
+      return text;
+    });
+    return values.some((v) => v === undefined) ? undefined : values;
+  },
+};
+
+/**
+ * Azure's keys, read as Azure's framework reads them: what it tolerates (a
+ * timeout above 1800, a negative retry count, a non-string param) is a
+ * lenient finding, not a problem. The defaults are the script plugin's.
+ */
+const AZURE_FIELDS: Record<string, Field> = {
+  pluginName: { type: "string", nonEmpty: true, default: "ScriptRunner" },
+  ...AZURE_SCRIPT_FIELDS,
+  preScriptParams: { ...azureParamsSpec, default: AZURE_SCRIPT_FIELDS.preScriptParams.default },
+  postScriptParams: { ...azureParamsSpec, default: AZURE_SCRIPT_FIELDS.postScriptParams.default },
+  preScriptNoOfRetries: azureRetries(AZURE_SCRIPT_FIELDS.preScriptNoOfRetries),
+  postScriptNoOfRetries: azureRetries(AZURE_SCRIPT_FIELDS.postScriptNoOfRetries),
+  timeoutInSeconds: {
+    type: "integer",
+    min: 1,
+    max: AZURE_MAX_TIMEOUT,
+    default: AZURE_SCRIPT_FIELDS.timeoutInSeconds.default,
+    clamp: {
+      above:
+        `Azure's framework caps script timeouts at ${AZURE_MAX_TIMEOUT} seconds, and so does vmsnap`,
+    },
+  },
+  continueBackupOnFailure: { type: "boolean", default: true },
+  fsFreezeEnabled: { type: "boolean", default: true },
+};
+
+/** A retry count as Azure reads it: negative means none; any count is accepted. */
+function azureRetries(field: Field): Field {
+  const max = field.type === "integer" ? field.max : undefined;
+  return {
+    ...field,
+    type: "integer",
+    clamp: {
+      below: "Azure's framework treats a negative count as no retry, and so does vmsnap",
+      above:
+        `Azure's framework accepts any count (its retries never re-run the script); vmsnap re-runs a failed script at most ${max} times`,
+    },
+  };
+}
+
+/** vmsnap's own top-level keys, which Azure's framework never reads. */
+const VMSNAP_FIELDS: Record<string, Field> = {
+  freeze: {
+    type: "object",
+    default: {},
+    fields: {
+      mounts: { ...mountsSpec, default: "auto" },
+      exclude: { type: "array", items: { type: "string", nonEmpty: true }, default: [] },
+      maxFrozenSeconds: { type: "integer", min: 1, max: 3600, default: 60 },
+    },
+  },
+  snapshot: snapshotSpec,
+  plugins: { ...pluginsSpec, default: [] },
+  log: {
+    type: "object",
+    default: {},
+    fields: {
+      file: { ...absolutePath, default: "/var/log/vmsnap/vmsnap.jsonl" },
+      level: { type: "string", oneOf: LOG_LEVELS, default: "info" },
+    },
+  },
+  stateDir: { ...absolutePath, default: DEFAULT_STATE_DIR },
+};
+
+/**
+ * The whole config, top-level keys first (Azure's), then vmsnap's. The top
+ * level is read as Azure reads it (unknown keys ignored, the last of a key
+ * given twice wins) except for vmsnap's own keys; vmsnap's objects are strict.
+ */
 const CONFIG_SPEC: ObjectSpec = {
   type: "object",
-  fields: {
-    pluginName: { type: "string", nonEmpty: true, default: "ScriptRunner" },
-    ...AZURE_SCRIPT_FIELDS,
-    continueBackupOnFailure: { type: "boolean", default: true },
-    fsFreezeEnabled: { type: "boolean", default: true },
-    freeze: {
-      type: "object",
-      default: {},
-      fields: {
-        mounts: { ...mountsSpec, default: "auto" },
-        exclude: { type: "array", items: { type: "string", nonEmpty: true }, default: [] },
-        maxFrozenSeconds: { type: "integer", min: 1, max: 3600, default: 60 },
-      },
-    },
-    snapshot: snapshotSpec,
-    plugins: { ...pluginsSpec, default: [] },
-    log: {
-      type: "object",
-      default: {},
-      fields: {
-        file: { ...absolutePath, default: "/var/log/vmsnap/vmsnap.jsonl" },
-        level: { type: "string", oneOf: LOG_LEVELS, default: "info" },
-      },
-    },
-    stateDir: { ...absolutePath, default: DEFAULT_STATE_DIR },
-  },
+  fields: { ...AZURE_FIELDS, ...VMSNAP_FIELDS },
   ignored: {
     appName: "vmsnap does not use it.",
     ScriptsExecutionPollTimeSeconds: "vmsnap waits for a script's exit instead of polling.",
   },
+  azure: { strict: Object.keys(VMSNAP_FIELDS) },
 };
 
 /** Validates one entry of `plugins` through its type's definition. */
@@ -177,7 +269,7 @@ function validatePlugin(
     report(ctx, node, path, "InvalidConfigType", `${path} must be an object with a "type".`);
     return undefined;
   }
-  const typeEntry = properties(node).find(([key]) => key === "type");
+  const typeEntry = properties(node).findLast(([key]) => key === "type");
   const known = [...PLUGINS.keys()];
   if (!typeEntry || typeEntry[2].type !== "string") {
     report(
@@ -255,6 +347,7 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     source: new SourceMap(text),
     problems: [],
     warnings: [],
+    lenient: [],
     locations: new Map(),
   };
   const syntax = (offset: number, message: string) =>
@@ -295,10 +388,16 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     { type: "object", offset: 0, length: 0, children: [] } as unknown as Node,
     CONFIG_SPEC,
     "",
-    { ...ctx, problems: [], warnings: [] },
+    { ...ctx, problems: [], warnings: [], lenient: [] },
   );
   const config = buildConfig(values, file, ctx);
-  return { config, problems: ctx.problems, warnings: ctx.warnings, locations: ctx.locations };
+  return {
+    config,
+    problems: ctx.problems,
+    lenient: ctx.lenient!,
+    warnings: ctx.warnings,
+    locations: ctx.locations,
+  };
 }
 
 /** Turns validated top-level values into the typed config; checks cross-key rules. */

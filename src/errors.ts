@@ -46,11 +46,13 @@ export const CODES = {
     fix: "Use a value in the range or from the list the message names.",
   },
   UnknownConfigKey: {
-    summary: "A config key is not known (often a typo).",
+    summary:
+      "A config key is not known (often a typo). At the top level run ignores it as Azure does and warns, unless it looks like one of vmsnap's own keys.",
     fix: "Correct the spelling (the message suggests the nearest key) or remove the key.",
   },
   DuplicateConfigKey: {
-    summary: "The same key appears twice in one object; JSON parsers disagree on which wins.",
+    summary:
+      "The same key appears twice in one object; the last one wins, as in Azure's JSON reader (run warns for Azure's keys, refuses for vmsnap's).",
     fix: "Keep one of them.",
   },
   MissingConfigKey: {
@@ -77,6 +79,16 @@ export const CODES = {
     summary:
       'A script parameter is "" (Azure\'s sample placeholder); it is passed as an empty argument (a warning).',
     fix: "Remove the empty strings from the params list unless the script expects them.",
+  },
+  ConfigValueClamped: {
+    summary:
+      "An Azure key is out of range in a way Azure's framework tolerates (timeoutInSeconds above 1800, a negative retry count): run uses the bound and warns; check lists it as a problem.",
+    fix: "Write the value the message names.",
+  },
+  ScriptParamNotString: {
+    summary:
+      'A script parameter is a number, true/false or null: run passes Python\'s str() of it ("1", "True", "None") as Azure does and warns; check lists it as a problem.',
+    fix: 'Write the parameter as a string in quotes, for example "1".',
   },
   "Pre-ScriptNotFound": {
     summary: "The pre-script does not exist at the configured path.",
@@ -303,6 +315,8 @@ export interface Problem {
   column?: number;
   /** The plugin the problem belongs to. */
   plugin?: string;
+  /** Tolerated as Azure's framework tolerates it: `run` goes on and warns; `check` lists it as a problem. */
+  lenient?: true;
 }
 
 /**

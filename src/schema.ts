@@ -9,7 +9,7 @@
  */
 import type { Node } from "jsonc-parser";
 import type { Code, Problem } from "./errors.ts";
-import { didYouMean } from "./suggest.ts";
+import { closest, didYouMean } from "./suggest.ts";
 
 /** A 1-based line and column in the config file. */
 export interface Location {
@@ -20,8 +20,10 @@ export interface Location {
 /** Turns offsets into line and column (1-based, columns count UTF-16 units). */
 export class SourceMap {
   #lineStarts: number[] = [0];
+  #text: string;
 
   constructor(text: string) {
+    this.#text = text;
     for (let i = 0; i < text.length; i++) {
       if (text.charCodeAt(i) === 10) this.#lineStarts.push(i + 1);
     }
@@ -38,6 +40,11 @@ export class SourceMap {
     }
     return { line: low + 1, column: offset - this.#lineStarts[low] + 1 };
   }
+
+  /** The text of a node as written (a number's literal: `1.0` stays `1.0`). */
+  raw(node: Node): string {
+    return this.#text.slice(node.offset, node.offset + node.length);
+  }
 }
 
 /** Where validation writes what it finds. */
@@ -47,6 +54,12 @@ export interface ValidationContext {
   source: SourceMap;
   problems: Problem[];
   warnings: Problem[];
+  /**
+   * What Azure's framework tolerates (an unknown key it ignores, a value it
+   * clamps or converts): a problem for `check`, a warning for `run`, which
+   * reads the config the way Azure does. Without this list they are problems.
+   */
+  lenient?: Problem[];
   /** JSON path → location of the value, for later checks (permissions) to point at. */
   locations: Map<string, Location>;
 }
@@ -64,6 +77,12 @@ export interface IntegerSpec {
   type: "integer";
   min?: number;
   max?: number;
+  /**
+   * Out-of-range integers that Azure's framework accepts are brought to the
+   * bound as a lenient finding (`ConfigValueClamped`) instead of a problem.
+   * Each side says, for the message, what Azure does with such a value.
+   */
+  clamp?: { below?: string; above?: string };
 }
 /** true or false. */
 export interface BooleanSpec {
@@ -81,6 +100,15 @@ export interface ObjectSpec {
   fields: Record<string, Field>;
   /** Keys accepted for compatibility that have no effect: key → why. */
   ignored?: Record<string, string>;
+  /**
+   * Set on an object Azure's framework reads too (the top level). What its
+   * JSON reader tolerates becomes a lenient finding: an unknown key (ignored)
+   * and a key given twice (the last wins). Not for `strict` keys (vmsnap's
+   * own, which Azure never reads): a near-miss of one, or one given twice,
+   * stays a problem, because ignoring it would silently change what is
+   * frozen, snapshotted or quiesced.
+   */
+  azure?: { strict: readonly string[] };
 }
 /** Anything else: the function validates and reports itself. */
 export interface CustomSpec {
@@ -114,9 +142,9 @@ export function report(
   path: string,
   code: Code,
   message: string,
-  options: { warning?: boolean } = {},
+  options: Severity = {},
 ): void {
-  record(ctx, node ? ctx.source.at(node.offset) : undefined, path, code, message, options.warning);
+  record(ctx, node ? ctx.source.at(node.offset) : undefined, path, code, message, options);
 }
 
 /**
@@ -129,11 +157,19 @@ export function reportAt(
   path: string,
   code: Code,
   message: string,
-  options: { warning?: boolean; near?: string } = {},
+  options: Severity & { near?: string } = {},
 ): void {
   const at = ctx.locations.get(path) ??
     (options.near ? ctx.locations.get(options.near) : undefined);
-  record(ctx, at, path, code, message, options.warning);
+  record(ctx, at, path, code, message, options);
+}
+
+/** How much a finding weighs: a problem unless marked (see {@linkcode ValidationContext}). */
+export interface Severity {
+  /** Worth knowing; nothing stops. */
+  warning?: boolean;
+  /** Tolerated by Azure's framework: a problem for `check`, a warning for `run`. */
+  lenient?: boolean;
 }
 
 /** Adds a problem (or warning), its message prefixed with `file:line:column:`. */
@@ -143,12 +179,18 @@ function record(
   path: string,
   code: Code,
   message: string,
-  warning = false,
+  severity: Severity,
 ): void {
   const where = at ? `${ctx.file}:${at.line}:${at.column}` : ctx.file;
   const problem: Problem = { code, message: `${where}: ${message}`, path: path || undefined };
   if (at) Object.assign(problem, at);
-  (warning ? ctx.warnings : ctx.problems).push(problem);
+  if (severity.lenient && ctx.lenient) problem.lenient = true;
+  const list = severity.warning
+    ? ctx.warnings
+    : severity.lenient && ctx.lenient
+    ? ctx.lenient
+    : ctx.problems;
+  list.push(problem);
 }
 
 /** Describes a node's value for a message: `"30" (a string)`. */
@@ -224,7 +266,7 @@ function typeHint(node: Node, spec: Spec): string {
  * import { SourceMap, validate } from "./schema.ts";
  * const text = '{"n": 5}';
  * const ctx = { file: "x.json", source: new SourceMap(text), problems: [], warnings: [], locations: new Map() };
- * validate(parseTree(text), { type: "object", fields: { n: { type: "integer", max: 3 } } }, "", ctx);
+ * validate(parseTree(text)!, { type: "object", fields: { n: { type: "integer", max: 3 } } }, "", ctx);
  * // ctx.problems[0].code === "InvalidConfigValue"
  * ```
  */
@@ -289,9 +331,26 @@ export function validate(node: Node, spec: Spec, path: string, ctx: ValidationCo
     case "integer": {
       if (node.type !== "number") return wrongType();
       const value = Number(node.value);
-      const outOfRange = (spec.min !== undefined && value < spec.min) ||
-        (spec.max !== undefined && value > spec.max);
-      if (!Number.isInteger(value) || outOfRange || !Number.isSafeInteger(value)) {
+      const below = spec.min !== undefined && value < spec.min;
+      const above = spec.max !== undefined && value > spec.max;
+      const azure = below ? spec.clamp?.below : above ? spec.clamp?.above : undefined;
+      if (Number.isInteger(value) && azure !== undefined) {
+        const bound = (below ? spec.min : spec.max)!;
+        report(
+          ctx,
+          node,
+          path,
+          "ConfigValueClamped",
+          `${path} is ${
+            ctx.source.raw(node)
+          }; ${azure}: vmsnap run uses ${bound} (and warns). Fix: write ${bound}${
+            below ? " or more" : " or less"
+          }.`,
+          { lenient: true },
+        );
+        return bound;
+      }
+      if (!Number.isInteger(value) || below || above || !Number.isSafeInteger(value)) {
         report(
           ctx,
           node,
@@ -351,25 +410,31 @@ export function validateObject(
   ctx: ValidationContext,
 ): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const seen = new Set<string>();
   const known = Object.keys(spec.fields);
-  for (const [key, keyNode, valueNode] of properties(node)) {
+  const entries = properties(node);
+  // Every JSON reader Azure's framework and vmsnap know keeps the last of a key given twice.
+  const last = new Map(entries.map(([key, keyNode]) => [key, keyNode]));
+  const strict = (key: string) => !spec.azure || spec.azure.strict.includes(key);
+  for (const [key, keyNode, valueNode] of entries) {
     const keyPath = childPath(path, key);
-    if (seen.has(key)) {
+    const winner = last.get(key)!;
+    if (winner !== keyNode) {
+      const at = ctx.source.at(winner.offset);
       report(
         ctx,
         keyNode,
         keyPath,
         "DuplicateConfigKey",
-        `${keyPath} is given twice; JSON readers disagree on which one wins. Fix: keep one of them.`,
+        `${keyPath} is given twice; the later one (line ${at.line}) wins, as in Azure's JSON reader${
+          strict(key) ? "" : ", and vmsnap run uses it (and warns)"
+        }. Fix: delete the one you do not mean.`,
+        { lenient: !strict(key) },
       );
       continue;
     }
-    seen.add(key);
-    const field = spec.fields[key];
-    if (field) {
-      out[key] = validate(valueNode, field, keyPath, ctx);
-    } else if (spec.ignored && key in spec.ignored) {
+    if (Object.hasOwn(spec.fields, key)) {
+      out[key] = validate(valueNode, spec.fields[key], keyPath, ctx);
+    } else if (spec.ignored && Object.hasOwn(spec.ignored, key)) {
       report(
         ctx,
         keyNode,
@@ -381,20 +446,23 @@ export function validateObject(
         { warning: true },
       );
     } else {
+      const near = closest(key, known);
+      const lenient = near === undefined ? spec.azure !== undefined : !strict(near);
       report(
         ctx,
         keyNode,
         keyPath,
         "UnknownConfigKey",
-        `unknown key ${JSON.stringify(key)}${path ? ` in ${path}` : ""}.${
-          didYouMean(key, known)
-        } Fix: correct the spelling or remove the key.`,
+        `unknown key ${JSON.stringify(key)}${path ? ` in ${path}` : ""}${
+          lenient ? "; Azure's framework ignores it, and vmsnap run does the same (and warns)" : ""
+        }.${didYouMean(key, known)} Fix: correct the spelling or remove the key.`,
+        { lenient },
       );
     }
   }
   for (const [key, field] of Object.entries(spec.fields)) {
     if (out[key] !== undefined) continue;
-    if (!seen.has(key) && field.required) {
+    if (!last.has(key) && field.required) {
       report(
         ctx,
         node,

@@ -271,7 +271,8 @@ async function check(run: Run, options: RunOptions): Promise<void> {
       `${options.configPath} has ${loaded.problems.length} problem(s), listed above; nothing was run. Fix: run vmsnap check and correct them.`,
     );
   }
-  run.warnings.push(...loaded.warnings);
+  // What Azure's framework tolerates, run accepts the same way, each with its warning.
+  run.warnings.push(...loaded.lenient, ...loaded.warnings);
   const config = run.config = loaded.config;
 
   // The log, now that we know where it goes.

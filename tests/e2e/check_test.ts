@@ -157,11 +157,11 @@ Deno.test("broken configs: exit 1 with the right code, JSON path, line and colum
     },
     {
       name: "out of range",
-      text: '{"preScriptNoOfRetries": -1}',
+      text: '{"timeoutInSeconds": 0}',
       code: "InvalidConfigValue",
-      path: "preScriptNoOfRetries",
+      path: "timeoutInSeconds",
       line: 1,
-      column: 26,
+      column: 22,
     },
     {
       name: "unknown key",
@@ -176,7 +176,7 @@ Deno.test("broken configs: exit 1 with the right code, JSON path, line and colum
       text: '{"pluginName": "a",\n "pluginName": "b"}',
       code: "DuplicateConfigKey",
       path: "pluginName",
-      line: 2,
+      line: 1,
       column: 2,
     },
     {

@@ -123,12 +123,11 @@ Deno.test("wrong types name the path, the line, and a fix", () => {
 Deno.test("out-of-range numbers", () => {
   const cases: [string, string][] = [
     ['"timeoutInSeconds": 0', "timeoutInSeconds"],
-    ['"timeoutInSeconds": 1801', "timeoutInSeconds"],
     ['"timeoutInSeconds": 2.5', "timeoutInSeconds"],
     ['"timeoutInSeconds": 1e400', "timeoutInSeconds"],
-    ['"preScriptNoOfRetries": -1', "preScriptNoOfRetries"],
-    ['"postScriptNoOfRetries": 99999999999999999999', "postScriptNoOfRetries"],
+    ['"preScriptNoOfRetries": 1.5', "preScriptNoOfRetries"],
     ['"freeze": {"maxFrozenSeconds": 0}', "freeze.maxFrozenSeconds"],
+    ['"plugins": [{"type": "script", "pre": "/a", "retries": -1}]', "plugins[0].retries"],
   ];
   for (const [text, path] of cases) {
     const p = only(parseConfig(`{${text}}`, FILE).problems);
@@ -137,19 +136,94 @@ Deno.test("out-of-range numbers", () => {
   }
 });
 
-Deno.test("unknown keys suggest the nearest one", () => {
-  const { problems } = parseConfig(
-    `{"preScriptLocaton": "/x", "freeze": {"mount": "auto"}, "zzz": 1}`,
+Deno.test("what Azure's framework clamps is clamped, as a lenient finding (item 3, item 7)", () => {
+  const cases: [string, string, number][] = [
+    ['"timeoutInSeconds": 1801', "timeoutInSeconds", 1800],
+    ['"timeoutInSeconds": 86400', "timeoutInSeconds", 1800],
+    ['"preScriptNoOfRetries": -1', "preScriptNoOfRetries", 0],
+    ['"postScriptNoOfRetries": 99999999999999999999', "postScriptNoOfRetries", 100],
+  ];
+  for (const [text, path, value] of cases) {
+    const loaded = parseConfig(
+      `{"preScriptLocation": "/a", "postScriptLocation": "/b",\n ${text}}`,
+      FILE,
+    );
+    assert.deepEqual(loaded.problems, [], text);
+    const p = only(loaded.lenient);
+    assert.deepEqual([p.code, p.path, p.line], ["ConfigValueClamped", path, 2], text);
+    assert.match(p.message, new RegExp(`uses ${value} \\(and warns\\)\\. Fix: write ${value}`));
+    const [plugin] = loaded.config.plugins as ScriptConfig[];
+    const got = path === "timeoutInSeconds"
+      ? plugin.timeoutInSeconds
+      : path.startsWith("pre")
+      ? plugin.pre!.retries
+      : plugin.post!.retries;
+    assert.equal(got, value, text);
+  }
+});
+
+Deno.test("non-string params become Python's str() of them, as a lenient finding", () => {
+  const loaded = parseConfig(
+    `{"preScriptLocation": "/a", "preScriptParams": ["a", 1, -0, true, false, null, 1.0, 1e5, 0.00001, 12345678901234567890, 1e16, 2.50]}`,
+    FILE,
+  );
+  assert.deepEqual(loaded.problems, []);
+  const [plugin] = loaded.config.plugins as ScriptConfig[];
+  assert.deepEqual(plugin.pre!.params, [
+    "a",
+    "1",
+    "0",
+    "True",
+    "False",
+    "None",
+    "1.0",
+    "100000.0",
+    "1e-05",
+    "12345678901234567890",
+    "1e+16",
+    "2.5",
+  ]);
+  assert.equal(loaded.lenient.length, 11);
+  assert.ok(loaded.lenient.every((p) => p.code === "ScriptParamNotString"));
+  assert.match(loaded.lenient[2].message, /preScriptParams\[3\] is true, not a string; .*"True"/);
+  // A list or an object inside the params stays a problem.
+  const nested = parseConfig(`{"preScriptParams": [["a"], {"b": 1}]}`, FILE);
+  assert.deepEqual(nested.problems.map((p) => [p.code, p.path]), [
+    ["InvalidConfigType", "preScriptParams[0]"],
+    ["InvalidConfigType", "preScriptParams[1]"],
+  ]);
+});
+
+Deno.test("unknown keys suggest the nearest one; Azure ignores those at the top level", () => {
+  const { problems, lenient } = parseConfig(
+    `{"preScriptLocaton": "/x", "freeze": {"mount": "auto"}, "zzz": 1, "Snapshot": {}}`,
     FILE,
   );
   assert.deepEqual(problems.map((p) => [p.code, p.path]), [
-    ["UnknownConfigKey", "preScriptLocaton"],
     ["UnknownConfigKey", "freeze.mount"],
+    ["UnknownConfigKey", "Snapshot"],
+  ]);
+  assert.deepEqual(lenient.map((p) => [p.code, p.path]), [
+    ["UnknownConfigKey", "preScriptLocaton"],
     ["UnknownConfigKey", "zzz"],
   ]);
-  assert.match(problems[0].message, /Did you mean "preScriptLocation"\?/);
-  assert.match(problems[1].message, /in freeze\. Did you mean "mounts"\?/);
-  assert.doesNotMatch(problems[2].message, /Did you mean/);
+  assert.match(
+    lenient[0].message,
+    /Azure's framework ignores it.* Did you mean "preScriptLocation"\?/,
+  );
+  assert.match(problems[0].message, /in freeze\. Did you mean "mounts"\?/);
+  assert.match(problems[1].message, /Did you mean "snapshot"\?/);
+  assert.doesNotMatch(lenient[1].message, /Did you mean/);
+});
+
+Deno.test("keys named like Object.prototype members are unknown keys", () => {
+  const { problems, lenient, config } = parseConfig(
+    `{"constructor": 1, "__proto__": {"fsFreezeEnabled": false}, "freeze": {"toString": 1}}`,
+    FILE,
+  );
+  assert.deepEqual(problems.map((p) => p.path), ["freeze.toString"]);
+  assert.deepEqual(lenient.map((p) => p.path), ["constructor", "__proto__"]);
+  assert.equal(config.fsFreezeEnabled, true);
 });
 
 Deno.test("keys Azure's sample carries that change nothing are warnings", () => {
@@ -164,14 +238,32 @@ Deno.test("keys Azure's sample carries that change nothing are warnings", () => 
   ]);
 });
 
-Deno.test("duplicate keys", () => {
-  const p = only(parseConfig(`{"timeoutInSeconds": 5,\n"timeoutInSeconds": 6}`, FILE).problems);
+Deno.test("duplicate keys: the last wins, as in Azure's reader; lenient for Azure's keys only", () => {
+  const loaded = parseConfig(`{"timeoutInSeconds": 5,\n"timeoutInSeconds": 6}`, FILE);
+  assert.deepEqual(loaded.problems, []);
+  const p = only(loaded.lenient);
   assert.deepEqual([p.code, p.path, p.line, p.column], [
     "DuplicateConfigKey",
     "timeoutInSeconds",
-    2,
     1,
+    2,
   ]);
+  assert.match(p.message, /the later one \(line 2\) wins/);
+  assert.equal(loaded.config.plugins.length, 0);
+  const withScript = parseConfig(
+    `{"preScriptLocation": "/a", "timeoutInSeconds": 5, "timeoutInSeconds": 6}`,
+    FILE,
+  );
+  assert.equal((withScript.config.plugins[0] as ScriptConfig).timeoutInSeconds, 6);
+  const own = parseConfig(
+    `{"stateDir": "/a", "stateDir": "/b", "freeze": {"exclude": [], "exclude": []}}`,
+    FILE,
+  );
+  assert.deepEqual(own.problems.map((p) => [p.code, p.path]), [
+    ["DuplicateConfigKey", "stateDir"],
+    ["DuplicateConfigKey", "freeze.exclude"],
+  ]);
+  assert.equal(own.config.stateDir, "/b");
 });
 
 Deno.test("relative paths are refused where absolute ones are needed", () => {
@@ -279,7 +371,7 @@ Deno.test("freeze.mounts is auto or a list; log.level one of the levels", () => 
 
 Deno.test("every problem is reported at once, not only the first", () => {
   const { problems } = parseConfig(
-    `{"timeoutInSeconds": -5, "fsFreezeEnabled": "no", "preScriptLocaton": "", "stateDir": "rel", "plugins": [{"type": "x"}]}`,
+    `{"timeoutInSeconds": -5, "fsFreezeEnabled": "no", "freez": "", "stateDir": "rel", "plugins": [{"type": "x"}]}`,
     FILE,
   );
   assert.equal(problems.length, 5);
