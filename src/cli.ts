@@ -26,9 +26,17 @@ import { VERSION } from "./version.ts";
 /** Exit codes, as documented in `--help`. */
 export const EXIT = { ok: 0, degraded: 1, failed: 2, usage: 64 } as const;
 
-type OptionSpec = { type: "string" | "boolean"; short?: string; help: string; arg?: string };
+/** One option: its type, its help line, its argument's name and, if fixed, its values. */
+export type OptionSpec = {
+  type: "string" | "boolean";
+  short?: string;
+  help: string;
+  arg?: string;
+  choices?: readonly string[];
+};
 
-const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
+/** The options every command takes (the man page and the completion read them too). */
+export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
   config: {
     type: "string",
     arg: "PATH",
@@ -38,13 +46,15 @@ const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
   "log-level": {
     type: "string",
     arg: "LEVEL",
+    choices: LOG_LEVELS,
     help: `${LOG_LEVELS.join("|")} (default: the config's log.level, else info)`,
   },
   help: { type: "boolean", short: "h", help: "show help" },
   version: { type: "boolean", short: "V", help: "print the version" },
 };
 
-interface CommandSpec {
+/** One command of the table. */
+export interface CommandSpec {
   summary: string;
   usage: string;
   description: string;
@@ -53,7 +63,8 @@ interface CommandSpec {
   positionals?: number;
 }
 
-const COMMANDS: Record<string, CommandSpec> = {
+/** The commands: one source for --help, the man page and the bash completion. */
+export const COMMANDS: Record<string, CommandSpec> = {
   check: {
     summary: "check the config, permissions and freeze targets; changes nothing",
     usage: "vmsnap check [--config PATH] [--json] [--connect]",
