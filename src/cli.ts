@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import process from "node:process";
 import { formatCheckReport, runChecks } from "./check.ts";
 import { guardMain } from "./guard.ts";
-import { redact } from "./secrets.ts";
+import { redact, redactValue, shortSecretWarnings } from "./secrets.ts";
 import { runBackup } from "./sequence.ts";
 import {
   DEFAULT_CONFIG_PATH,
@@ -427,8 +427,13 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       configPath: invocation.configPath,
       connect: invocation.connect,
     });
-    // Secrets (inline passwords, credentials in URIs) never reach the output.
-    const text = invocation.json ? JSON.stringify(report, null, 2) : formatCheckReport(report);
+    // Secrets (inline passwords, credentials in URIs) never reach the output: redacted in the
+    // object before it is printed (escaping cannot hide them), then scrubbed from the text.
+    const shown = redactValue({
+      ...report,
+      warnings: [...report.warnings, ...shortSecretWarnings()],
+    });
+    const text = invocation.json ? JSON.stringify(shown, null, 2) : formatCheckReport(shown);
     io.stdout(`${redact(text)}\n`);
     return report.ok ? EXIT.ok : EXIT.degraded;
   }

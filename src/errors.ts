@@ -288,6 +288,11 @@ export const CODES = {
     fix:
       "Nothing to do; the message says what was done. Find out why the previous run died (its log).",
   },
+  ShortSecret: {
+    summary:
+      "A configured password is shorter than 4 characters: it is hidden in secret fields but cannot be scrubbed from free text (a warning).",
+    fix: "Use a longer password (16 or more random characters) for vmsnap's database user.",
+  },
   InternalError: {
     summary: "vmsnap met an error it did not expect; it thawed and resumed what it had started.",
     fix: "Report it with the log file; the message carries the stack.",
