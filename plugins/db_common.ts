@@ -14,7 +14,7 @@ import { checkFile } from "../src/permissions.ts";
 import { addSecret } from "../src/secrets.ts";
 import type { Field } from "../src/schema.ts";
 import type { Code, Problem } from "../src/errors.ts";
-import type { LockMarker, PluginEnv, RunError, StepResult } from "./plugin.ts";
+import type { LockMarker, PluginEnv, PluginRuntime, RunError, StepResult } from "./plugin.ts";
 
 /** Keys every database plugin has. */
 export const DB_FIELDS: Record<string, Field> = {
@@ -66,18 +66,110 @@ export function passwordOf(
 
 /** A failure with a code, thrown inside a plugin and turned into its StepResult. */
 export class PluginFailure extends Error {
-  constructor(readonly code: Code, message: string) {
-    super(message);
+  /** The server did not answer in time (or the run was interrupted): close without a goodbye. */
+  readonly unresponsive: boolean;
+
+  constructor(
+    readonly code: Code,
+    message: string,
+    options: { cause?: unknown; unresponsive?: boolean } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.unresponsive = options.unresponsive ?? false;
   }
 }
 
-/** Runs `work` with a deadline; rejects with a PluginFailure of `code` when it passes. */
-export function within<T>(ms: number, code: Code, message: string, work: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new PluginFailure(code, message)), ms);
+/** Runs `work` with a deadline and an abort signal; see {@link WithinOptions}. */
+export interface WithinOptions<T> {
+  /** The deadline in milliseconds. */
+  ms: number;
+  /** The code of the failure when the deadline passes. */
+  code: Code;
+  /** The message of the failure when the deadline passes. */
+  message: string;
+  /** The run's abort signal: an abort fails the work with `Interrupted`. */
+  signal?: AbortSignal;
+  /** The message when `signal` aborts. */
+  abortMessage?: string;
+  /** Closes a value that arrives after the deadline or the abort (a late connection). */
+  dispose?: (value: T) => unknown;
+}
+
+/**
+ * Runs `work` with a deadline and the run's abort signal. The loser is
+ * cancelled and closed: when the deadline passes or the signal aborts, the
+ * signal given to `work` aborts (so it can close its socket), and a value
+ * that still arrives later goes to `dispose`, so a connect that times out
+ * never becomes an open connection nobody closes.
+ *
+ * @example
+ * ```ts
+ * import { within } from "./db_common.ts";
+ * const answer = await within(
+ *   { ms: 1000, code: "PluginQuiesceTimeout", message: "no answer within 1 s" },
+ *   async (_signal) => 42,
+ * );
+ * ```
+ */
+export function within<T>(
+  options: WithinOptions<T>,
+  work: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const cancel = new AbortController();
+  let settled = false;
+  return new Promise<T>((resolve, reject) => {
+    const lose = (failure: PluginFailure) => {
+      if (settled) return;
+      settled = true;
+      cleanup();
+      cancel.abort(failure);
+      reject(failure);
+    };
+    const timer = setTimeout(
+      () => lose(new PluginFailure(options.code, options.message, { unresponsive: true })),
+      Math.max(0, options.ms),
+    );
+    const onAbort = () =>
+      lose(
+        new PluginFailure(
+          "Interrupted",
+          options.abortMessage ??
+            `${options.message.replace(/\.$/, "")}: vmsnap received a signal.`,
+          { unresponsive: true },
+        ),
+      );
+    const cleanup = () => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+    };
+    if (options.signal?.aborted) return onAbort();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    let running: Promise<T>;
+    try {
+      running = work(cancel.signal);
+    } catch (error) {
+      running = Promise.reject(error);
+    }
+    running.then(
+      (value) => {
+        if (settled) {
+          if (options.dispose) {
+            Promise.resolve().then(() => options.dispose!(value)).catch(() => {});
+          }
+          return;
+        }
+        settled = true;
+        cleanup();
+        resolve(value);
+      },
+      (error) => {
+        if (settled) return;
+        settled = true;
+        cleanup();
+        reject(error);
+      },
+    );
   });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** Builds a step result from facts and errors. */
@@ -104,31 +196,6 @@ export function asRunError(plugin: string, error: unknown, fallback: Code): RunE
     message: `plugin "${plugin}": ${(error as Error).message ?? error}`,
     plugin,
   };
-}
-
-/**
- * Releases a lock after `maxHoldSeconds` when resume has not come. The
- * database-side session timeout (set by each plugin) is the second line: it
- * holds even when the agent's event loop is stuck.
- */
-export class Watchdog {
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  fired = false;
-
-  start(seconds: number, release: () => Promise<void> | void): void {
-    this.#timer = setTimeout(async () => {
-      this.fired = true;
-      try {
-        await release();
-      } catch {
-        // The connection is gone, and the lock with it.
-      }
-    }, seconds * 1000);
-  }
-
-  stop(): void {
-    clearTimeout(this.#timer);
-  }
 }
 
 /** The marker file of a plugin's lock in stateDir. */
@@ -167,5 +234,350 @@ export function clearLockMarker(path: string): void {
     unlinkSync(path);
   } catch {
     // gone
+  }
+}
+
+/** How long ending a session politely may take before it is destroyed. */
+export const CLOSE_MS = 2000;
+
+/**
+ * The driver's own connect timeout: a little inside the budget, so that the
+ * driver's precise reason (refused, no such host) wins over the budget's
+ * "took longer".
+ */
+export function driverConnectMs(config: { timeoutInSeconds: number }): number {
+  return Math.max(500, config.timeoutInSeconds * 1000 - 500);
+}
+
+/** The limits every database plugin's config has (see {@link DB_FIELDS}). */
+export interface DbLimits {
+  name: string;
+  timeoutInSeconds: number;
+  maxHoldSeconds: number;
+}
+
+/** What a {@link Budget} covers. */
+export interface BudgetOptions {
+  /** The plugin's name, for messages. */
+  plugin: string;
+  /** The budget in seconds (the plugin's `timeoutInSeconds`). */
+  seconds: number;
+  /** The run's abort signal (resume and the watchdog get one that never aborts). */
+  signal: AbortSignal;
+  /** The code of a round-trip that overruns the budget. */
+  code: Code;
+}
+
+/** Extra details of one {@link Budget.step}. */
+export interface StepOptions<T> {
+  /** The code when the step overruns (default: the budget's). */
+  code?: Code;
+  /** The whole message when the step overruns (default: says what got no answer). */
+  message?: string;
+  /** The fix when the step overruns (default: check the server, raise timeoutInSeconds). */
+  fix?: string;
+  /** Closes a value that arrives after the deadline (a late connection). */
+  dispose?: (value: T) => unknown;
+}
+
+/**
+ * The deadline of one plugin step (quiesce, resume, a watchdog release,
+ * `check --connect`): every database round-trip runs through `step`, which
+ * gives it what is left of the budget and the run's abort signal.
+ *
+ * @example
+ * ```ts
+ * import { Budget } from "./db_common.ts";
+ * const budget = new Budget({
+ *   plugin: "shop",
+ *   seconds: 30,
+ *   signal: new AbortController().signal,
+ *   code: "PluginQuiesceTimeout",
+ * });
+ * const version = await budget.step("SELECT VERSION()", async () => "10.11");
+ * ```
+ */
+export class Budget {
+  readonly #deadline: number;
+
+  constructor(readonly options: BudgetOptions) {
+    this.#deadline = performance.now() + options.seconds * 1000;
+  }
+
+  /** Milliseconds left (never below 0). */
+  remainingMs(): number {
+    return Math.max(0, this.#deadline - performance.now());
+  }
+
+  /** The run's abort signal. */
+  get signal(): AbortSignal {
+    return this.options.signal;
+  }
+
+  /** Runs one round-trip within what is left of the budget; obeys the abort signal. */
+  step<T>(
+    what: string,
+    work: (signal: AbortSignal) => Promise<T>,
+    extra: StepOptions<T> = {},
+  ): Promise<T> {
+    const { plugin, seconds } = this.options;
+    const fix = extra.fix ??
+      "check the server (its log, its disks, its connection limit); raise timeoutInSeconds if it is only slow";
+    return within({
+      ms: this.remainingMs(),
+      code: extra.code ?? this.options.code,
+      message: extra.message ??
+        `plugin "${plugin}": ${what} got no answer within timeoutInSeconds (${seconds} s); vmsnap closed the session, which releases what it held. Fix: ${fix}.`,
+      signal: this.options.signal,
+      abortMessage:
+        `plugin "${plugin}": ${what} was abandoned: vmsnap received a signal; vmsnap closed the session, which releases what it held.`,
+      dispose: extra.dispose,
+    }, work);
+  }
+}
+
+/** Waits `ms`, or less when the signal aborts. */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** An open database session: ended politely or destroyed at once. */
+export interface DbSession {
+  /** Ends the session politely (bounded by {@link CLOSE_MS}, then destroyed). */
+  end(): Promise<unknown>;
+  /** Closes the socket at once. */
+  destroy(): void;
+}
+
+/**
+ * Ends a session: politely within {@link CLOSE_MS}, else (or when `now`)
+ * destroyed. Never throws, never waits longer.
+ *
+ * @example
+ * ```ts
+ * import { closeSession } from "./db_common.ts";
+ * await closeSession({ end: async () => {}, destroy: () => {} });
+ * ```
+ */
+export async function closeSession(session: DbSession | undefined, now = false): Promise<void> {
+  if (!session) return;
+  if (now) return session.destroy();
+  await within(
+    { ms: CLOSE_MS, code: "PluginResumeFailed", message: "close" },
+    () => Promise.resolve().then(() => session.end()),
+  ).catch(() => session.destroy());
+}
+
+/** A signal that never aborts (resume and the watchdog always run to their end). */
+const NEVER = new AbortController().signal;
+
+/** Opens a session; aborting `signal` must close whatever is half open. */
+export type DbConnect<S extends DbSession> = (
+  signal: AbortSignal,
+  lost: (why: string) => void,
+) => Promise<S>;
+
+/** What a database plugin tells {@link dbRuntime}. */
+export interface DbPluginSpec<S extends DbSession> {
+  /** The plugin type, for log events (`<type>-watchdog-release`). */
+  type: string;
+  config: DbLimits;
+  /** Opens the one session; `lost` is called when the server ends it. */
+  connect: DbConnect<S>;
+  /**
+   * Takes the lock (or flushes), every round-trip through `budget.step`;
+   * adds facts; returns whether something is held until resume.
+   */
+  quiesce(
+    session: S,
+    budget: Budget,
+    env: PluginEnv,
+    facts: Record<string, unknown>,
+  ): Promise<boolean>;
+  /** Releases the lock at resume; adds facts. Throws `PluginLockLost` when the session had ended. */
+  release(
+    session: S,
+    budget: Budget,
+    env: PluginEnv,
+    facts: Record<string, unknown>,
+  ): Promise<void>;
+  /** Releases at the watchdog (default: ending the session releases the lock). */
+  watchdogRelease?(session: S, budget: Budget): Promise<void>;
+  /** Undoes what outlives the session after a failed quiesce (bounded by CLOSE_MS). */
+  abandon?(session: S, budget: Budget): Promise<void>;
+  /** A quiesce error that is not a PluginFailure, as a RunError. */
+  quiesceError?(error: unknown): RunError;
+  /** The PluginLockLost message. */
+  lostMessage(why: string): string;
+  /** The PluginResumeFailed message. */
+  resumeFailedMessage(why: string): string;
+}
+
+const messageOf = (error: unknown): string => (error as Error)?.message ?? String(error);
+
+/**
+ * The lifecycle every database plugin shares: connect within the budget
+ * (a late connection is closed), quiesce with every round-trip bounded and
+ * the run's signal obeyed, the watchdog that releases after
+ * `maxHoldSeconds`, the lost-session tracking, and resume with its
+ * `PluginLockLost`/`PluginResumeFailed` mapping. Every close is bounded.
+ *
+ * @example
+ * ```ts
+ * import { dbRuntime } from "./db_common.ts";
+ * const runtime = dbRuntime({
+ *   type: "demo",
+ *   config: { name: "demo", timeoutInSeconds: 5, maxHoldSeconds: 60 },
+ *   connect: async () => ({ end: async () => {}, destroy: () => {} }),
+ *   quiesce: async () => true,
+ *   release: async () => {},
+ *   lostMessage: (why) => `lost: ${why}`,
+ *   resumeFailedMessage: (why) => `failed: ${why}`,
+ * });
+ * ```
+ */
+export function dbRuntime<S extends DbSession>(spec: DbPluginSpec<S>): PluginRuntime {
+  const { config } = spec;
+  let session: S | undefined;
+  let held = false;
+  let lockedAt = 0;
+  let lost: string | undefined;
+  let watchdogTimer: ReturnType<typeof setTimeout> | undefined;
+  const budgetFor = (signal: AbortSignal, code: Code) =>
+    new Budget({ plugin: config.name, seconds: config.timeoutInSeconds, signal, code });
+  const close = async (now = false) => {
+    const closing = session;
+    session = undefined;
+    await closeSession(closing, now);
+  };
+  return {
+    async quiesce(env: PluginEnv) {
+      const started = performance.now();
+      const facts: Record<string, unknown> = {};
+      const budget = budgetFor(env.signal, "PluginQuiesceTimeout");
+      try {
+        session = await budget.step(
+          "connecting",
+          (signal) =>
+            spec.connect(signal, (why) => {
+              if (held) lost ??= why;
+            }),
+          {
+            code: "PluginConnectFailed",
+            message:
+              `plugin "${config.name}": connecting took longer than timeoutInSeconds (${config.timeoutInSeconds} s). Fix: check that the server is up and answering; raise timeoutInSeconds if it is only slow.`,
+            dispose: (late) => closeSession(late, true),
+          },
+        );
+        held = await spec.quiesce(session, budget, env, facts);
+        if (!held) {
+          await close();
+          return stepResult(started, [], facts);
+        }
+        lockedAt = performance.now();
+        watchdogTimer = setTimeout(async () => {
+          env.log("error", `${spec.type}-watchdog-release`, {
+            plugin: config.name,
+            maxHoldSeconds: config.maxHoldSeconds,
+          });
+          lost ??= `released by the watchdog after maxHoldSeconds (${config.maxHoldSeconds} s)`;
+          const release = session && spec.watchdogRelease;
+          if (release) {
+            await release.call(spec, session!, budgetFor(NEVER, "PluginResumeFailed"))
+              .catch(() => {});
+          } else await close();
+        }, config.maxHoldSeconds * 1000);
+        return stepResult(started, [], facts);
+      } catch (error) {
+        held = false;
+        const coded = error instanceof PluginFailure;
+        // A server that stopped answering, or a signal: no polite goodbye.
+        const now = coded && error.unresponsive;
+        if (session && spec.abandon) {
+          const undo = new Budget({
+            plugin: config.name,
+            seconds: CLOSE_MS / 1000,
+            signal: NEVER,
+            code: "PluginQuiesceFailed",
+          });
+          await spec.abandon(session, undo).catch(() => {});
+        }
+        await close(now);
+        const failure = coded || !spec.quiesceError
+          ? asRunError(config.name, error, "PluginQuiesceFailed")
+          : spec.quiesceError(error);
+        return stepResult(started, [failure], facts);
+      }
+    },
+    async resume(env: PluginEnv) {
+      const started = performance.now();
+      clearTimeout(watchdogTimer);
+      if (!held) return stepResult(started, [], {}, { skipped: true });
+      held = false;
+      const facts: Record<string, unknown> = { holdMs: Math.round(performance.now() - lockedAt) };
+      const errors: RunError[] = [];
+      try {
+        if (lost || !session) {
+          throw new PluginFailure("PluginLockLost", lost ?? "the session ended");
+        }
+        await spec.release(session, budgetFor(env.signal, "PluginResumeFailed"), env, facts);
+      } catch (error) {
+        const isLost = lost !== undefined ||
+          (error instanceof PluginFailure && error.code === "PluginLockLost");
+        lost ??= isLost ? messageOf(error) : undefined;
+        errors.push({
+          code: isLost ? "PluginLockLost" : "PluginResumeFailed",
+          message: isLost ? spec.lostMessage(lost!) : spec.resumeFailedMessage(messageOf(error)),
+          plugin: config.name,
+        });
+      } finally {
+        await close();
+      }
+      facts.lockHeld = !lost;
+      return stepResult(started, errors, facts);
+    },
+  };
+}
+
+/**
+ * Connects one session within `timeoutInSeconds`, runs `use` with the rest
+ * of the budget, and closes it (bounded): `check --connect` and `recover`.
+ *
+ * @example
+ * ```ts
+ * import { withSession } from "./db_common.ts";
+ * const answer = await withSession(
+ *   { name: "demo", timeoutInSeconds: 5, maxHoldSeconds: 60 },
+ *   async () => ({ end: async () => {}, destroy: () => {} }),
+ *   async (_session, _budget) => "ok",
+ * );
+ * ```
+ */
+export async function withSession<S extends DbSession, T>(
+  config: DbLimits,
+  connect: DbConnect<S>,
+  use: (session: S, budget: Budget) => Promise<T>,
+): Promise<T> {
+  const budget = new Budget({
+    plugin: config.name,
+    seconds: config.timeoutInSeconds,
+    signal: NEVER,
+    code: "PluginConnectFailed",
+  });
+  const session = await budget.step("connecting", (signal) => connect(signal, () => {}), {
+    dispose: (late) => closeSession(late, true),
+  });
+  try {
+    return await use(session, budget);
+  } finally {
+    await closeSession(session);
   }
 }

@@ -11,22 +11,23 @@
  *
  * @module
  */
-import { MongoClient } from "mongodb";
+import type { Db } from "mongodb";
 import type { Problem } from "../src/errors.ts";
 import type { Field } from "../src/schema.ts";
 import { addSecret } from "../src/secrets.ts";
 import {
-  asRunError,
+  type Budget,
   checkSecretFile,
   clearLockMarker,
+  dbRuntime,
+  type DbSession,
+  driverConnectMs,
   PluginFailure,
   readSecret,
-  stepResult,
-  Watchdog,
-  within,
+  withSession,
   writeLockMarker,
 } from "./db_common.ts";
-import type { PluginConfig, PluginDefinition, PluginEnv, RunError } from "./plugin.ts";
+import type { PluginConfig, PluginDefinition } from "./plugin.ts";
 
 /** A normalized mongodb plugin config. */
 export interface MongoConfig extends PluginConfig {
@@ -67,22 +68,37 @@ function uriOf(config: MongoConfig): string {
   return uri;
 }
 
-/** Connects one client; the driver's errors become PluginConnectFailed. */
-async function connect(config: MongoConfig): Promise<MongoClient> {
+/** One client with a one-connection pool. */
+interface MongoSession extends DbSession {
+  admin: Db;
+}
+
+/**
+ * Connects one client; aborting `signal` closes a half-open one. The
+ * driver's errors become PluginConnectFailed.
+ */
+async function connect(config: MongoConfig, signal: AbortSignal): Promise<MongoSession> {
   const uri = uriOf(config);
-  const ms = config.timeoutInSeconds * 1000;
+  const ms = driverConnectMs(config);
+  const { MongoClient } = await import("mongodb");
   const client = new MongoClient(uri, {
     serverSelectionTimeoutMS: ms,
     connectTimeoutMS: ms,
     maxPoolSize: 1,
     appName: "vmsnap",
   });
+  const cancel = () => void client.close().catch(() => {});
+  signal.addEventListener("abort", cancel, { once: true });
   try {
     await client.connect();
     await client.db("admin").command({ ping: 1 });
-    return client;
+    return {
+      admin: client.db("admin"),
+      end: () => client.close(),
+      destroy: cancel,
+    };
   } catch (error) {
-    await client.close().catch(() => {});
+    cancel();
     const e = error as { code?: number; codeName?: string; message: string };
     const fix = e.code === 18 || /auth/i.test(e.message)
       ? `check the credentials in ${config.uriFile ? config.uriFile : "the uri"}`
@@ -92,7 +108,10 @@ async function connect(config: MongoConfig): Promise<MongoClient> {
       `plugin "${config.name}": cannot connect to MongoDB: ${e.message}${
         e.codeName ? ` (${e.codeName})` : ""
       }. Fix: ${fix}.`,
+      { cause: error },
     );
+  } finally {
+    signal.removeEventListener("abort", cancel);
   }
 }
 
@@ -124,13 +143,12 @@ export const mongodbPlugin: PluginDefinition<MongoConfig> = {
     if (config.uriFile) problems.push(...checkSecretFile(config.uriFile, config.name, "uriFile"));
     return problems;
   },
-  async connectCheck(config) {
-    const client = await connect(config);
-    try {
-      const status = await client.db("admin").command({
-        connectionStatus: 1,
-        showPrivileges: true,
-      });
+  connectCheck(config) {
+    return withSession(config, (signal) => connect(config, signal), async ({ admin }, budget) => {
+      const status = await budget.step(
+        "connectionStatus",
+        () => admin.command({ connectionStatus: 1, showPrivileges: true }),
+      );
       const privileges = (status.authInfo?.authenticatedUserPrivileges ?? []) as {
         actions: string[];
       }[];
@@ -146,129 +164,65 @@ export const mongodbPlugin: PluginDefinition<MongoConfig> = {
         } action(s). Fix: db.grantRolesToUser(USER, ["hostManager"]) (or a role with fsync and unlock on the cluster).`,
         plugin: config.name,
       }];
-    } finally {
-      await client.close().catch(() => {});
-    }
+    });
   },
-  async recover(config) {
-    const client = await connect(config);
-    try {
-      const admin = client.db("admin");
-      const op = await admin.command({ currentOp: 1, $all: false });
+  recover(config) {
+    return withSession(config, (signal) => connect(config, signal), async ({ admin }, budget) => {
+      const op = await budget.step("currentOp", () => admin.command({ currentOp: 1, $all: false }));
       if (!op.fsyncLock) return "the server no longer reports an fsync lock; nothing to release";
-      const unlocked = await admin.command({ fsyncUnlock: 1 });
+      const unlocked = await budget.step("fsyncUnlock", () => admin.command({ fsyncUnlock: 1 }));
       return `released one fsync lock (the server reports ${unlocked.lockCount ?? 0} left)`;
-    } finally {
-      await client.close().catch(() => {});
-    }
+    });
   },
   create(config) {
-    let client: MongoClient | undefined;
     let marker: string | undefined;
-    let lockedAt = 0;
-    let released: string | undefined;
-    const watchdog = new Watchdog();
-    const unlockOnce = async (): Promise<number> => {
-      const result = await client!.db("admin").command({ fsyncUnlock: 1 });
+    const unlockOnce = async ({ admin }: MongoSession, budget: Budget): Promise<number> => {
+      const result = await budget.step("fsyncUnlock", () => admin.command({ fsyncUnlock: 1 }));
       if (marker) clearLockMarker(marker);
       marker = undefined;
       return Number(result.lockCount ?? 0);
     };
-    return {
-      async quiesce(env: PluginEnv) {
-        const started = performance.now();
-        const facts: Record<string, unknown> = { mode: config.mode };
-        const budget = config.timeoutInSeconds * 1000;
-        try {
-          client = await within(
-            budget,
-            "PluginConnectFailed",
-            `plugin "${config.name}": connecting took longer than timeoutInSeconds (${config.timeoutInSeconds} s).`,
-            connect(config),
-          );
-          const admin = client.db("admin");
-          const info = await admin.command({ buildInfo: 1 });
-          facts.version = info.version;
-          if (config.mode === "fsync") {
-            await within(
-              budget,
-              "PluginQuiesceTimeout",
-              `plugin "${config.name}": fsync did not finish within ${config.timeoutInSeconds} s.`,
-              admin.command({ fsync: 1 }),
-            );
-            await client.close();
-            client = undefined;
-            return stepResult(started, [], facts);
-          }
-          // The lock outlives this connection: leave word for the next run before taking it.
-          marker = writeLockMarker(env, "mongodb", config.name);
-          const result = await within(
-            budget,
-            "PluginQuiesceTimeout",
-            `plugin "${config.name}": fsync with lock did not finish within ${config.timeoutInSeconds} s. Fix: raise timeoutInSeconds.`,
-            admin.command({ fsync: 1, lock: true }),
-          );
-          lockedAt = performance.now();
-          facts.lockCount = Number(result.lockCount ?? 1);
-          if (facts.lockCount !== 1) {
-            env.log("warning", "mongodb-other-locks", {
-              plugin: config.name,
-              lockCount: facts.lockCount,
-            });
-          }
-          watchdog.start(config.maxHoldSeconds, async () => {
-            env.log("error", "mongodb-watchdog-release", {
-              plugin: config.name,
-              maxHoldSeconds: config.maxHoldSeconds,
-            });
-            released = `released by the watchdog after maxHoldSeconds (${config.maxHoldSeconds} s)`;
-            await unlockOnce();
-          });
-          return stepResult(started, [], facts);
-        } catch (error) {
-          // A lock taken after a timeout fired is still ours: release it once.
-          if (client && marker) await unlockOnce().catch(() => {});
-          await client?.close().catch(() => {});
-          client = undefined;
-          return stepResult(
-            started,
-            [asRunError(config.name, error, "PluginQuiesceFailed")],
-            facts,
-          );
+    return dbRuntime<MongoSession>({
+      type: "mongodb",
+      config,
+      connect: (signal) => connect(config, signal),
+      async quiesce(session, budget, env, facts) {
+        facts.mode = config.mode;
+        const info = await budget.step("buildInfo", () => session.admin.command({ buildInfo: 1 }));
+        facts.version = info.version;
+        if (config.mode === "fsync") {
+          await budget.step("fsync", () => session.admin.command({ fsync: 1 }));
+          return false;
         }
-      },
-      async resume(_env: PluginEnv) {
-        const started = performance.now();
-        watchdog.stop();
-        if (!client) return stepResult(started, [], {}, { skipped: true });
-        const errors: RunError[] = [];
-        const facts: Record<string, unknown> = { holdMs: Math.round(performance.now() - lockedAt) };
-        try {
-          if (released) {
-            errors.push({
-              code: "PluginLockLost",
-              message:
-                `plugin "${config.name}": the fsync lock was ${released} before resume; the snapshot may not be application-consistent.`,
-              plugin: config.name,
-            });
-          } else {
-            facts.lockCountAfter = await unlockOnce();
-          }
-        } catch (error) {
-          errors.push({
-            code: "PluginResumeFailed",
-            message: `plugin "${config.name}": fsyncUnlock failed: ${
-              (error as Error).message
-            }. The marker stays in stateDir: the next vmsnap start releases the lock. Fix now: db.fsyncUnlock() in mongosh.`,
+        // The lock outlives this connection: leave word for the next run before taking it.
+        marker = writeLockMarker(env, "mongodb", config.name);
+        const result = await budget.step(
+          "fsync with lock",
+          () => session.admin.command({ fsync: 1, lock: true }),
+        );
+        facts.lockCount = Number(result.lockCount ?? 1);
+        if (facts.lockCount !== 1) {
+          env.log("warning", "mongodb-other-locks", {
             plugin: config.name,
+            lockCount: facts.lockCount,
           });
-        } finally {
-          await client.close().catch(() => {});
-          client = undefined;
         }
-        facts.lockHeld = !released;
-        return stepResult(started, errors, facts);
+        return true;
       },
-    };
+      // A lock taken after a deadline passed is still ours: release it once (else the marker stays for the next start).
+      abandon: async (session, budget) => {
+        if (marker) await unlockOnce(session, budget);
+      },
+      watchdogRelease: async (session, budget) => {
+        await unlockOnce(session, budget);
+      },
+      async release(session, budget, _env, facts) {
+        facts.lockCountAfter = await unlockOnce(session, budget);
+      },
+      lostMessage: (why) =>
+        `plugin "${config.name}": the fsync lock was lost before resume (${why}); the snapshot may not be application-consistent.`,
+      resumeFailedMessage: (why) =>
+        `plugin "${config.name}": fsyncUnlock failed: ${why}. The marker stays in stateDir: the next vmsnap start releases the lock. Fix now: db.fsyncUnlock() in mongosh.`,
+    });
   },
 };

@@ -15,21 +15,23 @@
  *
  * @module
  */
-import mysql from "mysql2/promise";
+import type { Connection as PromiseConnection } from "mysql2/promise";
 import type { Problem } from "../src/errors.ts";
 import type { Field } from "../src/schema.ts";
 import { addSecret } from "../src/secrets.ts";
 import {
-  asRunError,
+  type Budget,
   checkSecretFile,
   DB_FIELDS,
+  dbRuntime,
+  type DbSession,
+  driverConnectMs,
   passwordOf,
+  pause,
   PluginFailure,
-  stepResult,
-  Watchdog,
-  within,
+  withSession,
 } from "./db_common.ts";
-import type { PluginConfig, PluginDefinition, PluginEnv, RunError } from "./plugin.ts";
+import type { PluginConfig, PluginDefinition } from "./plugin.ts";
 
 /** How to lock. */
 export type MysqlMode = "auto" | "backup-stage" | "lock-instance" | "ftwrl";
@@ -67,26 +69,38 @@ const FIELDS: Record<string, Field> = {
   ...DB_FIELDS,
 };
 
-type Connection = mysql.Connection;
+type Connection = PromiseConnection & DbSession;
 type Row = Record<string, unknown>;
 
-/** Opens the one connection, with the plugin's connect budget. */
-async function connect(config: MysqlConfig, timeoutMs: number): Promise<Connection> {
+/**
+ * Opens the one connection; aborting `signal` destroys a half-open one. An
+ * error or end of the session once open goes to `lost`.
+ */
+async function connect(
+  config: MysqlConfig,
+  signal: AbortSignal,
+  lost: (why: string) => void = () => {},
+): Promise<Connection> {
   const password = passwordOf(config);
   const where = config.socket
     ? `socket ${config.socket}`
     : `${config.host ?? "localhost"}:${config.port}`;
+  const mysql = await import("mysql2");
+  const core = mysql.createConnection({
+    ...(config.socket
+      ? { socketPath: config.socket }
+      : { host: config.host ?? "localhost", port: config.port }),
+    user: config.user,
+    password,
+    connectTimeout: driverConnectMs(config),
+    multipleStatements: false,
+  });
+  const cancel = () => core.destroy();
+  signal.addEventListener("abort", cancel, { once: true });
   try {
-    return await mysql.createConnection({
-      ...(config.socket
-        ? { socketPath: config.socket }
-        : { host: config.host ?? "localhost", port: config.port }),
-      user: config.user,
-      password,
-      connectTimeout: timeoutMs,
-      multipleStatements: false,
-    });
+    await new Promise<void>((resolve, reject) => core.connect((e) => e ? reject(e) : resolve()));
   } catch (error) {
+    core.destroy();
     const e = error as { code?: string; errno?: number; message: string };
     const fix = e.code === "ER_ACCESS_DENIED_ERROR"
       ? `check the user and the password${config.passwordFile ? ` in ${config.passwordFile}` : ""}`
@@ -98,8 +112,18 @@ async function connect(config: MysqlConfig, timeoutMs: number): Promise<Connecti
       `plugin "${config.name}": cannot connect to MySQL/MariaDB at ${where} as ${config.user}: ${e.message} (${
         e.code ?? e.errno
       }). Fix: ${fix}.`,
+      { cause: error },
     );
+  } finally {
+    signal.removeEventListener("abort", cancel);
   }
+  core.on("error", (error: { code?: string; message: string }) => {
+    lost(`${error.code ?? ""} ${error.message}`.trim());
+  });
+  core.on("end", () => lost("the server closed the session"));
+  const conn = core.promise() as Connection;
+  conn.destroy = () => core.destroy();
+  return conn;
 }
 
 async function rows(conn: Connection, sql: string, params: unknown[] = []): Promise<Row[]> {
@@ -108,8 +132,11 @@ async function rows(conn: Connection, sql: string, params: unknown[] = []): Prom
 }
 
 /** Server facts: MariaDB or MySQL, version, binary logging. */
-async function serverFacts(conn: Connection) {
-  const [row] = await rows(conn, "SELECT VERSION() AS version, @@log_bin AS logBin");
+async function serverFacts(conn: Connection, budget: Budget) {
+  const [row] = await budget.step(
+    "SELECT VERSION()",
+    () => rows(conn, "SELECT VERSION() AS version, @@log_bin AS logBin"),
+  );
   const version = String(row.version);
   const mariadb = /mariadb/i.test(version);
   const [major, minor] = version.split(/[.-]/).map(Number);
@@ -135,13 +162,15 @@ function lockStatements(mode: Exclude<MysqlMode, "auto">): { lock: string[]; unl
 async function chooseMode(
   conn: Connection,
   facts: Awaited<ReturnType<typeof serverFacts>>,
+  budget: Budget,
 ): Promise<Exclude<MysqlMode, "auto">> {
   if (facts.mariadb) return "backup-stage";
   if (facts.binlog) return "ftwrl";
-  const [row] = await rows(
-    conn,
-    "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE ENGINE IS NOT NULL AND ENGINE <> 'InnoDB' AND TABLE_SCHEMA NOT IN ('mysql','information_schema','performance_schema','sys')",
-  );
+  const [row] = await budget.step("the count of non-InnoDB tables", () =>
+    rows(
+      conn,
+      "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE ENGINE IS NOT NULL AND ENGINE <> 'InnoDB' AND TABLE_SCHEMA NOT IN ('mysql','information_schema','performance_schema','sys')",
+    ));
   return Number(row.n) > 0 ? "ftwrl" : "lock-instance";
 }
 
@@ -149,20 +178,24 @@ async function chooseMode(
 async function positions(
   conn: Connection,
   facts: Awaited<ReturnType<typeof serverFacts>>,
+  budget: Budget,
 ): Promise<Record<string, unknown>> {
   if (!facts.binlog) return { binlog: false };
   // MySQL 8.2+ renamed SHOW MASTER STATUS; MariaDB keeps it.
   const statement = !facts.mariadb && (facts.major > 8 || (facts.major === 8 && facts.minor >= 2))
     ? "SHOW BINARY LOG STATUS"
     : "SHOW MASTER STATUS";
-  const [status] = await rows(conn, statement);
+  const [status] = await budget.step(statement, () => rows(conn, statement));
   const out: Record<string, unknown> = {
     binlog: true,
     binlogFile: status?.File ?? null,
     binlogPosition: status?.Position !== undefined ? Number(status.Position) : null,
   };
   if (facts.mariadb) {
-    const [gtid] = await rows(conn, "SELECT @@gtid_binlog_pos AS pos");
+    const [gtid] = await budget.step(
+      "SELECT @@gtid_binlog_pos",
+      () => rows(conn, "SELECT @@gtid_binlog_pos AS pos"),
+    );
     out.gtidPosition = String(gtid.pos ?? "");
   } else {
     out.gtidPosition = String(status?.Executed_Gtid_Set ?? "");
@@ -171,23 +204,30 @@ async function positions(
 }
 
 /** Queries running longer than the limit (not ours, not sleeping). */
-async function longQueries(conn: Connection, seconds: number): Promise<Row[]> {
-  return await rows(
-    conn,
-    `SELECT ID AS id, USER AS user, TIME AS time, LEFT(INFO, 200) AS info FROM information_schema.PROCESSLIST
+async function longQueries(conn: Connection, seconds: number, budget: Budget): Promise<Row[]> {
+  return await budget.step("the scan for long queries", () =>
+    rows(
+      conn,
+      `SELECT ID AS id, USER AS user, TIME AS time, LEFT(INFO, 200) AS info FROM information_schema.PROCESSLIST
      WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID', 'Killed')
        AND INFO IS NOT NULL AND TIME >= ?`,
-    [seconds],
-  );
+      [seconds],
+    ));
 }
 
 /** The missing privileges for a mode, from SHOW GRANTS. */
-async function missingGrants(conn: Connection, config: MysqlConfig): Promise<string[]> {
-  const facts = await serverFacts(conn);
-  const mode = config.mode === "auto" ? await chooseMode(conn, facts) : config.mode;
-  const grants = (await rows(conn, "SHOW GRANTS FOR CURRENT_USER()")).map((r) =>
-    String(Object.values(r)[0]).toUpperCase()
+async function missingGrants(
+  conn: Connection,
+  config: MysqlConfig,
+  budget: Budget,
+): Promise<string[]> {
+  const facts = await serverFacts(conn, budget);
+  const mode = config.mode === "auto" ? await chooseMode(conn, facts, budget) : config.mode;
+  const shown = await budget.step(
+    "SHOW GRANTS",
+    () => rows(conn, "SHOW GRANTS FOR CURRENT_USER()"),
   );
+  const grants = shown.map((r) => String(Object.values(r)[0]).toUpperCase());
   const global = grants.filter((g) => / ON \*\.\* /.test(g)).join(" ");
   if (/ALL PRIVILEGES/.test(global) || /\bSUPER\b/.test(global) && mode !== "lock-instance") {
     return [];
@@ -229,12 +269,14 @@ export const mysqlPlugin: PluginDefinition<MysqlConfig> = {
     }
     return problems;
   },
-  async connectCheck(config) {
-    const conn = await connect(config, config.timeoutInSeconds * 1000);
-    try {
-      const missing = await missingGrants(conn, config);
+  connectCheck(config) {
+    return withSession(config, (signal) => connect(config, signal), async (conn, budget) => {
+      const missing = await missingGrants(conn, config, budget);
       if (missing.length === 0) return [];
-      const [who] = await rows(conn, "SELECT CURRENT_USER() AS u");
+      const [who] = await budget.step(
+        "SELECT CURRENT_USER()",
+        () => rows(conn, "SELECT CURRENT_USER() AS u"),
+      );
       const [user, host] = String(who.u).split("@");
       return [{
         code: "PluginQuiesceFailed",
@@ -243,138 +285,87 @@ export const mysqlPlugin: PluginDefinition<MysqlConfig> = {
         }, which quiesce needs. Fix: GRANT ${missing.join(", ")} ON *.* TO '${user}'@'${host}';`,
         plugin: config.name,
       }];
-    } finally {
-      await conn.end().catch(() => {});
-    }
+    });
   },
   create(config) {
-    let conn: Connection | undefined;
     let unlock = "";
-    let lockedAt = 0;
-    let lost: string | undefined;
-    const watchdog = new Watchdog();
-    return {
-      async quiesce(env: PluginEnv) {
-        const started = performance.now();
-        const facts: Record<string, unknown> = {};
-        const budget = config.timeoutInSeconds * 1000;
-        const deadline = started + budget;
-        try {
-          conn = await within(
-            budget,
-            "PluginConnectFailed",
-            `plugin "${config.name}": connecting took longer than timeoutInSeconds (${config.timeoutInSeconds} s).`,
-            connect(config, budget),
-          );
-          conn.on("error", (error: { code?: string; message: string }) => {
-            lost ??= `${error.code ?? ""} ${error.message}`.trim();
-          });
-          const server = await serverFacts(conn);
-          Object.assign(facts, {
-            version: server.version,
-            flavor: server.mariadb ? "mariadb" : "mysql",
-          });
-          await conn.query("SET SESSION lock_wait_timeout = ?", [config.lockWaitTimeoutSeconds]);
-          // The server drops this session (and its lock) if vmsnap never comes back.
-          await conn.query("SET SESSION wait_timeout = ?", [config.maxHoldSeconds]);
+    return dbRuntime<Connection>({
+      type: "mysql",
+      config,
+      connect: (signal, lost) => connect(config, signal, lost),
+      async quiesce(conn, budget, env, facts) {
+        const q = (sql: string, params: unknown[] = []) =>
+          budget.step(sql.split("\n")[0].slice(0, 60), () => rows(conn, sql, params));
+        const server = await serverFacts(conn, budget);
+        Object.assign(facts, {
+          version: server.version,
+          flavor: server.mariadb ? "mariadb" : "mysql",
+        });
+        await q("SET SESSION lock_wait_timeout = ?", [config.lockWaitTimeoutSeconds]);
+        // The server drops this session (and its lock) if vmsnap never comes back.
+        await q("SET SESSION wait_timeout = ?", [config.maxHoldSeconds]);
 
-          // Never queue the lock behind a long query.
-          for (;;) {
-            const long = await longQueries(conn, config.longQuerySeconds);
-            if (long.length === 0) break;
-            const list = long.map((q) =>
-              `id ${q.id} (${q.user}, ${q.time} s: ${String(q.info).slice(0, 80)})`
-            ).join("; ");
-            if (config.killLongQueries) {
-              for (const q of long) await conn.query(`KILL QUERY ${Number(q.id)}`);
-              env.log("warning", "mysql-killed-queries", { plugin: config.name, queries: long });
-              facts.killedQueries = long.map((q) => Number(q.id));
-              continue;
-            }
-            if (performance.now() + 1000 > deadline || env.signal.aborted) {
-              throw new PluginFailure(
-                "PluginQuiesceTimeout",
-                `plugin "${config.name}": waited ${config.timeoutInSeconds} s for queries running longer than longQuerySeconds (${config.longQuerySeconds} s) to finish: ${list}. The lock was not taken, so writers were never stalled. Fix: run the backup when they are done, raise longQuerySeconds, or set killLongQueries.`,
-              );
-            }
-            env.log("info", "mysql-waiting-for-long-queries", {
-              plugin: config.name,
-              queries: long,
-            });
-            await new Promise((r) => setTimeout(r, 500));
+        // Never queue the lock behind a long query.
+        for (;;) {
+          const long = await longQueries(conn, config.longQuerySeconds, budget);
+          if (long.length === 0) break;
+          const list = long.map((q) =>
+            `id ${q.id} (${q.user}, ${q.time} s: ${String(q.info).slice(0, 80)})`
+          ).join("; ");
+          if (config.killLongQueries) {
+            for (const l of long) await q(`KILL QUERY ${Number(l.id)}`);
+            env.log("warning", "mysql-killed-queries", { plugin: config.name, queries: long });
+            facts.killedQueries = long.map((l) => Number(l.id));
+            continue;
           }
-
-          const mode = config.mode === "auto" ? await chooseMode(conn, server) : config.mode;
-          const statements = lockStatements(mode);
-          facts.mode = mode;
-          unlock = statements.unlock;
-          for (const statement of statements.lock) {
-            try {
-              await conn.query(statement);
-            } catch (error) {
-              const e = error as { code?: string; message: string };
-              const timeout = e.code === "ER_LOCK_WAIT_TIMEOUT";
-              throw new PluginFailure(
-                timeout ? "PluginQuiesceTimeout" : "PluginQuiesceFailed",
-                `plugin "${config.name}": ${statement} failed: ${e.message}${
-                  timeout ? ` (lock_wait_timeout ${config.lockWaitTimeoutSeconds} s)` : ""
-                }. Fix: ${
-                  e.code === "ER_SPECIFIC_ACCESS_DENIED_ERROR" ||
-                    e.code === "ER_DBACCESS_DENIED_ERROR"
-                    ? "grant the privilege the message names (see vmsnap check --connect)"
-                    : "see the server's error log"
-                }.`,
-              );
-            }
+          if (budget.remainingMs() < 1000 || env.signal.aborted) {
+            throw new PluginFailure(
+              "PluginQuiesceTimeout",
+              `plugin "${config.name}": waited ${config.timeoutInSeconds} s for queries running longer than longQuerySeconds (${config.longQuerySeconds} s) to finish: ${list}. The lock was not taken, so writers were never stalled. Fix: run the backup when they are done, raise longQuerySeconds, or set killLongQueries.`,
+            );
           }
-          lockedAt = performance.now();
-          Object.assign(facts, await positions(conn, server));
-          watchdog.start(config.maxHoldSeconds, async () => {
-            env.log("error", "mysql-watchdog-release", {
-              plugin: config.name,
-              maxHoldSeconds: config.maxHoldSeconds,
-            });
-            lost ??= `released by the watchdog after maxHoldSeconds (${config.maxHoldSeconds} s)`;
-            await conn?.query(unlock);
-          });
-          return stepResult(started, [], facts);
-        } catch (error) {
-          // Whatever was taken is released with the session.
-          await conn?.end().catch(() => conn?.destroy());
-          conn = undefined;
-          const failure = asRunError(config.name, error, "PluginQuiesceFailed");
-          return stepResult(started, [failure], facts);
-        }
-      },
-      async resume(_env: PluginEnv) {
-        const started = performance.now();
-        watchdog.stop();
-        if (!conn) return stepResult(started, [], {}, { skipped: true });
-        const holdMs = Math.round(performance.now() - lockedAt);
-        const errors: RunError[] = [];
-        try {
-          if (lost) throw new Error(lost);
-          await within(
-            config.timeoutInSeconds * 1000,
-            "PluginResumeFailed",
-            `plugin "${config.name}": ${unlock} did not answer within timeoutInSeconds (${config.timeoutInSeconds} s)`,
-            conn.query(unlock),
-          );
-        } catch (error) {
-          const why = lost ?? (error as Error).message;
-          errors.push({
-            code: lost ? "PluginLockLost" : "PluginResumeFailed",
-            message: lost
-              ? `plugin "${config.name}": the lock was lost before resume (${why}); the snapshot may not be application-consistent. The server released the lock with the session.`
-              : `plugin "${config.name}": ${unlock} failed: ${why}. Closing the connection released the lock.`,
+          env.log("info", "mysql-waiting-for-long-queries", {
             plugin: config.name,
+            queries: long,
           });
-        } finally {
-          await conn.end().catch(() => conn?.destroy());
-          conn = undefined;
+          await pause(500, env.signal);
         }
-        return stepResult(started, errors, { holdMs, lockHeld: !lost });
+
+        const mode = config.mode === "auto" ? await chooseMode(conn, server, budget) : config.mode;
+        const statements = lockStatements(mode);
+        facts.mode = mode;
+        unlock = statements.unlock;
+        for (const statement of statements.lock) {
+          try {
+            await q(statement);
+          } catch (error) {
+            if (error instanceof PluginFailure) throw error;
+            const e = error as { code?: string; message: string };
+            const timeout = e.code === "ER_LOCK_WAIT_TIMEOUT";
+            throw new PluginFailure(
+              timeout ? "PluginQuiesceTimeout" : "PluginQuiesceFailed",
+              `plugin "${config.name}": ${statement} failed: ${e.message}${
+                timeout ? ` (lock_wait_timeout ${config.lockWaitTimeoutSeconds} s)` : ""
+              }. Fix: ${
+                e.code === "ER_SPECIFIC_ACCESS_DENIED_ERROR" ||
+                  e.code === "ER_DBACCESS_DENIED_ERROR"
+                  ? "grant the privilege the message names (see vmsnap check --connect)"
+                  : "see the server's error log"
+              }.`,
+              { cause: error },
+            );
+          }
+        }
+        Object.assign(facts, await positions(conn, server, budget));
+        return true;
       },
-    };
+      async release(conn, budget) {
+        await budget.step(unlock, () => conn.query(unlock));
+      },
+      lostMessage: (why) =>
+        `plugin "${config.name}": the lock was lost before resume (${why}); the snapshot may not be application-consistent. The server released the lock with the session.`,
+      resumeFailedMessage: (why) =>
+        `plugin "${config.name}": ${unlock} failed: ${why}. Closing the connection released the lock.`,
+    });
   },
 };

@@ -17,21 +17,22 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import postgres from "postgres";
+import type postgres from "postgres";
 import type { Problem } from "../src/errors.ts";
 import type { Field } from "../src/schema.ts";
 import { addSecret } from "../src/secrets.ts";
 import {
-  asRunError,
+  type Budget,
   checkSecretFile,
   DB_FIELDS,
+  dbRuntime,
+  type DbSession,
+  driverConnectMs,
   passwordOf,
   PluginFailure,
-  stepResult,
-  Watchdog,
-  within,
+  withSession,
 } from "./db_common.ts";
-import type { PluginConfig, PluginDefinition, PluginEnv, RunError } from "./plugin.ts";
+import type { PluginConfig, PluginDefinition } from "./plugin.ts";
 
 /** A normalized postgresql plugin config. */
 export interface PostgresConfig extends PluginConfig {
@@ -60,37 +61,56 @@ const FIELDS: Record<string, Field> = {
 type Sql = postgres.Sql;
 type Reserved = postgres.ReservedSql;
 
-/** Opens a one-connection pool and reserves its connection. */
+/** The reserved connection of a one-connection pool. */
+interface PgSession extends DbSession {
+  conn: Reserved;
+}
+
+/**
+ * Opens a one-connection pool and reserves its connection; aborting `signal`
+ * ends the pool at once. The session's end goes to `lost`.
+ */
 async function connect(
   config: PostgresConfig,
-  notices: string[],
-  onClose: () => void = () => {},
-): Promise<{ sql: Sql; conn: Reserved }> {
+  signal: AbortSignal,
+  notices: string[] = [],
+  lost: (why: string) => void = () => {},
+): Promise<PgSession> {
   const password = passwordOf(config);
   const where = config.host.startsWith("/")
     ? `${config.host}/.s.PGSQL.${config.port}`
     : `${config.host}:${config.port}`;
-  const sql = postgres({
+  const { default: postgres } = await import("postgres");
+  const sql: Sql = postgres({
     host: config.host,
     port: config.port,
     user: config.user,
     database: config.database,
     password,
     max: 1,
-    connect_timeout: config.timeoutInSeconds,
+    connect_timeout: driverConnectMs(config) / 1000,
     idle_timeout: 0,
     prepare: false,
     onnotice: (notice) => notices.push(String(notice.message)),
     // The session ended (server restart, terminated backend): whatever it held is gone.
-    onclose: onClose,
+    onclose: () => lost("the server closed the session"),
     connection: { application_name: "vmsnap" },
   });
+  const cancel = () => sql.end({ timeout: 0 }).catch(() => {});
+  signal.addEventListener("abort", cancel, { once: true });
   try {
     const conn = await sql.reserve();
     await conn`SELECT 1`;
-    return { sql, conn };
+    return {
+      conn,
+      end: async () => {
+        conn.release();
+        await sql.end({ timeout: 1 });
+      },
+      destroy: () => void sql.end({ timeout: 0 }).catch(() => {}),
+    };
   } catch (error) {
-    await sql.end({ timeout: 1 }).catch(() => {});
+    await sql.end({ timeout: 0 }).catch(() => {});
     const e = error as { code?: string; message: string };
     const fix = e.code === "28P01" || e.code === "28000"
       ? `check the user and the password${
@@ -104,20 +124,34 @@ async function connect(
     throw new PluginFailure(
       "PluginConnectFailed",
       `plugin "${config.name}": cannot connect to PostgreSQL at ${where} as ${config.user}: ${e.message} (${e.code}). Fix: ${fix}.`,
+      { cause: error },
     );
+  } finally {
+    signal.removeEventListener("abort", cancel);
   }
 }
 
 /** Server version as a number (150004 for 15.4). */
-async function versionNumber(conn: Reserved): Promise<number> {
-  const [row] = await conn`SELECT current_setting('server_version_num')::int AS v`;
+async function versionNumber(conn: Reserved, budget: Budget): Promise<number> {
+  const [row] = await budget.step(
+    "the version query",
+    () => conn`SELECT current_setting('server_version_num')::int AS v`.then((r) => r),
+  );
   return Number(row.v);
 }
 
 /** What quiesce needs that the role lacks, as GRANT statements. */
-async function missingGrants(conn: Reserved, config: PostgresConfig): Promise<string[]> {
-  const version = await versionNumber(conn);
-  const [role] = await conn`SELECT rolsuper FROM pg_roles WHERE rolname = current_user`;
+async function missingGrants(
+  conn: Reserved,
+  config: PostgresConfig,
+  budget: Budget,
+): Promise<string[]> {
+  const ask = (what: string, query: () => Promise<postgres.Row[]>) => budget.step(what, query);
+  const version = await versionNumber(conn, budget);
+  const [role] = await ask(
+    "the role query",
+    () => conn`SELECT rolsuper FROM pg_roles WHERE rolname = current_user`.then((r) => r),
+  );
   if (role?.rolsuper) return [];
   const missing: string[] = [];
   if (config.mode === "checkpoint") {
@@ -126,14 +160,20 @@ async function missingGrants(conn: Reserved, config: PostgresConfig): Promise<st
         `ALTER ROLE ${config.user} SUPERUSER; -- CHECKPOINT needs superuser before PostgreSQL 15`,
       ];
     }
-    const [r] = await conn`SELECT pg_has_role(current_user, 'pg_checkpoint', 'MEMBER') AS ok`;
+    const [r] = await ask(
+      "pg_has_role",
+      () => conn`SELECT pg_has_role(current_user, 'pg_checkpoint', 'MEMBER') AS ok`.then((r) => r),
+    );
     if (!r.ok) missing.push(`GRANT pg_checkpoint TO ${config.user};`);
   } else {
     const [start, stop] = version >= 150000
       ? ["pg_backup_start(text, boolean)", "pg_backup_stop(boolean)"]
       : ["pg_start_backup(text, boolean, boolean)", "pg_stop_backup(boolean, boolean)"];
     for (const fn of [start, stop]) {
-      const [r] = await conn`SELECT has_function_privilege(${fn}, 'EXECUTE') AS ok`;
+      const [r] = await ask(
+        "has_function_privilege",
+        () => conn`SELECT has_function_privilege(${fn}, 'EXECUTE') AS ok`.then((r) => r),
+      );
       if (!r.ok) missing.push(`GRANT EXECUTE ON FUNCTION ${fn} TO ${config.user};`);
     }
   }
@@ -168,11 +208,10 @@ export const postgresqlPlugin: PluginDefinition<PostgresConfig> = {
     }
     return problems;
   },
-  async connectCheck(config) {
-    const { sql, conn } = await connect(config, []);
-    try {
+  connectCheck(config) {
+    return withSession(config, (signal) => connect(config, signal), async ({ conn }, budget) => {
       const problems: Problem[] = [];
-      const missing = await missingGrants(conn, config);
+      const missing = await missingGrants(conn, config, budget);
       if (missing.length > 0) {
         problems.push({
           code: "PluginQuiesceFailed",
@@ -184,7 +223,10 @@ export const postgresqlPlugin: PluginDefinition<PostgresConfig> = {
         });
       }
       if (config.mode === "backup") {
-        const [row] = await conn`SELECT current_setting('archive_mode') AS archive_mode`;
+        const [row] = await budget.step(
+          "SHOW archive_mode",
+          () => conn`SELECT current_setting('archive_mode') AS archive_mode`.then((r) => r),
+        );
         if (row.archive_mode === "off") {
           problems.push({
             code: "PluginQuiesceFailed",
@@ -195,153 +237,109 @@ export const postgresqlPlugin: PluginDefinition<PostgresConfig> = {
         }
       }
       return problems;
-    } finally {
-      conn.release();
-      await sql.end({ timeout: 1 }).catch(() => {});
-    }
+    });
   },
   create(config) {
-    let sql: Sql | undefined;
-    let conn: Reserved | undefined;
-    let lost: string | undefined;
     let version = 0;
-    let startedAt = 0;
     const notices: string[] = [];
-    const watchdog = new Watchdog();
-    const close = async () => {
-      conn?.release();
-      conn = undefined;
-      await sql?.end({ timeout: 2 }).catch(() => {});
-      sql = undefined;
-    };
-    return {
-      async quiesce(env: PluginEnv) {
-        const started = performance.now();
-        const facts: Record<string, unknown> = { mode: config.mode };
-        const budget = config.timeoutInSeconds * 1000;
-        try {
-          ({ sql, conn } = await within(
-            budget,
-            "PluginConnectFailed",
-            `plugin "${config.name}": connecting took longer than timeoutInSeconds (${config.timeoutInSeconds} s).`,
-            connect(config, notices, () => {
-              if (startedAt > 0) lost ??= "the server closed the session";
-            }),
-          ));
-          version = await versionNumber(conn);
-          const [v] = await conn`SHOW server_version`;
-          facts.version = v.server_version;
-          const work = async () => {
-            if (config.mode === "checkpoint") {
-              await conn!`CHECKPOINT`;
-            } else {
-              // The server ends this session, and the backup with it, if vmsnap never comes back.
-              await conn!.unsafe(`SET idle_session_timeout = ${config.maxHoldSeconds * 1000}`);
-              const label = `vmsnap ${env.runId}`;
-              const [row] = version >= 150000
-                ? await conn!`SELECT pg_backup_start(${label}, fast => true) AS lsn`
-                : await conn!`SELECT pg_start_backup(${label}, true, false) AS lsn`;
-              facts.backupStartLsn = row.lsn;
-              startedAt = performance.now();
-            }
-            const [wal] = await conn!`
-              SELECT pg_current_wal_lsn()::text AS lsn, timeline_id AS timeline, checkpoint_lsn::text AS checkpoint
-              FROM pg_control_checkpoint()`;
-            Object.assign(facts, {
-              walLsn: wal.lsn,
-              timeline: Number(wal.timeline),
-              checkpointLsn: wal.checkpoint,
-            });
-          };
-          await within(
-            Math.max(1, budget - (performance.now() - started)),
-            "PluginQuiesceTimeout",
-            `plugin "${config.name}": ${
-              config.mode === "checkpoint" ? "CHECKPOINT" : "pg_backup_start"
-            } did not finish within timeoutInSeconds (${config.timeoutInSeconds} s). Fix: raise timeoutInSeconds; a checkpoint after a write burst can take long.`,
-            work(),
+    return dbRuntime<PgSession>({
+      type: "postgresql",
+      config,
+      connect: (signal, lost) => connect(config, signal, notices, lost),
+      async quiesce({ conn }, budget, env, facts) {
+        facts.mode = config.mode;
+        const ask = (what: string, query: () => Promise<postgres.Row[]>, fix?: string) =>
+          budget.step(what, query, { fix });
+        version = await versionNumber(conn, budget);
+        const [v] = await ask(
+          "SHOW server_version",
+          () => conn`SHOW server_version`.then((r) => r),
+        );
+        facts.version = v.server_version;
+        const slow = "raise timeoutInSeconds; a checkpoint after a write burst can take long";
+        if (config.mode === "checkpoint") {
+          await ask("CHECKPOINT", () => conn`CHECKPOINT`.then((r) => r), slow);
+        } else {
+          // The server ends this session, and the backup with it, if vmsnap never comes back.
+          await ask(
+            "SET idle_session_timeout",
+            () =>
+              conn.unsafe(`SET idle_session_timeout = ${config.maxHoldSeconds * 1000}`).then((r) =>
+                r
+              ),
           );
-          if (config.mode === "checkpoint") {
-            // Nothing is held: the snapshot is crash-consistent by design, and the checkpoint keeps recovery short.
-            await close();
-          } else {
-            watchdog.start(config.maxHoldSeconds, async () => {
-              env.log("error", "postgresql-watchdog-release", {
-                plugin: config.name,
-                maxHoldSeconds: config.maxHoldSeconds,
-              });
-              lost ??= `ended by the watchdog after maxHoldSeconds (${config.maxHoldSeconds} s)`;
-              await close();
-            });
-          }
-          return stepResult(started, [], facts);
-        } catch (error) {
-          await close();
-          const e = error as { code?: string; message: string };
-          const failure = error instanceof PluginFailure
-            ? asRunError(config.name, error, "PluginQuiesceFailed")
-            : {
-              code: "PluginQuiesceFailed" as const,
-              message:
-                `plugin "${config.name}": ${config.mode} failed: ${e.message} (${e.code}). Fix: ${
-                  e.code === "42501" ? grantFor(config) : "see the server's log."
-                }`,
-              plugin: config.name,
-            };
-          return stepResult(started, [failure], facts);
+          const label = `vmsnap ${env.runId}`;
+          const [row] = await ask(
+            "pg_backup_start",
+            () =>
+              (version >= 150000
+                ? conn`SELECT pg_backup_start(${label}, fast => true) AS lsn`
+                : conn`SELECT pg_start_backup(${label}, true, false) AS lsn`).then((r) => r),
+            slow,
+          );
+          facts.backupStartLsn = row.lsn;
         }
+        const [wal] = await ask("pg_current_wal_lsn", () =>
+          conn`
+            SELECT pg_current_wal_lsn()::text AS lsn, timeline_id AS timeline, checkpoint_lsn::text AS checkpoint
+            FROM pg_control_checkpoint()`.then((r) => r));
+        Object.assign(facts, {
+          walLsn: wal.lsn,
+          timeline: Number(wal.timeline),
+          checkpointLsn: wal.checkpoint,
+        });
+        // checkpoint: nothing is held; the snapshot is crash-consistent by design, and the checkpoint keeps recovery short.
+        return config.mode === "backup";
       },
-      async resume(env: PluginEnv) {
-        const started = performance.now();
-        watchdog.stop();
-        if (config.mode === "checkpoint" || (!conn && !lost)) {
-          return stepResult(started, [], {}, { skipped: true });
-        }
-        const errors: RunError[] = [];
-        const facts: Record<string, unknown> = {
-          holdMs: Math.round(performance.now() - startedAt),
+      quiesceError(error) {
+        const e = error as { code?: string; message: string };
+        return {
+          code: "PluginQuiesceFailed",
+          message:
+            `plugin "${config.name}": ${config.mode} failed: ${e.message} (${e.code}). Fix: ${
+              e.code === "42501" ? grantFor(config) : "see the server's log."
+            }`,
+          plugin: config.name,
         };
-        try {
-          if (lost || !conn) throw new PluginFailure("PluginLockLost", lost ?? "the session ended");
-          const stop = version >= 150000
-            ? conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => true)`
-            : conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, true)`;
-          const [row] = await within(
-            config.timeoutInSeconds * 1000,
-            "PluginResumeFailed",
-            `plugin "${config.name}": pg_backup_stop did not answer within timeoutInSeconds (${config.timeoutInSeconds} s); closing the session ended the backup.`,
-            stop,
-          );
-          const dir = join(env.stateDir, "postgresql", env.runId);
-          mkdirSync(dir, { recursive: true, mode: 0o700 });
-          const label = join(dir, "backup_label");
-          writeFileSync(label, String(row.labelfile), { mode: 0o600 });
-          facts.backupLabel = label;
-          if (row.spcmapfile) {
-            const map = join(dir, "tablespace_map");
-            writeFileSync(map, String(row.spcmapfile), { mode: 0o600 });
-            facts.tablespaceMap = map;
-          }
-          facts.backupStopLsn = row.lsn;
-          if (notices.length) facts.notices = notices;
-        } catch (error) {
-          const e = error as { code?: string; message: string };
-          const isLost = error instanceof PluginFailure || e.code === "57P05" ||
-            /terminat|closed|ECONNRESET/i.test(e.message);
-          lost ??= isLost ? e.message : undefined;
-          errors.push({
-            code: isLost ? "PluginLockLost" : "PluginResumeFailed",
-            message: isLost
-              ? `plugin "${config.name}": the backup session ended before resume (${e.message}); the backup is not usable, the snapshot is at most crash-consistent for PostgreSQL.`
-              : `plugin "${config.name}": pg_backup_stop failed: ${e.message} (${e.code}). Closing the session ended the backup.`,
-            plugin: config.name,
-          });
-        } finally {
-          await close();
-        }
-        facts.lockHeld = !lost;
-        return stepResult(started, errors, facts);
       },
-    };
+      async release({ conn }, budget, env, facts) {
+        let row: postgres.Row;
+        try {
+          [row] = await budget.step(
+            "pg_backup_stop",
+            () =>
+              (version >= 150000
+                ? conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => true)`
+                : conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, true)`)
+                .then((r) => r),
+          );
+        } catch (error) {
+          if (error instanceof PluginFailure) throw error;
+          const e = error as { code?: string; message: string };
+          if (e.code === "57P05" || /terminat|closed|ECONNRESET/i.test(e.message)) {
+            throw new PluginFailure("PluginLockLost", e.message, { cause: error });
+          }
+          throw new PluginFailure("PluginResumeFailed", `${e.message} (${e.code})`, {
+            cause: error,
+          });
+        }
+        const dir = join(env.stateDir, "postgresql", env.runId);
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const label = join(dir, "backup_label");
+        writeFileSync(label, String(row.labelfile), { mode: 0o600 });
+        facts.backupLabel = label;
+        if (row.spcmapfile) {
+          const map = join(dir, "tablespace_map");
+          writeFileSync(map, String(row.spcmapfile), { mode: 0o600 });
+          facts.tablespaceMap = map;
+        }
+        facts.backupStopLsn = row.lsn;
+        if (notices.length) facts.notices = notices;
+      },
+      lostMessage: (why) =>
+        `plugin "${config.name}": the backup session ended before resume (${why}); the backup is not usable, the snapshot is at most crash-consistent for PostgreSQL.`,
+      resumeFailedMessage: (why) =>
+        `plugin "${config.name}": pg_backup_stop failed: ${why}. Closing the session ended the backup.`,
+    });
   },
 };

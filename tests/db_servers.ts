@@ -18,8 +18,11 @@ import {
 } from "node:fs";
 import process from "node:process";
 import { join } from "node:path";
+import { connect, createServer, type Socket } from "node:net";
 import { type LoopFs, makeLoopFs } from "./loop.ts";
-import { waitFor } from "./helpers.ts";
+import assert from "node:assert/strict";
+import { resultOf, runBin, waitFor } from "./helpers.ts";
+import type { RunFixture } from "./run_fixture.ts";
 
 /**
  * A write from another session to MariaDB, started now; resolves with how long
@@ -268,4 +271,91 @@ export async function startPostgres(
     },
     kill: () => process.kill(pid, "SIGKILL"),
   };
+}
+
+/** A proxy in front of a real server that goes silent at a chosen request. */
+export interface StallingProxy {
+  /** Where clients connect: a unix socket path. */
+  socket: string;
+  /** True once the proxy has swallowed a request. */
+  stalled(): boolean;
+  /** Connections the proxy holds open now (a closed session is gone from here). */
+  open(): number;
+  close(): Promise<void>;
+}
+
+/**
+ * A unix-socket proxy to a server's socket that forwards everything (the
+ * handshake, the login) until a client request matches `stallWhen`; from
+ * then on that connection is silent both ways, as a server that accepted
+ * the login and then stopped answering. Other connections pass through.
+ */
+export async function stallingProxy(
+  options: { target: string; socket: string; stallWhen: RegExp },
+): Promise<StallingProxy> {
+  let stalled = false;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(options.target);
+    let silent = false;
+    sockets.add(client);
+    sockets.add(upstream);
+    client.on("data", (chunk: Buffer) => {
+      if (!silent && options.stallWhen.test(chunk.toString("latin1"))) {
+        silent = true;
+        stalled = true;
+      }
+      if (!silent) upstream.write(chunk);
+    });
+    upstream.on("data", (chunk: Buffer) => {
+      if (!silent) client.write(chunk);
+    });
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    for (const s of [client, upstream]) {
+      s.on("error", end);
+      s.on("close", end);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(options.socket, resolve));
+  return {
+    socket: options.socket,
+    stalled: () => stalled,
+    open: () => [...sockets].filter((s) => !s.destroyed).length / 2,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * `vmsnap run --json` (no freeze) with the given plugins and a post-script
+ * that appends a line to `post-ran` (so a test sees the other plugins
+ * resume); asserts that vmsnap ended on its own within `limitSeconds`.
+ */
+export async function runBeside(
+  f: RunFixture,
+  plugins: unknown[],
+  options: { name?: string; limitSeconds?: number } = {},
+  // deno-lint-ignore no-explicit-any
+): Promise<any> {
+  const post = f.script("post.sh", `echo x >> "${f.path("post-ran")}"`);
+  const limit = options.limitSeconds ?? 15;
+  const started = performance.now();
+  const ran = await runBin([
+    "run",
+    "--json",
+    "--config",
+    f.config({ fsFreezeEnabled: false, postScriptLocation: post, plugins }, options.name),
+  ], { timeoutMs: 30_000 });
+  const seconds = (performance.now() - started) / 1000;
+  assert.equal(ran.signal, null, `vmsnap hung and was killed after ${seconds.toFixed(1)} s`);
+  assert.ok(seconds < limit, `the run ended in ${seconds.toFixed(1)} s`);
+  return resultOf(ran.stdout);
 }

@@ -52,11 +52,16 @@ function readCString(buf: Buffer, offset: number): [string, number] {
  *
  * @example
  * ```ts
- * const mongo = await startMongoWireServer();
+ * const mongo = await startMongoWireServer({ silentOn: ["buildInfo"] });
  * try { ... mongo.lockCount() ... } finally { await mongo.close(); }
  * ```
  */
-export async function startMongoWireServer(): Promise<MongoWireServer> {
+export async function startMongoWireServer(
+  options: {
+    /** Commands that get no reply at all: a server that accepted the login and then went silent. */
+    silentOn?: string[];
+  } = {},
+): Promise<MongoWireServer> {
   let lockCount = 0;
   let nextId = 1;
   let connectionId = 0;
@@ -221,6 +226,10 @@ export async function startMongoWireServer(): Promise<MongoWireServer> {
       }
     }
     Object.assign(body, sequences);
+    if (options.silentOn?.includes(Object.keys(body)[0])) {
+      note(`silent:${Object.keys(body)[0]}`);
+      return;
+    }
     const reply = BSON.serialize(await command(body, connection));
     const length = 16 + 4 + 1 + reply.length;
     const flagBits = Buffer.alloc(5);

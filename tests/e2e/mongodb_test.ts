@@ -11,6 +11,7 @@ import process from "node:process";
 import { MongoClient } from "mongodb";
 import { assertNoSecret, codes, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
 import { startMongoWireServer } from "../mongo_wire_server.ts";
+import { runBeside } from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
@@ -250,3 +251,26 @@ if (realUri) {
     },
   });
 }
+
+Deno.test({
+  ...options,
+  name:
+    "mongodb: a server that accepts the connection and then never answers: PluginQuiesceTimeout in time, the other plugins resume",
+  fn: async () => {
+    const f = runFixture();
+    const mongo = await startMongoWireServer({ silentOn: ["buildInfo"] });
+    try {
+      const result = await runBeside(f, [
+        { type: "mongodb", name: "docs", uri: mongo.uri, timeoutInSeconds: 2 },
+      ]);
+      assert.ok(mongo.events.some((e) => e.op === "silent:buildInfo"));
+      assert.deepEqual(codes(result), ["PluginQuiesceTimeout"]);
+      assert.match(result.errors[0].message, /buildInfo got no answer within timeoutInSeconds/);
+      assert.equal(f.read("post-ran"), "x\n", "the script plugin resumed");
+      assert.equal(mongo.lockCount(), 0);
+    } finally {
+      await mongo.close();
+      f.cleanup();
+    }
+  },
+});

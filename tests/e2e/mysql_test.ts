@@ -7,7 +7,14 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import process from "node:process";
 import { assertNoSecret, codes, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
-import { dbDir, mariadbWrite, startMariaDb } from "../db_servers.ts";
+import {
+  dbDir,
+  mariadbWrite,
+  runBeside,
+  type StallingProxy,
+  stallingProxy,
+  startMariaDb,
+} from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 Deno.test({
@@ -361,3 +368,105 @@ Deno.test({
     }
   },
 });
+
+/** A test with MariaDB behind a proxy that goes silent at the first request matching `stallWhen`. */
+function silentMariaDbTest(
+  name: string,
+  stallWhen: RegExp,
+  fn: (
+    f: ReturnType<typeof runFixture>,
+    server: Awaited<ReturnType<typeof startMariaDb>>,
+    silent: StallingProxy,
+  ) => Promise<void>,
+): void {
+  Deno.test({
+    name,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const f = runFixture();
+      const db = dbDir();
+      const server = await startMariaDb(db.dir);
+      const silent = await stallingProxy({
+        target: server.socket,
+        socket: join(db.dir, "silent.sock"),
+        stallWhen,
+      });
+      try {
+        await fn(f, server, silent);
+      } finally {
+        await silent.close();
+        await server.stop();
+        db.cleanup();
+        f.cleanup();
+      }
+    },
+  });
+}
+
+silentMariaDbTest(
+  "mysql: a server that accepts the login and then never answers: PluginQuiesceTimeout in time, the other plugins resume",
+  /VERSION\(\)/,
+  async (f, _server, silent) => {
+    const result = await runBeside(f, [
+      { type: "mysql", name: "shop", socket: silent.socket, timeoutInSeconds: 2 },
+    ]);
+    assert.ok(silent.stalled(), "the proxy went silent after the login");
+    assert.deepEqual(codes(result), ["PluginQuiesceTimeout"]);
+    assert.match(
+      result.errors[0].message,
+      /plugin "shop": SELECT VERSION\(\) got no answer within timeoutInSeconds \(2 s\); vmsnap closed the session/,
+    );
+    assert.notEqual(result.consistency, "application");
+    assert.equal(f.read("post-ran"), "x\n", "the script plugin resumed");
+  },
+);
+
+silentMariaDbTest(
+  "mysql: SIGTERM while the server is silent after the login: vmsnap exits at once, the other plugins resume",
+  /VERSION\(\)/,
+  async (f, _server, silent) => {
+    const post = f.script("post.sh", `touch "${f.path("post-ran")}"`);
+    const run = startBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({
+        fsFreezeEnabled: false,
+        postScriptLocation: post,
+        plugins: [{ type: "mysql", name: "shop", socket: silent.socket, timeoutInSeconds: 300 }],
+      }),
+    ]);
+    await waitFor("the silent server", () => silent.stalled(), 20_000);
+    await new Promise((r) => setTimeout(r, 300));
+    const signalled = performance.now();
+    process.kill(run.child.pid!, "SIGTERM");
+    const stop = setTimeout(() => run.child.kill("SIGKILL"), 20_000);
+    const ran = await run.done;
+    clearTimeout(stop);
+    const seconds = (performance.now() - signalled) / 1000;
+    assert.equal(ran.signal, null, "vmsnap ignored SIGTERM and was killed");
+    assert.ok(seconds < 5, `vmsnap exited ${seconds.toFixed(1)} s after SIGTERM`);
+    const result = resultOf(ran.stdout);
+    assert.ok(codes(result).includes("Interrupted"), ran.stdout);
+    assert.equal(result.snapshotTaken, false);
+    assert.ok(f.exists("post-ran"), "the script plugin resumed");
+  },
+);
+
+silentMariaDbTest(
+  "mysql: a server that goes silent before the unlock: resume ends within timeoutInSeconds, closing released the lock",
+  /BACKUP STAGE END/,
+  async (f, server, silent) => {
+    server.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY)");
+    const result = await runBeside(f, [
+      { type: "mysql", name: "shop", socket: silent.socket, timeoutInSeconds: 2 },
+    ]);
+    assert.deepEqual(codes(result), ["PluginResumeFailed"]);
+    assert.match(result.errors[0].message, /BACKUP STAGE END failed: .*got no answer/);
+    assert.equal(result.snapshotTaken, true);
+    assert.equal(f.read("post-ran"), "x\n", "the script plugin resumed");
+    // The session is gone, and the lock with it: a write goes through.
+    assert.ok((await mariadbWrite(server.socket, "INSERT INTO app.t VALUES (1)", 5000)) < 5000);
+  },
+);

@@ -4,11 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync, statSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { assertNoSecret, codes, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
-import { dbDir, startPostgres } from "../db_servers.ts";
+import { dbDir, runBeside, stallingProxy, startPostgres } from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 Deno.test({
@@ -256,6 +256,59 @@ Deno.test({
         /is the server running and listening on .*\.s\.PGSQL\./,
       );
     } finally {
+      await pg.stop();
+      db.cleanup();
+      f.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "postgresql: a server that goes silent after the login (quiesce) or before pg_backup_stop (resume): each ends within timeoutInSeconds, the other plugins resume",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const f = runFixture();
+    const db = dbDir();
+    const pg = await startPostgres(db.dir);
+    const proxyDir = join(db.dir, "proxy");
+    mkdirSync(proxyDir);
+    const port = pg.port + 1;
+    let silent = await stallingProxy({
+      target: join(pg.socketDir, `.s.PGSQL.${pg.port}`),
+      socket: join(proxyDir, `.s.PGSQL.${port}`),
+      stallWhen: /server_version_num/,
+    });
+    try {
+      const plugin = { type: "postgresql", name: "pg", host: proxyDir, port, timeoutInSeconds: 2 };
+      const run = (mode: string) => runBeside(f, [{ ...plugin, mode }], { name: `${mode}.json` });
+      let result = await run("checkpoint");
+      assert.ok(silent.stalled());
+      assert.deepEqual(codes(result), ["PluginQuiesceTimeout"]);
+      assert.match(result.errors[0].message, /the version query got no answer within/);
+      assert.equal(f.read("post-ran"), "x\n", "the script plugin resumed");
+
+      await silent.close();
+      silent = await stallingProxy({
+        target: join(pg.socketDir, `.s.PGSQL.${pg.port}`),
+        socket: join(proxyDir, `.s.PGSQL.${port}`),
+        stallWhen: /pg_backup_stop/,
+      });
+      result = await run("backup");
+      assert.ok(silent.stalled());
+      assert.deepEqual(codes(result), ["PluginResumeFailed"]);
+      assert.match(result.errors[0].message, /pg_backup_stop failed: .*got no answer/);
+      assert.equal(f.read("post-ran"), "x\nx\n", "the script plugin resumed");
+      // Closing the session ended the backup on the server.
+      await waitFor(
+        "the backup to end",
+        () =>
+          pg.sql("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'vmsnap'") === "0",
+        5000,
+      );
+    } finally {
+      await silent.close();
       await pg.stop();
       db.cleanup();
       f.cleanup();
