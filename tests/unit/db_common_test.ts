@@ -150,10 +150,8 @@ Deno.test({
       const result = await runtime.quiesce(env);
       assert.ok(silent.stalled());
       assert.deepEqual(result.errors.map((e) => e.code), ["PluginConnectFailed"]);
-      assert.match(
-        result.errors[0].message,
-        /connecting took longer than timeoutInSeconds \(1 s\)/,
-      );
+      // The driver's own connect timeout (inside the budget) or the budget: either closes it.
+      assert.match(result.errors[0].message, /ETIMEDOUT|took longer than timeoutInSeconds/);
       await waitFor("the half-open connection to close", () => silent.open() === 0, 3000);
       assert.equal((await runtime.resume(env)).skipped, true);
     } finally {
