@@ -15,6 +15,8 @@ import type { Field, Location, ValidationContext } from "../src/schema.ts";
 export interface PluginConfig {
   type: string;
   name: string;
+  /** Quiesce order: stages ascending (each stage in parallel), resume descending; default 0. */
+  stage?: number;
 }
 
 /** What `normalize` gets besides the values. */

@@ -8,7 +8,11 @@ import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { formatCheckReport, runChecks } from "./check.ts";
+import { AGENT_NAMES, type AgentName, EVENT_WORDS } from "./agents.ts";
 import { guardMain } from "./guard.ts";
+import { holderMain } from "./holder.ts";
+import { runHook } from "./hook.ts";
+import { formatInstall, install, uninstall } from "./install.ts";
 import { redact, redactValue, shortSecretWarnings } from "./secrets.ts";
 import { runBackup } from "./sequence.ts";
 import {
@@ -62,6 +66,19 @@ export interface CommandSpec {
   /** Positional arguments allowed after the command. */
   positionals?: number;
 }
+
+const FOR_OPTION: OptionSpec = {
+  type: "string",
+  arg: "AGENT",
+  help: `the backup agent: ${AGENT_NAMES.join("|")}`,
+  choices: AGENT_NAMES,
+};
+
+const INSTALL_OPTIONS: Record<string, OptionSpec> = {
+  for: FOR_OPTION,
+  root: { type: "string", arg: "DIR", help: "install under this prefix (default /)" },
+  "dry-run": { type: "boolean", help: "print the changes, change nothing" },
+};
 
 /** The commands: one source for --help, the man page and the bash completion. */
 export const COMMANDS: Record<string, CommandSpec> = {
@@ -117,6 +134,42 @@ start does the same first; this command only does that, and says so.
 Exit 0 when everything left was undone (or nothing was left), 1 when something could not be.`,
     options: {},
   },
+  hook: {
+    summary:
+      "be called by a backup agent: freeze|pre before its snapshot, thaw|post|freezeFail after",
+    usage:
+      "vmsnap hook freeze|pre|thaw|post|freezeFail --for AGENT [--config PATH] [--timeout SECONDS]",
+    description: `What a backup agent runs around its own snapshot (see docs/hooks.md).
+freeze (pre): checks, then starts a holder that quiesces every plugin (stage by stage)
+and holds the database sessions; for gcp, aws and generic it also freezes the targets.
+Exit 0 once everything is quiesced; else the coded error, after resuming what it quiesced.
+thaw (post), freezeFail: the holder thaws what it froze, resumes, writes the result
+(vmsnap status shows it); exit as vmsnap run would. No holder: said so, exit 2.
+AGENT: ${AGENT_NAMES.join(", ")}.`,
+    options: {
+      for: FOR_OPTION,
+      timeout: {
+        type: "string",
+        arg: "SECONDS",
+        help: "the hook returns within this (default: below the agent's own limit)",
+      },
+    },
+    positionals: 4,
+  },
+  install: {
+    summary: "install the hook files of a backup agent (qemu-ga, vmware, azure, gcp, aws)",
+    usage: "vmsnap install --for AGENT [--config PATH] [--root DIR] [--dry-run]",
+    description: `Puts in place the files through which AGENT calls vmsnap hook, and prints every
+change. Idempotent; whatever was there is backed up to /var/backups/vmsnap first and
+restored by vmsnap uninstall. --root DIR installs under a prefix. See docs/hooks.md.`,
+    options: INSTALL_OPTIONS,
+  },
+  uninstall: {
+    summary: "remove what vmsnap install put in place and restore what was there",
+    usage: "vmsnap uninstall --for AGENT [--root DIR] [--dry-run]",
+    description: "Undoes vmsnap install --for AGENT, restoring the backed-up files.",
+    options: INSTALL_OPTIONS,
+  },
   version: {
     summary: "print the version",
     usage: "vmsnap version",
@@ -143,6 +196,15 @@ export interface Invocation {
   external: boolean;
   connect: boolean;
   snapshotCommand?: string[];
+  /** hook, install, uninstall: the agent. */
+  agent?: AgentName;
+  /** hook: the timeout. */
+  timeoutSeconds?: number;
+  /** True when --config or VMSNAP_CONFIG named the config (install --for azure has its own default). */
+  configGiven: boolean;
+  /** install, uninstall. */
+  root: string;
+  dryRun: boolean;
 }
 
 /** A usage error: exit 64. */
@@ -286,6 +348,7 @@ export function parseInvocation(
       "--external and --snapshot-command exclude each other: choose one way to take the snapshot.",
     );
   }
+  const agentMode = checkAgentOptions(command, values, positionals);
   return {
     command,
     // A relative path is taken from the current directory, as the admin typed it.
@@ -299,7 +362,48 @@ export function parseInvocation(
     external: values.external === true,
     connect: values.connect === true,
     snapshotCommand,
+    ...agentMode,
+    configGiven: values.config !== undefined || env.VMSNAP_CONFIG !== undefined,
+    root: resolve((values.root as string | undefined) ?? "/"),
+    dryRun: values["dry-run"] === true,
   };
+}
+
+/** hook, install, uninstall: --for, the event, --timeout; install and uninstall share --root/--dry-run. */
+function checkAgentOptions(
+  command: string,
+  values: Record<string, string | boolean>,
+  positionals: string[],
+): { agent?: AgentName; timeoutSeconds?: number } {
+  if (!["hook", "install", "uninstall"].includes(command)) return {};
+  if (values.help) return {};
+  const agent = values.for as string | undefined;
+  if (agent === undefined) {
+    throw new UsageError(`${command} needs --for AGENT: one of ${AGENT_NAMES.join(", ")}.`);
+  }
+  if (!(AGENT_NAMES as string[]).includes(agent)) {
+    throw new UsageError(
+      `--for must be one of ${AGENT_NAMES.join(", ")}, not ${JSON.stringify(agent)}.${
+        didYouMean(agent, AGENT_NAMES)
+      }`,
+    );
+  }
+  if (command !== "hook") return { agent: agent as AgentName };
+  const event = positionals[0];
+  if (event === undefined || !(event in EVENT_WORDS)) {
+    throw new UsageError(
+      `hook needs an event: freeze, pre, thaw, post or freezeFail${
+        event === undefined
+          ? ""
+          : `, not ${JSON.stringify(event)}.${didYouMean(event, Object.keys(EVENT_WORDS))}`
+      }.`,
+    );
+  }
+  const timeout = values.timeout as string | undefined;
+  if (timeout !== undefined && !/^[1-9]\d{0,4}$/.test(timeout)) {
+    throw new UsageError(`--timeout must be a whole number of seconds (1-99999), not ${timeout}.`);
+  }
+  return { agent: agent as AgentName, timeoutSeconds: timeout ? Number(timeout) : undefined };
 }
 
 /**
@@ -375,6 +479,8 @@ const processIo: Io = {
 export async function main(argv: string[], io: Io = processIo): Promise<number> {
   // The freeze guard: this binary in a hidden mode, started by `run` only.
   if (argv[0] === "__guard" && argv.length === 1) return await guardMain();
+  // The hook's holder: started by `vmsnap hook freeze` only.
+  if (argv[0] === "__holder" && argv.length === 1) return await holderMain();
   let invocation: Invocation;
   try {
     invocation = parseInvocation(argv, io.env);
@@ -391,8 +497,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     return EXIT.usage;
   }
   const { command } = invocation;
-  // Any start undoes what a dead run left; check and run do it themselves and report it.
-  if (command !== "check" && command !== "run") {
+  // Any start undoes what a dead run left; check, run and hook do it themselves and report it.
+  if (command !== "check" && command !== "run" && command !== "hook") {
     const recovery = await startupRecovery(invocation.configPath);
     if (command === "recover") return reportRecovery(recovery, invocation.json, io);
     for (const line of recovery ? describeRecovery(recovery) : []) {
@@ -436,6 +542,35 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     const text = invocation.json ? JSON.stringify(shown, null, 2) : formatCheckReport(shown);
     io.stdout(`${redact(text)}\n`);
     return report.ok ? EXIT.ok : EXIT.degraded;
+  }
+  if (command === "hook") {
+    return await runHook({
+      event: EVENT_WORDS[invocation.positionals[0]],
+      agent: invocation.agent!,
+      configPath: invocation.configPath,
+      json: invocation.json,
+      logLevel: invocation.logLevel,
+      timeoutSeconds: invocation.timeoutSeconds,
+      agentArgs: invocation.positionals.slice(1),
+      streams: { stdout: io.stdout, stderr: io.stderr },
+    });
+  }
+  if (command === "install" || command === "uninstall") {
+    const options = {
+      agent: invocation.agent!,
+      configPath: invocation.configGiven ? invocation.configPath : undefined,
+      root: invocation.root,
+      dryRun: invocation.dryRun,
+    };
+    try {
+      const done = command === "install" ? install(options) : uninstall(options);
+      io.stdout(`${formatInstall(done, { command, ...options, json: invocation.json })}\n`);
+      return EXIT.ok;
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? "InstallFailed";
+      io.stderr(`vmsnap ${command}: [${code}] ${(error as Error).message}\n`);
+      return EXIT.failed;
+    }
   }
   // command === "run"
   const result = await runBackup({

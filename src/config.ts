@@ -77,6 +77,8 @@ export interface Config {
   plugins: PluginConfig[];
   log: { file: string; level: LogLevel };
   stateDir: string;
+  /** Hook mode: the holder ends its hold by itself after maxHoldSeconds. */
+  hook: { maxHoldSeconds: number };
 }
 
 /** A loaded config and what was found while loading it. */
@@ -242,6 +244,11 @@ const VMSNAP_FIELDS: Record<string, Field> = {
     },
   },
   stateDir: { ...absolutePath, default: DEFAULT_STATE_DIR },
+  hook: {
+    type: "object",
+    default: {},
+    fields: { maxHoldSeconds: { type: "integer", min: 1, max: 86400, default: 600 } },
+  },
 };
 
 /**
@@ -258,6 +265,9 @@ const CONFIG_SPEC: ObjectSpec = {
   },
   azure: { strict: Object.keys(VMSNAP_FIELDS) },
 };
+
+/** Every plugin's `stage`: quiesce ascending, resume descending (src/stages.ts). */
+const STAGE_FIELD: Field = { type: "integer", min: -100, max: 100, default: 0 };
 
 /** Validates one entry of `plugins` through its type's definition. */
 function validatePlugin(
@@ -302,13 +312,17 @@ function validatePlugin(
       fields: {
         type: { type: "string", required: true },
         name: { type: "string", nonEmpty: true, default: type },
+        stage: STAGE_FIELD,
         ...definition.fields,
       },
     },
     path,
     ctx,
   );
-  return definition.normalize(values, { path, validation: ctx });
+  return {
+    ...definition.normalize(values, { path, validation: ctx }),
+    stage: values.stage as number,
+  };
 }
 
 /** jsonc-parser's SyntaxKind values (a const enum, which isolated modules cannot import). */
@@ -445,6 +459,7 @@ function buildConfig(
     plugins,
     log: values.log as Config["log"],
     stateDir: values.stateDir as string,
+    hook: values.hook as Config["hook"],
   };
 }
 

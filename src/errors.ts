@@ -293,6 +293,50 @@ export const CODES = {
       "A configured password is shorter than 4 characters: it is hidden in secret fields but cannot be scrubbed from free text (a warning).",
     fix: "Use a longer password (16 or more random characters) for vmsnap's database user.",
   },
+  HoldInProgress: {
+    summary:
+      "vmsnap hook freeze found the holder of an earlier freeze still holding; the first hold was left intact.",
+    fix:
+      "Send the thaw (or post) hook for the first freeze, or wait for its maxHoldSeconds; vmsnap status shows it.",
+  },
+  NoHolder: {
+    summary:
+      "A thaw, post or freezeFail hook found no holder: the freeze hook did not run, failed, or its hold already ended.",
+    fix:
+      "Read the message and vmsnap status (the last result says how the hold ended); check that the agent runs the freeze hook.",
+  },
+  HoldTimeout: {
+    summary:
+      "The holder ended the hold by itself after hook.maxHoldSeconds without a thaw; every plugin was resumed before the snapshot was done.",
+    fix:
+      "Find out why the agent's thaw/post came late (or never); raise hook.maxHoldSeconds if the snapshot needs longer.",
+  },
+  HolderDied: {
+    summary:
+      "The holder process died during the hold (killed); the databases ended its sessions, so the locks were released early.",
+    fix:
+      "Find out what killed it (dmesg, the OOM killer); the next vmsnap start recovered what it left.",
+  },
+  HookTimeout: {
+    summary:
+      "The hook did not finish within its timeout; the holder was told to resume everything and end.",
+    fix:
+      "Make quiesce faster (plugin timeoutInSeconds), or raise --timeout in the installed hook within the agent's own limit.",
+  },
+  HookAborted: {
+    summary:
+      "The freeze hook ended (killed by its agent) before it could report that everything was quiesced; the holder resumed everything.",
+    fix: "Check the agent's hook timeout and log; run the freeze again.",
+  },
+  HolderFailed: {
+    summary: "The holder process could not be started or did not come up.",
+    fix:
+      "Check that the vmsnap binary can execute itself (noexec mounts, seccomp) and the log for the holder's error.",
+  },
+  InstallFailed: {
+    summary: "vmsnap install or uninstall could not write or remove a file.",
+    fix: "Run it as root; the message names the file and the error.",
+  },
   InternalError: {
     summary: "vmsnap met an error it did not expect; it thawed and resumed what it had started.",
     fix: "Report it with the log file; the message carries the stack.",

@@ -136,7 +136,7 @@ interface Run {
 class Stop extends Error {}
 
 /** A run id: sortable time, then randomness. */
-function newRunId(): string {
+export function newRunId(): string {
   const time = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
   return `${time}-${randomBytes(3).toString("hex")}`;
 }

@@ -1,0 +1,330 @@
+/**
+ * `vmsnap hook <event> --for <agent>`: what a backup agent runs around its
+ * own snapshot.
+ *
+ * - `freeze` (`pre`): the checks `run` makes, then a holder is started
+ *   (src/holder.ts) and the hook waits until it has quiesced everything
+ *   (and, for agents that freeze nothing, frozen the targets). Exit 0 then;
+ *   otherwise the coded error, after the holder resumed what it quiesced.
+ * - `thaw` (`post`) and `freezeFail`: the holder thaws what it froze,
+ *   resumes every plugin, writes the result, and the hook prints it. No
+ *   holder: said plainly, recovery runs, exit 2.
+ *
+ * The hook never waits longer than its timeout.
+ *
+ * @module
+ */
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import { type AgentName, AGENTS, type HookEvent } from "./agents.ts";
+import { DEFAULT_STATE_DIR, loadConfig, type LogLevel } from "./config.ts";
+import { type Code, VmsnapError, withFix } from "./errors.ts";
+import type { HolderSpec, HookResult, QuiescedAnswer } from "./holder.ts";
+import {
+  askHolder,
+  clearHolderFiles,
+  type HolderPaths,
+  holderPaths,
+  lastHolder,
+  liveHolder,
+} from "./holder_channel.ts";
+import { readLastResult } from "./last_result.ts";
+import { closeOnExecAbove2 } from "./libc.ts";
+import type { OutputStreams } from "./output.ts";
+import { checkFile } from "./permissions.ts";
+import { describeRecovery, recoverAll } from "./recover.ts";
+import { redact } from "./secrets.ts";
+import { selfCommand } from "./self.ts";
+import { newRunId } from "./sequence.ts";
+
+/** What `vmsnap hook` was asked to do. */
+export interface HookOptions {
+  event: HookEvent;
+  agent: AgentName;
+  configPath: string;
+  json: boolean;
+  logLevel?: LogLevel;
+  /** Overrides the agent's default timeout. */
+  timeoutSeconds?: number;
+  /** The agent's own arguments after the event. */
+  agentArgs: string[];
+  streams: OutputStreams;
+}
+
+/** A hook that stops with a coded error. */
+class HookStop extends Error {
+  constructor(readonly code: Code, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * Runs one hook invocation and returns its exit code.
+ *
+ * @example
+ * ```ts
+ * import process from "node:process";
+ * import { runHook } from "./hook.ts";
+ * process.exitCode = await runHook({
+ *   event: "freeze",
+ *   agent: "qemu-ga",
+ *   configPath: "/etc/vmsnap/vmsnap.json",
+ *   json: false,
+ *   agentArgs: [],
+ *   streams: { stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) },
+ * });
+ * ```
+ */
+export async function runHook(options: HookOptions): Promise<number> {
+  const deadline = performance.now() +
+    (options.timeoutSeconds ?? AGENTS[options.agent].timeoutSeconds) * 1000;
+  try {
+    return options.event === "freeze"
+      ? await freeze(options, deadline)
+      : await thaw(options, deadline);
+  } catch (error) {
+    if (!(error instanceof HookStop)) throw error;
+    say(options, {
+      event: "hook-error",
+      hook: options.event,
+      agent: options.agent,
+      code: error.code,
+      message: withFix({ code: error.code, message: error.message }).message,
+    }, `vmsnap hook ${options.event} (${options.agent}): [${error.code}] ${error.message}`);
+    return 2;
+  }
+}
+
+/** Prints one line: JSON on stdout with --json, else text on stderr. Kept short (agents cap it). */
+function say(options: HookOptions, json: Record<string, unknown>, text: string): void {
+  if (options.json) options.streams.stdout(`${redact(JSON.stringify(json))}\n`);
+  else options.streams.stderr(`${redact(text)}\n`);
+}
+
+/** The config's stateDir, or the default when the config cannot be read (thaw must still find the holder). */
+function stateDirOf(configPath: string): string {
+  try {
+    const loaded = loadConfig(configPath);
+    if (!loaded.problems.some((p) => p.code === "IncorrectJSONConfigFile")) {
+      return loaded.config.stateDir;
+    }
+  } catch {
+    // The default.
+  }
+  return DEFAULT_STATE_DIR;
+}
+
+/** The checks that stop a freeze before anything runs. */
+function preflight(options: HookOptions): { stateDir: string } {
+  if (process.getuid?.() !== 0) {
+    throw new HookStop(
+      "NotRoot",
+      `vmsnap hook must run as root (uid ${process.getuid?.()}); the agent runs it as root.`,
+    );
+  }
+  let loaded;
+  try {
+    loaded = loadConfig(options.configPath);
+  } catch (error) {
+    if (error instanceof VmsnapError) throw new HookStop(error.code, error.message);
+    throw error;
+  }
+  const syntax = loaded.problems.find((p) => p.code === "IncorrectJSONConfigFile");
+  if (syntax) throw new HookStop(syntax.code, syntax.message);
+  const permission = checkFile(options.configPath, {
+    role: "config",
+    notFound: "ConfigFileNotFound",
+    permission: "InsufficientPermissionforConfigFile",
+    what: "config file",
+  });
+  if (permission.length > 0) throw new HookStop(permission[0].code, permission[0].message);
+  if (loaded.problems.length > 0) {
+    throw new HookStop(
+      "InvalidConfig",
+      `${options.configPath} has ${loaded.problems.length} problem(s), the first: ${
+        loaded.problems[0].message
+      } Fix: run vmsnap check and correct them.`,
+    );
+  }
+  return { stateDir: loaded.config.stateDir };
+}
+
+/** Says what a dead holder left (the next hook reports it), and forgets it. */
+function deadHolder(paths: HolderPaths, stateDir: string): string | undefined {
+  const info = lastHolder(paths);
+  if (!info || liveHolder(paths)) return undefined;
+  clearHolderFiles(paths);
+  const last = readLastResult<HookResult>(stateDir);
+  if (last?.runId === info.runId) return undefined;
+  return `[HolderDied] the holder of run ${info.runId} (pid ${info.pid}, for ${info.agent}, since ${info.since}) died without finishing: its database sessions ended with it (locks released), and recovery undid what it left.`;
+}
+
+async function recoverAndSay(options: HookOptions, stateDir: string): Promise<void> {
+  const paths = holderPaths(stateDir);
+  const died = deadHolder(paths, stateDir);
+  const recovery = await recoverAll(stateDir);
+  const lines = [...(died ? [died] : []), ...describeRecovery(recovery)];
+  for (const line of lines) options.streams.stderr(`vmsnap: recovered: ${redact(line)}\n`);
+}
+
+async function freeze(options: HookOptions, deadline: number): Promise<number> {
+  const { stateDir } = preflight(options);
+  const paths = holderPaths(stateDir);
+  const live = liveHolder(paths);
+  if (live) {
+    throw new HookStop(
+      "HoldInProgress",
+      `the holder of run ${live.runId} (pid ${live.pid}, for ${live.agent}, since ${live.since}) still holds; it was left intact and nothing else was done. Fix: send its thaw/post hook first, or wait for its hook.maxHoldSeconds.`,
+    );
+  }
+  await recoverAndSay(options, stateDir);
+  const runId = newRunId();
+  const spec: HolderSpec = {
+    runId,
+    configPath: options.configPath,
+    agent: options.agent,
+    logLevel: options.logLevel,
+    attachTimeoutMs: Math.max(1000, deadline - performance.now()),
+    agentArgs: options.agentArgs,
+  };
+  // The holder inherits nothing but /dev/null: an agent reading our output until EOF must not wait for it.
+  await closeOnExecAbove2();
+  const [command, ...args] = selfCommand(["__holder"]);
+  const child = spawn(command, args, {
+    detached: true,
+    stdio: "ignore",
+    cwd: "/",
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C", VMSNAP_HOLDER: JSON.stringify(spec) },
+  });
+  let exited: number | null | undefined;
+  child.on("exit", (code) => (exited = code ?? -1));
+  child.on("error", () => (exited = -1));
+  child.unref();
+  const failure = () => startFailure(paths, runId, exited);
+  // Wait for the holder's socket, then attach and wait for "quiesced".
+  while (!existsSync(paths.socket) || liveHolder(paths)?.runId !== runId) {
+    if (exited !== undefined) throw failure();
+    if (performance.now() > deadline) {
+      child.kill("SIGTERM");
+      throw new HookStop(
+        "HolderFailed",
+        `the holder (pid ${child.pid}) did not come up before the hook's timeout.`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const reply = await askHolder(paths, { op: "attach" }, deadline - performance.now());
+  if ("failed" in reply) {
+    if (reply.failed === "timeout") return await giveUp(paths, runId);
+    if (exited !== undefined) throw failure();
+    throw new HookStop("HolderFailed", `the holder did not answer: ${reply.detail}`);
+  }
+  if (reply.answer.event === "quiesced") {
+    const q = reply.answer as unknown as QuiescedAnswer;
+    const plugins = q.plugins.map((p) =>
+      `${p.name}${p.stage ? ` (stage ${p.stage})` : ""}: ${
+        p.ok ? "ok" : p.code ?? "failed"
+      } ${p.durationMs} ms`
+    );
+    const frozen = q.freezeBy === "vmsnap"
+      ? `froze ${q.frozen.join(", ") || "nothing"}`
+      : q.freezeBy === "agent"
+      ? `${options.agent} freezes now`
+      : "nothing frozen (fsFreezeEnabled is false)";
+    say(
+      options,
+      reply.answer,
+      `vmsnap hook freeze (${options.agent}) run ${q.runId}: quiesced ${
+        plugins.join(", ") || "no plugin"
+      }; ${frozen}; holder pid ${q.holderPid} holds until thaw/post or ${q.maxHoldSeconds} s${
+        q.errors.length ? `\n${q.errors.map((e) => `  [${e.code}] ${e.message}`).join("\n")}` : ""
+      }`,
+    );
+    return 0;
+  }
+  return printResult(options, reply.answer.result as HookResult);
+}
+
+/** The hook's timeout passed while the holder quiesced: tell it to resume everything, report. */
+async function giveUp(paths: HolderPaths, runId: string): Promise<number> {
+  const reply = await askHolder(paths, { op: "abort", reason: "hook timeout" }, 10_000);
+  const detail = "answer" in reply
+    ? `the holder resumed everything (run ${runId}, ${
+      (reply.answer.result as HookResult | undefined)?.status ?? "?"
+    })`
+    : `the holder did not confirm (${reply.detail})`;
+  throw new HookStop(
+    "HookTimeout",
+    `the holder did not finish quiescing within the hook's timeout; ${detail}.`,
+  );
+}
+
+/** Why the holder exited before it listened. */
+function startFailure(paths: HolderPaths, runId: string, exited: number | null | undefined) {
+  const file = join(paths.dir, `failed-${runId}.json`);
+  try {
+    const { code, message } = JSON.parse(readFileSync(file, "utf8"));
+    rmSync(file, { force: true });
+    return new HookStop(code, message);
+  } catch {
+    return new HookStop(
+      "HolderFailed",
+      `the holder exited (${exited}) before it listened. Fix: see the log.`,
+    );
+  }
+}
+
+async function thaw(options: HookOptions, deadline: number): Promise<number> {
+  const stateDir = stateDirOf(options.configPath);
+  const paths = holderPaths(stateDir);
+  if (process.getuid?.() !== 0) {
+    throw new HookStop("NotRoot", `vmsnap hook must run as root (uid ${process.getuid?.()}).`);
+  }
+  const request = { op: "thaw", event: options.event as "thaw" | "freezeFail" } as const;
+  const reply = liveHolder(paths)
+    ? await askHolder(paths, request, Math.max(0, deadline - performance.now()))
+    : { failed: "no-holder" as const, detail: "" };
+  if ("answer" in reply && reply.answer.event === "result") {
+    return printResult(options, reply.answer.result as HookResult);
+  }
+  if ("failed" in reply && reply.failed === "timeout") {
+    throw new HookStop(
+      "HookTimeout",
+      `the holder did not answer the ${options.event} within the hook's timeout; it ends its hold by itself at hook.maxHoldSeconds.`,
+    );
+  }
+  // No holder: say why, as far as the last result tells, and recover.
+  const last = readLastResult<HookResult>(stateDir);
+  const lastHold = lastHolder(paths);
+  await recoverAndSay(options, stateDir);
+  let code: Code = "NoHolder";
+  let why =
+    `no holder is running for ${stateDir}: the freeze hook did not run, failed, or its hold already ended.`;
+  if (last?.mode === "hook" && last.hook.endedBy !== "thaw" && last.hook.endedBy !== "freezeFail") {
+    const ended = last.errors.find((e) =>
+      ["HoldTimeout", "HookAborted", "HookTimeout", "Interrupted"].includes(e.code)
+    );
+    if (last.hook.endedBy === "deadline") code = "HoldTimeout";
+    why += ` The last hold (run ${last.runId}, ${last.hook.agent}) ended by ${last.hook.endedBy}${
+      ended ? `: [${ended.code}] ${ended.message}` : ""
+    }`;
+  } else if (lastHold && lastHold.runId !== last?.runId) {
+    code = "HolderDied";
+    why +=
+      ` The holder of run ${lastHold.runId} (pid ${lastHold.pid}) died without a result: its database sessions ended with it.`;
+  }
+  throw new HookStop(code, why);
+}
+
+/** Prints the result of a hold: one verdict line (and the errors), or the JSON with --json. */
+function printResult(options: HookOptions, result: HookResult): number {
+  const verdict =
+    `vmsnap hook ${options.event} (${options.agent}) run ${result.runId}: ${result.status}, ${result.consistency}-consistent, hold ended by ${result.hook.endedBy} after ${result.hook.heldMs} ms, exit ${result.exitCode}`;
+  const lines = result.errors.map((e) =>
+    `  [${e.code}]${e.plugin ? ` (${e.plugin})` : ""} ${e.message}`
+  );
+  say(options, result as unknown as Record<string, unknown>, [verdict, ...lines].join("\n"));
+  return result.exitCode;
+}

@@ -1,0 +1,115 @@
+/**
+ * A real qemu-guest-agent for the hook tests: `qemu-ga` listening on a unix
+ * socket the test owns (not virtio), its fsfreeze hook in a test prefix, its
+ * state and pid file in the test directory. Driven with QMP JSON lines.
+ *
+ * Safety: the client refuses `guest-fsfreeze-freeze` (which freezes every
+ * filesystem of this machine and hangs it); tests use
+ * `guest-fsfreeze-freeze-list` with their own loop mounts only.
+ *
+ * @module
+ */
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { waitFor } from "./helpers.ts";
+
+/** Debian's hook script, which runs every executable in fsfreeze-hook.d. */
+export const DEBIAN_FSFREEZE_HOOK = "/etc/qemu/fsfreeze-hook";
+
+/** A running qemu-ga. */
+export interface QemuGa {
+  socket: string;
+  pid: number;
+  /** Sends one QMP command and resolves with its `return` (rejects on `error`). */
+  qmp(execute: string, args?: Record<string, unknown>): Promise<unknown>;
+  /** What qemu-ga printed. */
+  output(): string;
+  /** Thaws (in case), closes the connection and stops qemu-ga. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `qemu-ga -m unix-listen -p <dir>/qga.sock -F<hook> -t <dir>/qga-state`.
+ * (-F takes its path only when attached.)
+ *
+ * @example
+ * ```ts
+ * import { startQemuGa } from "./qemu_ga.ts";
+ * const ga = await startQemuGa({ dir: "/var/lib/vmsnap-test/t-1", hook: "/var/lib/vmsnap-test/t-1/root/etc/qemu/fsfreeze-hook" });
+ * try {
+ *   await ga.qmp("guest-fsfreeze-freeze-list", { mountpoints: ["/var/lib/vmsnap-test/t-1/data"] });
+ * } finally {
+ *   await ga.stop();
+ * }
+ * ```
+ */
+export async function startQemuGa(options: { dir: string; hook: string }): Promise<QemuGa> {
+  const socket = join(options.dir, "qga.sock");
+  const state = join(options.dir, "qga-state");
+  mkdirSync(state, { recursive: true, mode: 0o700 });
+  const child = spawn("qemu-ga", [
+    "-m",
+    "unix-listen",
+    "-p",
+    socket,
+    `-F${options.hook}`,
+    "-t",
+    state,
+    "-f",
+    join(options.dir, "qga.pid"),
+  ], { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  let exited = false;
+  child.on("exit", () => (exited = true));
+  await waitFor("qemu-ga's socket", () => {
+    if (exited) throw new Error(`qemu-ga exited: ${output}`);
+    return existsSync(socket);
+  });
+  const connection = net.connect(socket);
+  await new Promise<void>((resolve, reject) => {
+    connection.once("connect", resolve);
+    connection.once("error", reject);
+  });
+  const pending: ((line: string) => void)[] = [];
+  createInterface({ input: connection }).on("line", (line) => pending.shift()?.(line));
+  const qmp = (execute: string, args?: Record<string, unknown>) => {
+    if (execute === "guest-fsfreeze-freeze") {
+      throw new Error(
+        "guest-fsfreeze-freeze freezes every filesystem of this machine; use guest-fsfreeze-freeze-list",
+      );
+    }
+    return new Promise<unknown>((resolve, reject) => {
+      pending.push((line) => {
+        const reply = JSON.parse(line);
+        if (reply.error) reject(new Error(`${execute}: ${JSON.stringify(reply.error)}`));
+        else resolve(reply.return);
+      });
+      connection.write(`${JSON.stringify({ execute, ...(args ? { arguments: args } : {}) })}\n`);
+    });
+  };
+  return {
+    socket,
+    pid: child.pid!,
+    qmp,
+    output: () => output,
+    async stop() {
+      if (!exited) {
+        try {
+          if (await qmp("guest-fsfreeze-status") === "frozen") await qmp("guest-fsfreeze-thaw");
+        } catch {
+          // It is going anyway.
+        }
+      }
+      connection.destroy();
+      if (!exited) {
+        child.kill("SIGTERM");
+        await waitFor("qemu-ga to stop", () => exited, 10_000).catch(() => child.kill("SIGKILL"));
+      }
+    },
+  };
+}
