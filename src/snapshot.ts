@@ -42,30 +42,61 @@ export interface SnapshotContext {
   stdin: Readable;
 }
 
-/** Waits for one line, the timeout, EOF, or an abort. */
-function readAnswer(
-  stdin: Readable,
-  timeoutMs: number,
-  signal: AbortSignal,
-): Promise<{ line?: string; why?: "timeout" | "eof" | "abort" }> {
-  return new Promise((resolve) => {
-    const lines = createInterface({ input: stdin, crlfDelay: Infinity });
-    const done = (value: { line?: string; why?: "timeout" | "eof" | "abort" }) => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-      lines.removeAllListeners();
-      lines.close();
-      resolve(value);
-    };
-    const timer = setTimeout(() => done({ why: "timeout" }), timeoutMs);
-    const onAbort = () => done({ why: "abort" });
-    signal.addEventListener("abort", onAbort, { once: true });
-    lines.on("line", (line) => {
-      const word = line.trim();
-      if (word === "snapshot-done" || word === "snapshot-failed") done({ line: word });
-    });
-    lines.on("close", () => done({ why: "eof" }));
+/** What the caller answered, or why there is no answer. */
+type Answer = { line?: string; why?: "timeout" | "eof" | "abort" };
+
+/** Waits one turn of the event loop's poll phase, so input already in the pipe is read. */
+const pollOnce = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Starts reading the caller's lines before `frozen` is announced, so that
+ * anything it sent earlier (input buffered in the pipe, `echo snapshot-done |
+ * vmsnap run --external`) is read and discarded, never taken as the answer.
+ * `early()` drains what is already there; `answer()` waits for the first
+ * `snapshot-done`/`snapshot-failed` after that.
+ */
+function answerReader(stdin: Readable) {
+  const lines = createInterface({ input: stdin, crlfDelay: Infinity });
+  const early: string[] = [];
+  let closed = false;
+  let onLine: ((line: string) => void) | undefined;
+  let onClose: (() => void) | undefined;
+  lines.on("line", (line) => onLine ? onLine(line) : early.push(line));
+  lines.on("close", () => {
+    closed = true;
+    onClose?.();
   });
+  return {
+    /** Every line received so far (before the announcement). */
+    async early(): Promise<string[]> {
+      await pollOnce();
+      await pollOnce();
+      return early.splice(0);
+    },
+    /** The answer after the announcement, the timeout, EOF, or an abort. */
+    answer(timeoutMs: number, signal: AbortSignal): Promise<Answer> {
+      return new Promise((resolve) => {
+        const done = (value: Answer) => {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", onAbort);
+          onLine = () => {};
+          onClose = undefined;
+          lines.removeAllListeners();
+          lines.close();
+          resolve(value);
+        };
+        const timer = setTimeout(() => done({ why: "timeout" }), timeoutMs);
+        const onAbort = () => done({ why: "abort" });
+        signal.addEventListener("abort", onAbort, { once: true });
+        onLine = (line) => {
+          const word = line.trim();
+          if (word === "snapshot-done" || word === "snapshot-failed") done({ line: word });
+        };
+        onClose = () => done({ why: "eof" });
+        if (closed) done({ why: "eof" });
+      });
+    },
+  };
 }
 
 /**
@@ -85,8 +116,18 @@ export async function takeSnapshot(
   const elapsed = () => Math.round(performance.now() - started);
   const limit = `${method.timeoutInSeconds} s`;
   if (method.kind === "external") {
+    const reader = answerReader(ctx.stdin);
+    const early = await reader.early();
+    if (early.length > 0) {
+      ctx.log("warning", "snapshot-input-discarded", {
+        lines: early.length,
+        first: early.slice(0, 5).map((line) => line.slice(0, 200)),
+        note:
+          "the caller wrote this before vmsnap announced frozen; only an answer after it counts",
+      });
+    }
     ctx.announce({ event: "frozen", runId: ctx.runId, mounts: ctx.mounts });
-    const answer = await readAnswer(ctx.stdin, method.timeoutInSeconds * 1000, ctx.signal);
+    const answer = await reader.answer(method.timeoutInSeconds * 1000, ctx.signal);
     ctx.log("info", "snapshot-answer", {
       answer: answer.line ?? answer.why,
       durationMs: elapsed(),
