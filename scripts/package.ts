@@ -1,0 +1,238 @@
+/**
+ * Builds the Debian package `dist/vmsnap_<version>_<arch>.deb` with dpkg-deb:
+ * the binary in /usr/bin, the man page and bash completion (generated from
+ * the command table), the systemd units (the timer installed disabled), an
+ * example config and the reference under /usr/share/doc/vmsnap/,
+ * /var/lib/vmsnap and /var/log/vmsnap created 0700, /etc/default/vmsnap as a
+ * conffile. A SHA-256 file is written beside the package.
+ *
+ * Usage: deno task package [--target linux-x64|linux-arm64] [--binary PATH]
+ *                          [--compress gzip|xz] [--outdir DIR]
+ *
+ * Without --binary, the target's binary is built first (`deno task build`).
+ *
+ * @module
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { gzipSync } from "node:zlib";
+import { bashCompletion, manPage } from "../src/manual.ts";
+import { VERSION } from "../src/version.ts";
+
+const root = join(dirname(new URL(import.meta.url).pathname), "..");
+const packaging = join(root, "packaging");
+
+/** Debian's name for each target's architecture. */
+const ARCH: Record<string, string> = { "linux-x64": "amd64", "linux-arm64": "arm64" };
+
+/** The maintainer named in the control file and the changelog. */
+const MAINTAINER = "vmsnap maintainers <vmsnap@users.noreply.github.com>";
+
+/** The time of the last commit (reproducible output), else now. */
+function buildTime(): Date {
+  const epoch = process.env.SOURCE_DATE_EPOCH ??
+    spawnSync("git", ["log", "-1", "--format=%ct"], { cwd: root, encoding: "utf8" }).stdout
+      ?.trim();
+  return epoch ? new Date(Number(epoch) * 1000) : new Date();
+}
+
+/** Writes a file under the package tree with a mode, creating its directories (0755). */
+function put(tree: string, path: string, content: string | Uint8Array, mode: number): void {
+  const file = join(tree, path);
+  mkdirSync(dirname(file), { recursive: true, mode: 0o755 });
+  writeFileSync(file, content);
+  chmodSync(file, mode);
+}
+
+/** gzip -9n: no name, no time stamp (reproducible, as Debian wants). */
+const gzip = (data: string | Uint8Array) => gzipSync(data, { level: 9 });
+
+/** The RFC 2822 date of a Debian changelog entry. */
+function changelogDate(date: Date): string {
+  return date.toUTCString().replace("GMT", "+0000");
+}
+
+/** Sets every directory of the tree to 0755, except the given ones. */
+function fixDirectoryModes(tree: string, except: Record<string, number>): void {
+  const walk = (dir: string) => {
+    const relative = dir.slice(tree.length) || "/";
+    chmodSync(dir, except[relative] ?? 0o755);
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      if (entry.isDirectory()) walk(join(dir, entry.name));
+    }
+  };
+  walk(tree);
+}
+
+/** The total size of the files, in KiB, for Installed-Size. */
+function installedKiB(dir: string): number {
+  let bytes = 0;
+  const walk = (d: string) => {
+    for (const entry of readdirSync(d, { withFileTypes: true })) {
+      const path = join(d, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else bytes += statSync(path).size;
+    }
+  };
+  walk(dir);
+  return Math.ceil(bytes / 1024);
+}
+
+/**
+ * Builds the package and returns its path.
+ *
+ * @example
+ * ```ts
+ * import { buildDeb } from "./package.ts";
+ * const deb = buildDeb({ target: "linux-x64", binary: "dist/vmsnap", outdir: "dist" });
+ * ```
+ */
+export function buildDeb(
+  options: { target: string; binary: string; outdir: string; compress?: "gzip" | "xz" },
+): string {
+  const arch = ARCH[options.target];
+  const when = buildTime();
+  const tree = mkdtempSync(join(tmpdir(), "vmsnap-deb-"));
+  try {
+    put(tree, "usr/bin/vmsnap", readFileSync(options.binary), 0o755);
+    const date = when.toISOString().slice(0, 10);
+    put(tree, "usr/share/man/man1/vmsnap.1.gz", gzip(manPage({ date })), 0o644);
+    put(tree, "usr/share/bash-completion/completions/vmsnap", bashCompletion(), 0o644);
+    for (const unit of ["vmsnap.service", "vmsnap.timer"]) {
+      put(tree, `lib/systemd/system/${unit}`, readFileSync(join(packaging, unit)), 0o644);
+    }
+    put(tree, "etc/default/vmsnap", readFileSync(join(packaging, "default")), 0o644);
+    const doc = "usr/share/doc/vmsnap";
+    put(tree, `${doc}/copyright`, readFileSync(join(packaging, "deb", "copyright")), 0o644);
+    put(
+      tree,
+      `${doc}/changelog.gz`,
+      gzip(
+        `vmsnap (${VERSION}) unstable; urgency=medium\n\n  * vmsnap ${VERSION}.\n\n -- ${MAINTAINER}  ${
+          changelogDate(when)
+        }\n`,
+      ),
+      0o644,
+    );
+    put(
+      tree,
+      `${doc}/examples/VMSnapshotScriptPluginConfig.json`,
+      readFileSync(join(packaging, "VMSnapshotScriptPluginConfig.example.json")),
+      0o644,
+    );
+    for (const name of ["install.md", "operations.md", "errors.md", "vmsnap.schema.json"]) {
+      try {
+        put(tree, `${doc}/${name}`, readFileSync(join(root, "docs", name)), 0o644);
+      } catch {
+        // Not written yet.
+      }
+    }
+    put(
+      tree,
+      "usr/share/lintian/overrides/vmsnap",
+      readFileSync(join(packaging, "deb", "lintian-overrides")),
+      0o644,
+    );
+    mkdirSync(join(tree, "var/lib/vmsnap"), { recursive: true });
+    mkdirSync(join(tree, "var/log/vmsnap"), { recursive: true });
+
+    const control = [
+      "Package: vmsnap",
+      `Version: ${VERSION}`,
+      `Architecture: ${arch}`,
+      `Maintainer: ${MAINTAINER}`,
+      `Installed-Size: ${installedKiB(tree)}`,
+      // The binary needs glibc 2.17 (objdump -T); util-linux (fsfreeze) is essential.
+      "Depends: libc6 (>= 2.17)",
+      "Suggests: prometheus-node-exporter",
+      "Section: admin",
+      "Priority: optional",
+      "Description: application-consistent snapshots for Linux VMs",
+      " vmsnap quiesces the applications of a VM (pre/post scripts, MySQL and",
+      " MariaDB, PostgreSQL, MongoDB), freezes its filesystems under a guard",
+      " process, has the snapshot taken, thaws and resumes, and reports the",
+      " consistency the snapshot has. It reads Azure Backup's pre/post-script",
+      " config and can be called as a hook by the guest agents of qemu, VMware,",
+      " Azure, Google Cloud and AWS. The package ships a systemd timer, disabled",
+      " until the admin enables it.",
+      "",
+    ].join("\n");
+    put(tree, "DEBIAN/control", control, 0o644);
+    put(tree, "DEBIAN/conffiles", "/etc/default/vmsnap\n", 0o644);
+    for (const script of ["postinst", "prerm", "postrm"]) {
+      put(tree, `DEBIAN/${script}`, readFileSync(join(packaging, "deb", script)), 0o755);
+    }
+    fixDirectoryModes(tree, { "/var/lib/vmsnap": 0o700, "/var/log/vmsnap": 0o700 });
+
+    mkdirSync(options.outdir, { recursive: true });
+    const deb = join(options.outdir, `vmsnap_${VERSION}_${arch}.deb`);
+    execFileSync("dpkg-deb", [
+      "--root-owner-group",
+      `-Z${options.compress ?? "gzip"}`,
+      "-z6",
+      "--build",
+      tree,
+      deb,
+    ], {
+      stdio: ["ignore", "ignore", "inherit"],
+      env: { ...process.env, SOURCE_DATE_EPOCH: String(Math.floor(when.getTime() / 1000)) },
+    });
+    const digest = createHash("sha256").update(readFileSync(deb)).digest("hex");
+    writeFileSync(`${deb}.sha256`, `${digest}  ${deb.split("/").at(-1)}\n`);
+    return deb;
+  } finally {
+    rmSync(tree, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: {
+      target: { type: "string", default: "linux-x64" },
+      binary: { type: "string" },
+      compress: { type: "string", default: "gzip" },
+      outdir: { type: "string", default: join(root, "dist") },
+    },
+  });
+  const target = values.target!;
+  if (!ARCH[target]) {
+    console.error(`--target must be one of ${Object.keys(ARCH).join(", ")}`);
+    process.exit(64);
+  }
+  if (values.compress !== "gzip" && values.compress !== "xz") {
+    console.error("--compress must be gzip or xz");
+    process.exit(64);
+  }
+  let binary = values.binary;
+  if (!binary) {
+    const deno = join(root, "node_modules", "deno", "deno");
+    const built = spawnSync(deno, ["run", "-A", "scripts/build.ts", "--target", target], {
+      cwd: root,
+      stdio: "inherit",
+    });
+    if (built.status !== 0) process.exit(1);
+    binary = join(root, "dist", `vmsnap-${target}`);
+  }
+  const started = performance.now();
+  const deb = buildDeb({ target, binary, outdir: values.outdir!, compress: values.compress });
+  console.log(
+    `built ${deb} (${(statSync(deb).size / 1048576).toFixed(1)} MiB) in ${
+      ((performance.now() - started) / 1000).toFixed(1)
+    } s`,
+  );
+}
