@@ -8,6 +8,7 @@
  * @module
  */
 import { redact } from "./secrets.ts";
+import { escapeForTerminal } from "./terminal.ts";
 
 /** Where the run's output goes. */
 export interface OutputStreams {
@@ -41,14 +42,14 @@ export class Output {
   say(step: string, detail: string): void {
     if (this.json) return;
     const at = ((performance.now() - this.#started) / 1000).toFixed(3);
-    const line = redact(`+${at}s  ${step.padEnd(10)} ${detail}\n`);
+    const line = escapeForTerminal(redact(`+${at}s  ${step.padEnd(10)} ${detail}`)) + "\n";
     if (this.#held) this.#held.push(line);
     else this.#streams.stderr(line);
   }
 
   /** The final line(s) on stderr without --json. */
   verdict(text: string): void {
-    if (!this.json) this.#streams.stderr(redact(text) + "\n");
+    if (!this.json) this.#streams.stderr(escapeForTerminal(redact(text)) + "\n");
   }
 
   hold(): void {

@@ -19,6 +19,7 @@ import { type ChildProcess, spawn, type SpawnOptions } from "node:child_process"
 import { randomUUID } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import process from "node:process";
+import { StringDecoder } from "node:string_decoder";
 
 /** The environment variable that tags every process a run starts. */
 export const TAG_VARIABLE = "VMSNAP_PROCESS_TAG";
@@ -276,9 +277,11 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
         // A failing consumer (the log) must not crash the run from a stream callback; the tail keeps the line.
       }
     };
+    // A character split across two reads is decoded whole (one decoder per stream).
+    const decoders = { stdout: new StringDecoder("utf8"), stderr: new StringDecoder("utf8") };
     const read = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
       result.bytes += chunk.length;
-      const text = pending[stream] + chunk.toString("utf8");
+      const text = pending[stream] + decoders[stream].write(chunk);
       const parts = text.split("\n");
       pending[stream] = parts.pop()!;
       // A line with no newline for too long is emitted in pieces.
@@ -292,6 +295,7 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
     child.stderr!.on("data", read("stderr"));
     const flush = () => {
       for (const stream of ["stdout", "stderr"] as const) {
+        pending[stream] += decoders[stream].end();
         if (pending[stream]) emit(stream, pending[stream]);
         pending[stream] = "";
       }

@@ -106,3 +106,31 @@ Deno.test("root never runs an interpreter a user could change: #! names a user's
     f.cleanup();
   }
 });
+
+Deno.test("script output: a character split across pipe reads stays whole; terminal escapes are shown escaped, never sent raw to the terminal", async () => {
+  const f = runFixture();
+  try {
+    // "é" (c3 a9) and "€" (e2 82 ac) split across two writes, with a pause between them.
+    const pre = f.script(
+      "pre.sh",
+      `printf 'caf\\303'; sleep 0.3; printf '\\251 \\342\\202'; sleep 0.3; printf '\\254\\n'
+printf 'title\\033]0;pwned\\007 clear\\033[2J bidi \\342\\200\\256 end\\n' >&2
+exit 3`,
+    );
+    const config = f.config({ preScriptLocation: pre });
+    const ran = await runBin(["run", "--json", "--config", config]);
+    const message = resultOf(ran.stdout).errors[0].message;
+    assert.match(message, /stdout: café €/, message);
+    assert.ok(!message.includes("\ufffd"), message);
+    const log = f.read("log/vmsnap.jsonl");
+    assert.ok(log.includes('"line":"café €"'), "the log has the whole line");
+    // Without --json the verdict goes to the terminal: no ESC, BEL or bidi override in it.
+    const human = await runBin(["run", "--config", config]);
+    assert.equal(human.code, 1);
+    assert.match(human.stderr, /stderr: title\\x1b\]0;pwned\\x07 clear\\x1b\[2J bidi \\u202e end/);
+    assert.ok(!/[\x00-\x08\x0b-\x1f\x7f\u202e]/.test(human.stderr), JSON.stringify(human.stderr));
+    assert.match(human.stderr, /stdout: café €/);
+  } finally {
+    f.cleanup();
+  }
+});
