@@ -48,18 +48,21 @@ function step(
   if (path === "") return null;
   const params = Array.isArray(values.params) ? values.params as string[] : [];
   const paramsKey = childPath(ctx.path, keys.params);
-  params.forEach((param, i) => {
-    if (param !== "") return;
+  // One warning per key, however many placeholders it holds.
+  const empty = params.flatMap((param, i) => param === "" ? [i] : []);
+  if (empty.length > 0) {
     reportAt(
       ctx.validation,
-      childPath(paramsKey, i),
+      paramsKey,
       "EmptyScriptParam",
-      `${
-        childPath(paramsKey, i)
-      } is "" (Azure's sample placeholder); it is passed to ${path} as an empty argument, as Azure does. Remove it unless the script expects it.`,
+      `${paramsKey} holds ${
+        empty.length === 1 ? `""` : `${empty.length} ""`
+      } (Azure's sample placeholder${empty.length === 1 ? "" : "s"}, at position ${
+        empty.join(", ")
+      }); each is passed to ${path} as an empty argument, as Azure does. Remove them unless the script expects them.`,
       { warning: true },
     );
-  });
+  }
   return {
     path,
     params,

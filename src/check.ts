@@ -5,7 +5,7 @@
  * @module
  */
 import { dirname } from "node:path";
-import { type Config, loadConfig } from "./config.ts";
+import { type Config, configNotRegular, loadConfig } from "./config.ts";
 import { type Problem, VmsnapError, withFix } from "./errors.ts";
 import { type FreezeTarget, planFreeze, type SkippedMount } from "./freeze_targets.ts";
 import { readMounts } from "./mountinfo.ts";
@@ -20,6 +20,8 @@ import { PLUGINS } from "../plugins/registry.ts";
 export interface CheckStep {
   name: string;
   ok: boolean;
+  /** Not a problem, but listed under the warnings. */
+  warning?: boolean;
   detail: string;
 }
 
@@ -99,6 +101,12 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
     step("config file", filePermission, "");
     return finish(report);
   }
+  // A directory, device or FIFO: one problem for one cause (the permission rules would add another).
+  const notRegular = configNotRegular(file);
+  if (notRegular) {
+    step("config file", [notRegular], "");
+    return finish(report);
+  }
   step("config file permissions", filePermission, "root-owned, no group/other or execute bits");
 
   let loaded;
@@ -153,13 +161,20 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
       ? checkSnapshotCommand(command)
       : locateProblems(checkSnapshotCommand(command), "snapshot.command[0]", locate);
     step("snapshot command", found, command.join(" "));
+  } else if (config.snapshot?.kind === "external") {
+    report.checks.push({ name: "snapshot", ok: true, detail: "external handshake" });
   } else {
+    // Not a problem (hook mode needs none), but `run` as configured would stop with NoSnapshotMethod.
     report.checks.push({
       name: "snapshot",
       ok: true,
-      detail: config.snapshot?.kind === "external"
-        ? "external handshake"
-        : "none configured: vmsnap run needs --snapshot-command or --external",
+      warning: true,
+      detail: "none configured: vmsnap run needs --snapshot-command or --external",
+    });
+    report.warnings.push({
+      code: "NoSnapshotMethod",
+      message:
+        `${file} configures no snapshot method: vmsnap run will stop with NoSnapshotMethod unless it is given --snapshot-command ARGV... or --external. Fix: pass one of them, or set "snapshot" in the config.`,
     });
   }
 
@@ -226,7 +241,9 @@ export function formatCheckReport(report: CheckReport): string {
   const lines = [`vmsnap check: ${report.configFile}`, ""];
   for (const check of report.checks) {
     lines.push(
-      `  ${check.ok ? "ok  " : "FAIL"}  ${check.name}${check.detail ? `: ${check.detail}` : ""}`,
+      `  ${check.ok ? check.warning ? "warn" : "ok  " : "FAIL"}  ${check.name}${
+        check.detail ? `: ${check.detail}` : ""
+      }`,
     );
   }
   const list = (title: string, problems: Problem[]) => {

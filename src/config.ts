@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync, statSync } from "node:fs";
+import { fileKind } from "./file_type.ts";
 import {
   createScanner,
   type Node,
@@ -342,6 +343,43 @@ function tooDeep(text: string): number | undefined {
   return undefined;
 }
 
+/** True when the text holds nothing but whitespace and comments. */
+function isBlank(text: string): boolean {
+  return createScanner(text, true).scan() === TOKEN.eof;
+}
+
+/** jsonc-parser's error names, said in words. */
+const SYNTAX_WORDS: Record<string, string> = {
+  InvalidSymbol:
+    "this is not a JSON value (strings need double quotes; true, false, null are lower case)",
+  InvalidNumberFormat: "a malformed number",
+  PropertyNameExpected: "a key in double quotes is expected here",
+  ValueExpected: "a value is expected here",
+  ColonExpected: "a colon (:) is missing after the key",
+  CommaExpected: "a comma is missing between two entries (at the end of the entry before)",
+  CloseBraceExpected: "a } is missing to close the object",
+  CloseBracketExpected: "a ] is missing to close the list",
+  EndOfFileExpected: "there is more after the end of the config object",
+  InvalidCommentToken: "a malformed comment",
+  UnexpectedEndOfComment: "a /* comment is not closed with */",
+  UnexpectedEndOfString: "a string is not closed with a double quote",
+  UnexpectedEndOfNumber: "a number ends too early",
+  InvalidUnicode: "a malformed \\u escape (four hex digits expected)",
+  InvalidEscapeCharacter: "an invalid escape after a backslash (write \\\\ for a backslash)",
+  InvalidCharacter: "a control character inside a string (write \\t or \\n)",
+};
+
+/** One syntax error in words, with the text found where it is short. */
+function syntaxInWords(error: ParseError, text: string): string {
+  const name = printParseErrorCode(error.error);
+  const found = text.slice(error.offset, error.offset + error.length);
+  if (name === "InvalidSymbol" && found.trim() !== "" && found.length <= 40) {
+    return `${found} is not a JSON value (strings need double quotes; true, false, null are lower case)`;
+  }
+  const words = SYNTAX_WORDS[name] ?? name;
+  return error.offset >= text.length ? `${words} (at the end of the file)` : words;
+}
+
 /**
  * Parses and validates config text. Never throws on bad input: syntax errors
  * come back as `IncorrectJSONConfigFile` problems, and the config is then the
@@ -374,7 +412,12 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     );
   const deep = tooDeep(text);
   let root: Node | undefined;
-  if (deep !== undefined) {
+  if (isBlank(text)) {
+    syntax(
+      0,
+      `the file is empty; a config is a JSON object. Fix: start from Azure's sample ({ "pluginName": "ScriptRunner", "preScriptLocation": "", ... }).`,
+    );
+  } else if (deep !== undefined) {
     syntax(
       deep,
       `nesting deeper than ${MAX_DEPTH} levels; a vmsnap config is at most 4 levels deep.`,
@@ -386,7 +429,7 @@ export function parseConfig(text: string, file: string): LoadedConfig {
       syntax(
         error.offset,
         `invalid JSON: ${
-          printParseErrorCode(error.error)
+          syntaxInWords(error, text)
         }. Fix: correct the syntax here (comments and trailing commas are allowed).`,
       );
     }
@@ -513,20 +556,44 @@ function buildSnapshot(
 }
 
 /**
- * Reads and parses a config file. Throws {@linkcode VmsnapError} when the file
- * cannot be read at all (`ConfigFileNotFound`, `ConfigFileNotReadable`) or is
- * not text (`IncorrectJSONConfigFile`); everything else comes back as problems.
+ * The problem when the config path is not a regular file (a directory, a
+ * device, a FIFO), found without opening it; undefined otherwise (a missing
+ * file is left to the caller).
  *
  * @example
  * ```ts
- * import { loadConfig } from "./config.ts";
- * const { config, problems } = loadConfig("/etc/azure/VMSnapshotScriptPluginConfig.json");
+ * import { configNotRegular } from "./config.ts";
+ * configNotRegular("/dev/zero")?.code; // "ConfigFileNotRegular"
  * ```
  */
-export function loadConfig(file: string): LoadedConfig {
-  let bytes: Uint8Array;
+export function configNotRegular(file: string): Problem | undefined {
+  let stats;
   try {
-    bytes = readFileSync(file);
+    stats = statSync(file);
+  } catch {
+    return undefined;
+  }
+  const kind = fileKind(stats);
+  return kind === undefined ? undefined : notRegularProblem(file, kind);
+}
+
+function notRegularProblem(file: string, kind: string): Problem {
+  return {
+    code: "ConfigFileNotRegular",
+    message:
+      `${file} is ${kind}, not a config file; vmsnap reads only a regular file. Fix: name the JSON file itself (Azure's is ${DEFAULT_CONFIG_PATH}).`,
+  };
+}
+
+/**
+ * The config's bytes: only from a regular file of at most MAX_CONFIG_BYTES,
+ * checked on the open descriptor before reading (a device or a FIFO is never
+ * read, and never blocks the open).
+ */
+function readConfigBytes(file: string): Uint8Array {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") {
@@ -535,23 +602,63 @@ export function loadConfig(file: string): LoadedConfig {
         `${file} does not exist. Fix: create it (Azure's sample config works as is), or point --config or VMSNAP_CONFIG at your config.`,
       );
     }
-    if (code === "EISDIR") {
-      throw new VmsnapError(
-        "IncorrectJSONConfigFile",
-        `${file} is a directory, not a config file. Fix: name the JSON file itself.`,
-      );
-    }
+    const found = code === "ENXIO" ? configNotRegular(file) : undefined; // a socket
+    if (found) throw new VmsnapError(found.code, found.message);
     throw new VmsnapError(
       "ConfigFileNotReadable",
       `${file} cannot be read (${code ?? (error as Error).message}). Fix: run vmsnap as root.`,
     );
   }
-  if (bytes.length > MAX_CONFIG_BYTES) {
+  try {
+    const stats = fstatSync(fd);
+    const kind = fileKind(stats);
+    if (kind !== undefined) {
+      const found = notRegularProblem(file, kind);
+      throw new VmsnapError(found.code, found.message);
+    }
+    const tooBig = (size: number) =>
+      new VmsnapError(
+        "IncorrectJSONConfigFile",
+        `${file} is ${size} bytes; a config is at most ${MAX_CONFIG_BYTES} bytes. Fix: is this the right file?`,
+      );
+    if (stats.size > MAX_CONFIG_BYTES) throw tooBig(stats.size);
+    // Read one byte more than allowed: a file that grew since fstat is caught too.
+    const buffer = new Uint8Array(MAX_CONFIG_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const n = readSync(fd, buffer, length, buffer.length - length, null);
+      if (n === 0) break;
+      length += n;
+      if (length > MAX_CONFIG_BYTES) throw tooBig(length);
+    }
+    return buffer.subarray(0, length);
+  } catch (error) {
+    if (error instanceof VmsnapError) throw error;
     throw new VmsnapError(
-      "IncorrectJSONConfigFile",
-      `${file} is ${bytes.length} bytes; a config is at most ${MAX_CONFIG_BYTES} bytes. Fix: is this the right file?`,
+      "ConfigFileNotReadable",
+      `${file} cannot be read (${
+        (error as NodeJS.ErrnoException).code ?? (error as Error).message
+      }). Fix: run vmsnap as root.`,
     );
+  } finally {
+    closeSync(fd);
   }
+}
+
+/**
+ * Reads and parses a config file. Throws {@linkcode VmsnapError} when the file
+ * cannot be read at all (`ConfigFileNotFound`, `ConfigFileNotReadable`,
+ * `ConfigFileNotRegular`) or is not text or too big (`IncorrectJSONConfigFile`);
+ * everything else comes back as problems.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig } from "./config.ts";
+ * const { config, problems } = loadConfig("/etc/azure/VMSnapshotScriptPluginConfig.json");
+ * ```
+ */
+export function loadConfig(file: string): LoadedConfig {
+  const bytes = readConfigBytes(file);
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);

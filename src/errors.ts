@@ -26,6 +26,11 @@ export const CODES = {
     summary: "The config file exists but could not be read.",
     fix: "Run vmsnap as root; the config must be readable by root only.",
   },
+  ConfigFileNotRegular: {
+    summary:
+      "The config path is a directory, device, FIFO or socket, not a regular file; it is not read.",
+    fix: "Name the JSON file itself (Azure's is /etc/azure/VMSnapshotScriptPluginConfig.json).",
+  },
   IncorrectJSONConfigFile: {
     summary: "The config file is not valid JSON (comments and trailing commas are allowed).",
     fix: "Correct the syntax at the line and column named, or start again from Azure's sample.",

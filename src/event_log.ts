@@ -30,22 +30,12 @@ import { dirname } from "node:path";
 import { configureSync, getLogger, type Logger, type LogRecord, resetSync } from "@logtape/logtape";
 import type { LogLevel } from "./config.ts";
 import { type Problem, VmsnapError } from "./errors.ts";
+import { fileKind } from "./file_type.ts";
 import { checkDirectory, ensureDirectory } from "./permissions.ts";
 import { redact } from "./secrets.ts";
 
 /** Bytes of records held in memory while frozen: this much of the first, as much of the latest. */
 const HOLD_BYTES = 2 * 1024 * 1024;
-
-/** What a file type is called in a message. */
-function fileType(stats: Stats): string {
-  if (stats.isFIFO()) return "a FIFO (named pipe)";
-  if (stats.isDirectory()) return "a directory";
-  if (stats.isCharacterDevice()) return "a character device";
-  if (stats.isBlockDevice()) return "a block device";
-  if (stats.isSocket()) return "a socket";
-  if (stats.isSymbolicLink()) return "a symbolic link";
-  return "not a regular file";
-}
 
 function lstatOrUndefined(path: string): Stats | undefined {
   try {
@@ -60,7 +50,7 @@ function notRegular(file: string, stats: Stats): Problem {
   return {
     code: "LogFileNotRegular",
     message: `log.file ${file} is ${
-      fileType(stats)
+      fileKind(stats) ?? "not a regular file"
     }, not a regular file; vmsnap writes its log only to a regular file (a pipe would block the run, a device would take the records). Fix: remove ${file} or point log.file at a regular file, e.g. /var/log/vmsnap/vmsnap.jsonl.`,
   };
 }

@@ -5,6 +5,7 @@
  * freezes: these runs set `fsFreezeEnabled: false`.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { json, put, putConfig, resultOf, runBin, secureDir } from "../helpers.ts";
@@ -157,6 +158,92 @@ Deno.test("what stays refused: vmsnap's own keys misspelt or unknown inside vmsn
         "UnknownConfigKey toString",
       ],
     );
+  } finally {
+    w.cleanup();
+  }
+});
+
+Deno.test("the config is read safely: a device, a FIFO, a directory, an oversized file give one coded problem each, at once", async () => {
+  const w = world();
+  try {
+    const fifo = join(w.dir, "fifo.json");
+    execFileSync("mkfifo", ["-m", "600", fifo]);
+    const big = putConfig(w.dir, `{"comment": "${"x".repeat(2 << 20)}"}`, "big.json");
+    const cases: [string, string, RegExp][] = [
+      ["/dev/zero", "ConfigFileNotRegular", /\/dev\/zero is a character device, not a config file/],
+      [fifo, "ConfigFileNotRegular", /is a FIFO \(named pipe\), not a config file/],
+      [w.dir, "ConfigFileNotRegular", /is a directory, not a config file/],
+      [big, "IncorrectJSONConfigFile", /is 2097\d+ bytes; a config is at most 1048576 bytes/],
+    ];
+    for (const [file, code, message] of cases) {
+      const checked = await runBin(["check", "--json", "--config", file], { timeoutMs: 15_000 });
+      assert.equal(checked.signal, null, `check ${file} did not finish`);
+      assert.equal(checked.code, 1, file);
+      const { problems } = json<Report>(checked);
+      assert.deepEqual(problems.map((p) => p.code), [code], `${file}: ${checked.stdout}`);
+      assert.match(problems[0].message, message);
+      const ran = await runBin(["run", "--json", "--config", file], { timeoutMs: 15_000 });
+      assert.equal(ran.signal, null, `run ${file} did not finish`);
+      assert.equal(ran.code, 2, file);
+      assert.deepEqual(resultOf<Result>(ran.stdout).errors.map((e) => e.code), [code], file);
+    }
+  } finally {
+    w.cleanup();
+  }
+});
+
+Deno.test("syntax errors are said in words, not the parser's names; an empty file is called empty", async () => {
+  const w = world();
+  try {
+    const cases: [string, RegExp][] = [
+      [
+        '{\n  "fsFreezeEnabled": true\n  "timeoutInSeconds": 30\n}',
+        /:3:3: invalid JSON: a comma is missing between two entries/,
+      ],
+      ["", /: the file is empty; a config is a JSON object/],
+      ["  // nothing but a comment\n", /: the file is empty; a config is a JSON object/],
+      ['{"fsFreezeEnabled": flase}', /:1:21: invalid JSON: flase is not a JSON value/],
+      ['{"pluginName": "x}', /invalid JSON: a string is not closed/],
+    ];
+    for (const [text, message] of cases) {
+      const file = putConfig(w.dir, text, "syntax.json");
+      const checked = await runBin(["check", "--json", "--config", file]);
+      const [problem] = json<Report>(checked).problems;
+      assert.equal(problem.code, "IncorrectJSONConfigFile", text);
+      assert.match(problem.message, message);
+      assert.doesNotMatch(
+        problem.message,
+        /Expected|InvalidSymbol|UnexpectedEnd|InvalidCharacter/,
+        problem.message,
+      );
+    }
+  } finally {
+    w.cleanup();
+  }
+});
+
+Deno.test("check without a snapshot method: a NoSnapshotMethod warning, not an ok", async () => {
+  const w = world();
+  try {
+    const file = putConfig(w.dir, { ...w.keys, snapshot: undefined, preScriptLocation: w.pre });
+    const checked = await runBin(["check", "--json", "--config", file]);
+    assert.equal(checked.code, 0, checked.stdout);
+    const report = json<Report>(checked);
+    const warning = report.warnings.find((x) => x.code === "NoSnapshotMethod");
+    assert.ok(warning, checked.stdout);
+    assert.match(warning.message, /--snapshot-command.*--external/);
+    const text = await runBin(["check", "--config", file]);
+    assert.match(text.stdout, /^ {2}warn {2}snapshot: none configured/m);
+    assert.match(text.stdout, /\[NoSnapshotMethod\]/);
+    // With a snapshot method in the config, there is nothing to warn about.
+    for (const snapshot of [w.keys.snapshot, { external: {} }]) {
+      const given = putConfig(w.dir, { ...w.keys, snapshot, preScriptLocation: w.pre }, "m.json");
+      const report = json<Report>(await runBin(["check", "--json", "--config", given]));
+      assert.ok(
+        !report.warnings.some((x) => x.code === "NoSnapshotMethod"),
+        JSON.stringify(snapshot),
+      );
+    }
   } finally {
     w.cleanup();
   }
