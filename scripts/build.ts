@@ -130,7 +130,16 @@ function build(outfile: string, target?: Target): void {
     args = ["compile", "--allow-all", "--no-check", "--output", outfile, "mod.ts"];
   } else {
     command = bin("bun");
-    args = ["build", "--compile", "--minify-syntax", "--outfile", outfile];
+    // Bytecode: no parse of the bundle at start (issue 12; ESM, for mod.ts's top-level await).
+    args = [
+      "build",
+      "--compile",
+      "--bytecode",
+      "--format=esm",
+      "--minify-syntax",
+      "--outfile",
+      outfile,
+    ];
     if (target) {
       args.push(`--target=${TARGETS[target].bun}`);
       const runtime = runtimeFor(target);

@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(util-linux mount e2fsprogs xfsprogs btrfs-progs mariadb-server mariadb-client postgresql-15)
+# Redis and SQLite plugins (issue 15): the tests start their own redis-server on a private socket.
+packages+=(redis-server sqlite3)
 # Operations (issue 13): the arm64 binary under emulation, the .deb's checks, the units, the man page.
 packages+=(qemu-user-static libc6-arm64-cross binutils lintian systemd man-db groff-base)
 missing=()
@@ -20,7 +22,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 for tool in losetup mount fsfreeze mkfs.ext4 mkfs.xfs mkfs.btrfs mariadbd mariadb-install-db /usr/lib/postgresql/15/bin/postgres \
-  qemu-aarch64-static readelf dpkg-deb lintian systemd-analyze man; do
+  redis-server sqlite3 qemu-aarch64-static readelf dpkg-deb lintian systemd-analyze man; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is missing after install" >&2; exit 1; }
 done
 
