@@ -57,9 +57,11 @@ function step(
       "EmptyScriptParam",
       `${paramsKey} holds ${
         empty.length === 1 ? `""` : `${empty.length} ""`
-      } (Azure's sample placeholder${empty.length === 1 ? "" : "s"}, at position ${
+      } (Azure's sample placeholder${empty.length === 1 ? "" : "s"}, at position${
+        empty.length === 1 ? "" : "s"
+      } ${
         empty.join(", ")
-      }); each is passed to ${path} as an empty argument, as Azure does. Remove them unless the script expects them.`,
+      }); each is passed to ${path} as an empty argument, as Azure does. Fix: remove them unless the script expects them.`,
       { warning: true },
     );
   }

@@ -57,7 +57,7 @@ Deno.test("Azure's sample with scripts set: one implicit script plugin, placehol
   ]);
   assert.match(
     warnings[0].message,
-    /preScriptParams holds 2 "" \(Azure's sample placeholders, at position 0, 1\)/,
+    /preScriptParams holds 2 "" \(Azure's sample placeholders, at positions 0, 1\); .* Fix: remove them/,
   );
 });
 
