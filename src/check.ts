@@ -4,13 +4,21 @@
  *
  * @module
  */
-import { dirname } from "node:path";
-import { type Config, configNotRegular, loadConfig } from "./config.ts";
-import { type Problem, VmsnapError, withFix } from "./errors.ts";
-import { type FreezeTarget, planFreeze, type SkippedMount } from "./freeze_targets.ts";
+import { type Config, configNotRegular } from "./config.ts";
+import { type Problem, withFix } from "./errors.ts";
+import type { FreezeTarget, SkippedMount } from "./freeze_targets.ts";
 import { readMounts } from "./mountinfo.ts";
-import { checkLogFile } from "./event_log.ts";
-import { checkDirectory, checkExecutable, checkFile } from "./permissions.ts";
+import {
+  configFileProblems,
+  freezePlan,
+  logDirectory,
+  logFileProblems,
+  pluginProblems,
+  readConfig,
+  snapshotCommandProblems,
+  stateDirProblems,
+  syntaxProblems,
+} from "./preflight.ts";
 import { describeRecovery, recoverAll } from "./recover.ts";
 import type { Location } from "./schema.ts";
 import { locateProblems } from "../plugins/plugin.ts";
@@ -49,14 +57,16 @@ export interface CheckOptions {
   connect?: boolean;
 }
 
-/** Checks the executable of a snapshot command (and its interpreter) by the executable rule. */
-export function checkSnapshotCommand(argv: string[]): Problem[] {
-  return checkExecutable(argv[0], {
-    notFound: "SnapshotCommandNotFound",
-    permission: "InsufficientPermissionforSnapshotCommand",
-    what: "snapshot command",
-  });
-}
+/**
+ * Checks the executable of a snapshot command (and its interpreter) by the executable rule.
+ *
+ * @example
+ * ```ts
+ * import { checkSnapshotCommand } from "./check.ts";
+ * checkSnapshotCommand(["/usr/local/sbin/snap.sh"]);
+ * ```
+ */
+export const checkSnapshotCommand = (argv: string[]): Problem[] => snapshotCommandProblems(argv);
 
 /**
  * Runs every check: the config file's permissions, its syntax and values,
@@ -91,12 +101,7 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
     });
   };
 
-  const filePermission = checkFile(file, {
-    role: "config",
-    notFound: "ConfigFileNotFound",
-    permission: "InsufficientPermissionforConfigFile",
-    what: "config file",
-  });
+  const filePermission = configFileProblems(file);
   if (filePermission.some((p) => p.code === "ConfigFileNotFound")) {
     step("config file", filePermission, "");
     return finish(report);
@@ -109,15 +114,12 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
   }
   step("config file permissions", filePermission, "root-owned, no group/other or execute bits");
 
-  let loaded;
-  try {
-    loaded = loadConfig(file);
-  } catch (error) {
-    if (!(error instanceof VmsnapError)) throw error;
-    step("config syntax", [{ ...error.problems[0], code: error.code, message: error.message }], "");
+  const { loaded, problems: unreadable } = readConfig(file);
+  if (!loaded) {
+    step("config syntax", unreadable, "");
     return finish(report);
   }
-  const syntax = loaded.problems.filter((p) => p.code === "IncorrectJSONConfigFile");
+  const syntax = syntaxProblems(loaded);
   step("config syntax", syntax, "valid JSONC");
   if (syntax.length > 0) return finish(report);
   // What Azure's framework tolerates (run goes on, with a warning) is a problem here.
@@ -126,16 +128,12 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
   const config = loaded.config;
   report.config = config;
   // What a dead run left (frozen mounts, its processes, database locks) is undone by any start.
-  const recovered = await recoverAll(config.stateDir);
-  for (const line of describeRecovery(recovered)) {
-    const lockLine = recovered.pluginLocks.some((l) => line.startsWith(`plugin "${l.plugin}"`));
-    report.warnings.push({ code: lockLine ? "PluginRecovered" : "Recovered", message: line });
-  }
+  report.warnings.push(...describeRecovery(await recoverAll(config.stateDir)));
   const locate = (path: string): Location | undefined => loaded.locations.get(path);
 
   for (const plugin of config.plugins) {
     const definition = PLUGINS.get(plugin.type)!;
-    const found = await definition.check(plugin, { locate });
+    const found = await pluginProblems(definition, plugin, locate);
     let detail = "ready";
     if (options.connect && found.length === 0 && definition.connectCheck) {
       try {
@@ -181,33 +179,25 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
   step(
     "directories",
     [
-      ...locateProblems(
-        checkLogFile(config.log.file),
-        "log.file",
-        locate,
-      ),
-      ...locateProblems(checkDirectory(config.stateDir, "stateDir"), "stateDir", locate),
+      ...locateProblems(logFileProblems(config), "log.file", locate),
+      ...locateProblems(stateDirProblems(config), "stateDir", locate),
     ],
-    `${dirname(config.log.file)}, ${config.stateDir}`,
+    `${logDirectory(config)}, ${config.stateDir}`,
   );
 
   if (!config.fsFreezeEnabled) {
     report.checks.push({ name: "freeze", ok: true, detail: "disabled (fsFreezeEnabled: false)" });
     return finish(report);
   }
-  let mounts;
-  try {
-    mounts = readMounts(options.mountinfoPath);
-  } catch (error) {
-    step("freeze targets", [{
-      code: "MountinfoUnreadable",
-      message: `cannot read ${options.mountinfoPath ?? "/proc/self/mountinfo"}: ${
-        (error as Error).message
-      }.`,
-    }], "");
+  const { plan, problems: unreadableMounts } = freezePlan(
+    config,
+    () => readMounts(options.mountinfoPath),
+    options.mountinfoPath,
+  );
+  if (!plan) {
+    step("freeze targets", unreadableMounts, "");
     return finish(report);
   }
-  const plan = planFreeze(mounts, config.freeze);
   report.freezeTargets = plan.targets;
   report.skippedMounts = plan.skipped;
   report.warnings.push(...plan.warnings.map((w) => locateProblems([w], w.path!, locate)[0]));

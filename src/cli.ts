@@ -431,7 +431,7 @@ function reportRecovery(recovery: Recovery | undefined, json: boolean, io: Io): 
   }
   const failed = recovery.thawed.some((t) => !t.confirmed) ||
     recovery.pluginLocks.some((l) => l.error);
-  const lines = describeRecovery(recovery);
+  const lines = describeRecovery(recovery).map((p) => p.message);
   const text = json
     ? JSON.stringify({ ok: !failed, ...recovery })
     : lines.length
@@ -501,8 +501,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   if (command !== "check" && command !== "run" && command !== "hook") {
     const recovery = await startupRecovery(invocation.configPath);
     if (command === "recover") return reportRecovery(recovery, invocation.json, io);
-    for (const line of recovery ? describeRecovery(recovery) : []) {
-      io.stderr(`vmsnap: recovered: ${redact(line)}\n`);
+    for (const problem of recovery ? describeRecovery(recovery) : []) {
+      io.stderr(`vmsnap: recovered: ${redact(problem.message)}\n`);
     }
   }
   if (command === "help") {

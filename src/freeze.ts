@@ -155,6 +155,39 @@ async function build(method: Freezer["method"]): Promise<Freezer> {
 }
 
 /**
+ * The two orders a thaw can go in:
+ *
+ * - `reverse-freeze-order`: the agent's own thaw, after its freezes all
+ *   returned. Parents (frozen last) thaw first, so a child's thaw never waits
+ *   on a frozen parent.
+ * - `freeze-order`: an emergency thaw (the guard at its deadline or on the
+ *   agent's death, recovery after both died). A freeze still in progress
+ *   (stuck in the kernel, flushing into a filesystem frozen before it) holds
+ *   its superblock's lock and a thaw of it waits for that lock; it is always
+ *   the last one started, so everything it may be waiting on is thawed first.
+ */
+export type ThawOrder = "reverse-freeze-order" | "freeze-order";
+
+/** The agent's thaw order. */
+export const AGENT_THAW_ORDER: ThawOrder = "reverse-freeze-order";
+
+/** The guard's and recovery's thaw order. */
+export const EMERGENCY_THAW_ORDER: ThawOrder = "freeze-order";
+
+/**
+ * Puts things listed in freeze order into the given thaw order.
+ *
+ * @example
+ * ```ts
+ * import { AGENT_THAW_ORDER, inThawOrder } from "./freeze.ts";
+ * inThawOrder(["/data/child", "/data"], AGENT_THAW_ORDER); // ["/data", "/data/child"]
+ * ```
+ */
+export function inThawOrder<T>(inFreezeOrder: readonly T[], order: ThawOrder): T[] {
+  return order === "freeze-order" ? [...inFreezeOrder] : [...inFreezeOrder].reverse();
+}
+
+/**
  * Thaws a mount point and confirms it: a second FITHAW must answer EINVAL
  * ("not frozen"). `wasFrozen` tells whether the first call thawed anything.
  *

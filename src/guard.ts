@@ -22,35 +22,11 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { createInterface } from "node:readline";
-import { createFreezer, thawAndConfirm } from "./freeze.ts";
+import { createFreezer, EMERGENCY_THAW_ORDER, inThawOrder, thawAndConfirm } from "./freeze.ts";
+import type { ArmMessage, GuardMessage, GuardReport, GuardRequest, GuardThaw } from "./protocol.ts";
 import { selfCommand } from "./self.ts";
 
-/** What the agent sends to arm the guard. */
-export interface ArmMessage {
-  op: "arm";
-  runId: string;
-  mounts: string[];
-  maxFrozenMs: number;
-  stateDir: string;
-}
-
-/** One mount thawed by the guard. */
-export interface GuardThaw {
-  mount: string;
-  wasFrozen: boolean;
-  confirmed: boolean;
-  error?: string;
-}
-
-/** What the guard did when it stepped in, as sent to the agent and left in stateDir. */
-export interface GuardReport {
-  runId: string;
-  reason: "deadline" | "agent-died";
-  at: string;
-  /** Milliseconds from arming to the first thaw. */
-  afterMs: number;
-  thawed: GuardThaw[];
-}
+export type { ArmMessage, GuardReport, GuardThaw } from "./protocol.ts";
 
 /** Where the guard leaves its report for the next run. */
 export function guardReportPath(stateDir: string, runId: string): string {
@@ -69,7 +45,7 @@ const REPEAT_THAW_MS = 50;
  */
 export async function guardMain(): Promise<number> {
   const freezer = await createFreezer();
-  const send = (message: Record<string, unknown>) => {
+  const send = (message: GuardMessage) => {
     try {
       process.stdout.write(`${JSON.stringify(message)}\n`);
     } catch {
@@ -84,10 +60,8 @@ export async function guardMain(): Promise<number> {
   let repeat: ReturnType<typeof setInterval> | undefined;
 
   const thawAll = (reason: GuardReport["reason"]): GuardReport => {
-    // In freeze order, not reverse: a freeze still in progress (stuck in the kernel, flushing into
-    // a filesystem frozen before it) holds its superblock's lock, and a thaw of it waits for that
-    // lock. It is always the last one started, so everything it may be waiting on is thawed first.
-    const thawed = (arm?.mounts ?? []).map((mount): GuardThaw => ({
+    // The emergency order (freeze order): see ThawOrder in freeze.ts.
+    const thawed = inThawOrder(arm?.mounts ?? [], EMERGENCY_THAW_ORDER).map((mount): GuardThaw => ({
       mount,
       ...thawAndConfirm(freezer, mount),
     }));
@@ -122,14 +96,14 @@ export async function guardMain(): Promise<number> {
   const input = createInterface({ input: process.stdin, crlfDelay: Infinity });
   const done = new Promise<number>((resolve) => {
     input.on("line", (line) => {
-      let message: { op?: string };
+      let message: GuardRequest;
       try {
         message = JSON.parse(line);
       } catch {
         return;
       }
-      if (message.op === "arm" && !arm) {
-        arm = message as ArmMessage;
+      if (message?.op === "arm" && !arm) {
+        arm = message;
         armedAt = performance.now();
         deadline = setTimeout(() => {
           send({ event: "expired", report: thawAll("deadline") });
@@ -137,13 +111,13 @@ export async function guardMain(): Promise<number> {
           repeat = setInterval(() => thawAll("deadline"), REPEAT_THAW_MS);
         }, arm.maxFrozenMs);
         send({ event: "armed", pid: process.pid });
-      } else if (message.op === "release") {
+      } else if (message?.op === "release") {
         released = true;
         clearTimeout(deadline);
         clearInterval(repeat);
         // The agent says it thawed what it froze; make sure, without counting it as stepping in.
         // Only those: a mount it failed to freeze (EBUSY) may be someone else's freeze.
-        const froze = (message as { froze?: string[] }).froze ?? arm?.mounts ?? [];
+        const froze = message.froze ?? arm?.mounts ?? [];
         const leftovers = froze.filter((m) => thawAndConfirm(freezer, m).wasFrozen);
         send({ event: "released", leftovers });
         input.close();
@@ -208,7 +182,7 @@ export function startGuard(arm: ArmMessage, startTimeoutMs = 10_000): Promise<Gu
     env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C" },
   });
   let expiredReport: GuardReport | undefined;
-  const waiters: { event: string; resolve(message: Record<string, unknown>): void }[] = [];
+  const waiters: { event: GuardMessage["event"]; resolve(message: GuardMessage): void }[] = [];
   let exited = false;
   let released = false;
   const exitWaiters: (() => void)[] = [];
@@ -217,20 +191,20 @@ export function startGuard(arm: ArmMessage, startTimeoutMs = 10_000): Promise<Gu
     for (const w of exitWaiters.splice(0)) w();
   });
   createInterface({ input: child.stdout! }).on("line", (line) => {
-    let message: Record<string, unknown>;
+    let message: GuardMessage;
     try {
       message = JSON.parse(line);
     } catch {
       return;
     }
-    if (message.event === "expired") expiredReport = message.report as GuardReport;
-    for (const w of waiters.filter((w) => w.event === message.event)) {
+    if (message?.event === "expired") expiredReport = message.report;
+    for (const w of waiters.filter((w) => w.event === message?.event)) {
       waiters.splice(waiters.indexOf(w), 1);
       w.resolve(message);
     }
   });
-  const waitFor = (event: string, timeoutMs: number) =>
-    new Promise<Record<string, unknown> | undefined>((resolve) => {
+  const waitFor = <E extends GuardMessage["event"]>(event: E, timeoutMs: number) =>
+    new Promise<Extract<GuardMessage, { event: E }> | undefined>((resolve) => {
       const timer = setTimeout(() => resolve(undefined), timeoutMs);
       const done = () => {
         clearTimeout(timer);
@@ -242,7 +216,7 @@ export function startGuard(arm: ArmMessage, startTimeoutMs = 10_000): Promise<Gu
         event,
         resolve: (m) => {
           clearTimeout(timer);
-          resolve(m);
+          resolve(m as Extract<GuardMessage, { event: E }>);
         },
       });
     });
@@ -254,7 +228,8 @@ export function startGuard(arm: ArmMessage, startTimeoutMs = 10_000): Promise<Gu
     }
   };
   child.stdin!.on("error", () => {});
-  child.stdin!.write(`${JSON.stringify(arm)}\n`);
+  const request = (message: GuardRequest) => child.stdin!.write(`${JSON.stringify(message)}\n`);
+  request(arm);
   return waitFor("armed", startTimeoutMs).then((armed) => {
     if (!armed) {
       kill();
@@ -271,10 +246,10 @@ export function startGuard(arm: ArmMessage, startTimeoutMs = 10_000): Promise<Gu
       async release(froze: string[]) {
         if (exited) return [];
         released = true;
-        child.stdin!.write(`${JSON.stringify({ op: "release", froze })}\n`);
+        request({ op: "release", froze });
         const answer = await waitFor("released", 5_000);
         child.stdin!.end();
-        return (answer?.leftovers as string[] | undefined) ?? [];
+        return answer?.leftovers ?? [];
       },
       kill,
     };

@@ -165,7 +165,7 @@ async function recoverAndSay(options: HookOptions, stateDir: string): Promise<vo
   const paths = holderPaths(stateDir);
   const died = deadHolder(paths, stateDir);
   const recovery = await recoverAll(stateDir);
-  const lines = [...(died ? [died] : []), ...describeRecovery(recovery)];
+  const lines = [...(died ? [died] : []), ...describeRecovery(recovery).map((p) => p.message)];
   for (const line of lines) options.streams.stderr(`vmsnap: recovered: ${redact(line)}\n`);
 }
 

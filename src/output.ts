@@ -7,6 +7,7 @@
  *
  * @module
  */
+import type { HandshakeFrozen, RunEvent } from "./protocol.ts";
 import { redact } from "./secrets.ts";
 import { escapeForTerminal } from "./terminal.ts";
 
@@ -29,12 +30,12 @@ export class Output {
   }
 
   /** A progress event: a JSON line on stdout with --json. */
-  event(event: Record<string, unknown>): void {
+  event(event: RunEvent): void {
     if (this.json) this.#streams.stdout(redact(JSON.stringify(event)) + "\n");
   }
 
   /** The external handshake's line: on stdout in both modes, once. */
-  handshake(event: Record<string, unknown>): void {
+  handshake(event: HandshakeFrozen): void {
     this.#streams.stdout(redact(JSON.stringify(event)) + "\n");
   }
 

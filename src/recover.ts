@@ -17,12 +17,15 @@ import { readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { loadConfig } from "./config.ts";
-import { createFreezer, thawAndConfirm } from "./freeze.ts";
-import type { GuardReport } from "./guard.ts";
+import { createFreezer, EMERGENCY_THAW_ORDER, inThawOrder, thawAndConfirm } from "./freeze.ts";
+import type { Problem } from "./errors.ts";
+import type { GuardReport, PluginLockRecovery, Recovery } from "./protocol.ts";
 import { type LockOwner, ownerAlive, processStart } from "./lock.ts";
 import { commandOf, findByEnvironment, killTree } from "./process_runner.ts";
 import type { LockMarker } from "../plugins/plugin.ts";
 import { PLUGINS } from "../plugins/registry.ts";
+
+export type { PluginLockRecovery, Recovery } from "./protocol.ts";
 
 /** The marker written before freezing and removed after the thaw is confirmed. */
 export interface FreezeMarker {
@@ -31,37 +34,6 @@ export interface FreezeMarker {
   started: string;
   mounts: string[];
   since: string;
-}
-
-/** One database lock left by a dead run. */
-export interface PluginLockRecovery {
-  plugin: string;
-  type: string;
-  runId: string;
-  /** What the plugin found and did. */
-  result?: string;
-  /** Why it could not be released (the marker stays for the next start). */
-  error?: string;
-}
-
-/** What recovery found and did. */
-export interface Recovery {
-  /** Mounts of a dead run that were thawed (or found already thawed). */
-  thawed: {
-    runId: string;
-    mount: string;
-    wasFrozen: boolean;
-    confirmed: boolean;
-    error?: string;
-  }[];
-  /** What guards reported after stepping in. */
-  guardReports: GuardReport[];
-  /** A run whose agent died holding the run lock (released now). */
-  deadRun?: { runId: string; pid: number; since: string };
-  /** Processes a dead run had started, killed. */
-  killed: { runId: string; pid: number; command: string }[];
-  /** Database locks a dead run left, and what was done about them. */
-  pluginLocks: PluginLockRecovery[];
 }
 
 const markerPath = (stateDir: string) => join(stateDir, "frozen.json");
@@ -141,8 +113,8 @@ export async function recoverAll(
   const marker = readJson<FreezeMarker>(markerPath(stateDir));
   if (marker && !ownerAlive(marker)) {
     const freezer = await createFreezer();
-    // Freeze order, as the guard does: a freeze stuck in the kernel is the last one started.
-    for (const mount of marker.mounts) {
+    // The emergency order, as the guard's: see ThawOrder in freeze.ts.
+    for (const mount of inThawOrder(marker.mounts, EMERGENCY_THAW_ORDER)) {
       recovery.thawed.push({ runId: marker.runId, mount, ...thawAndConfirm(freezer, mount) });
     }
     clearFreezeMarker(stateDir);
@@ -213,40 +185,51 @@ export async function recoverAll(
 }
 
 /**
- * One line per thing recovered, for stderr and the check report.
+ * One coded problem per thing recovered, for stderr, the run's warnings and
+ * the check report: `Recovered` for the run's own leftovers (lock, frozen
+ * mounts, processes, guard reports), `PluginRecovered` for a database lock.
  *
  * @example
  * ```ts
  * import { describeRecovery, recoverAll } from "./recover.ts";
- * for (const line of describeRecovery(await recoverAll("/var/lib/vmsnap"))) console.error(line);
+ * for (const p of describeRecovery(await recoverAll("/var/lib/vmsnap"))) console.error(p.message);
  * ```
  */
-export function describeRecovery(r: Recovery): string[] {
+export function describeRecovery(r: Recovery): Problem[] {
+  const recovered = (message: string): Problem => ({ code: "Recovered", message });
   return [
     ...(r.deadRun
-      ? [
+      ? [recovered(
         `run ${r.deadRun.runId} (pid ${r.deadRun.pid}, started ${r.deadRun.since}) died without finishing; its run lock was released`,
-      ]
+      )]
       : []),
     ...r.thawed.map((t) =>
-      `thawed ${t.mount}, left frozen by run ${t.runId} whose agent and guard died${
-        t.wasFrozen ? "" : " (it was already thawed)"
-      }${t.confirmed ? "" : `; NOT confirmed: ${t.error}`}`
+      recovered(
+        `thawed ${t.mount}, left frozen by run ${t.runId} whose agent and guard died${
+          t.wasFrozen ? "" : " (it was already thawed)"
+        }${t.confirmed ? "" : `; NOT confirmed: ${t.error}`}`,
+      )
     ),
     ...r.guardReports.map((g) =>
-      `the guard of run ${g.runId} thawed ${
-        g.thawed.map((t) => t.mount).join(", ")
-      } after ${g.afterMs} ms (${
-        g.reason === "deadline" ? "freeze.maxFrozenSeconds passed" : "its agent died"
-      })`
+      recovered(
+        `the guard of run ${g.runId} thawed ${
+          g.thawed.map((t) => t.mount).join(", ")
+        } after ${g.afterMs} ms (${
+          g.reason === "deadline" ? "freeze.maxFrozenSeconds passed" : "its agent died"
+        })`,
+      )
     ),
     ...r.killed.map((k) =>
-      `killed pid ${k.pid} (${k.command}), left running by run ${k.runId} whose agent died`
+      recovered(
+        `killed pid ${k.pid} (${k.command}), left running by run ${k.runId} whose agent died`,
+      )
     ),
-    ...r.pluginLocks.map((l) =>
-      `plugin "${l.plugin}": run ${l.runId} died holding its lock: ${
+    ...r.pluginLocks.map((l): Problem => ({
+      code: "PluginRecovered",
+      plugin: l.plugin,
+      message: `plugin "${l.plugin}": run ${l.runId} died holding its lock: ${
         l.result ?? `not released: ${l.error}`
-      }`
-    ),
+      }`,
+    })),
   ];
 }

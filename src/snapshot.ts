@@ -8,27 +8,21 @@
  */
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
-import type { LogLevel } from "./config.ts";
-import { checkSnapshotCommand } from "./check.ts";
+import type { LogLevel, SnapshotConfig } from "./config.ts";
+import { snapshotCommandProblems } from "./preflight.ts";
+import {
+  HANDSHAKE_ANSWERS,
+  type HandshakeAnswer,
+  type HandshakeFrozen,
+  type SnapshotOutcome,
+} from "./protocol.ts";
 import { runProcess } from "./process_runner.ts";
-import type { RunError } from "../plugins/plugin.ts";
 import { SCRIPT_PATH } from "../plugins/script_runner.ts";
 
 /** How to take the snapshot. */
-export type SnapshotMethod =
-  | { kind: "command"; command: string[]; timeoutInSeconds: number }
-  | { kind: "external"; timeoutInSeconds: number };
+export type SnapshotMethod = SnapshotConfig;
 
-/** What happened. */
-export interface SnapshotOutcome {
-  kind: SnapshotMethod["kind"];
-  taken: boolean;
-  durationMs: number;
-  error?: RunError;
-  exitCode?: number | null;
-  /** The external caller's answer. */
-  answer?: string;
-}
+export type { SnapshotOutcome } from "./protocol.ts";
 
 /** What taking the snapshot needs. */
 export interface SnapshotContext {
@@ -37,13 +31,13 @@ export interface SnapshotContext {
   signal: AbortSignal;
   log(level: LogLevel, event: string, fields: Record<string, unknown>): void;
   /** Prints the handshake line (external). */
-  announce(event: Record<string, unknown>): void;
+  announce(event: HandshakeFrozen): void;
   /** Lines from the caller (external). */
   stdin: Readable;
 }
 
 /** What the caller answered, or why there is no answer. */
-type Answer = { line?: string; why?: "timeout" | "eof" | "abort" };
+type Answer = { line?: HandshakeAnswer; why?: "timeout" | "eof" | "abort" };
 
 /** Waits one turn of the event loop's poll phase, so input already in the pipe is read. */
 const pollOnce = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -89,8 +83,8 @@ function answerReader(stdin: Readable) {
         const onAbort = () => done({ why: "abort" });
         signal.addEventListener("abort", onAbort, { once: true });
         onLine = (line) => {
-          const word = line.trim();
-          if (word === "snapshot-done" || word === "snapshot-failed") done({ line: word });
+          const word = HANDSHAKE_ANSWERS.find((answer) => answer === line.trim());
+          if (word) done({ line: word });
         };
         onClose = () => done({ why: "eof" });
         if (closed) done({ why: "eof" });
@@ -155,7 +149,7 @@ export async function takeSnapshot(
       error: { code, message: `external snapshot: ${message}` },
     };
   }
-  const refused = checkSnapshotCommand(method.command);
+  const refused = snapshotCommandProblems(method.command);
   if (refused.length > 0) {
     return {
       kind: "command",

@@ -18,34 +18,13 @@ import {
   waitFor,
 } from "../helpers.ts";
 import { runFixture } from "../run_fixture.ts";
-
-interface Result {
-  event: "result";
-  status: string;
-  consistency: string;
-  requestedConsistency: string;
-  snapshotTaken: boolean;
-  exitCode: number;
-  errors: { code: string; message: string; plugin?: string }[];
-  plugins: {
-    name: string;
-    quiesce: { ok: boolean; facts: { attempts: { attempt: number; exitCode: number }[] } } | null;
-    resume: { ok: boolean } | null;
-  }[];
-  freeze: {
-    mounts: { mountPoint: string; frozen: boolean; thawed?: boolean }[];
-    frozenMs: number;
-    guard?: { pid: number; steppedIn?: { reason: string } };
-  };
-  snapshot: { taken: boolean; kind: string } | null;
-  log: { file?: string; written: number; lost: number; heldMs: number };
-}
+import type { RunResult } from "../../src/protocol.ts";
 
 /** The events of a --json run, the result last. */
 function events(stdout: string): Record<string, unknown>[] {
   return stdout.trim().split("\n").filter(Boolean).map((line) => JSON.parse(line));
 }
-const resultOf = (stdout: string) => sharedResultOf<Result>(stdout);
+const resultOf = (stdout: string) => sharedResultOf<RunResult>(stdout);
 
 /** True when no process has this marker on its command line. */
 function noneRunning(marker: string): boolean {
@@ -163,7 +142,8 @@ Deno.test("retries really re-run: fails twice, succeeds on attempt 3 with 2 retr
     assert.equal(ran.code, 0, ran.stdout);
     assert.equal(f.read("count").trim(), "3");
     assert.deepEqual(
-      result.plugins[0].quiesce!.facts.attempts.map((a) => [a.attempt, a.exitCode]),
+      (result.plugins[0].quiesce!.facts.attempts as { attempt: number; exitCode: number }[])
+        .map((a) => [a.attempt, a.exitCode]),
       [[1, 1], [2, 1], [3, 0]],
     );
     const log = readFileSync(result.log.file!, "utf8");

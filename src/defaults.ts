@@ -1,0 +1,17 @@
+/**
+ * The defaults that more than one module needs, each written once.
+ *
+ * @module
+ */
+
+/** `snapshot.timeoutInSeconds` (command and external) when the config does not set it. */
+export const DEFAULT_SNAPSHOT_TIMEOUT_SECONDS = 60;
+
+/** `freeze.maxFrozenSeconds` when the config does not set it. */
+export const DEFAULT_MAX_FROZEN_SECONDS = 60;
+
+/** How long the agent waits for its freeze guard to come up. */
+export const GUARD_START_TIMEOUT_MS = 10_000;
+
+/** How long the agent waits for the guard's answer to `release`. */
+export const GUARD_RELEASE_TIMEOUT_MS = 5_000;

@@ -1,0 +1,215 @@
+/**
+ * The streams vmsnap speaks, as types:
+ *
+ * - the run's events (`--json` on stdout): `quiesced`, `frozen`,
+ *   `snapshot-taken`, `thawed`, `resumed`, and the `result` last;
+ * - the guard's protocol (JSON lines): agent → guard {@linkcode GuardRequest},
+ *   guard → agent {@linkcode GuardMessage};
+ * - the external handshake: vmsnap prints {@linkcode HandshakeFrozen} on
+ *   stdout and reads one {@linkcode HandshakeAnswer} line from stdin.
+ *
+ * Types only: every module that writes or reads one of these streams takes
+ * them from here, and so do the tests.
+ *
+ * @module
+ */
+import type { Consistency } from "./consistency.ts";
+import type { Problem } from "./errors.ts";
+import type { LogStats } from "./event_log.ts";
+import type { RunError, StepResult } from "../plugins/plugin.ts";
+
+// ── the guard ────────────────────────────────────────────────────────────────
+
+/** Agent → guard: hold these mounts until released, thaw them at the deadline or on EOF. */
+export interface ArmMessage {
+  op: "arm";
+  runId: string;
+  mounts: string[];
+  maxFrozenMs: number;
+  stateDir: string;
+}
+
+/** Agent → guard: the agent's own thaw of `froze` is done; check them once more and exit. */
+export interface ReleaseMessage {
+  op: "release";
+  froze: string[];
+}
+
+/** Everything the agent sends to its guard. */
+export type GuardRequest = ArmMessage | ReleaseMessage;
+
+/** One mount thawed by the guard (or by recovery). */
+export interface GuardThaw {
+  mount: string;
+  wasFrozen: boolean;
+  confirmed: boolean;
+  error?: string;
+}
+
+/** What the guard did when it stepped in, as sent to the agent and left in stateDir. */
+export interface GuardReport {
+  runId: string;
+  reason: "deadline" | "agent-died";
+  at: string;
+  /** Milliseconds from arming to the first thaw. */
+  afterMs: number;
+  thawed: GuardThaw[];
+}
+
+/** Everything the guard sends to its agent. */
+export type GuardMessage =
+  | { event: "armed"; pid: number }
+  | { event: "expired"; report: GuardReport }
+  | { event: "released"; leftovers: string[] };
+
+// ── the external handshake ───────────────────────────────────────────────────
+
+/** vmsnap → caller (stdout, both output modes): the filesystems are frozen, take the snapshot. */
+export interface HandshakeFrozen {
+  event: "frozen";
+  runId: string;
+  mounts: string[];
+}
+
+/** Caller → vmsnap (one line on stdin). */
+export type HandshakeAnswer = "snapshot-done" | "snapshot-failed";
+
+/** The answers vmsnap accepts, in the order of {@linkcode HandshakeAnswer}. */
+export const HANDSHAKE_ANSWERS: readonly HandshakeAnswer[] = ["snapshot-done", "snapshot-failed"];
+
+// ── the run's result ─────────────────────────────────────────────────────────
+
+/** One plugin in the result. */
+export interface PluginReport {
+  name: string;
+  type: string;
+  /** Problems that kept it from running. */
+  checks: Problem[];
+  quiesce: StepResult | null;
+  resume: StepResult | null;
+}
+
+/** One frozen filesystem in the result. */
+export interface MountReport {
+  mountPoint: string;
+  fsType: string;
+  device: string;
+  frozen: boolean;
+  freezeMs?: number;
+  thawed?: boolean;
+  thawMs?: number;
+  error?: string;
+}
+
+/** How the snapshot was taken and what came of it. */
+export interface SnapshotOutcome {
+  kind: "command" | "external";
+  taken: boolean;
+  durationMs: number;
+  error?: RunError;
+  exitCode?: number | null;
+  /** The external caller's answer. */
+  answer?: string;
+}
+
+/** One database lock left by a dead run. */
+export interface PluginLockRecovery {
+  plugin: string;
+  type: string;
+  runId: string;
+  /** What the plugin found and did. */
+  result?: string;
+  /** Why it could not be released (the marker stays for the next start). */
+  error?: string;
+}
+
+/** What recovery found and did. */
+export interface Recovery {
+  /** Mounts of a dead run that were thawed (or found already thawed). */
+  thawed: {
+    runId: string;
+    mount: string;
+    wasFrozen: boolean;
+    confirmed: boolean;
+    error?: string;
+  }[];
+  /** What guards reported after stepping in. */
+  guardReports: GuardReport[];
+  /** A run whose agent died holding the run lock (released now). */
+  deadRun?: { runId: string; pid: number; since: string };
+  /** Processes a dead run had started, killed. */
+  killed: { runId: string; pid: number; command: string }[];
+  /** Database locks a dead run left, and what was done about them. */
+  pluginLocks: PluginLockRecovery[];
+}
+
+/** The freeze part of the result. */
+export interface FreezeReport {
+  enabled: boolean;
+  method?: string;
+  mounts: MountReport[];
+  frozenMs: number;
+  guard?: { pid: number; steppedIn?: GuardReport };
+}
+
+/** The result object: the last line of `--json` output, and what the log ends with. */
+export interface RunResult {
+  event: "result";
+  runId: string;
+  status: "success" | "degraded" | "failed";
+  consistency: Consistency;
+  requestedConsistency: Consistency;
+  snapshotTaken: boolean;
+  exitCode: 0 | 1 | 2;
+  errors: RunError[];
+  warnings: Problem[];
+  plugins: PluginReport[];
+  freeze: FreezeReport;
+  snapshot: SnapshotOutcome | null;
+  recovered?: Recovery;
+  log: { file?: string } & LogStats;
+  durationMs: number;
+}
+
+// ── the run's events ─────────────────────────────────────────────────────────
+
+/** Every plugin's pre step is done. */
+export interface QuiescedEvent {
+  event: "quiesced";
+  runId: string;
+  plugins: { name: string; ok: boolean | undefined }[];
+}
+
+/** The post step of every plugin whose pre step was attempted is done. */
+export interface ResumedEvent {
+  event: "resumed";
+  runId: string;
+  plugins: { name: string; ok: boolean | undefined }[];
+}
+
+/** The filesystems are frozen and the snapshot command starts (not printed for `--external`). */
+export type FrozenEvent = HandshakeFrozen;
+
+/** The snapshot was taken. */
+export interface SnapshotTakenEvent {
+  event: "snapshot-taken";
+  runId: string;
+  durationMs: number;
+}
+
+/** Everything frozen is thawed (and confirmed, or said otherwise in the result). */
+export interface ThawedEvent {
+  event: "thawed";
+  runId: string;
+  mounts: string[];
+  frozenMs: number;
+}
+
+/** One line of `vmsnap run --json`. */
+export type RunEvent =
+  | QuiescedEvent
+  | FrozenEvent
+  | SnapshotTakenEvent
+  | ThawedEvent
+  | ResumedEvent
+  | RunResult;
