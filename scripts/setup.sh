@@ -11,7 +11,7 @@ packages=(util-linux mount e2fsprogs xfsprogs btrfs-progs mariadb-server mariadb
 # Redis and SQLite plugins (issue 15): the tests start their own redis-server on a private socket.
 packages+=(redis-server sqlite3)
 # Operations (issue 13): the arm64 binary under emulation, the .deb's checks, the units, the man page.
-packages+=(qemu-user-static libc6-arm64-cross binutils lintian systemd man-db groff-base)
+packages+=(qemu-user-static libc6-arm64-cross binutils lintian systemd man-db groff-base python3-jsonschema)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -26,6 +26,9 @@ import { describeRecovery, recoverAll, type Recovery } from "./recover.ts";
 import { CODES } from "./errors.ts";
 import { didYouMean } from "./suggest.ts";
 import { VERSION } from "./version.ts";
+import { journalWriter, stderrIsJournal } from "./journal.ts";
+import { configJsonSchemaText } from "./json_schema.ts";
+import { formatStatus, readStatus, recordRun } from "./status.ts";
 
 /** Exit codes, as documented in `--help`. */
 export const EXIT = { ok: 0, degraded: 1, failed: 2, usage: 64 } as const;
@@ -169,6 +172,23 @@ restored by vmsnap uninstall. --root DIR installs under a prefix. See docs/hooks
     usage: "vmsnap uninstall --for AGENT [--root DIR] [--dry-run]",
     description: "Undoes vmsnap install --for AGENT, restoring the backed-up files.",
     options: INSTALL_OPTIONS,
+  },
+  status: {
+    summary: "show the last result of run or hook: when, status, consistency, errors",
+    usage: "vmsnap status [--config PATH] [--json]",
+    description: `Shows the result the last run (or hook hold) recorded in stateDir: when it ended,
+its status and consistency, how long filesystems were frozen and each database held,
+and its errors. Exit: the last result's exit code (0, 1, 2); 2 when nothing is recorded.`,
+    options: {},
+  },
+  schema: {
+    summary: "print the config's JSON Schema (for editors and config management)",
+    usage: "vmsnap schema",
+    description:
+      `Prints the JSON Schema (draft-07) of the config, generated from the validator's own
+field specs. A config valid against it has no problem and nothing clamped or ignored;
+files, permissions and mounts are checked by vmsnap check.`,
+    options: {},
   },
   version: {
     summary: "print the version",
@@ -481,6 +501,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   if (argv[0] === "__guard" && argv.length === 1) return await guardMain();
   // The hook's holder: started by `vmsnap hook freeze` only.
   if (argv[0] === "__holder" && argv.length === 1) return await holderMain();
+  // Under systemd, each stderr line carries its priority for the journal.
+  if (stderrIsJournal(io.env)) io = { ...io, stderr: journalWriter(io.stderr) };
   let invocation: Invocation;
   try {
     invocation = parseInvocation(argv, io.env);
@@ -572,6 +594,15 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       return EXIT.failed;
     }
   }
+  if (command === "schema") {
+    io.stdout(configJsonSchemaText());
+    return EXIT.ok;
+  }
+  if (command === "status") {
+    const status = readStatus({ configPath: invocation.configPath });
+    io.stdout(`${invocation.json ? redact(JSON.stringify(status)) : formatStatus(status)}\n`);
+    return status.lastResult?.exitCode ?? EXIT.failed;
+  }
   // command === "run"
   const result = await runBackup({
     configPath: invocation.configPath,
@@ -582,5 +613,9 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     streams: { stdout: io.stdout, stderr: io.stderr },
     stdin: (io.stdin ?? process.stdin) as import("node:stream").Readable,
   });
+  // After the thaw: the last result, the metrics textfile, the default log if none was open.
+  for (const line of recordRun(result, { configPath: invocation.configPath })) {
+    io.stderr(`vmsnap: ${line}\n`);
+  }
   return result.exitCode;
 }

@@ -40,6 +40,10 @@ import { AZURE_SCRIPT_FIELDS, azureScriptPlugin } from "../plugins/script.ts";
 export const DEFAULT_CONFIG_PATH = "/etc/azure/VMSnapshotScriptPluginConfig.json";
 /** Where vmsnap keeps its lock and markers unless the config says otherwise. */
 export const DEFAULT_STATE_DIR = "/var/lib/vmsnap";
+/** Where the Prometheus textfile goes unless `metrics.textfile` says otherwise (node_exporter's directory on Debian). */
+export const DEFAULT_METRICS_FILE = "/var/lib/prometheus/node-exporter/vmsnap.prom";
+/** The log file unless `log.file` says otherwise. */
+export const DEFAULT_LOG_FILE = "/var/log/vmsnap/vmsnap.jsonl";
 /** The largest config file read (a config is a few hundred bytes). */
 export const MAX_CONFIG_BYTES = 1 << 20;
 /** The deepest nesting accepted. */
@@ -80,6 +84,8 @@ export interface Config {
   stateDir: string;
   /** Hook mode: the holder ends its hold by itself after maxHoldSeconds. */
   hook: { maxHoldSeconds: number };
+  /** The Prometheus textfile written after each run (src/metrics.ts). */
+  metrics: { textfile: string };
 }
 
 /** A loaded config and what was found while loading it. */
@@ -240,7 +246,7 @@ const VMSNAP_FIELDS: Record<string, Field> = {
     type: "object",
     default: {},
     fields: {
-      file: { ...absolutePath, default: "/var/log/vmsnap/vmsnap.jsonl" },
+      file: { ...absolutePath, default: DEFAULT_LOG_FILE },
       level: { type: "string", oneOf: LOG_LEVELS, default: "info" },
     },
   },
@@ -250,6 +256,11 @@ const VMSNAP_FIELDS: Record<string, Field> = {
     default: {},
     fields: { maxHoldSeconds: { type: "integer", min: 1, max: 86400, default: 600 } },
   },
+  metrics: {
+    type: "object",
+    default: {},
+    fields: { textfile: { ...absolutePath, default: DEFAULT_METRICS_FILE } },
+  },
 };
 
 /**
@@ -257,7 +268,7 @@ const VMSNAP_FIELDS: Record<string, Field> = {
  * level is read as Azure reads it (unknown keys ignored, the last of a key
  * given twice wins) except for vmsnap's own keys; vmsnap's objects are strict.
  */
-const CONFIG_SPEC: ObjectSpec = {
+export const CONFIG_SPEC: ObjectSpec = {
   type: "object",
   fields: { ...AZURE_FIELDS, ...VMSNAP_FIELDS },
   ignored: {
@@ -268,7 +279,7 @@ const CONFIG_SPEC: ObjectSpec = {
 };
 
 /** Every plugin's `stage`: quiesce ascending, resume descending (src/stages.ts). */
-const STAGE_FIELD: Field = { type: "integer", min: -100, max: 100, default: 0 };
+export const STAGE_FIELD: Field = { type: "integer", min: -100, max: 100, default: 0 };
 
 /** Validates one entry of `plugins` through its type's definition. */
 function validatePlugin(
@@ -503,6 +514,7 @@ function buildConfig(
     log: values.log as Config["log"],
     stateDir: values.stateDir as string,
     hook: values.hook as Config["hook"],
+    metrics: values.metrics as Config["metrics"],
   };
 }
 

@@ -38,6 +38,7 @@ import {
   liveHolder,
 } from "./holder_channel.ts";
 import { writeLastResult } from "./last_result.ts";
+import { writeMetrics } from "./metrics.ts";
 import { acquireRunLock, type RunLock } from "./lock.ts";
 import { readMounts } from "./mountinfo.ts";
 import { ensureDirectory } from "./permissions.ts";
@@ -307,6 +308,8 @@ export async function holderMain(): Promise<number> {
   const result = report(hold, server.peerCheck());
   const writeError = writeLastResult(config.stateDir, result);
   if (writeError) log.record("error", "last-result", { error: writeError });
+  const metrics = writeMetrics(config.metrics.textfile, result);
+  if (metrics.error) log.record("debug", "metrics", { error: metrics.error });
   log.close();
   const answer = { event: "result", result };
   hold.end?.connection?.answer(answer);

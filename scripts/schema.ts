@@ -1,0 +1,15 @@
+/**
+ * Writes docs/vmsnap.schema.json, the config's JSON Schema (what `vmsnap
+ * schema` prints). A unit test fails when the checked-in file is stale.
+ *
+ * Usage: deno task schema
+ *
+ * @module
+ */
+import { writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { configJsonSchemaText } from "../src/json_schema.ts";
+
+const file = join(dirname(new URL(import.meta.url).pathname), "..", "docs", "vmsnap.schema.json");
+writeFileSync(file, configJsonSchemaText());
+console.log(`wrote ${file}`);
