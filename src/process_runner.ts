@@ -6,9 +6,15 @@
  *   environment given (nothing inherited);
  * - output read continuously, line by line, so a process printing megabytes
  *   never blocks on a full pipe; the tail is kept;
- * - on timeout or abort: SIGTERM to the whole group and to every descendant
- *   that left it (found by a tag in the environment every descendant
- *   inherits), a grace period, then SIGKILL, until none is left;
+ * - tracked in its own cgroup (v2) where the machine has a usable one
+ *   (`src/cgroup.ts`): no descendant can leave it, whatever session, group
+ *   or environment it moves to; elsewhere by its process group and by a tag
+ *   in the environment every descendant inherits (which `env -i` defeats);
+ * - on timeout or abort: SIGTERM to every member (cgroup, group, tag), a
+ *   grace period, then SIGKILL (`cgroup.kill`) until none is left or the
+ *   kill time is over; what is still alive then (a process blocked in the
+ *   kernel) is reported as a survivor, never counted as killed, and the
+ *   runner does not wait for an exit that will not come;
  * - on a normal exit, descendants are left alone (a daemon the script started
  *   on purpose) but the run does not wait for the pipes they hold; they are
  *   reported.
@@ -17,9 +23,10 @@
  */
 import { type ChildProcess, spawn, type SpawnOptions } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
+import { accessSync, constants, readdirSync, readFileSync } from "node:fs";
 import process from "node:process";
 import { StringDecoder } from "node:string_decoder";
+import { createProcessCgroup, joinAndExecArgv, type ProcessCgroup } from "./cgroup.ts";
 
 /** The environment variable that tags every process a run starts. */
 export const TAG_VARIABLE = "VMSNAP_PROCESS_TAG";
@@ -42,6 +49,16 @@ export interface RunProcessOptions {
   tailLines?: number;
   /** After the process exits, how long to wait for its pipes to close. */
   drainMs?: number;
+  /** After the grace, how long to keep sending SIGKILL before reporting survivors. */
+  killMs?: number;
+  /** `auto`: a cgroup where the machine has one, else the tag; `tag`: never a cgroup. */
+  isolation?: "auto" | "tag";
+}
+
+/** A process still alive after the kill: blocked in the kernel (state D) or out of reach. */
+export interface Survivor extends Leftover {
+  /** Its state letter from /proc (D: uninterruptible sleep). */
+  state: string;
 }
 
 /** A process left running after a normal exit. */
@@ -67,8 +84,14 @@ export interface ProcessResult {
   bytes: number;
   /** Descendants still running after a normal exit (left alone). */
   leftovers: Leftover[];
-  /** Processes that had to be killed after a timeout or abort. */
+  /** Processes killed after a timeout or abort (found, and gone after the kill). */
   killed: number;
+  /** Processes found but still alive after the kill (never counted in `killed`). */
+  survivors: Survivor[];
+  /** How the process's descendants were tracked. */
+  tracking: "cgroup" | "tag";
+  /** The cgroup left behind because survivors are in it (`echo 1 > CGROUP/cgroup.kill` later). */
+  cgroup?: string;
 }
 
 const MAX_LINE = 4096;
@@ -152,11 +175,75 @@ export function groupMembers(pgid: number): number[] {
   return pids;
 }
 
+/** What a kill achieved. */
+export interface KillOutcome {
+  /** Every process found while killing. */
+  found: number;
+  /** Those still alive when the kill time was over. */
+  survivors: number[];
+}
+
 /**
- * Kills a process group and every tagged descendant: SIGTERM, a grace, then
- * SIGKILL until none is left. Zombies (which an init that reaps slowly keeps
- * around) count as gone. `find` overrides how descendants are found (by
- * default, the tag). Returns how many processes were found.
+ * Kills a process group, every process `find` returns and every member of
+ * the cgroup: SIGTERM, a grace, then SIGKILL until none is left or
+ * `killMs` is over. Zombies (which an init that reaps slowly keeps around)
+ * count as gone. Says what it found and what survived.
+ *
+ * @example
+ * ```ts
+ * import { findTagged, killProcesses } from "./process_runner.ts";
+ * const outcome = await killProcesses({ find: () => findTagged("some-tag"), graceMs: 2000 });
+ * outcome.survivors; // [] unless a process is blocked in the kernel
+ * ```
+ */
+export async function killProcesses(options: {
+  pgid?: number;
+  find: () => number[];
+  graceMs: number;
+  killMs?: number;
+  cgroup?: ProcessCgroup;
+}): Promise<KillOutcome> {
+  const { pgid, find, cgroup } = options;
+  const found = new Set<number>();
+  const alive = () => {
+    const pids = [
+      ...new Set([
+        ...find(),
+        ...(pgid ? groupMembers(pgid) : []),
+        ...(cgroup?.members() ?? []),
+      ]),
+    ].filter((pid) => pid !== process.pid && isLive(pid));
+    pids.forEach((p) => found.add(p));
+    return pids;
+  };
+  const first = alive(); // counted before any of them can die
+  cgroup?.signal("SIGTERM");
+  signalAll(pgid, first, "SIGTERM");
+  const termUntil = performance.now() + options.graceMs;
+  while (performance.now() < termUntil) {
+    await sleep(25);
+    if (alive().length === 0) return { found: found.size, survivors: [] };
+  }
+  const killUntil = performance.now() + (options.killMs ?? 5000);
+  let pids = alive();
+  while (pids.length > 0 && performance.now() < killUntil) {
+    cgroup?.kill();
+    signalAll(pgid, pids, "SIGKILL");
+    await sleep(20);
+    pids = alive();
+  }
+  return { found: found.size, survivors: pids };
+}
+
+/**
+ * {@linkcode killProcesses} for a group and its tagged descendants; returns
+ * how many processes were found.
+ *
+ * @example
+ * ```ts
+ * import { killTree } from "./process_runner.ts";
+ * await killTree(undefined, "some-tag", 1000);
+ * ```
  */
 export async function killTree(
   pgid: number | undefined,
@@ -164,25 +251,34 @@ export async function killTree(
   graceMs: number,
   find: () => number[] = () => findTagged(tag),
 ): Promise<number> {
-  const found = new Set<number>();
-  const alive = () => {
-    const pids = [...new Set([...find(), ...(pgid ? groupMembers(pgid) : [])])];
-    pids.forEach((p) => found.add(p));
-    return pids;
-  };
-  signalAll(pgid, alive(), "SIGTERM");
-  const termUntil = performance.now() + graceMs;
-  while (performance.now() < termUntil) {
-    await sleep(25);
-    if (alive().length === 0) return found.size;
+  return (await killProcesses({ pgid, find, graceMs })).found;
+}
+
+/** A process's state letter (R, S, D, Z…), or undefined when it is gone. */
+function stateOf(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+  } catch {
+    return undefined;
   }
-  for (let round = 0; round < 250; round++) {
-    const pids = alive();
-    if (pids.length === 0) break;
-    signalAll(pgid, pids, "SIGKILL");
-    await sleep(20);
+}
+
+/** True while a process exists and is not a zombie. */
+function isLive(pid: number): boolean {
+  const state = stateOf(pid);
+  return state !== undefined && state !== "Z" && state !== "X";
+}
+
+/** Why a program cannot be exec'd, before a wrapper shell would hide it behind exit 126/127. */
+function cannotExec(program: string): string | undefined {
+  try {
+    accessSync(program, constants.X_OK);
+    return undefined;
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException;
+    return `spawn ${program} ${e.code ?? e.message}`;
   }
-  return found.size;
 }
 
 /** The shell a file without a `#!` line is run with (what execvp and every shell do). */
@@ -239,11 +335,21 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
     bytes: 0,
     leftovers: [],
     killed: 0,
+    survivors: [],
+    tracking: "tag",
   };
   return new Promise((resolve) => {
+    const unstartable = cannotExec(options.argv[0]);
+    if (unstartable) {
+      result.spawnError = unstartable;
+      return resolve(result);
+    }
+    const cgroup = options.isolation === "tag" ? undefined : createProcessCgroup();
+    if (cgroup) result.tracking = "cgroup";
+    const argv = cgroup ? joinAndExecArgv(cgroup.path, options.argv) : options.argv;
     let child: ChildProcess;
     try {
-      const spawned = spawnFallingBack(options.argv, {
+      const spawned = spawnFallingBack(argv, {
         cwd: "/",
         env: { ...options.env, [TAG_VARIABLE]: tag },
         stdio: ["ignore", "pipe", "pipe"],
@@ -254,6 +360,7 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
     } catch (error) {
       // Bun throws some spawn failures (EACCES, ENOENT…) instead of emitting "error".
       result.spawnError = (error as Error).message;
+      cgroup?.release();
       result.durationMs = Math.round(performance.now() - started);
       return resolve(result);
     }
@@ -302,12 +409,20 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
     };
 
     let settled = false;
-    let killing: Promise<number> | undefined;
+    let killing: Promise<KillOutcome> | undefined;
     const stop = (why: "timeout" | "abort") => {
       if (killing || settled) return;
       if (why === "timeout") result.timedOut = true;
       else result.aborted = true;
-      killing = killTree(child.pid, tag, options.graceMs ?? 2000);
+      killing = killProcesses({
+        pgid: child.pid,
+        find: () => findTagged(tag),
+        graceMs: options.graceMs ?? 2000,
+        killMs: options.killMs,
+        cgroup,
+      });
+      // A process blocked in the kernel never exits: do not wait for it past the kill.
+      killing.then(() => finish());
     };
     const timer = setTimeout(() => stop("timeout"), options.timeoutMs);
     const onAbort = () => stop("abort");
@@ -320,11 +435,21 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
       if (killing) {
-        result.killed = await killing;
+        const outcome = await killing;
+        result.killed = outcome.found - outcome.survivors.length;
+        result.survivors = outcome.survivors.map((pid) => ({
+          pid,
+          command: commandOf(pid),
+          state: stateOf(pid) ?? "?",
+        }));
       } else {
-        const left = findTagged(tag);
+        const left = [...new Set([...findTagged(tag), ...(cgroup?.members() ?? [])])]
+          .filter(isLive);
         result.leftovers = left.map((pid) => ({ pid, command: commandOf(pid) }));
       }
+      // Survivors stay in their cgroup, for a later `cgroup.kill`; otherwise it goes.
+      if (cgroup && result.survivors.length > 0) result.cgroup = cgroup.path;
+      else cgroup?.release();
       child.stdout!.destroy();
       child.stderr!.destroy();
       flush();

@@ -4,6 +4,7 @@
  * timeout really kills. Only the fixture's loop filesystem is ever frozen.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
@@ -131,6 +132,35 @@ exit 3`,
     assert.ok(!/[\x00-\x08\x0b-\x1f\x7f\u202e]/.test(human.stderr), JSON.stringify(human.stderr));
     assert.match(human.stderr, /stdout: café €/);
   } finally {
+    f.cleanup();
+  }
+});
+
+Deno.test("a timeout kills descendants that left the group and cleared their environment (setsid env -i, su -l)", async () => {
+  const f = runFixture();
+  const marker = `sleep 3${Date.now() % 100000}`;
+  try {
+    const pre = f.script(
+      "pre.sh",
+      `setsid env -i /bin/sh -c '${marker}1; true' &
+su -l nobody -s /bin/sh -c '${marker}2; true' &
+echo started; wait`,
+    );
+    const ran = await runBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({ preScriptLocation: pre, timeoutInSeconds: 1 }),
+    ]);
+    const result = resultOf(ran.stdout);
+    assert.deepEqual(codes(result), ["Pre-ScriptTimeout"], ran.stdout);
+    assert.match(result.errors[0].message, /were killed/);
+    assert.doesNotMatch(result.errors[0].message, /could not be killed/);
+    for (const n of [1, 2]) {
+      assert.equal(spawnSync("pgrep", ["-f", `${marker}${n}`]).status, 1, `${marker}${n} survived`);
+    }
+  } finally {
+    spawnSync("pkill", ["-KILL", "-f", marker]);
     f.cleanup();
   }
 });

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
+import { rmdirSync } from "node:fs";
 import process from "node:process";
 import { runProcess } from "../../src/process_runner.ts";
+import { secureDir, waitFor } from "../helpers.ts";
+import { makeLoopFs } from "../loop.ts";
 
 const env = { PATH: "/usr/bin:/bin" };
 const sh = (script: string) => ["/bin/sh", "-c", script];
@@ -113,3 +116,68 @@ Deno.test("a program that cannot start is reported, not thrown", async () => {
   assert.match(r.spawnError!, /ENOENT/);
   assert.equal(r.exitCode, null);
 });
+
+for (const isolation of ["auto", "tag"] as const) {
+  Deno.test(`a descendant that left the group and cleared its environment (setsid env -i), isolation ${isolation}: killed through the cgroup, or (tag) out of reach and not counted`, async () => {
+    const marker = `sleep 7${Date.now() % 100000}`;
+    const r = await runProcess({
+      argv: sh(`setsid env -i /bin/sh -c '${marker}; true' & echo started; wait`),
+      env,
+      timeoutMs: 400,
+      graceMs: 200,
+      isolation,
+    });
+    try {
+      assert.equal(r.timedOut, true);
+      assert.deepEqual(r.survivors, []);
+      if (isolation === "auto") {
+        assert.equal(r.tracking, "cgroup", "this machine has a writable cgroup2 hierarchy");
+        assert.equal(alive(marker), false, "the escaped descendant was killed");
+        assert.ok(r.killed >= 3, `killed ${r.killed}`);
+      } else {
+        // The fallback cannot see it (the reason for cgroups), so it does not count it either.
+        assert.equal(r.tracking, "tag");
+        assert.equal(alive(marker), true);
+        assert.ok(r.killed >= 1, "the script's own shell");
+      }
+    } finally {
+      spawnSync("pkill", ["-KILL", "-f", marker]);
+    }
+  });
+}
+
+Deno.test("a process that cannot be killed (a writer blocked on a frozen test filesystem) is reported as a survivor, not as killed", async () => {
+  const { dir, cleanup } = secureDir("runner-");
+  const fs = makeLoopFs({ dir, name: "frozen", sizeMiB: 16 });
+  let r: Awaited<ReturnType<typeof runProcess>> | undefined;
+  try {
+    execFileSync("fsfreeze", ["--freeze", fs.mountPoint]);
+    r = await runProcess({
+      argv: sh(`echo blocked; echo x > '${fs.mountPoint}/file'`),
+      env,
+      timeoutMs: 300,
+      graceMs: 100,
+      killMs: 500,
+    });
+    assert.equal(r.timedOut, true);
+    assert.equal(r.survivors.length, 1, JSON.stringify(r.survivors));
+    assert.equal(r.survivors[0].state, "D");
+    assert.equal(r.killed, 0, "nothing is claimed killed");
+  } finally {
+    // Thaw, let the blocked writer end (its SIGKILL is pending), then unmount.
+    spawnSync("fsfreeze", ["--unfreeze", fs.mountPoint]);
+    if (r?.cgroup) await waitFor("the survivor to end", () => rmdirQuietly(r!.cgroup!));
+    fs.cleanup();
+    cleanup();
+  }
+});
+
+/** Removes an empty cgroup directory; false while it still has members. */
+function rmdirQuietly(path: string): boolean {
+  try {
+    rmdirSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * One cgroup (v2) per process vmsnap runs, where the machine has a usable
+ * cgroup2 hierarchy: every descendant stays in it whatever it does (a new
+ * session, a new process group, a cleared environment, `su -l`), so a
+ * timeout kills all of them (`cgroup.kill`, or SIGKILL to each member), and
+ * what could not be killed is known.
+ *
+ * The cgroup is created under vmsnap's own cgroup (so a systemd unit that
+ * runs vmsnap still accounts for, and can stop, its scripts). The process
+ * joins it itself before it execs the program (see
+ * {@linkcode joinAndExecArgv}), so no code of the program ever runs outside it.
+ * Where there is no cgroup2 mount, or it cannot be written (a read-only
+ * container mount), the caller falls back to process groups and an
+ * environment tag.
+ *
+ * @module
+ */
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+
+/** A cgroup made for one process and its descendants. */
+export interface ProcessCgroup {
+  /** Its directory. */
+  path: string;
+  /** Live members (pids), from `cgroup.procs`. */
+  members(): number[];
+  /** True while any process is in it (`cgroup.events`). */
+  populated(): boolean;
+  /** Sends a signal to every member. */
+  signal(signal: NodeJS.Signals): void;
+  /** SIGKILLs every member: `cgroup.kill` where the kernel has it (5.14+), else one by one. */
+  kill(): void;
+  /**
+   * Moves the members back to vmsnap's own cgroup (a daemon a script started
+   * on purpose stays as it would without vmsnap's cgroup), then removes the
+   * cgroup. Returns false when it could not be removed.
+   */
+  release(): boolean;
+}
+
+/** The cgroup2 mount point and vmsnap's own cgroup directory in it. */
+export interface Cgroup2Home {
+  mountPoint: string;
+  /** vmsnap's own cgroup directory. */
+  own: string;
+}
+
+/** Unescapes a mountinfo field (`\040` for a space). */
+const unescape = (field: string) =>
+  field.replace(/\\([0-7]{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8)));
+
+/**
+ * Finds a cgroup2 hierarchy this process can create cgroups in: a `cgroup2`
+ * mount in `/proc/self/mountinfo` (`/sys/fs/cgroup` on a systemd VM,
+ * `/sys/fs/cgroup/unified` in hybrid mode) and this process's cgroup in it
+ * (the `0::` line of `/proc/self/cgroup`). Undefined when there is none.
+ *
+ * @example
+ * ```ts
+ * import { findCgroup2 } from "./cgroup.ts";
+ * findCgroup2()?.own; // "/sys/fs/cgroup/system.slice/vmsnap.service"
+ * ```
+ */
+export function findCgroup2(
+  files: { mountinfo?: string; cgroup?: string } = {},
+): Cgroup2Home | undefined {
+  let mountinfo: string;
+  let cgroup: string;
+  try {
+    mountinfo = readFileSync(files.mountinfo ?? "/proc/self/mountinfo", "utf8");
+    cgroup = readFileSync(files.cgroup ?? "/proc/self/cgroup", "utf8");
+  } catch {
+    return undefined;
+  }
+  const own = cgroup.split("\n").find((line) => line.startsWith("0::"))?.slice(3);
+  if (own === undefined) return undefined;
+  for (const line of mountinfo.split("\n")) {
+    const [left, right] = line.split(" - ");
+    if (!right || right.split(" ")[0] !== "cgroup2") continue;
+    const fields = left.split(" ");
+    const root = unescape(fields[3]);
+    const mountPoint = unescape(fields[4]);
+    // The mount shows the hierarchy from `root`; our cgroup must lie under it.
+    if (root !== "/" && own !== root && !own.startsWith(`${root}/`)) continue;
+    const relative = root === "/" ? own : own.slice(root.length);
+    return { mountPoint, own: join(mountPoint, relative).replace(/(.)\/+$/, "$1") };
+  }
+  return undefined;
+}
+
+let counter = 0;
+
+/** Reads a cgroup's member pids (empty when it is gone). */
+function readProcs(dir: string): number[] {
+  try {
+    return readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Removes the empty cgroups a dead vmsnap left (killed before it could
+ * remove them). A cgroup that still has processes is left alone: rmdir
+ * refuses it, and the recovery of a dead run deals with its processes.
+ */
+function sweepStale(dir: string): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const match = /^vmsnap-(\d+)-\d+$/.exec(entry);
+    if (!match || Number(match[1]) === process.pid || existsSync(`/proc/${match[1]}`)) continue;
+    try {
+      rmdirSync(join(dir, entry));
+    } catch {
+      // still populated, or already gone
+    }
+  }
+}
+
+/**
+ * Creates a cgroup for one process under vmsnap's own cgroup, or returns
+ * undefined when the machine has no usable cgroup2 hierarchy.
+ *
+ * @example
+ * ```ts
+ * import { createProcessCgroup } from "./cgroup.ts";
+ * const cgroup = createProcessCgroup();
+ * if (cgroup) console.log(cgroup.path);
+ * ```
+ */
+export function createProcessCgroup(home = findCgroup2()): ProcessCgroup | undefined {
+  if (!home) return undefined;
+  sweepStale(home.own);
+  const path = join(home.own, `vmsnap-${process.pid}-${++counter}`);
+  try {
+    mkdirSync(path);
+    if (!existsSync(join(path, "cgroup.procs"))) {
+      rmdirSync(path);
+      return undefined;
+    }
+  } catch {
+    return undefined;
+  }
+  const canKill = existsSync(join(path, "cgroup.kill"));
+  const members = () => readProcs(path);
+  const each = (signal: NodeJS.Signals) => {
+    for (const pid of members()) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // gone
+      }
+    }
+  };
+  return {
+    path,
+    members,
+    populated() {
+      try {
+        return /^populated 1$/m.test(readFileSync(join(path, "cgroup.events"), "utf8"));
+      } catch {
+        return members().length > 0;
+      }
+    },
+    signal: each,
+    kill() {
+      if (canKill) {
+        try {
+          writeFileSync(join(path, "cgroup.kill"), "1");
+          return;
+        } catch {
+          // fall through to one by one
+        }
+      }
+      each("SIGKILL");
+    },
+    release() {
+      for (let round = 0; round < 20; round++) {
+        const pids = members();
+        if (pids.length === 0) break;
+        for (const pid of pids) {
+          try {
+            writeFileSync(join(home.own, "cgroup.procs"), String(pid));
+          } catch {
+            // gone, or a zombie
+          }
+        }
+      }
+      try {
+        rmdirSync(path);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  };
+}
+
+/**
+ * The argv that makes a process join a cgroup and then exec the program:
+ * `/bin/sh -c 'echo $$ > PROCS; exec "$@"'`. The shell writes its own pid
+ * (the pid the program keeps across exec) before the program's first
+ * instruction, so nothing the program forks can start outside the cgroup;
+ * writing the pid from vmsnap after spawn would race with the program's
+ * first fork. If the write fails the program still runs (and vmsnap's
+ * process-group and tag tracking still apply). The shell's `exec` also runs
+ * a file without a `#!` line with /bin/sh, as execvp does.
+ *
+ * @example
+ * ```ts
+ * import { joinAndExecArgv } from "./cgroup.ts";
+ * joinAndExecArgv("/sys/fs/cgroup/vmsnap-1-1", ["/etc/azure/pre.sh", "a"]);
+ * // ["/bin/sh", "-c", '{ echo $$ > "$0/cgroup.procs"; } 2>/dev/null; exec "$@"', "/sys/fs/cgroup/vmsnap-1-1", "/etc/azure/pre.sh", "a"]
+ * ```
+ */
+export function joinAndExecArgv(cgroupPath: string, argv: string[]): string[] {
+  return [
+    "/bin/sh",
+    "-c",
+    '{ echo $$ > "$0/cgroup.procs"; } 2>/dev/null; exec "$@"',
+    cgroupPath,
+    ...argv,
+  ];
+}
