@@ -46,6 +46,18 @@ Deno.test("an executable script without a #! line runs with /bin/sh, as pre- and
     assert.equal(resultOf(again.stdout).plugins[0].resume.ok, true);
     assert.equal(f.read("post.out"), "post c\n");
     assert.ok(!existsSync(join(f.path("state"), "run.lock")), "the run lock is released");
+    // A snapshot command without a #! line (0755, the executable rule) is run the same way.
+    const snap = put(f.path("snap-noshebang"), `touch "${f.path("snap.ran")}"\n`, 0o755);
+    const snapped = await runBin([
+      "run",
+      "--json",
+      "--config",
+      f.config(),
+      "--snapshot-command",
+      snap,
+    ]);
+    assert.equal(snapped.code, 0, snapped.stdout + snapped.stderr);
+    assert.ok(f.exists("snap.ran"));
   } finally {
     f.cleanup();
   }

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { rmdirSync } from "node:fs";
+import { join } from "node:path";
 import process from "node:process";
 import { runProcess } from "../../src/process_runner.ts";
-import { secureDir, waitFor } from "../helpers.ts";
+import { put, ROOT, secureDir, waitFor } from "../helpers.ts";
 import { makeLoopFs } from "../loop.ts";
 
 const env = { PATH: "/usr/bin:/bin" };
@@ -181,3 +182,31 @@ function rmdirQuietly(path: string): boolean {
     return false;
   }
 }
+
+Deno.test("under Bun (the binary's runtime, whose spawn throws ENOEXEC), a file without #! runs with /bin/sh, without a cgroup too", () => {
+  const { dir, cleanup } = secureDir("runner-");
+  try {
+    const script = put(join(dir, "noshebang"), 'echo "ran $1"\n', 0o700);
+    const probe = put(
+      join(dir, "probe.ts"),
+      `import { runProcess } from ${JSON.stringify(join(ROOT, "src", "process_runner.ts"))};
+for (const isolation of ["tag", "auto"] as const) {
+  const r = await runProcess({ argv: [${
+        JSON.stringify(script)
+      }, "x"], env: {}, timeoutMs: 5000, isolation });
+  console.log(JSON.stringify([isolation, r.exitCode, r.tail.stdout, r.spawnError ?? null, r.viaShell ?? false]));
+}
+`,
+      0o600,
+    );
+    const out = execFileSync(join(ROOT, "node_modules", "bun", "bin", "bun.exe"), [probe], {
+      encoding: "utf8",
+    });
+    assert.deepEqual(out.trim().split("\n").map((l) => JSON.parse(l)), [
+      ["tag", 0, ["ran x"], null, true],
+      ["auto", 0, ["ran x"], null, false],
+    ]);
+  } finally {
+    cleanup();
+  }
+});
