@@ -29,6 +29,7 @@ import { VERSION } from "./version.ts";
 import { journalWriter, stderrIsJournal } from "./journal.ts";
 import { configJsonSchemaText } from "./json_schema.ts";
 import { formatStatus, readStatus, recordRun } from "./status.ts";
+import { formatInit, initConfig } from "./init.ts";
 
 /** Exit codes, as documented in `--help`. */
 export const EXIT = { ok: 0, degraded: 1, failed: 2, usage: 64 } as const;
@@ -173,6 +174,20 @@ restored by vmsnap uninstall. --root DIR installs under a prefix. See docs/hooks
     description: "Undoes vmsnap install --for AGENT, restoring the backed-up files.",
     options: INSTALL_OPTIONS,
   },
+  init: {
+    summary: "write a commented starter config for this VM (never over an existing one)",
+    usage: "vmsnap init [--config PATH] [--detect] [--dry-run]",
+    description:
+      `Writes a starter config (root, 0600) at the config path: Azure's keys, the filesystems
+vmsnap check would freeze here (listed explicitly), and with --detect a plugin entry
+for each MariaDB/MySQL, PostgreSQL and MongoDB server running, with a password-file
+placeholder and, in a comment, the user and GRANT it needs. Never overwrites a file
+(ConfigExists). --dry-run prints the config instead of writing it.`,
+    options: {
+      detect: { type: "boolean", help: "find the database servers running here (root)" },
+      "dry-run": { type: "boolean", help: "print the config, write nothing" },
+    },
+  },
   status: {
     summary: "show the last result of run or hook: when, status, consistency, errors",
     usage: "vmsnap status [--config PATH] [--json]",
@@ -225,6 +240,8 @@ export interface Invocation {
   /** install, uninstall. */
   root: string;
   dryRun: boolean;
+  /** init: look for running databases. */
+  detect: boolean;
 }
 
 /** A usage error: exit 64. */
@@ -386,6 +403,7 @@ export function parseInvocation(
     configGiven: values.config !== undefined || env.VMSNAP_CONFIG !== undefined,
     root: resolve((values.root as string | undefined) ?? "/"),
     dryRun: values["dry-run"] === true,
+    detect: values.detect === true,
   };
 }
 
@@ -592,6 +610,22 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       const code = (error as { code?: string }).code ?? "InstallFailed";
       io.stderr(`vmsnap ${command}: [${code}] ${(error as Error).message}\n`);
       return EXIT.failed;
+    }
+  }
+  if (command === "init") {
+    try {
+      const outcome = initConfig({
+        configPath: invocation.configPath,
+        detect: invocation.detect,
+        dryRun: invocation.dryRun,
+      });
+      if (outcome.written) io.stdout(`${formatInit(outcome)}\n`);
+      else io.stdout(outcome.text);
+      return EXIT.ok;
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? "InternalError";
+      io.stderr(`vmsnap init: [${code}] ${(error as Error).message}\n`);
+      return EXIT.degraded;
     }
   }
   if (command === "schema") {

@@ -342,6 +342,10 @@ export const CODES = {
     summary: "vmsnap install or uninstall could not write or remove a file.",
     fix: "Run it as root; the message names the file and the error.",
   },
+  ConfigExists: {
+    summary: "vmsnap init found a config at the path already and wrote nothing.",
+    fix: "See the starter with vmsnap init --dry-run and merge by hand, or move the file away.",
+  },
   InternalError: {
     summary: "vmsnap met an error it did not expect; it thawed and resumed what it had started.",
     fix: "Report it with the log file; the message carries the stack.",
