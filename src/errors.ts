@@ -250,7 +250,7 @@ export const CODES = {
   },
   StateDirUnwritable: {
     summary:
-      "stateDir (the run lock, the freeze marker) could not be written: a full or read-only filesystem, or an I/O error; nothing was started.",
+      "stateDir (the run lock, the freeze marker, the last result) could not be written: a full or read-only filesystem, or an I/O error. At the start of a run: nothing was started.",
     fix:
       "Free space on stateDir's filesystem, remount it read-write, or set stateDir to a writable root-only directory.",
   },

@@ -1,22 +1,42 @@
 /**
  * The last result of either mode (`run`, or a hook's freeze and thaw), kept
  * in `<stateDir>/last-result.json` (mode 0600) for `vmsnap status` and for a
- * later hook that must say how a hold ended. Written whole (a temporary file
- * renamed into place), never while anything is frozen.
+ * later hook that must say how a hold ended. Written whole (a temporary file,
+ * synced, renamed into place: a reader sees the previous result or the new
+ * one, never half), never while anything is frozen; secrets are scrubbed as
+ * in every output. A write that fails leaves nothing behind.
  *
  * @module
  */
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
+import { redact } from "./secrets.ts";
 
-/** The file under stateDir. */
+/**
+ * The file under stateDir.
+ *
+ * @example
+ * ```ts
+ * import { lastResultPath } from "./last_result.ts";
+ * lastResultPath("/var/lib/vmsnap"); // "/var/lib/vmsnap/last-result.json"
+ * ```
+ */
 export function lastResultPath(stateDir: string): string {
   return join(stateDir, "last-result.json");
 }
 
 /**
- * Writes the result; returns the error message when it could not.
+ * Writes the result; returns the error message when it could not (then the
+ * previous result stays in place and no temporary file is left).
  *
  * @example
  * ```ts
@@ -27,11 +47,22 @@ export function lastResultPath(stateDir: string): string {
 export function writeLastResult(stateDir: string, result: object): string | undefined {
   const path = lastResultPath(stateDir);
   const fresh = `${path}.new-${process.pid}`;
+  let fd: number | undefined;
   try {
-    writeFileSync(fresh, `${JSON.stringify(result)}\n`, { mode: 0o600 });
+    fd = openSync(fresh, "w", 0o600);
+    writeSync(fd, `${redact(JSON.stringify(result))}\n`);
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
     renameSync(fresh, path);
     return undefined;
   } catch (error) {
+    if (fd !== undefined) closeSync(fd);
+    try {
+      unlinkSync(fresh);
+    } catch {
+      // never created
+    }
     return `${path}: ${(error as Error).message}`;
   }
 }

@@ -20,7 +20,7 @@ import { loadConfig } from "./config.ts";
 import { createFreezer, EMERGENCY_THAW_ORDER, inThawOrder, thawAndConfirm } from "./freeze.ts";
 import type { Problem } from "./errors.ts";
 import type { GuardReport, PluginLockRecovery, Recovery } from "./protocol.ts";
-import { type LockOwner, ownerAlive, processStart } from "./lock.ts";
+import { clearStaleRunLock, type LockOwner, ownerAlive, processStart } from "./lock.ts";
 import { commandOf, findByEnvironment, killTree } from "./process_runner.ts";
 import type { LockMarker } from "../plugins/plugin.ts";
 import { PLUGINS } from "../plugins/registry.ts";
@@ -133,18 +133,8 @@ export async function recoverAll(
 
   // The processes of a run whose agent died.
   let dead = options.deadRun;
-  const lockPath = join(stateDir, "run.lock");
-  if (!dead) {
-    const owner = readJson<LockOwner>(lockPath);
-    if (owner && !ownerAlive(owner)) {
-      dead = owner;
-      try {
-        unlinkSync(lockPath);
-      } catch {
-        // gone
-      }
-    }
-  }
+  // Under the lock's flock: never the lock of a run that is starting right now.
+  dead ??= clearStaleRunLock(stateDir);
   if (dead?.runId) {
     recovery.deadRun = { runId: dead.runId, pid: dead.pid, since: dead.since };
     const pids = findByEnvironment("VMSNAP_RUN_ID", dead.runId);

@@ -30,7 +30,8 @@ import {
 } from "./freeze.ts";
 import type { FreezeTarget } from "./freeze_targets.ts";
 import { type GuardClient, startGuard } from "./guard.ts";
-import { acquireRunLock, type RunLock } from "./lock.ts";
+import { writeLastResult } from "./last_result.ts";
+import { acquireRunLock, type RunLock, unwritableStateDir } from "./lock.ts";
 import { type Mount, readMounts } from "./mountinfo.ts";
 import { Output, type OutputStreams } from "./output.ts";
 import {
@@ -390,7 +391,9 @@ function takeLock(run: RunState, config: Config): RunLock {
     run.deps.trust.ensureDirectory(config.stateDir, "stateDir");
     return run.lock = acquireRunLock(config.stateDir, run.runId);
   } catch (error) {
-    if (error instanceof VmsnapError) stopWith(run, [{ code: error.code, message: error.message }]);
+    // A full or read-only stateDir is StateDirUnwritable, not an internal error.
+    const coded = error instanceof VmsnapError ? error : unwritableStateDir(config.stateDir, error);
+    if (coded) stopWith(run, [{ code: coded.code, message: coded.message }]);
     throw error;
   }
 }
@@ -909,6 +912,14 @@ export function finishRun(run: RunState): RunResult {
     }));
   }
   result.log = { file: run.log.file, ...run.log.stats };
+  // Kept for `vmsnap status` by the run that held the lock (after the thaw, never while frozen).
+  const unkept = run.lock && run.config ? writeLastResult(run.config.stateDir, result) : undefined;
+  if (unkept) {
+    result.warnings.push(withFix({
+      code: "StateDirUnwritable",
+      message: `the result could not be kept (${unkept}); vmsnap status shows an earlier run.`,
+    }));
+  }
   run.lock?.release();
   run.output.event(result);
   const verdict = `vmsnap run ${run.runId}: ${result.status}, ${result.consistency}-consistent${

@@ -88,12 +88,12 @@ export async function runBackup(
         }
       }
     } catch (error) {
-      recordInternalError(run.errors, error);
+      recordInternalError(run.errors, error, true);
     } finally {
       await resumeAll(prepared);
     }
   } catch (error) {
-    if (!(error instanceof RunStopped)) recordInternalError(run.errors, error);
+    if (!(error instanceof RunStopped)) recordInternalError(run.errors, error, false);
   } finally {
     unwatch();
   }
@@ -101,11 +101,18 @@ export async function runBackup(
 }
 
 /** An error no step expected: kept for the result with its stack. */
-function recordInternalError(errors: RunResult["errors"], error: unknown): void {
+function recordInternalError(
+  errors: RunResult["errors"],
+  error: unknown,
+  started: boolean,
+): void {
+  // Say only what happened: before the quiesce step, nothing was started and nothing undone.
   errors.push({
     code: "InternalError",
-    message: `internal error: ${
-      (error as Error).stack ?? error
-    }. Fix: report this with the log; filesystems were thawed and plugins resumed.`,
+    message: `internal error: ${(error as Error).stack ?? error}. Fix: report this with the log; ${
+      started
+        ? "filesystems were thawed and plugins resumed"
+        : "nothing had been started (no plugin quiesced, nothing frozen)"
+    }.`,
   });
 }

@@ -5,11 +5,13 @@
  * stateDir that is full or read-only.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, codes, json, resultOf, runBin } from "../helpers.ts";
+import { BIN, codes, json, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
 import { figure } from "../proof.ts";
+import { readLastResult } from "../../src/last_result.ts";
+import { makeLoopFs } from "../loop.ts";
 import { type RunFixture, runFixture } from "../run_fixture.ts";
 import { assertCleanAfterFault } from "./fault_helpers.ts";
 
@@ -217,6 +219,148 @@ Deno.test({
       const result = log.find((r) => r.event === "result");
       assert.equal(result?.status, "success", JSON.stringify(result));
       await cleanAfter(f, result.runId);
+    } finally {
+      f.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...options,
+  name:
+    "state: 8 runs racing on a stale run lock, 20 rounds: exactly one takes it over, nothing left behind",
+  fn: async () => {
+    const f = runFixture();
+    try {
+      // The holder keeps the lock until every other contender has exited (at most 5 s): a
+      // second holder is then always a double holder, never a later run.
+      const slow = f.script(
+        "slow.sh",
+        `i=0; while [ $i -lt 100 ] && [ "$(pgrep -fc -- "run --json --config ${
+          f.path("vmsnap.json")
+        }")" -gt 1 ]; do sleep 0.05; i=$((i+1)); done`,
+      );
+      const config = f.config({ fsFreezeEnabled: false, snapshot: { command: [slow] } });
+      const stateDir = f.path("state");
+      mkdirSync(stateDir, { mode: 0o700 });
+      let doubles = 0;
+      for (let round = 0; round < 20; round++) {
+        const dead = `dead-${round}`;
+        writeFileSync(
+          join(stateDir, "run.lock"),
+          JSON.stringify({ pid: 999999, started: "1", runId: dead, since: "then" }),
+          { mode: 0o600 },
+        );
+        const runs = Array.from(
+          { length: 8 },
+          () => startBin(["run", "--json", "--config", config]),
+        );
+        const done = await Promise.all(runs.map((r) => r.done));
+        const results = done.map((d) => resultOf(d.stdout));
+        const winners = results.filter((r) => r.exitCode === 0);
+        if (winners.length > 1) doubles++;
+        assert.equal(winners.length, 1, `round ${round}: ${winners.length} runs took the lock`);
+        assert.equal(winners[0].recovered?.deadRun?.runId, dead, "the dead run is recovered");
+        for (const loser of results.filter((r) => r.exitCode !== 0)) {
+          assert.deepEqual(codes(loser), ["AnotherRunInProgress"], JSON.stringify(loser.errors));
+        }
+        assert.deepEqual(
+          readdirSync(stateDir),
+          ["last-result.json"],
+          `round ${round}: nothing left in stateDir but the last result`,
+        );
+        assert.equal(readLastResult<{ runId: string }>(stateDir)?.runId, winners[0].runId);
+      }
+      figure("8 runs racing on a stale run lock", "rounds with two holders", doubles, "rounds");
+    } finally {
+      f.cleanup();
+    }
+  },
+});
+
+for (const how of ["full", "read-only"] as const) {
+  Deno.test({
+    ...options,
+    name:
+      `state: a ${how} stateDir: StateDirUnwritable, nothing started, nothing left, a true message`,
+    fn: async () => {
+      const f = runFixture();
+      const tiny = makeLoopFs({ dir: f.dir, name: "statefs", sizeMiB: 1 });
+      try {
+        const stateDir = join(tiny.mountPoint, "state");
+        mkdirSync(stateDir, { mode: 0o700 });
+        if (how === "full") {
+          spawnSync("dd", [
+            "if=/dev/zero",
+            `of=${join(tiny.mountPoint, "fill")}`,
+            "bs=4k",
+            "status=none",
+          ]);
+        } else {
+          assert.equal(spawnSync("mount", ["-o", "remount,ro", tiny.mountPoint]).status, 0);
+        }
+        const pre = f.script("pre.sh", `touch "${f.path("quiesced")}"`);
+        const config = f.config({ stateDir, preScriptLocation: pre });
+        for (let i = 0; i < 2; i++) {
+          const ran = await runBin(["run", "--json", "--config", config]);
+          const result = resultOf(ran.stdout);
+          assert.equal(ran.code, 2, ran.stdout);
+          assert.deepEqual(codes(result), ["StateDirUnwritable"], ran.stdout);
+          const message = result.errors[0].message;
+          assert.ok(message.includes(stateDir), message);
+          assert.match(message, how === "full" ? /ENOSPC/ : /EROFS/);
+          assert.match(message, /nothing was started/);
+          assert.match(message, /Fix:/);
+          assert.doesNotMatch(ran.stdout + ran.stderr, /thawed|resumed|    at /);
+          assert.equal(result.status, "failed");
+          assert.equal(f.exists("quiesced"), false, "no plugin ran");
+          assert.deepEqual(readdirSync(stateDir), [], "nothing left in stateDir");
+        }
+        // Without --json: the same, in words, and no stack.
+        const text = await runBin(["run", "--config", config]);
+        assert.equal(text.code, 2);
+        assert.match(text.stderr, /\[StateDirUnwritable\]/);
+        assert.doesNotMatch(text.stderr, /    at |InternalError/);
+      } finally {
+        tiny.cleanup();
+        f.cleanup();
+      }
+    },
+  });
+}
+
+Deno.test({
+  ...options,
+  name:
+    "state: the last result is kept in stateDir: 0600, replaced whole, equal to the printed one",
+  fn: async () => {
+    const f = runFixture();
+    try {
+      const config = f.config();
+      const stateDir = f.path("state");
+      for (let i = 0; i < 2; i++) {
+        const ran = await runBin(["run", "--json", "--config", config]);
+        const printed = resultOf(ran.stdout);
+        assert.equal(ran.code, 0, ran.stdout);
+        assert.deepEqual(readLastResult(stateDir), printed);
+        assert.equal(statSync(join(stateDir, "last-result.json")).mode & 0o777, 0o600);
+        assert.deepEqual(readdirSync(stateDir), ["last-result.json"]);
+      }
+      // A run refused by the lock does not replace the last run's result.
+      const before = readLastResult<{ runId: string }>(stateDir)!.runId;
+      writeFileSync(join(stateDir, "run.lock"), "{}", { mode: 0o600 });
+      const holder = spawn("flock", [join(stateDir, "run.lock"), "sleep", "30"]);
+      try {
+        await waitFor(
+          "the flock holder",
+          () => spawnSync("flock", ["-n", join(stateDir, "run.lock"), "true"]).status !== 0,
+        );
+        const refused = await runBin(["run", "--json", "--config", config]);
+        assert.deepEqual(codes(resultOf(refused.stdout)), ["AnotherRunInProgress"]);
+        assert.equal(readLastResult<{ runId: string }>(stateDir)!.runId, before);
+      } finally {
+        holder.kill("SIGKILL");
+      }
     } finally {
       f.cleanup();
     }

@@ -1,11 +1,19 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { achievedConsistency, exitCodeFor, requestedConsistency } from "../../src/consistency.ts";
 import { VmsnapError } from "../../src/errors.ts";
 import { EventLog } from "../../src/event_log.ts";
+import { readLastResult, writeLastResult } from "../../src/last_result.ts";
 import { acquireRunLock } from "../../src/lock.ts";
 import { addSecret } from "../../src/secrets.ts";
 import { secureDir } from "../helpers.ts";
@@ -153,6 +161,23 @@ Deno.test("the run lock: one holder; a live holder refuses, a dead one is taken 
     const reused = acquireRunLock(dir, "fifth");
     assert.equal(reused.tookOverFrom?.runId, "reused");
     reused.release();
+  } finally {
+    cleanup();
+  }
+});
+
+Deno.test("the last result: none before a run, then replaced whole, 0600, nothing left aside", () => {
+  const { dir, cleanup } = secureDir();
+  try {
+    assert.equal(readLastResult(dir), undefined);
+    writeLastResult(dir, { event: "result", runId: "a" });
+    writeLastResult(dir, { event: "result", runId: "b" });
+    assert.deepEqual(readLastResult(dir), { event: "result", runId: "b" });
+    assert.deepEqual(readdirSync(dir), ["last-result.json"]);
+    assert.equal(lstatSync(join(dir, "last-result.json")).mode & 0o777, 0o600);
+    assert.match(writeLastResult(join(dir, "missing"), { runId: "c" }) ?? "", /ENOENT/);
+    writeFileSync(join(dir, "last-result.json"), "{half");
+    assert.equal(readLastResult(dir), undefined);
   } finally {
     cleanup();
   }
