@@ -290,12 +290,15 @@ for (const how of ["full", "read-only"] as const) {
         const stateDir = join(tiny.mountPoint, "state");
         mkdirSync(stateDir, { mode: 0o700 });
         if (how === "full") {
-          spawnSync("dd", [
-            "if=/dev/zero",
-            `of=${join(tiny.mountPoint, "fill")}`,
-            "bs=4k",
-            "status=none",
+          // Filled to the last block: blocks the kernel frees after a sync are taken too.
+          spawnSync("/bin/sh", [
+            "-c",
+            `dd if=/dev/zero of="$0/fill" bs=4k status=none; for round in 1 2 3; do sync; i=0; while printf x >"$0/x-$round-$i" 2>/dev/null; do i=$((i+1)); done; done; sync`,
+            tiny.mountPoint,
           ]);
+          const probe = spawnSync("/bin/sh", ["-c", `printf x >"$0/probe"`, stateDir]);
+          assert.notEqual(probe.status, 0, "the filesystem is full");
+          spawnSync("rm", ["-f", join(stateDir, "probe")]);
         } else {
           assert.equal(spawnSync("mount", ["-o", "remount,ro", tiny.mountPoint]).status, 0);
         }
