@@ -210,6 +210,8 @@ export function lockMarkerPath(stateDir: string, type: string, plugin: string): 
  * @example
  * ```ts
  * import { writeLockMarker } from "./db_common.ts";
+ * import type { PluginEnv } from "./plugin.ts";
+ * declare const env: PluginEnv;
  * const path = writeLockMarker(env, "mongodb", "orders");
  * ```
  */
@@ -580,4 +582,34 @@ export async function withSession<S extends DbSession, T>(
   } finally {
     await closeSession(session);
   }
+}
+
+/**
+ * A database plugin's config from its validated values; a password inline
+ * in the config is registered as a secret (scrubbed from everything printed).
+ *
+ * @example
+ * ```ts
+ * import { dbConfig } from "./db_common.ts";
+ * const config = dbConfig<{ type: string; name: string }>("redis", { name: "cache" });
+ * ```
+ */
+export function dbConfig<C>(type: string, values: Record<string, unknown>): C {
+  if (typeof values.password === "string") addSecret(values.password);
+  return { ...values, type, name: String(values.name) } as unknown as C;
+}
+
+/**
+ * The problems of a plugin's `passwordFile` (none without one).
+ *
+ * @example
+ * ```ts
+ * import { passwordFileProblems } from "./db_common.ts";
+ * const problems = passwordFileProblems({ name: "cache", passwordFile: "/etc/vmsnap/redis.pw" });
+ * ```
+ */
+export function passwordFileProblems(config: { name: string; passwordFile?: string }): Problem[] {
+  return config.passwordFile
+    ? checkSecretFile(config.passwordFile, config.name, "passwordFile")
+    : [];
 }

@@ -18,14 +18,14 @@
 import type { Connection as PromiseConnection } from "mysql2/promise";
 import type { Problem } from "../src/errors.ts";
 import type { Field } from "../src/schema.ts";
-import { addSecret } from "../src/secrets.ts";
 import {
   type Budget,
-  checkSecretFile,
   DB_FIELDS,
+  dbConfig,
   dbRuntime,
   type DbSession,
   driverConnectMs,
+  passwordFileProblems,
   passwordOf,
   pause,
   PluginFailure,
@@ -250,16 +250,9 @@ export const mysqlPlugin: PluginDefinition<MysqlConfig> = {
   summary:
     "holds a MySQL/MariaDB backup lock (BACKUP STAGE, LOCK INSTANCE or FTWRL) on one connection",
   fields: FIELDS,
-  normalize(values) {
-    // A password inline in the config is scrubbed from everything printed.
-    if (typeof values.password === "string") addSecret(values.password);
-    return { ...values, type: "mysql", name: String(values.name) } as unknown as MysqlConfig;
-  },
+  normalize: (values) => dbConfig<MysqlConfig>("mysql", values),
   check(config) {
-    const problems: Problem[] = [];
-    if (config.passwordFile) {
-      problems.push(...checkSecretFile(config.passwordFile, config.name, "passwordFile"));
-    }
+    const problems = passwordFileProblems(config);
     if (config.socket && config.host) {
       problems.push({
         code: "InvalidConfigValue",

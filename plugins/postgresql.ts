@@ -20,14 +20,14 @@ import { join } from "node:path";
 import type postgres from "postgres";
 import type { Problem } from "../src/errors.ts";
 import type { Field } from "../src/schema.ts";
-import { addSecret } from "../src/secrets.ts";
 import {
   type Budget,
-  checkSecretFile,
   DB_FIELDS,
+  dbConfig,
   dbRuntime,
   type DbSession,
   driverConnectMs,
+  passwordFileProblems,
   passwordOf,
   PluginFailure,
   withSession,
@@ -192,22 +192,8 @@ export const postgresqlPlugin: PluginDefinition<PostgresConfig> = {
   type: "postgresql",
   summary: "CHECKPOINT before the freeze, or holds pg_backup_start across the snapshot",
   fields: FIELDS,
-  normalize(values) {
-    // A password inline in the config is scrubbed from everything printed.
-    if (typeof values.password === "string") addSecret(values.password);
-    return {
-      ...values,
-      type: "postgresql",
-      name: String(values.name),
-    } as unknown as PostgresConfig;
-  },
-  check(config) {
-    const problems: Problem[] = [];
-    if (config.passwordFile) {
-      problems.push(...checkSecretFile(config.passwordFile, config.name, "passwordFile"));
-    }
-    return problems;
-  },
+  normalize: (values) => dbConfig<PostgresConfig>("postgresql", values),
+  check: (config) => passwordFileProblems(config),
   connectCheck(config) {
     return withSession(config, (signal) => connect(config, signal), async ({ conn }, budget) => {
       const problems: Problem[] = [];

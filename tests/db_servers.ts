@@ -29,11 +29,17 @@ import type { RunFixture } from "./run_fixture.ts";
  * it took, or Infinity when it failed or did not finish within `limitMs`.
  */
 export function mariadbWrite(socket: string, sql: string, limitMs = 5000): Promise<number> {
+  return timedCommand("mariadb", ["--no-defaults", `--socket=${socket}`, "-e", sql], limitMs);
+}
+
+/**
+ * Runs a client command now; resolves with how long it took, or Infinity
+ * when it failed or did not finish within `limitMs` (then it is killed).
+ */
+export function timedCommand(command: string, args: string[], limitMs = 5000): Promise<number> {
   return new Promise((resolve) => {
     const started = performance.now();
-    const child = spawn("mariadb", ["--no-defaults", `--socket=${socket}`, "-e", sql], {
-      stdio: "ignore",
-    });
+    const child = spawn(command, args, { stdio: "ignore" });
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
       resolve(Infinity);
@@ -358,4 +364,93 @@ export async function runBeside(
   assert.equal(ran.signal, null, `vmsnap hung and was killed after ${seconds.toFixed(1)} s`);
   assert.ok(seconds < limit, `the run ended in ${seconds.toFixed(1)} s`);
   return resultOf(ran.stdout);
+}
+
+/**
+ * redis-server (never the packaged service) on its own loop filesystem,
+ * unix socket `<mount>/redis.sock`, no TCP. `aof`: append-only file with
+ * `appendfsync everysec`; `rdb`: snapshots only (no automatic save points).
+ * With `image`, the server starts on a copy (a restored snapshot).
+ */
+export async function startRedis(
+  dir: string,
+  options: { name?: string; persistence?: "aof" | "rdb"; image?: string; extra?: string[] } = {},
+): Promise<
+  DbServer & { socket: string; cli(...args: string[]): string; restart(): Promise<void> }
+> {
+  const name = options.name ?? "redis";
+  const fs = makeLoopFs({ dir, name, sizeMiB: 64, image: options.image });
+  const data = join(fs.mountPoint, "data");
+  mkdirSync(data, { recursive: true });
+  const socket = join(fs.mountPoint, "redis.sock");
+  const args = [
+    "--port",
+    "0",
+    "--unixsocket",
+    socket,
+    "--unixsocketperm",
+    "700",
+    "--dir",
+    data,
+    "--appendonly",
+    options.persistence === "rdb" ? "no" : "yes",
+    "--appendfsync",
+    "everysec",
+    "--save",
+    "",
+    "--logfile",
+    join(fs.mountPoint, "redis.log"),
+    ...(options.extra ?? []),
+  ];
+  const cli = (...command: string[]) =>
+    execFileSync("redis-cli", ["-s", socket, ...command], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    }).trim();
+  let pid = 0;
+  const start = async () => {
+    rmSync(socket, { force: true });
+    const server = spawn("redis-server", args, { stdio: "ignore", detached: true });
+    pid = server.pid!;
+    await waitFor("redis-server to accept connections", () => {
+      if (exited(pid)) {
+        throw new Error(`redis-server exited; see ${join(fs.mountPoint, "redis.log")}`);
+      }
+      return existsSync(socket) && spawnSync("redis-cli", ["-s", socket, "PING"]).stdout?.toString()
+            .trim() === "PONG";
+    }, 30_000);
+  };
+  const stopServer = async () => {
+    if (!exited(pid)) {
+      process.kill(pid, "SIGTERM");
+      await waitFor("redis-server to stop", () => exited(pid), 30_000).catch(() =>
+        process.kill(pid, "SIGKILL")
+      );
+    }
+  };
+  try {
+    await start();
+  } catch (error) {
+    if (pid && !exited(pid)) process.kill(pid, "SIGKILL");
+    fs.cleanup();
+    throw error;
+  }
+  return {
+    fs,
+    get pid() {
+      return pid;
+    },
+    socket,
+    cli,
+    sql: (query: string) => cli(...query.split(" ")),
+    async restart() {
+      await stopServer();
+      await start();
+    },
+    async stop() {
+      await stopServer();
+      fs.cleanup();
+    },
+    kill: () => process.kill(pid, "SIGKILL"),
+  };
 }

@@ -6,7 +6,7 @@
  * With the plugin and without it (freeze only), to show what the plugin buys.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import {
   chownSync,
   copyFileSync,
@@ -16,46 +16,13 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import process from "node:process";
-import { resultOf, ROOT, runBin, waitFor } from "../helpers.ts";
+import { resultOf, runBin, waitFor } from "../helpers.ts";
 import { dbDir, PG_BIN, startMariaDb, startPostgres } from "../db_servers.ts";
 import { figure } from "../proof.ts";
 import { runFixture } from "../run_fixture.ts";
+import { contiguous, startWriter } from "./load.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
-
-/** Starts the writer process; acks are appended to a file off the frozen filesystem. */
-function startWriter(kind: "mysql" | "postgresql", where: string, port: number, dir: string) {
-  const ackFile = join(dir, `${kind}-acks`);
-  const stopFile = join(dir, `${kind}-stop`);
-  writeFileSync(ackFile, "");
-  const child = spawn(process.execPath, [
-    "run",
-    "-A",
-    join(ROOT, "tests", "consistency", "writer.ts"),
-    kind,
-    where,
-    String(port),
-    ackFile,
-    stopFile,
-  ], { stdio: "inherit" });
-  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
-  const acks = () => readFileSync(ackFile, "utf8").trim().split("\n").filter(Boolean).length;
-  return {
-    ackFile,
-    acks,
-    async stop() {
-      writeFileSync(stopFile, "");
-      assert.equal(await exited, 0, "the writer ran without an error");
-    },
-  };
-}
-
-/** Asserts rows are exactly 1..K and returns K. */
-function contiguous(rows: number[]): number {
-  rows.forEach((seq, i) => assert.equal(seq, i + 1, `row ${i + 1} is ${seq}: a commit is missing`));
-  return rows.length;
-}
 
 for (const withPlugin of [true, false]) {
   Deno.test({

@@ -4,7 +4,10 @@
  * appended to the ack file (which lives off the frozen filesystem). Stops
  * when the stop file appears.
  *
- * Usage: deno run -A tests/consistency/writer.ts mysql|postgresql SOCKET_OR_DIR PORT ACK_FILE STOP_FILE
+ * Redis: one `RPUSH log seq` per write; SQLite (WHERE = the database file):
+ * one autocommit `INSERT` per row, waiting up to 60 s for a lock.
+ *
+ * Usage: deno run -A tests/consistency/writer.ts mysql|postgresql|redis|sqlite SOCKET_OR_DIR_OR_FILE PORT ACK_FILE STOP_FILE
  *
  * @module
  */
@@ -12,6 +15,7 @@ import { appendFileSync, existsSync } from "node:fs";
 import process from "node:process";
 import mysql from "mysql2/promise";
 import postgres from "postgres";
+import { RedisConnection } from "../../plugins/resp.ts";
 
 const [kind, where, port, ackFile, stopFile] = process.argv.slice(2);
 let insert: (seq: number) => Promise<unknown>;
@@ -20,6 +24,17 @@ if (kind === "mysql") {
   const conn = await mysql.createConnection({ socketPath: where, user: "root" });
   insert = (seq) => conn.query("INSERT INTO app.commits (seq) VALUES (?)", [seq]);
   close = () => conn.end();
+} else if (kind === "redis") {
+  const redis = await RedisConnection.open({ socket: where }, new AbortController().signal);
+  insert = (seq) => redis.command("RPUSH", "log", seq);
+  close = () => redis.end();
+} else if (kind === "sqlite") {
+  const { DatabaseSync } = await import("node:sqlite");
+  const db = new DatabaseSync(where);
+  db.exec("PRAGMA busy_timeout = 60000");
+  const statement = db.prepare("INSERT INTO commits (seq) VALUES (?)");
+  insert = (seq) => Promise.resolve(statement.run(seq));
+  close = () => Promise.resolve(db.close());
 } else {
   const sql = postgres({
     host: where,

@@ -1,0 +1,194 @@
+/**
+ * The redis plugin end to end against a real redis-server started by the
+ * test on a loop-mounted filesystem (private unix socket), through the
+ * compiled binary: faults, modes, credentials and ACL checks. The restore
+ * checks under load are in tests/consistency/redis_sqlite_restore_test.ts.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import process from "node:process";
+import { assertNoSecret, codes, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
+import { dbDir, startRedis, timedCommand } from "../db_servers.ts";
+import { runFixture } from "../run_fixture.ts";
+
+const options = { sanitizeResources: false, sanitizeOps: false };
+
+/** A test with a fixture and a Redis server (AOF). */
+function redisTest(
+  name: string,
+  fn: (
+    f: ReturnType<typeof runFixture>,
+    server: Awaited<ReturnType<typeof startRedis>>,
+  ) => Promise<void>,
+): void {
+  Deno.test({
+    ...options,
+    name,
+    fn: async () => {
+      const f = runFixture();
+      const db = dbDir();
+      const server = await startRedis(db.dir);
+      try {
+        await fn(f, server);
+      } finally {
+        await server.stop();
+        db.cleanup();
+        f.cleanup();
+      }
+    },
+  });
+}
+
+redisTest(
+  "redis: the agent SIGKILLed while writes are paused: the pause ends by itself after maxHoldSeconds",
+  async (f, server) => {
+    const slow = f.script("slow-snap.sh", `touch "${f.path("snapping")}"; exec sleep 300`);
+    const run = startBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({
+        fsFreezeEnabled: false,
+        snapshot: { command: [slow] },
+        plugins: [{ type: "redis", name: "cache", socket: server.socket, maxHoldSeconds: 3 }],
+      }),
+    ]);
+    await waitFor("the snapshot", () => f.exists("snapping"), 20_000);
+    const killedAt = performance.now();
+    process.kill(run.child.pid!, "SIGKILL");
+    await run.done;
+    const write = await timedCommand("redis-cli", ["-s", server.socket, "SET", "k", "1"], 10_000);
+    const after = (performance.now() - killedAt) / 1000;
+    assert.ok(write !== Infinity, "the write went through once the pause expired");
+    assert.ok(after > 1.5 && after < 6, `writes resumed ${after.toFixed(1)} s after the kill`);
+    assert.equal(server.cli("GET", "k"), "1");
+    await timedCommand("pkill", ["-f", slow]);
+  },
+);
+
+redisTest(
+  "redis: the server restarted during the hold: PluginLockLost, consistency filesystem",
+  async (f, server) => {
+    const snap = f.script(
+      "restart-snap.sh",
+      `redis-cli -s "${server.socket}" SHUTDOWN NOSAVE; sleep 0.5`,
+    );
+    const ran = await runBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({
+        snapshot: { command: [snap] },
+        plugins: [{ type: "redis", name: "cache", socket: server.socket }],
+      }),
+    ]);
+    const result = resultOf(ran.stdout);
+    assert.equal(ran.code, 1, ran.stdout);
+    assert.deepEqual(codes(result), ["PluginLockLost"]);
+    assert.match(result.errors[0].message, /plugin "cache": the connection was lost before resume/);
+    assert.equal(result.consistency, "filesystem");
+    await server.restart();
+  },
+);
+
+redisTest(
+  "redis: mode bgsave holds nothing and says so; the watchdog lifts a pause after maxHoldSeconds",
+  async (f, server) => {
+    let ran = await runBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({
+        fsFreezeEnabled: false,
+        plugins: [{ type: "redis", name: "cache", socket: server.socket, mode: "bgsave" }],
+      }, "bgsave.json"),
+    ]);
+    let result = resultOf(ran.stdout);
+    assert.equal(ran.code, 0, ran.stdout);
+    const facts = result.plugins[0].quiesce.facts;
+    assert.deepEqual([facts.mode, facts.consistentAt], ["bgsave", "bgsave"]);
+    assert.equal(typeof facts.lastsave, "number");
+    assert.equal(result.plugins[0].resume.skipped, true);
+
+    const slow = f.script("slow-snap.sh", "sleep 3");
+    ran = await runBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({
+        snapshot: { command: [slow] },
+        plugins: [{ type: "redis", name: "cache", socket: server.socket, maxHoldSeconds: 1 }],
+      }, "held.json"),
+    ]);
+    result = resultOf(ran.stdout);
+    assert.equal(ran.code, 1, ran.stdout);
+    assert.deepEqual(codes(result), ["PluginLockLost"]);
+    assert.match(result.errors[0].message, /released by the watchdog after maxHoldSeconds \(1 s\)/);
+    assert.ok(
+      (await timedCommand("redis-cli", ["-s", server.socket, "SET", "k", "2"], 2000)) < 2000,
+    );
+  },
+);
+
+redisTest(
+  "redis: ACL user with a password file: works, check --connect names missing permissions, wrong password is PluginConnectFailed, no secret anywhere",
+  async (f, server) => {
+    const secret = "Redis-Secret-pw-5521";
+    server.cli(
+      "ACL",
+      "SETUSER",
+      "backup",
+      "on",
+      `>${secret}`,
+      "+ping",
+      "+info",
+      "+lastsave",
+      "+bgsave",
+      "+client|pause",
+      "+client|unpause",
+      "+acl|whoami",
+      "+acl|dryrun",
+    );
+    server.cli("ACL", "SETUSER", "weak", "on", `>${secret}`, "+ping", "+info", "+acl|whoami");
+    server.cli("ACL", "SETUSER", "weak", "+acl|dryrun");
+    const good = put(join(f.dir, "redis.pw"), `${secret}\n`, 0o600);
+    const wrong = put(join(f.dir, "wrong.pw"), "not-the-redis-pw-7\n", 0o600);
+    const logFile = join(f.dir, "log", "vmsnap.jsonl");
+    const plugin = { type: "redis", name: "cache", socket: server.socket, passwordFile: good };
+
+    const ok = f.config({ fsFreezeEnabled: false, plugins: [{ ...plugin, user: "backup" }] });
+    let ran = await runBin(["run", "--json", "--config", ok]);
+    assert.equal(ran.code, 0, ran.stdout);
+    assertNoSecret(secret, ran, logFile);
+    ran = await runBin(["check", "--connect", "--config", ok]);
+    assert.equal(ran.code, 0, ran.stdout);
+
+    ran = await runBin([
+      "check",
+      "--connect",
+      "--json",
+      "--config",
+      f.config({ fsFreezeEnabled: false, plugins: [{ ...plugin, user: "weak" }] }, "weak.json"),
+    ]);
+    assert.equal(ran.code, 1, ran.stdout);
+    assert.match(
+      JSON.parse(ran.stdout).problems[0].message,
+      /lacks \+lastsave \+bgsave \+client\|pause \+client\|unpause.*Fix: ACL SETUSER weak \+lastsave/,
+    );
+    assertNoSecret(secret, ran);
+
+    ran = await runBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({
+        fsFreezeEnabled: false,
+        plugins: [{ ...plugin, user: "backup", passwordFile: wrong }],
+      }, "wrong.json"),
+    ]);
+    const result = resultOf(ran.stdout);
+    assert.deepEqual(codes(result), ["PluginConnectFailed"]);
+    assert.match(result.errors[0].message, /WRONGPASS.*Fix: check the user and the password in/);
+    assertNoSecret("not-the-redis-pw-7", ran, logFile);
+  },
+);
