@@ -16,7 +16,6 @@
  * @module
  */
 import type { Connection as PromiseConnection } from "mysql2/promise";
-import type { Problem } from "../src/errors.ts";
 import type { Field } from "../src/schema.ts";
 import {
   type Budget,
