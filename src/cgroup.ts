@@ -23,6 +23,7 @@ import {
   rmdirSync,
   writeFileSync,
 } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import process from "node:process";
 
@@ -73,14 +74,12 @@ export function findCgroup2(
   files: { mountinfo?: string; cgroup?: string } = {},
 ): Cgroup2Home | undefined {
   let mountinfo: string;
-  let cgroup: string;
   try {
     mountinfo = readFileSync(files.mountinfo ?? "/proc/self/mountinfo", "utf8");
-    cgroup = readFileSync(files.cgroup ?? "/proc/self/cgroup", "utf8");
   } catch {
     return undefined;
   }
-  const own = cgroup.split("\n").find((line) => line.startsWith("0::"))?.slice(3);
+  const own = ownCgroup(files.cgroup);
   if (own === undefined) return undefined;
   for (const line of mountinfo.split("\n")) {
     const [left, right] = line.split(" - ");
@@ -91,10 +90,65 @@ export function findCgroup2(
     // The mount shows the hierarchy from `root`; our cgroup must lie under it.
     if (root !== "/" && own !== root && !own.startsWith(`${root}/`)) continue;
     const relative = root === "/" ? own : own.slice(root.length);
-    return { mountPoint, own: join(mountPoint, relative).replace(/(.)\/+$/, "$1") };
+    return { mountPoint, own: trimSlash(join(mountPoint, relative)) };
   }
   return undefined;
 }
+
+/**
+ * Where a private cgroup2 is mounted when the machine has none: under /run
+ * (runtime state, gone at reboot like every cgroup), one for the machine,
+ * reused by every run.
+ */
+export const PRIVATE_CGROUP2_DIR = "/run/vmsnap/cgroup2";
+
+/** mount(8), by its fixed path (never the caller's PATH). */
+const MOUNT = "/usr/bin/mount";
+
+/**
+ * The cgroup2 hierarchy, mounting a private view of it at `dir` when none
+ * is mounted (a cgroup-v1 VM: RHEL 8 and others in systemd's legacy mode).
+ * Mounting cgroup2 there is what systemd's hybrid mode does at
+ * /sys/fs/cgroup/unified: with every controller bound to v1 it tracks
+ * processes only and changes nothing for systemd. The mount stays (a later
+ * run finds it in mountinfo) until reboot. Undefined when the kernel cannot
+ * (no cgroup2, or not allowed here): the caller falls back.
+ *
+ * @example
+ * ```ts
+ * import { cgroup2OrMount, PRIVATE_CGROUP2_DIR } from "./cgroup.ts";
+ * cgroup2OrMount(PRIVATE_CGROUP2_DIR)?.own;
+ * ```
+ */
+export function cgroup2OrMount(
+  dir: string | undefined,
+  files: { mountinfo?: string; cgroup?: string } = {},
+): Cgroup2Home | undefined {
+  const found = findCgroup2(files);
+  if (found || !dir) return found;
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch {
+    return undefined;
+  }
+  const mounted = spawnSync(MOUNT, ["-t", "cgroup2", "vmsnap-cgroup2", dir], { stdio: "ignore" });
+  if (mounted.status !== 0) return undefined;
+  // A new mount shows the whole hierarchy, from its root.
+  const own = ownCgroup(files.cgroup);
+  return own === undefined ? undefined : { mountPoint: dir, own: trimSlash(join(dir, own)) };
+}
+
+/** This process's cgroup2 path (the `0::` line of /proc/self/cgroup). */
+function ownCgroup(file = "/proc/self/cgroup"): string | undefined {
+  try {
+    return readFileSync(file, "utf8").split("\n").find((line) => line.startsWith("0::"))
+      ?.slice(3);
+  } catch {
+    return undefined;
+  }
+}
+
+const trimSlash = (path: string) => path.replace(/(.)\/+$/, "$1");
 
 let counter = 0;
 

@@ -26,7 +26,13 @@ import { randomUUID } from "node:crypto";
 import { accessSync, constants, readdirSync, readFileSync } from "node:fs";
 import process from "node:process";
 import { StringDecoder } from "node:string_decoder";
-import { createProcessCgroup, joinAndExecArgv, type ProcessCgroup } from "./cgroup.ts";
+import {
+  cgroup2OrMount,
+  createProcessCgroup,
+  joinAndExecArgv,
+  PRIVATE_CGROUP2_DIR,
+  type ProcessCgroup,
+} from "./cgroup.ts";
 
 /** The environment variable that tags every process a run starts. */
 export const TAG_VARIABLE = "VMSNAP_PROCESS_TAG";
@@ -53,6 +59,8 @@ export interface RunProcessOptions {
   killMs?: number;
   /** `auto`: a cgroup where the machine has one, else the tag; `tag`: never a cgroup. */
   isolation?: "auto" | "tag";
+  /** Where to mount a private cgroup2 when the machine has none (a cgroup-v1 VM); default /run/vmsnap/cgroup2. */
+  cgroupMountDir?: string;
 }
 
 /** A process still alive after the kill: blocked in the kernel (state D) or out of reach. */
@@ -344,7 +352,9 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
       result.spawnError = unstartable;
       return resolve(result);
     }
-    const cgroup = options.isolation === "tag" ? undefined : createProcessCgroup();
+    const cgroup = options.isolation === "tag"
+      ? undefined
+      : createProcessCgroup(cgroup2OrMount(options.cgroupMountDir ?? PRIVATE_CGROUP2_DIR));
     if (cgroup) result.tracking = "cgroup";
     const argv = cgroup ? joinAndExecArgv(cgroup.path, options.argv) : options.argv;
     let child: ChildProcess;

@@ -1,8 +1,14 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createProcessCgroup, findCgroup2 } from "../../src/cgroup.ts";
-import { secureDir } from "../helpers.ts";
+import {
+  cgroup2OrMount,
+  createProcessCgroup,
+  findCgroup2,
+  joinAndExecArgv,
+} from "../../src/cgroup.ts";
+import { secureDir, waitFor } from "../helpers.ts";
 
 const V1 = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu";
 
@@ -50,4 +56,37 @@ Deno.test("createProcessCgroup: made under this process's cgroup, removed on rel
     assert.equal(cgroup.release(), true);
   }
   assert.equal(existsSync(cgroup.path), false);
+});
+
+Deno.test("cgroup2OrMount: with no cgroup2 mounted (a cgroup-v1 VM), a private one is mounted and tracks and kills like the system's", async () => {
+  const { dir, cleanup } = secureDir("cgroup-");
+  const mountPoint = join(dir, "cgroup2");
+  try {
+    // This machine's mount table without its cgroup2 mount: what a cgroup-v1 VM shows.
+    const v1Only = join(dir, "mountinfo");
+    writeFileSync(
+      v1Only,
+      readFileSync("/proc/self/mountinfo", "utf8").split("\n")
+        .filter((line) => !line.includes(" - cgroup2 ")).join("\n"),
+    );
+    assert.equal(findCgroup2({ mountinfo: v1Only }), undefined);
+    const home = cgroup2OrMount(mountPoint, { mountinfo: v1Only });
+    assert.equal(home?.mountPoint, mountPoint);
+    assert.ok(
+      readFileSync("/proc/self/mountinfo", "utf8").includes(` ${mountPoint} `),
+      "mounted",
+    );
+    const cgroup = createProcessCgroup(home)!;
+    assert.ok(cgroup.path.startsWith(mountPoint));
+    const child = spawn("/bin/sh", joinAndExecArgv(cgroup.path, ["/bin/sleep", "300"]).slice(1), {
+      stdio: "ignore",
+    });
+    await waitFor("the child in its cgroup", () => cgroup.members().includes(child.pid!));
+    cgroup.kill();
+    await waitFor("the cgroup to empty", () => !cgroup.populated());
+    assert.equal(cgroup.release(), true);
+  } finally {
+    spawnSync("/usr/bin/umount", [mountPoint]);
+    cleanup();
+  }
 });
