@@ -70,7 +70,8 @@ const ERRNO_CODES: Record<number, string> = {
   40: "ELOOP",
   122: "EDQUOT",
 };
-const LIBC = ["libc.so.6", "libc.musl-x86_64.so.1", "libc.musl-aarch64.so.1", "libc.so"];
+/** musl's names first: on a musl system a `libc.so.6` is at most a glibc-compatibility shim. */
+const LIBC = ["libc.musl-x86_64.so.1", "libc.musl-aarch64.so.1", "libc.so.6", "libc.so"];
 
 /** The few libc calls the lock needs: each returns the result, or -errno. */
 interface Libc {

@@ -219,6 +219,21 @@ Deno.test({
       const result = log.find((r) => r.event === "result");
       assert.equal(result?.status, "success", JSON.stringify(result));
       await cleanAfter(f, result.runId);
+      // Without --json the timeline is on stderr: a reader of it that goes away is the same.
+      const text = spawnSync("/bin/bash", [
+        "-c",
+        `"$0" run --config "$1" 2>&1 >/dev/null | head -1; echo "\${PIPESTATUS[0]}" >"$2"`,
+        BIN,
+        config,
+        f.path("exit-text"),
+      ], { encoding: "utf8", timeout: 60_000 });
+      assert.match(text.stdout, /check/, text.stdout);
+      assert.equal(f.read("exit-text").trim(), "0");
+      const again = readGenerations(f.path("log/vmsnap.jsonl")).flatMap((g) => g.records)
+        .filter((r) => r.event === "result");
+      assert.equal(again.length, 2);
+      assert.equal(again[1].status, "success");
+      await cleanAfter(f, again[1].runId);
     } finally {
       f.cleanup();
     }
