@@ -134,7 +134,7 @@ export function buildDeb(
       readFileSync(join(packaging, "VMSnapshotScriptPluginConfig.example.json")),
       0o644,
     );
-    for (const name of ["install.md", "operations.md", "errors.md", "vmsnap.schema.json"]) {
+    for (const name of ["install.md", "operations.md", "vmsnap.schema.json"]) {
       try {
         put(tree, `${doc}/${name}`, readFileSync(join(root, "docs", name)), 0o644);
       } catch {

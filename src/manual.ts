@@ -7,7 +7,12 @@
  */
 import { COMMANDS, GLOBAL_OPTIONS, type OptionSpec } from "./cli.ts";
 import { CODES } from "./errors.ts";
-import { DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR } from "./config.ts";
+import {
+  DEFAULT_CONFIG_PATH,
+  DEFAULT_LOG_FILE,
+  DEFAULT_METRICS_FILE,
+  DEFAULT_STATE_DIR,
+} from "./config.ts";
 import { VERSION } from "./version.ts";
 
 /** Escapes text for roff: backslashes, hyphens in words, a leading dot or quote. */
@@ -146,8 +151,14 @@ export function manPage(options: { date: string; version?: string }): string {
     `.I ${roff(DEFAULT_STATE_DIR)}`,
     "State: the run lock, freeze markers, the last result.",
     ".TP",
-    ".I /var/log/vmsnap/vmsnap.jsonl",
+    `.I ${roff(DEFAULT_LOG_FILE)}`,
     "The log, JSON Lines, rotated by size.",
+    ".TP",
+    `.I ${roff(DEFAULT_METRICS_FILE)}`,
+    "The Prometheus textfile (\\fBmetrics.textfile\\fR), for node_exporter's textfile collector.",
+    ".TP",
+    ".I /etc/default/vmsnap",
+    "Settings of vmsnap.service: VMSNAP_CONFIG and VMSNAP_RUN_ARGS.",
     ".TP",
     ".I /usr/share/doc/vmsnap/",
     "An example config and the reference documentation.",
