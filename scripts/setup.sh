@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 packages=(util-linux mount e2fsprogs xfsprogs btrfs-progs mariadb-server mariadb-client postgresql-15)
 # Redis and SQLite plugins (issue 15): the tests start their own redis-server on a private socket.
 packages+=(redis-server sqlite3)
+# Hook mode (issue 10): the tests start their own qemu-ga on a private socket.
+packages+=(qemu-guest-agent)
 # Operations (issue 13): the arm64 binary under emulation, the .deb's checks, the units, the man page.
 packages+=(qemu-user-static libc6-arm64-cross binutils lintian systemd man-db groff-base python3-jsonschema)
 missing=()
@@ -21,8 +23,17 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# qemu-guest-agent: the hook tests start their own qemu-ga on a private socket. The packaged
+# service must not run (it would answer a virtio channel, and could freeze this machine's
+# filesystems): stopped and masked where systemd runs, stopped where it does not.
+if [ -d /run/systemd/system ]; then
+  systemctl disable --now qemu-guest-agent.service >/dev/null 2>&1 || true
+  systemctl mask qemu-guest-agent.service >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/qemu-guest-agent ]; then
+  /etc/init.d/qemu-guest-agent stop >/dev/null 2>&1 || true
+fi
 for tool in losetup mount fsfreeze mkfs.ext4 mkfs.xfs mkfs.btrfs mariadbd mariadb-install-db /usr/lib/postgresql/15/bin/postgres \
-  redis-server sqlite3 qemu-aarch64-static readelf dpkg-deb lintian systemd-analyze man; do
+  redis-server sqlite3 qemu-ga qemu-aarch64-static readelf dpkg-deb lintian systemd-analyze man; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is missing after install" >&2; exit 1; }
 done
 
