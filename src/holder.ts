@@ -23,13 +23,8 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { type AgentName, AGENTS, type HookEvent } from "./agents.ts";
-import { type Config, loadConfig, type LogLevel } from "./config.ts";
-import { achievedConsistency, exitCodeFor, requestedConsistency } from "./consistency.ts";
-import { type Code, type Problem, VmsnapError, withFix } from "./errors.ts";
-import { EventLog } from "./event_log.ts";
-import { createFreezer, type Freezer, thawAndConfirm } from "./freeze.ts";
-import { type FreezeTarget, planFreeze } from "./freeze_targets.ts";
-import { type GuardClient, startGuard } from "./guard.ts";
+import type { LogLevel } from "./config.ts";
+import type { Code } from "./errors.ts";
 import {
   type HolderConnection,
   holderPaths,
@@ -37,16 +32,20 @@ import {
   listenForHooks,
   liveHolder,
 } from "./holder_channel.ts";
-import { writeLastResult } from "./last_result.ts";
-import { writeMetrics } from "./metrics.ts";
-import { acquireRunLock, type RunLock } from "./lock.ts";
-import { readMounts } from "./mountinfo.ts";
-import { ensureDirectory } from "./permissions.ts";
-import { clearFreezeMarker, writeFreezeMarker } from "./recover.ts";
-import type { MountReport, PluginReport, RunResult } from "./sequence.ts";
-import { runStaged } from "./stages.ts";
-import type { PluginConfig, PluginEnv, PluginRuntime, RunError } from "../plugins/plugin.ts";
-import { PLUGINS } from "../plugins/registry.ts";
+import type { RunResult } from "./protocol.ts";
+import {
+  finishRun,
+  freezeTargets,
+  newRun,
+  type PreparedRun,
+  prepareRun,
+  quiesceAll,
+  resumeAll,
+  RunStopped,
+  thawTargets,
+} from "./run_steps.ts";
+import { recordRun } from "./status.ts";
+import type { RunError } from "../plugins/plugin.ts";
 
 /** What the freeze hook hands the holder (in `VMSNAP_HOLDER`). */
 export interface HolderSpec {
@@ -101,65 +100,30 @@ export interface QuiescedAnswer {
   maxHoldSeconds: number;
 }
 
-interface Plugin {
-  config: PluginConfig;
-  report: PluginReport;
-  runtime?: PluginRuntime;
-}
+/** How one hold ends: the first reason wins; thaw hooks that come later get the result too. */
+class HoldEnding {
+  by?: HoldEnd;
+  connection?: HolderConnection;
+  readonly waiting: HolderConnection[] = [];
+  #resolve!: () => void;
+  readonly ended = new Promise<void>((resolve) => (this.#resolve = resolve));
 
-/** The state of one hold. */
-class Hold {
-  readonly started = performance.now();
-  readonly errors: RunError[] = [];
-  readonly warnings: Problem[] = [];
-  readonly plugins: Plugin[] = [];
-  targets: FreezeTarget[] = [];
-  readonly freeze: RunResult["freeze"] = { enabled: false, mounts: [], frozenMs: 0 };
-  frozen: MountReport[] = [];
-  frozenAt = 0;
-  guard?: GuardClient;
-  freezer?: Freezer;
-  /** Aborts a quiesce in progress (the hook went away, abort, signal). */
-  readonly interrupt = new AbortController();
-  end?: { by: HoldEnd; connection?: HolderConnection };
-  #ended!: () => void;
-  readonly ended = new Promise<void>((resolve) => (this.#ended = resolve));
-  quiescedAfterMs?: number;
+  constructor(private readonly interrupt: AbortController) {}
 
-  constructor(
-    readonly spec: HolderSpec,
-    readonly config: Config,
-    readonly log: EventLog,
-  ) {}
-
-  /** Ends the hold (the first reason wins; later thaw requests are answered with the result). */
   finish(by: HoldEnd, connection?: HolderConnection): void {
-    if (this.end) {
+    if (this.by) {
       if (connection) this.waiting.push(connection);
       return;
     }
-    this.end = { by, connection };
+    this.by = by;
+    this.connection = connection;
+    // A quiesce in progress stops (its plugins are resumed); nothing else is aborted.
     this.interrupt.abort();
-    this.#ended();
-  }
-
-  /** Thaw hooks that came after the end was decided. */
-  readonly waiting: HolderConnection[] = [];
-
-  env(signal: AbortSignal): PluginEnv {
-    return {
-      runId: this.spec.runId,
-      stateDir: this.config.stateDir,
-      configFile: this.config.file,
-      signal,
-      log: (level, event, fields) => this.log.record(level, event, fields),
-    };
+    this.#resolve();
   }
 }
 
-const round = (ms: number) => Math.round(ms * 1000) / 1000;
-
-/** Leaves a reason for the freeze hook when the holder cannot even start listening. */
+/** Leaves a reason for the freeze hook when the holder stops before it listens. */
 function failStart(dir: string, runId: string, code: Code, message: string): number {
   try {
     writeFileSync(join(dir, `failed-${runId}.json`), JSON.stringify({ code, message }), {
@@ -171,9 +135,15 @@ function failStart(dir: string, runId: string, code: Code, message: string): num
   return 2;
 }
 
+/** Nowhere: the holder's stdout and stderr are /dev/null; what it says goes to the log. */
+const SILENT = { stdout: () => {}, stderr: () => {} };
+
 /**
  * The holder's main: returns the exit code. Reads its orders from
- * `VMSNAP_HOLDER`.
+ * `VMSNAP_HOLDER`. The hold is `run`'s steps (src/run_steps.ts) with the
+ * snapshot left to the agent: prepare, quiesce (stage by stage), freeze for
+ * agents that do not, then on the end of the hold thaw, resume and the
+ * result.
  *
  * @example
  * ```ts
@@ -182,31 +152,47 @@ function failStart(dir: string, runId: string, code: Code, message: string): num
  */
 export async function holderMain(): Promise<number> {
   const spec = JSON.parse(process.env.VMSNAP_HOLDER ?? "{}") as HolderSpec;
-  const config = loadConfig(spec.configPath).config;
-  const paths = holderPaths(config.stateDir);
-  let lock: RunLock;
+  const agent = AGENTS[spec.agent];
+  const run = newRun({ json: false, streams: SILENT, logLevel: spec.logLevel, runId: spec.runId });
+  let prepared: PreparedRun;
   try {
-    ensureDirectory(config.stateDir, "stateDir");
-    ensureDirectory(paths.dir, "hook directory");
-    lock = acquireRunLock(config.stateDir, spec.runId);
+    // The snapshot is the agent's: "external" only satisfies the method check.
+    prepared = await prepareRun(run, {
+      configPath: spec.configPath,
+      logLevel: spec.logLevel,
+      external: true,
+    });
   } catch (error) {
-    if (!(error instanceof VmsnapError)) throw error;
-    const holder = liveHolder(paths);
+    if (!(error instanceof RunStopped)) throw error;
+    const result = finishRun(run);
+    const stateDir = run.config?.stateDir;
+    if (!stateDir) return 2;
+    const paths = holderPaths(stateDir);
+    const first = result.errors[0] ?? { code: "HolderFailed", message: "the holder stopped" };
+    const holder = first.code === "AnotherRunInProgress" ? liveHolder(paths) : undefined;
     return failStart(
       paths.dir,
       spec.runId,
-      holder ? "HoldInProgress" : error.code,
+      holder ? "HoldInProgress" : first.code,
       holder
         ? `the holder of run ${holder.runId} (pid ${holder.pid}, for ${holder.agent}, since ${holder.since}) still holds; it was left intact. Fix: send its thaw hook first, or wait for its hook.maxHoldSeconds.`
-        : error.message,
+        : first.message,
     );
   }
-  const log = new EventLog({
-    runId: spec.runId,
-    file: config.log.file,
-    level: spec.logLevel ?? config.log.level,
-  });
-  const hold = new Hold(spec, config, log);
+  // Where the agent freezes, the holder must not (a second FIFREEZE fails or deadlocks).
+  const freezeBy: HookInfo["freezeBy"] = agent.freezes
+    ? "agent"
+    : prepared.config.fsFreezeEnabled
+    ? "vmsnap"
+    : "nobody";
+  if (agent.freezes) {
+    prepared.config = { ...prepared.config, fsFreezeEnabled: false };
+    prepared.targets = [];
+    prepared.freezeProblems = [];
+  }
+  const { config } = prepared;
+  const paths = holderPaths(config.stateDir);
+  const ending = new HoldEnding(prepared.interrupt);
   let attach: HolderConnection | undefined;
   let attached: () => void = () => {};
   const attachedNow = new Promise<void>((resolve) => (attached = resolve));
@@ -217,329 +203,148 @@ export async function holderMain(): Promise<number> {
         attach = c;
         attached();
       } else if (c.request.op === "thaw") {
-        hold.finish(c.request.event, c);
+        ending.finish(c.request.event, c);
       } else if (c.request.op === "abort") {
-        hold.finish("abort", c);
+        ending.finish("abort", c);
       } else {
         c.answer({ event: "error", message: `unexpected request ${JSON.stringify(c.request)}` });
       }
     });
   } catch (error) {
-    lock.release();
-    return failStart(paths.dir, spec.runId, "HolderFailed", (error as Error).message);
+    prepared.errors.push({
+      code: "HolderFailed",
+      message: `the holder could not listen on ${paths.socket}: ${(error as Error).message}`,
+    });
+    finishRun(prepared);
+    return failStart(paths.dir, spec.runId, "HolderFailed", prepared.errors.at(-1)!.message);
   }
-  log.record("info", "hold-start", {
+  prepared.log.record("info", "hold-start", {
     agent: spec.agent,
     pid: process.pid,
     config: spec.configPath,
     agentArgs: spec.agentArgs,
+    freezeBy,
     peerCheck: server.peerCheck(),
   });
   const onSignal = (signal: string) => {
-    hold.errors.push({
+    prepared.errors.push({
       code: "Interrupted",
       message: `the holder received ${signal}: it thawed what it froze and resumed every plugin.`,
     });
-    hold.finish("signal");
+    ending.finish("signal");
   };
   const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
   for (const s of signals) process.on(s, onSignal);
-  const deadline = setTimeout(() => hold.finish("deadline"), config.hook.maxHoldSeconds * 1000);
-
+  const deadline = setTimeout(() => ending.finish("deadline"), config.hook.maxHoldSeconds * 1000);
   // The freeze hook must attach in time, and stay until it is told.
-  const attachTimer = setTimeout(() => {
-    if (!attach) hold.finish("hook-gone");
-  }, spec.attachTimeoutMs);
+  const attachTimer = setTimeout(() => attach ?? ending.finish("hook-gone"), spec.attachTimeoutMs);
+  let quiescedAfterMs: number | undefined;
   attachedNow.then(() => {
     clearTimeout(attachTimer);
-    attach!.closed.then(() => {
-      if (hold.quiescedAfterMs === undefined) hold.finish("hook-gone");
-    });
+    attach!.closed.then(() => quiescedAfterMs ?? ending.finish("hook-gone"));
   });
 
   try {
-    await quiesce(hold);
-    if (!hold.end) await freezeTargets(hold);
-    if (!hold.end) {
-      await Promise.race([attachedNow, hold.ended]);
+    await quiesceAll(prepared);
+    if (prepared.noSnapshot) ending.finish("quiesce-failed");
+    if (!ending.by && freezeBy === "vmsnap") {
+      await freezeTargets(prepared);
+      if (prepared.freezeFailed && !config.continueBackupOnFailure) ending.finish("freeze-failed");
     }
-    if (!hold.end && attach && !attach.isClosed()) {
-      hold.quiescedAfterMs = Math.round(performance.now() - hold.started);
-      const answer: QuiescedAnswer = {
-        event: "quiesced",
-        runId: spec.runId,
-        holderPid: process.pid,
-        freezeBy: freezeBy(hold),
-        plugins: hold.plugins.map((p) => ({
-          name: p.config.name,
-          stage: p.config.stage ?? 0,
-          ok: p.report.quiesce?.ok ?? false,
-          durationMs: p.report.quiesce?.durationMs ?? 0,
-          ...(p.report.quiesce?.ok ? {} : { code: p.report.quiesce?.errors[0]?.code }),
-        })),
-        frozen: hold.frozen.map((m) => m.mountPoint),
-        errors: hold.errors,
-        maxHoldSeconds: config.hook.maxHoldSeconds,
-      };
-      log.record("info", "quiesced", { ...answer, event: undefined });
+    if (!ending.by) await Promise.race([attachedNow, ending.ended]);
+    if (!ending.by && attach && !attach.isClosed()) {
+      quiescedAfterMs = Math.round(performance.now() - prepared.started);
+      const answer = quiescedAnswer(prepared, freezeBy);
+      prepared.log.record("info", "quiesced", { ...answer, event: undefined });
       // From here on the filesystems are (or are about to be) frozen: nothing goes to disk.
-      log.hold();
+      prepared.log.hold();
       attach.answer(answer as unknown as Record<string, unknown>);
-      await hold.ended;
-    } else if (!hold.end) {
-      hold.finish("hook-gone");
+      await ending.ended;
+    } else if (!ending.by) {
+      ending.finish("hook-gone");
     }
   } catch (error) {
-    hold.errors.push({
+    prepared.errors.push({
       code: "InternalError",
       message: `internal error in the holder: ${
         (error as Error).stack ?? error
       }. Fix: report this with the log; filesystems were thawed and plugins resumed.`,
     });
-    hold.finish("abort");
+    ending.finish("abort");
   } finally {
     clearTimeout(deadline);
     clearTimeout(attachTimer);
     for (const s of signals) process.off(s, onSignal);
   }
-  await thawTargets(hold);
-  log.release();
-  await resume(hold);
-  const result = report(hold, server.peerCheck());
-  const writeError = writeLastResult(config.stateDir, result);
-  if (writeError) log.record("error", "last-result", { error: writeError });
-  const metrics = writeMetrics(config.metrics.textfile, result);
-  if (metrics.error) log.record("debug", "metrics", { error: metrics.error });
-  log.close();
+  const by = ending.by ?? "abort";
+  // Thaw what the holder froze (and write what the log held), then resume, stages descending.
+  await thawTargets(prepared);
+  await resumeAll(prepared);
+  // The snapshot was the agent's: taken when it sent thaw/post.
+  prepared.snapshot = {
+    kind: "external",
+    taken: by === "thaw",
+    durationMs: Math.round(performance.now() - prepared.started),
+    answer: by,
+  };
+  const ended = endError(by, config.hook.maxHoldSeconds);
+  if (ended) prepared.errors.push(ended);
+  const result: HookResult = {
+    ...finishRun(prepared),
+    mode: "hook",
+    hook: {
+      agent: spec.agent,
+      freezeBy,
+      holderPid: process.pid,
+      peerCheck: server.peerCheck(),
+      maxHoldSeconds: config.hook.maxHoldSeconds,
+      agentArgs: spec.agentArgs,
+      endedBy: by,
+      ...(quiescedAfterMs !== undefined ? { quiescedAfterMs } : {}),
+      heldMs: Math.round(performance.now() - prepared.started),
+    },
+  };
+  // The last result (vmsnap status) and the metrics, as after a run.
+  recordRun(result, { configPath: spec.configPath });
   const answer = { event: "result", result };
-  hold.end?.connection?.answer(answer);
-  // A freeze hook still waiting (quiesce failed, or it was aborted) gets the result too.
-  if (attach && hold.quiescedAfterMs === undefined) attach.answer(answer);
-  for (const c of hold.waiting) c.answer(answer);
+  ending.connection?.answer(answer);
+  // A freeze hook still waiting (quiesce failed, or it gave up) gets the result too.
+  if (attach && quiescedAfterMs === undefined) attach.answer(answer);
+  for (const c of ending.waiting) c.answer(answer);
   server.close();
-  lock.release();
   // Let the answers drain before the process goes.
   await new Promise((resolve) => setTimeout(resolve, 50));
   return 0;
 }
 
-function freezeBy(hold: Hold): HookInfo["freezeBy"] {
-  if (AGENTS[hold.spec.agent].freezes) return "agent";
-  return hold.config.fsFreezeEnabled ? "vmsnap" : "nobody";
-}
-
-/** Checks and creates every plugin, then quiesces them stage by stage. */
-async function quiesce(hold: Hold): Promise<void> {
-  for (const plugin of hold.config.plugins) {
-    const definition = PLUGINS.get(plugin.type)!;
-    const problems = (await definition.check(plugin, { locate: () => undefined })).map(withFix);
-    hold.plugins.push({
-      config: plugin,
-      report: {
-        name: plugin.name,
-        type: plugin.type,
-        checks: problems,
-        quiesce: null,
-        resume: null,
-      },
-      runtime: problems.length ? undefined : definition.create(plugin),
-    });
-    for (const p of problems) {
-      hold.errors.push({ code: p.code, message: p.message, plugin: plugin.name });
-    }
-  }
-  const continueOnFailure = hold.config.continueBackupOnFailure;
-  if (hold.plugins.some((p) => !p.runtime) && !continueOnFailure) {
-    return hold.finish("quiesce-failed");
-  }
-  let failed = false;
-  await runStaged({
-    items: hold.plugins.filter((p) => p.runtime),
-    stageOf: (p) => p.config.stage,
-    order: "ascending",
-    step: (group) =>
-      Promise.all(group.map(async (p) => {
-        const result = await p.runtime!.quiesce(hold.env(hold.interrupt.signal));
-        p.report.quiesce = result;
-        hold.errors.push(...result.errors);
-        if (!result.ok) failed = true;
-        hold.log.record(result.ok ? "info" : "error", "quiesce", {
-          plugin: p.config.name,
-          stage: p.config.stage ?? 0,
-          ok: result.ok,
-          durationMs: result.durationMs,
-        });
-      })).then(() => {}),
-    goOn: () => !hold.end && (!failed || continueOnFailure),
-  });
-  if (failed && !continueOnFailure && !hold.end) hold.finish("quiesce-failed");
-}
-
-/** For agents that freeze nothing: freeze the targets under the guard, children first. */
-async function freezeTargets(hold: Hold): Promise<void> {
-  const { config } = hold;
-  if (AGENTS[hold.spec.agent].freezes || !config.fsFreezeEnabled) return;
-  hold.freeze.enabled = true;
-  let problems: Problem[];
-  try {
-    const plan = planFreeze(readMounts(), config.freeze);
-    hold.targets = plan.targets;
-    problems = plan.problems;
-    hold.warnings.push(...plan.warnings);
-  } catch (error) {
-    problems = [{
-      code: "MountinfoUnreadable",
-      message: `cannot read /proc/self/mountinfo: ${(error as Error).message}`,
-    }];
-  }
-  for (const p of problems) hold.errors.push({ code: p.code, message: withFix(p).message });
-  if (problems.length > 0 || hold.targets.length === 0) {
-    if (problems.length > 0 && !config.continueBackupOnFailure) hold.finish("freeze-failed");
-    return;
-  }
-  const mounts = hold.targets.map((t) => t.mountPoint);
-  const freezer = hold.freezer = await createFreezer();
-  hold.freeze.method = freezer.method;
-  try {
-    writeFreezeMarker(config.stateDir, { runId: hold.spec.runId, mounts });
-    hold.guard = await startGuard({
-      op: "arm",
-      runId: hold.spec.runId,
-      mounts,
-      maxFrozenMs: config.freeze.maxFrozenSeconds * 1000,
-      stateDir: config.stateDir,
-    });
-    hold.freeze.guard = { pid: hold.guard.pid };
-  } catch (error) {
-    clearFreezeMarker(config.stateDir);
-    hold.errors.push({
-      code: "GuardFailed",
-      message: `${(error as Error).message}; nothing was frozen. Fix: see the log.`,
-    });
-    if (!config.continueBackupOnFailure) hold.finish("freeze-failed");
-    return;
-  }
-  // From the first freeze until the thaw is confirmed, nothing is written to any filesystem.
-  hold.log.hold();
-  hold.frozenAt = performance.now();
-  for (const target of hold.targets) {
-    const op = freezer.freeze(target.mountPoint);
-    const mount: MountReport = {
-      mountPoint: target.mountPoint,
-      fsType: target.fsType,
-      device: target.device,
-      frozen: op.ok,
-      freezeMs: round(op.ms),
-    };
-    hold.freeze.mounts.push(mount);
-    hold.log.record(op.ok ? "info" : "error", "freeze", {
-      mount: target.mountPoint,
-      ok: op.ok,
-      ms: mount.freezeMs,
-      error: op.error,
-    });
-    if (!op.ok) {
-      mount.error = op.error;
-      hold.errors.push({
-        code: "FreezeFailed",
-        message:
-          `could not freeze ${target.mountPoint} (${target.fsType} on ${target.source}): ${op.error}. Everything frozen before it was thawed. Fix: exclude it (freeze.exclude) or resolve the error.`,
-      });
-      await thawTargets(hold);
-      if (!config.continueBackupOnFailure) hold.finish("freeze-failed");
-      return;
-    }
-    hold.frozen.push(mount);
-  }
-}
-
-/** Thaws what the holder froze (reverse order, each confirmed) and lets the guard go. */
-async function thawTargets(hold: Hold): Promise<void> {
-  const { guard, freezer } = hold;
-  if (!guard || !freezer) return;
-  hold.guard = undefined;
-  for (const mount of [...hold.frozen].reverse().filter((m) => m.thawed === undefined)) {
-    const result = thawAndConfirm(freezer, mount.mountPoint);
-    mount.thawed = result.confirmed;
-    mount.thawMs = round(result.ms);
-    hold.log.record(result.confirmed ? "info" : "error", "thaw", {
-      mount: mount.mountPoint,
-      confirmed: result.confirmed,
-      ms: mount.thawMs,
-      error: result.error,
-    });
-    if (!result.confirmed) {
-      mount.error = result.error;
-      hold.errors.push({
-        code: "ThawFailed",
-        message:
-          `could not confirm that ${mount.mountPoint} is thawed: ${result.error}. Fix: run fsfreeze --unfreeze ${mount.mountPoint} now.`,
-      });
-    }
-  }
-  hold.freeze.frozenMs = Math.round(performance.now() - hold.frozenAt);
-  const guardDied = guard.died();
-  const leftovers = await guard.release(hold.frozen.map((m) => m.mountPoint));
-  if (guardDied) {
-    hold.warnings.push({
-      code: "GuardFailed",
-      message:
-        `the freeze guard (pid ${guard.pid}) died during the hold; the holder thawed and confirmed every mount itself. Fix: find out what killed it.`,
-    });
-  }
-  const steppedIn = guard.expired();
-  if (steppedIn) {
-    hold.freeze.guard!.steppedIn = steppedIn;
-    hold.errors.push({
-      code: "FreezeTimeout",
-      message:
-        `the filesystems were still frozen after freeze.maxFrozenSeconds (${hold.config.freeze.maxFrozenSeconds} s); the guard thawed ${
-          steppedIn.thawed.map((t) => t.mount).join(", ")
-        } after ${steppedIn.afterMs} ms. A snapshot taken after that is not consistent. Fix: send the post hook sooner or raise freeze.maxFrozenSeconds.`,
-    });
-  }
-  for (const mount of leftovers) {
-    hold.errors.push({
-      code: "ThawFailed",
-      message: `${mount} was still frozen after the holder's thaw; the guard thawed it.`,
-    });
-  }
-  clearFreezeMarker(hold.config.stateDir);
-}
-
-/** Resumes every plugin whose quiesce was attempted, stages in descending order. */
-async function resume(hold: Hold): Promise<void> {
-  const attempted = hold.plugins.filter((p) => p.report.quiesce && !p.report.resume);
-  // Resume is not stopped by anything: the applications must come back.
-  const never = new AbortController().signal;
-  await runStaged({
-    items: attempted,
-    stageOf: (p) => p.config.stage,
-    order: "descending",
-    step: (group) =>
-      Promise.all(group.map(async (p) => {
-        const result = await p.runtime!.resume(hold.env(never));
-        p.report.resume = result;
-        hold.errors.push(...result.errors);
-        hold.log.record(result.ok ? "info" : "error", "resume", {
-          plugin: p.config.name,
-          ok: result.ok,
-          durationMs: result.durationMs,
-        });
-      })).then(() => {}),
-  });
+/** What the waiting freeze hook is told. */
+function quiescedAnswer(run: PreparedRun, freezeBy: HookInfo["freezeBy"]): QuiescedAnswer {
+  return {
+    event: "quiesced",
+    runId: run.runId,
+    holderPid: process.pid,
+    freezeBy,
+    plugins: run.plugins.map((p) => ({
+      name: p.config.name,
+      stage: p.config.stage ?? 0,
+      ok: p.report.quiesce?.ok ?? false,
+      durationMs: p.report.quiesce?.durationMs ?? 0,
+      ...(p.report.quiesce?.ok ? {} : { code: p.report.quiesce?.errors[0]?.code }),
+    })),
+    frozen: run.frozen.filter((m) => !m.thawed).map((m) => m.mountPoint),
+    errors: run.errors,
+    maxHoldSeconds: run.config.hook.maxHoldSeconds,
+  };
 }
 
 /** Why the hold ended, as an error for the result (none for a normal thaw). */
-function endError(hold: Hold): RunError | undefined {
-  const by = hold.end?.by;
-  const seconds = hold.config.hook.maxHoldSeconds;
+function endError(by: HoldEnd, maxHoldSeconds: number): RunError | undefined {
   switch (by) {
     case "deadline":
       return {
         code: "HoldTimeout",
         message:
-          `no thaw/post hook came within hook.maxHoldSeconds (${seconds} s): the holder resumed every plugin and ended the hold. A snapshot taken after that is not application-consistent. Fix: find out why the agent's thaw came late (or never), or raise hook.maxHoldSeconds.`,
+          `no thaw/post hook came within hook.maxHoldSeconds (${maxHoldSeconds} s): the holder resumed every plugin and ended the hold. A snapshot taken after that is not application-consistent. Fix: find out why the agent's thaw came late (or never), or raise hook.maxHoldSeconds.`,
       };
     case "hook-gone":
       return {
@@ -562,71 +367,4 @@ function endError(hold: Hold): RunError | undefined {
     default:
       return undefined;
   }
-}
-
-/** Builds the result: `run`'s result, plus how the hold went. */
-function report(hold: Hold, peerCheck: string): HookResult {
-  const { config, spec } = hold;
-  const by = hold.end?.by ?? "abort";
-  const error = endError(hold);
-  if (error) hold.errors.push(error);
-  const plugins = hold.plugins.map((p) => p.report);
-  const freezeRequested = freezeBy(hold) === "vmsnap";
-  const freezeHeld = hold.freeze.mounts.length > 0 &&
-    hold.freeze.mounts.every((m) => m.frozen && m.thawed) &&
-    hold.freeze.mounts.length === hold.targets.length &&
-    !hold.freeze.guard?.steppedIn;
-  const snapshotTaken = by === "thaw";
-  const facts = {
-    snapshotTaken,
-    plugins: plugins.length,
-    pluginsHeld: plugins.length > 0 &&
-      plugins.every((p) =>
-        p.quiesce?.ok && !p.resume?.errors.some((e) => e.code === "PluginLockLost")
-      ),
-    freezeRequested,
-    freezeHeld,
-  };
-  const requested = requestedConsistency(facts);
-  let consistency = achievedConsistency(facts);
-  if (hold.freeze.guard?.steppedIn && consistency !== "none") consistency = "crash";
-  const exitCode = exitCodeFor(requested, consistency);
-  const result: HookResult = {
-    event: "result",
-    runId: spec.runId,
-    status: exitCode === 2
-      ? "failed"
-      : exitCode === 0 && hold.errors.length === 0
-      ? "success"
-      : "degraded",
-    consistency,
-    requestedConsistency: requested,
-    snapshotTaken,
-    exitCode,
-    errors: hold.errors,
-    warnings: hold.warnings.map(withFix),
-    plugins,
-    freeze: hold.freeze,
-    snapshot: null,
-    log: { file: hold.log.file, ...hold.log.stats },
-    durationMs: Math.round(performance.now() - hold.started),
-    mode: "hook",
-    hook: {
-      agent: spec.agent,
-      freezeBy: freezeBy(hold),
-      holderPid: process.pid,
-      peerCheck,
-      maxHoldSeconds: config.hook.maxHoldSeconds,
-      agentArgs: spec.agentArgs,
-      endedBy: by,
-      ...(hold.quiescedAfterMs !== undefined ? { quiescedAfterMs: hold.quiescedAfterMs } : {}),
-      heldMs: Math.round(performance.now() - hold.started),
-    },
-  };
-  hold.log.record(exitCode === 0 ? "info" : exitCode === 1 ? "warning" : "error", "result", {
-    ...result,
-    event: undefined,
-    log: undefined,
-  });
-  return result;
 }

@@ -37,7 +37,7 @@ import { checkFile } from "./permissions.ts";
 import { describeRecovery, recoverAll } from "./recover.ts";
 import { redact } from "./secrets.ts";
 import { selfCommand } from "./self.ts";
-import { newRunId } from "./sequence.ts";
+import { newRunId } from "./run_steps.ts";
 
 /** What `vmsnap hook` was asked to do. */
 export interface HookOptions {

@@ -65,6 +65,7 @@ import {
   writeFreezeMarker,
 } from "./recover.ts";
 import { takeSnapshot } from "./snapshot.ts";
+import { runStaged } from "./stages.ts";
 import type {
   PluginConfig,
   PluginDefinition,
@@ -472,18 +473,33 @@ async function pluginStep(
   signal: AbortSignal,
 ): Promise<void> {
   run.output.say(step, plugins.map((p) => p.config.name).join(", "));
-  await Promise.all(plugins.map(async (p) => {
-    const result = await p.runtime![step](pluginEnv(run, signal));
-    p.report[step] = result;
-    run.errors.push(...result.errors);
-    run.log.record(result.ok ? "info" : "error", step, {
-      plugin: p.config.name,
-      ok: result.ok,
-      durationMs: result.durationMs,
-    });
-    const outcome = result.ok ? (result.skipped ? "nothing to do" : "ok") : result.errors[0]?.code;
-    run.output.say(step, `${p.config.name}: ${outcome} (${result.durationMs} ms)`);
-  }));
+  // Stages: quiesce ascending, resume descending; a failed quiesce stage without
+  // continueBackupOnFailure (or a signal) starts no later stage.
+  let failed = false;
+  await runStaged({
+    items: plugins,
+    stageOf: (p) => p.config.stage,
+    order: step === "quiesce" ? "ascending" : "descending",
+    goOn: () =>
+      step === "resume" || (!signal.aborted && (!failed || run.config.continueBackupOnFailure)),
+    step: (group) =>
+      Promise.all(group.map(async (p) => {
+        const result = await p.runtime![step](pluginEnv(run, signal));
+        p.report[step] = result;
+        if (!result.ok) failed = true;
+        run.errors.push(...result.errors);
+        run.log.record(result.ok ? "info" : "error", step, {
+          plugin: p.config.name,
+          ok: result.ok,
+          durationMs: result.durationMs,
+          ...(p.config.stage ? { stage: p.config.stage } : {}),
+        });
+        const outcome = result.ok
+          ? (result.skipped ? "nothing to do" : "ok")
+          : result.errors[0]?.code;
+        run.output.say(step, `${p.config.name}: ${outcome} (${result.durationMs} ms)`);
+      })).then(() => {}),
+  });
   run.output.event({
     event: step === "quiesce" ? "quiesced" : "resumed",
     runId: run.runId,

@@ -17,7 +17,7 @@ import { agentCall, descriptors, lastResult } from "../hook_agent.ts";
 const SLEEP = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Installs for an agent under a fresh prefix; returns the prefix and the printed changes. */
-async function installFor(f: RunFixture, agent: string, config: string) {
+function installFor(f: RunFixture, agent: string, config: string) {
   const prefix = join(f.dir, `root-${agent}`);
   mkdirSync(prefix, { recursive: true, mode: 0o755 });
   return {
@@ -55,7 +55,7 @@ Deno.test({
       await t.step(
         "vmware: backupScripts.d/vmsnap freeze, thaw; then freeze, freezeFail",
         async () => {
-          const { prefix, install } = await installFor(f, "vmware", config);
+          const { prefix, install } = installFor(f, "vmware", config);
           const installed = await install();
           assert.equal(installed.code, 0, installed.stderr);
           const script = join(prefix, "etc/vmware-tools/backupScripts.d/vmsnap");
@@ -89,7 +89,7 @@ Deno.test({
       await t.step(
         "azure: sh vmsnap-pre.sh / vmsnap-post.sh from a strict-JSON config",
         async () => {
-          const { prefix, install } = await installFor(f, "azure", config);
+          const { prefix, install } = installFor(f, "azure", config);
           // What the admin had: Azure's sample with their settings.
           put(
             join(prefix, "etc/azure/VMSnapshotScriptPluginConfig.json"),
@@ -129,7 +129,7 @@ Deno.test({
       await t.step(
         "gcp: pre.sh DISKS freezes the loop mount; post.sh thaws; writers resume",
         async () => {
-          const { prefix, install } = await installFor(f, "gcp", config);
+          const { prefix, install } = installFor(f, "gcp", config);
           const cfg = join(prefix, "etc/default/instance_configs.cfg");
           put(
             cfg,
