@@ -13,7 +13,7 @@ import { processStart } from "../src/lock.ts";
 import { checkFile } from "../src/permissions.ts";
 import { addSecret } from "../src/secrets.ts";
 import type { Field } from "../src/schema.ts";
-import type { Code, Problem } from "../src/errors.ts";
+import { type Code, type Problem, toProblem, VmsnapError } from "../src/errors.ts";
 import type { LockMarker, PluginEnv, PluginRuntime, RunError, StepResult } from "./plugin.ts";
 
 /** Keys every database plugin has. */
@@ -65,16 +65,17 @@ export function passwordOf(
 }
 
 /** A failure with a code, thrown inside a plugin and turned into its StepResult. */
-export class PluginFailure extends Error {
+export class PluginFailure extends VmsnapError {
   /** The server did not answer in time (or the run was interrupted): close without a goodbye. */
   readonly unresponsive: boolean;
 
   constructor(
-    readonly code: Code,
+    code: Code,
     message: string,
     options: { cause?: unknown; unresponsive?: boolean } = {},
   ) {
-    super(message, { cause: options.cause });
+    super(code, message, { cause: options.cause });
+    this.name = "PluginFailure";
     this.unresponsive = options.unresponsive ?? false;
   }
 }
@@ -190,12 +191,8 @@ export function stepResult(
 
 /** Turns what a plugin threw into a RunError naming it. */
 export function asRunError(plugin: string, error: unknown, fallback: Code): RunError {
-  if (error instanceof PluginFailure) return { code: error.code, message: error.message, plugin };
-  return {
-    code: fallback,
-    message: `plugin "${plugin}": ${(error as Error).message ?? error}`,
-    plugin,
-  };
+  // A code only from a VmsnapError (a driver's own `code`, such as ER_*, is not one of ours).
+  return { ...toProblem(error, fallback, plugin), plugin };
 }
 
 /** The marker file of a plugin's lock in stateDir. */

@@ -7,8 +7,8 @@
  *
  * @module
  */
-import type { Code, Problem } from "../src/errors.ts";
-import type { LogLevel } from "../src/config.ts";
+import type { Problem } from "../src/errors.ts";
+import type { LogLevel } from "../src/log_level.ts";
 import type { Field, Location, ValidationContext } from "../src/schema.ts";
 
 /** What every plugin's config has. */
@@ -33,12 +33,8 @@ export interface CheckContext {
   locate(path: string): Location | undefined;
 }
 
-/** An error met while running, for the result. */
-export interface RunError {
-  code: Code;
-  message: string;
-  plugin?: string;
-}
+/** An error met while running, for the result: a {@linkcode Problem} (one type for both). */
+export type RunError = Problem;
 
 /** The outcome of a plugin's quiesce or resume. */
 export interface StepResult {

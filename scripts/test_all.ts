@@ -18,6 +18,8 @@ const steps: [string, string[]][] = [
   ["format", ["fmt", "--check"]],
   ["lint", ["lint"]],
   ["type check", ["check", "mod.ts", "src/", "plugins/", "scripts/", "tests/"]],
+  ["doc examples type-check", ["check", "--doc-only", "mod.ts", "src/", "plugins/"]],
+  ["no import cycles", ["run", "-A", "scripts/check_cycles.ts"]],
   ["unit tests (Deno)", ["test", "-A", "--parallel", "tests/unit/"]],
   ["build dist/vmsnap", ["run", "-A", "scripts/build.ts"]],
   ["end-to-end tests (dist/vmsnap)", ["test", "-A", "tests/e2e/"]],

@@ -5,12 +5,13 @@
  * @module
  */
 import { type Config, configNotRegular } from "./config.ts";
-import { type Problem, withFix } from "./errors.ts";
+import { type Problem, toProblem, withFix } from "./errors.ts";
 import type { FreezeTarget, SkippedMount } from "./freeze_targets.ts";
 import { readMounts } from "./mountinfo.ts";
 import {
   configFileProblems,
   freezePlan,
+  leftoverProblems,
   logDirectory,
   logFileProblems,
   pluginProblems,
@@ -19,7 +20,6 @@ import {
   stateDirProblems,
   syntaxProblems,
 } from "./preflight.ts";
-import { describeRecovery, recoverAll } from "./recover.ts";
 import type { Location } from "./schema.ts";
 import { locateProblems } from "../plugins/plugin.ts";
 import { PLUGINS } from "../plugins/registry.ts";
@@ -127,8 +127,8 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
   report.warnings.push(...loaded.warnings);
   const config = loaded.config;
   report.config = config;
-  // What a dead run left (frozen mounts, its processes, database locks) is undone by any start.
-  report.warnings.push(...describeRecovery(await recoverAll(config.stateDir)));
+  // What a dead run left is reported, not undone: check changes nothing (vmsnap recover does).
+  step("leftovers of a dead run", leftoverProblems(config), "none");
   const locate = (path: string): Location | undefined => loaded.locations.get(path);
 
   for (const plugin of config.plugins) {
@@ -141,12 +141,7 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
         found.push(...await definition.connectCheck(plugin));
         detail = `connected, privileges ok (${Math.round(performance.now() - started)} ms)`;
       } catch (error) {
-        const e = error as { code?: Problem["code"]; message: string };
-        found.push({
-          code: e.code ?? "PluginConnectFailed",
-          message: e.message,
-          plugin: plugin.name,
-        });
+        found.push(toProblem(error, "PluginConnectFailed", plugin.name));
       }
     }
     step(`plugin ${plugin.name} (${plugin.type})`, found, detail);

@@ -15,15 +15,10 @@ import { runHook } from "./hook.ts";
 import { formatInstall, install, uninstall } from "./install.ts";
 import { redact, redactValue, shortSecretWarnings } from "./secrets.ts";
 import { runBackup } from "./sequence.ts";
-import {
-  DEFAULT_CONFIG_PATH,
-  DEFAULT_STATE_DIR,
-  loadConfig,
-  LOG_LEVELS,
-  type LogLevel,
-} from "./config.ts";
+import { DEFAULT_CONFIG_PATH, LOG_LEVELS, type LogLevel } from "./config.ts";
 import { describeRecovery, recoverAll, type Recovery } from "./recover.ts";
-import { CODES } from "./errors.ts";
+import { CODES, type Problem, VmsnapError } from "./errors.ts";
+import { trustedStateDir } from "./preflight.ts";
 import { didYouMean } from "./suggest.ts";
 import { VERSION } from "./version.ts";
 import { journalWriter, stderrIsJournal } from "./journal.ts";
@@ -245,8 +240,11 @@ export interface Invocation {
 }
 
 /** A usage error: exit 64. */
-export class UsageError extends Error {
-  readonly code = "UsageError";
+export class UsageError extends VmsnapError {
+  constructor(message: string) {
+    super("UsageError", message);
+    this.name = "UsageError";
+  }
 }
 
 function optionLines(options: Record<string, OptionSpec>): string[] {
@@ -445,28 +443,30 @@ function checkAgentOptions(
 }
 
 /**
- * Recovery at start: with the config's stateDir when the config can be read,
- * else the default. Only root can thaw or kill, so others skip it.
+ * `vmsnap recover`: undoes what dead runs left in the config's stateDir (the
+ * default one when there is no config), but only when the config and the
+ * stateDir pass the permission rules: a marker in a directory a user could
+ * write may be forged. Only root can thaw or kill.
  */
-async function startupRecovery(configPath: string): Promise<Recovery | undefined> {
-  if (process.getuid?.() !== 0) return undefined;
-  let stateDir = DEFAULT_STATE_DIR;
-  try {
-    const loaded = loadConfig(configPath);
-    const unreadable = loaded.problems.some((p) => p.code === "IncorrectJSONConfigFile");
-    if (!unreadable) stateDir = loaded.config.stateDir;
-  } catch {
-    // No readable config: the default stateDir.
+async function recoverCommand(configPath: string, json: boolean, io: Io): Promise<number> {
+  const refuse = (problems: Problem[]) => {
+    for (const p of problems) io.stderr(`vmsnap recover: [${p.code}] ${redact(p.message)}\n`);
+    if (json) io.stdout(`${redact(JSON.stringify({ ok: false, problems }))}\n`);
+    return EXIT.failed;
+  };
+  if (process.getuid?.() !== 0) {
+    return refuse([{
+      code: "NotRoot",
+      message: "vmsnap recover must run as root (it thaws filesystems and kills processes).",
+    }]);
   }
-  return await recoverAll(stateDir);
+  const trusted = trustedStateDir(configPath);
+  if (!trusted.stateDir) return refuse(trusted.problems);
+  return reportRecovery(await recoverAll(trusted.stateDir), json, io);
 }
 
 /** `vmsnap recover`'s output and exit code. */
-function reportRecovery(recovery: Recovery | undefined, json: boolean, io: Io): number {
-  if (!recovery) {
-    io.stderr("vmsnap recover: must run as root (it thaws filesystems and kills processes).\n");
-    return EXIT.failed;
-  }
+function reportRecovery(recovery: Recovery, json: boolean, io: Io): number {
   const failed = recovery.thawed.some((t) => !t.confirmed) ||
     recovery.pluginLocks.some((l) => l.error);
   const lines = describeRecovery(recovery).map((p) => p.message);
@@ -537,14 +537,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     return EXIT.usage;
   }
   const { command } = invocation;
-  // Any start undoes what a dead run left; check, run and hook do it themselves and report it.
-  if (command !== "check" && command !== "run" && command !== "hook") {
-    const recovery = await startupRecovery(invocation.configPath);
-    if (command === "recover") return reportRecovery(recovery, invocation.json, io);
-    for (const problem of recovery ? describeRecovery(recovery) : []) {
-      io.stderr(`vmsnap: recovered: ${redact(problem.message)}\n`);
-    }
-  }
+  // Help and version change nothing (no recovery, no files): `vmsnap recover --help` only helps.
   if (command === "help") {
     const topic = invocation.positionals[0];
     if (topic !== undefined && !COMMANDS[topic]) {
@@ -567,6 +560,10 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       invocation.json ? `${JSON.stringify({ version: VERSION })}\n` : `vmsnap ${VERSION}\n`,
     );
     return EXIT.ok;
+  }
+  // Only recover, run and hook undo what a dead run left; check reports it.
+  if (command === "recover") {
+    return await recoverCommand(invocation.configPath, invocation.json, io);
   }
   if (command === "check") {
     const report = await runChecks({

@@ -49,10 +49,9 @@ export const MAX_CONFIG_BYTES = 1 << 20;
 /** The deepest nesting accepted. */
 const MAX_DEPTH = 32;
 
-/** Log levels, quietest last. */
-export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
-/** A log level. */
-export type LogLevel = typeof LOG_LEVELS[number];
+import { DEFAULT_MAX_FROZEN_SECONDS, DEFAULT_SNAPSHOT_TIMEOUT_SECONDS } from "./defaults.ts";
+import { LOG_LEVELS, type LogLevel } from "./log_level.ts";
+export { LOG_LEVELS, type LogLevel };
 
 /** Which filesystems to freeze. */
 export interface FreezeConfig {
@@ -134,7 +133,14 @@ const snapshotSpec: ObjectSpec = {
     timeoutInSeconds: { type: "integer", min: 1, max: 3600 },
     external: {
       type: "object",
-      fields: { timeoutInSeconds: { type: "integer", min: 1, max: 3600, default: 60 } },
+      fields: {
+        timeoutInSeconds: {
+          type: "integer",
+          min: 1,
+          max: 3600,
+          default: DEFAULT_SNAPSHOT_TIMEOUT_SECONDS,
+        },
+      },
     },
   },
 };
@@ -237,7 +243,12 @@ const VMSNAP_FIELDS: Record<string, Field> = {
     fields: {
       mounts: { ...mountsSpec, default: "auto" },
       exclude: { type: "array", items: { type: "string", nonEmpty: true }, default: [] },
-      maxFrozenSeconds: { type: "integer", min: 1, max: 3600, default: 60 },
+      maxFrozenSeconds: {
+        type: "integer",
+        min: 1,
+        max: 3600,
+        default: DEFAULT_MAX_FROZEN_SECONDS,
+      },
     },
   },
   snapshot: snapshotSpec,
@@ -507,7 +518,7 @@ function buildConfig(
     freeze: {
       mounts: freeze.mounts ?? "auto",
       exclude: freeze.exclude ?? [],
-      maxFrozenSeconds: freeze.maxFrozenSeconds ?? 60,
+      maxFrozenSeconds: freeze.maxFrozenSeconds ?? DEFAULT_MAX_FROZEN_SECONDS,
     },
     snapshot: buildSnapshot(values.snapshot as Record<string, unknown> | undefined, ctx),
     plugins,
@@ -551,7 +562,7 @@ function buildSnapshot(
     return {
       kind: "command",
       command,
-      timeoutInSeconds: (values.timeoutInSeconds as number) ?? 60,
+      timeoutInSeconds: (values.timeoutInSeconds as number) ?? DEFAULT_SNAPSHOT_TIMEOUT_SECONDS,
     };
   }
   if (external) return { kind: "external", timeoutInSeconds: external.timeoutInSeconds };

@@ -346,6 +346,18 @@ export const CODES = {
     summary: "vmsnap init found a config at the path already and wrote nothing.",
     fix: "See the starter with vmsnap init --dry-run and merge by hand, or move the file away.",
   },
+  DeadRunLeftover: {
+    summary:
+      "A dead run left something behind (a freeze marker, its processes, a database lock, a guard's report); vmsnap check only reports it.",
+    fix:
+      "Run vmsnap recover as root (vmsnap run does the same before it starts); find out why the run died (its log).",
+  },
+  UntrustedState: {
+    summary:
+      "Recovery refused to act: the config or its stateDir fails the permission rules, so what it names could be forged.",
+    fix:
+      "chown root:root and chmod 600 the config, chown root:root and chmod 700 stateDir, then run vmsnap recover again.",
+  },
   InternalError: {
     summary: "vmsnap met an error it did not expect; it thawed and resumed what it had started.",
     fix: "Report it with the log file; the message carries the stack.",
@@ -377,8 +389,20 @@ export interface Problem {
   lenient?: true;
 }
 
+/** What a {@linkcode VmsnapError} carries besides its code and message. */
+export interface VmsnapErrorOptions {
+  /** The problems behind the error, when there are several. */
+  problems?: Problem[];
+  /** The error this one wraps (kept, never lost). */
+  cause?: unknown;
+  /** The plugin the error belongs to. */
+  plugin?: string;
+}
+
 /**
  * An error with a stable code, thrown where a problem stops the command.
+ * Every error vmsnap throws on purpose is one (or a subclass): only these are
+ * trusted to carry a code of {@linkcode CODES}.
  *
  * @example
  * ```ts
@@ -391,13 +415,51 @@ export class VmsnapError extends Error {
   readonly code: Code;
   /** The problems behind the error, when there are several. */
   readonly problems: Problem[];
+  /** The plugin the error belongs to. */
+  readonly plugin?: string;
 
-  constructor(code: Code, message: string, problems: Problem[] = []) {
-    super(message);
+  /** `options` may also be the list of problems (older callers). */
+  constructor(code: Code, message: string, options: VmsnapErrorOptions | Problem[] = {}) {
+    const opts = Array.isArray(options) ? { problems: options } : options;
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = "VmsnapError";
     this.code = code;
-    this.problems = problems;
+    this.problems = opts.problems ?? [];
+    if (opts.plugin !== undefined) this.plugin = opts.plugin;
   }
+}
+
+/** True when `code` is one of vmsnap's codes (a driver's `ER_*` or errno name is not). */
+export function isCode(code: unknown): code is Code {
+  return typeof code === "string" && Object.hasOwn(CODES, code);
+}
+
+/**
+ * Turns anything thrown into a problem. Only a {@linkcode VmsnapError} is
+ * trusted to carry its code; anything else (a driver's error with its own
+ * `code`, a TypeError) gets `fallback`, with its message kept.
+ *
+ * @example
+ * ```ts
+ * import { toProblem } from "./errors.ts";
+ * toProblem(Object.assign(new Error("denied"), { code: "ER_ACCESS_DENIED_ERROR" }), "PluginConnectFailed").code; // "PluginConnectFailed"
+ * ```
+ */
+export function toProblem(error: unknown, fallback: Code, plugin?: string): Problem {
+  if (error instanceof VmsnapError) {
+    const owner = error.plugin ?? plugin;
+    return {
+      ...error.problems[0],
+      code: error.code,
+      message: error.message,
+      ...(owner ? { plugin: owner } : {}),
+    };
+  }
+  const e = error as { message?: unknown; code?: unknown } | undefined;
+  const own = e?.code !== undefined ? ` (${String(e.code)})` : "";
+  const text = typeof e?.message === "string" ? `${e.message}${own}` : String(error);
+  if (!plugin) return { code: fallback, message: text };
+  return { code: fallback, message: `plugin "${plugin}": ${text}`, plugin };
 }
 
 /**
@@ -425,5 +487,6 @@ export function octal(mode: number): string {
  */
 export function withFix(problem: Problem): Problem {
   if (problem.message.includes("Fix:")) return problem;
-  return { ...problem, message: `${problem.message} Fix: ${CODES[problem.code].fix}` };
+  const info: CodeInfo | undefined = isCode(problem.code) ? CODES[problem.code] : undefined;
+  return info ? { ...problem, message: `${problem.message} Fix: ${info.fix}` } : problem;
 }

@@ -25,6 +25,7 @@ import { createInterface } from "node:readline";
 import { createFreezer, EMERGENCY_THAW_ORDER, inThawOrder, thawAndConfirm } from "./freeze.ts";
 import type { ArmMessage, GuardMessage, GuardReport, GuardRequest, GuardThaw } from "./protocol.ts";
 import { selfCommand } from "./self.ts";
+import { GUARD_RELEASE_TIMEOUT_MS, GUARD_START_TIMEOUT_MS } from "./defaults.ts";
 
 export type { ArmMessage, GuardReport, GuardThaw } from "./protocol.ts";
 
@@ -169,12 +170,21 @@ export interface GuardClient {
  * @example
  * ```ts
  * import { startGuard } from "./guard.ts";
- * const guard = await startGuard({ op: "arm", runId, mounts: ["/data"], maxFrozenMs: 60_000, stateDir });
+ * const guard = await startGuard({
+ *   op: "arm",
+ *   runId: "20261126T050000Z-a1b2c3",
+ *   mounts: ["/data"],
+ *   maxFrozenMs: 60_000,
+ *   stateDir: "/var/lib/vmsnap",
+ * });
  * // ... freeze, snapshot, thaw ...
  * await guard.release(["/data"]);
  * ```
  */
-export function startGuard(arm: ArmMessage, startTimeoutMs = 10_000): Promise<GuardClient> {
+export function startGuard(
+  arm: ArmMessage,
+  startTimeoutMs = GUARD_START_TIMEOUT_MS,
+): Promise<GuardClient> {
   const [command, ...args] = selfCommand(["__guard"]);
   const child = spawn(command, args, {
     detached: true,
@@ -247,7 +257,7 @@ export function startGuard(arm: ArmMessage, startTimeoutMs = 10_000): Promise<Gu
         if (exited) return [];
         released = true;
         request({ op: "release", froze });
-        const answer = await waitFor("released", 5_000);
+        const answer = await waitFor("released", GUARD_RELEASE_TIMEOUT_MS);
         child.stdin!.end();
         return answer?.leftovers ?? [];
       },

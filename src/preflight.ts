@@ -8,13 +8,20 @@
  */
 import { dirname } from "node:path";
 import process from "node:process";
-import { type Config, loadConfig, type LoadedConfig, type SnapshotConfig } from "./config.ts";
+import {
+  type Config,
+  DEFAULT_STATE_DIR,
+  loadConfig,
+  type LoadedConfig,
+  type SnapshotConfig,
+} from "./config.ts";
 import { DEFAULT_SNAPSHOT_TIMEOUT_SECONDS } from "./defaults.ts";
 import { type Problem, VmsnapError } from "./errors.ts";
 import { checkLogFile } from "./event_log.ts";
 import { type FreezePlan, planFreeze } from "./freeze_targets.ts";
 import type { Mount } from "./mountinfo.ts";
 import { checkDirectory, checkExecutable, checkFile, ensureDirectory } from "./permissions.ts";
+import { findLeftovers } from "./recover.ts";
 import type { Location } from "./schema.ts";
 import type { PluginConfig, PluginDefinition } from "../plugins/plugin.ts";
 
@@ -109,7 +116,7 @@ export function syntaxProblems(loaded: LoadedConfig): Problem[] {
  * @example
  * ```ts
  * import { logDirectory } from "./preflight.ts";
- * logDirectory({ log: { file: "/var/log/vmsnap/vmsnap.log" } }); // "/var/log/vmsnap"
+ * logDirectory({ log: { file: "/var/log/vmsnap/vmsnap.log", level: "info" } }); // "/var/log/vmsnap"
  * ```
  */
 export function logDirectory(config: Pick<Config, "log">): string {
@@ -269,6 +276,64 @@ export function freezePlan(
   }
   const plan = planFreeze(mounts, config.freeze);
   return { plan, problems: plan.problems };
+}
+
+/**
+ * The stateDir whose markers recovery may act on: the config's, when the
+ * config passes the permission rules and is readable, or the default when
+ * there is no config; and in both cases only when the directory itself passes
+ * them. Otherwise no stateDir and an `UntrustedState` problem saying why
+ * (a marker there could be forged).
+ *
+ * @example
+ * ```ts
+ * import { trustedStateDir } from "./preflight.ts";
+ * const { stateDir, problems } = trustedStateDir("/etc/azure/VMSnapshotScriptPluginConfig.json");
+ * ```
+ */
+export function trustedStateDir(
+  configPath: string,
+  trust: Trust = TRUST,
+): { stateDir?: string; problems: Problem[] } {
+  const untrusted = (why: string, problems: Problem[]) => ({
+    problems: [{
+      code: "UntrustedState" as const,
+      message:
+        `recovery refused: ${why}, so what it names could be forged; nothing was thawed, killed or removed. ${
+          problems.map((p) => `[${p.code}] ${p.message}`).join(" ")
+        }`,
+    }],
+  });
+  let stateDir = DEFAULT_STATE_DIR;
+  const fileProblems = configFileProblems(configPath, trust);
+  if (!fileProblems.some((p) => p.code === "ConfigFileNotFound")) {
+    if (fileProblems.length > 0) {
+      return untrusted(`${configPath} fails the permission rules`, fileProblems);
+    }
+    const { loaded, problems } = readConfig(configPath);
+    if (!loaded || syntaxProblems(loaded).length > 0) {
+      return untrusted(`${configPath} cannot be read`, loaded ? syntaxProblems(loaded) : problems);
+    }
+    stateDir = loaded.config.stateDir;
+  }
+  const dirProblems = trust.checkDirectory(stateDir, "stateDir");
+  if (dirProblems.length > 0) {
+    return untrusted(`stateDir ${stateDir} fails the permission rules`, dirProblems);
+  }
+  return { stateDir, problems: [] };
+}
+
+/**
+ * What a dead run left in stateDir, reported without changing anything.
+ *
+ * @example
+ * ```ts
+ * import { leftoverProblems } from "./preflight.ts";
+ * leftoverProblems({ stateDir: "/var/lib/vmsnap" });
+ * ```
+ */
+export function leftoverProblems(config: Pick<Config, "stateDir">): Problem[] {
+  return findLeftovers(config.stateDir);
 }
 
 /**

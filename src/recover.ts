@@ -44,7 +44,7 @@ const markerPath = (stateDir: string) => join(stateDir, "frozen.json");
  * @example
  * ```ts
  * import { writeFreezeMarker } from "./recover.ts";
- * writeFreezeMarker("/var/lib/vmsnap", { runId, mounts: ["/data"] });
+ * writeFreezeMarker("/var/lib/vmsnap", { runId: "20261126T050000Z-a1b2c3", mounts: ["/data"] });
  * ```
  */
 export function writeFreezeMarker(
@@ -89,6 +89,68 @@ function stateEntries(stateDir: string, pattern: RegExp): string[] {
 export function recoveredAnything(r: Recovery): boolean {
   return r.deadRun !== undefined ||
     r.thawed.length + r.guardReports.length + r.killed.length + r.pluginLocks.length > 0;
+}
+
+/**
+ * What dead runs left in `stateDir`, found without changing anything (for
+ * `vmsnap check`): each is a `DeadRunLeftover` problem whose fix is `vmsnap
+ * recover`.
+ *
+ * @example
+ * ```ts
+ * import { findLeftovers } from "./recover.ts";
+ * for (const p of findLeftovers("/var/lib/vmsnap")) console.error(p.message);
+ * ```
+ */
+export function findLeftovers(stateDir: string): Problem[] {
+  const left = (message: string, plugin?: string): Problem => ({
+    code: "DeadRunLeftover",
+    message: `${message}. Fix: run vmsnap recover (as root); nothing was changed.`,
+    ...(plugin ? { plugin } : {}),
+  });
+  const found: Problem[] = [];
+  const marker = readJson<FreezeMarker>(markerPath(stateDir));
+  if (marker && !ownerAlive(marker)) {
+    found.push(left(
+      `run ${marker.runId} (pid ${marker.pid}) died while freezing ${
+        marker.mounts.join(", ")
+      }; they may still be frozen (${markerPath(stateDir)})`,
+    ));
+  }
+  for (const name of stateEntries(stateDir, /^guard-.*\.json$/)) {
+    const report = readJson<GuardReport>(join(stateDir, name));
+    if (!report) continue;
+    found.push(left(
+      `the guard of run ${report.runId} thawed ${
+        report.thawed.map((t) => t.mount).join(", ")
+      } after ${report.afterMs} ms (${
+        report.reason === "deadline" ? "freeze.maxFrozenSeconds passed" : "its agent died"
+      }); its report is ${join(stateDir, name)}`,
+    ));
+  }
+  const owner = readJson<LockOwner>(join(stateDir, "run.lock"));
+  if (owner?.runId && !ownerAlive(owner)) {
+    const pids = findByEnvironment("VMSNAP_RUN_ID", owner.runId);
+    const running = pids.length
+      ? `; ${pids.length} process(es) it started still run: ${
+        pids.map((pid) => `${pid} (${commandOf(pid)})`).join(", ")
+      }`
+      : "";
+    found.push(left(
+      `run ${owner.runId} (pid ${owner.pid}, started ${owner.since}) died holding the run lock${running}`,
+    ));
+  }
+  for (const name of stateEntries(stateDir, /^lock-.*\.json$/)) {
+    const lock = readJson<LockMarker>(join(stateDir, name));
+    if (!lock || ownerAlive(lock)) continue;
+    found.push(left(
+      `plugin "${lock.plugin}": run ${lock.runId} died holding its ${lock.type} lock (${
+        join(stateDir, name)
+      })`,
+      lock.plugin,
+    ));
+  }
+  return found;
 }
 
 /**

@@ -185,10 +185,10 @@ export interface PreparedRun extends RunState {
   freezer?: Freezer;
 }
 
-/** A step found that the run cannot go on (the reason is in `run.errors`). */
-export class RunStopped extends Error {
-  constructor(message: string) {
-    super(message);
+/** A step found that the run cannot go on (the reason, coded, is also in `run.errors`). */
+export class RunStopped extends VmsnapError {
+  constructor(problem: Problem) {
+    super(problem.code, problem.message);
     this.name = "RunStopped";
   }
 }
@@ -293,7 +293,7 @@ export interface PrepareOptions {
 function stopWith(run: RunState, problems: Problem[]): never {
   const [first] = problems;
   run.errors.push({ code: first.code, message: first.message });
-  throw new RunStopped(first.message);
+  throw new RunStopped(first);
 }
 
 /**

@@ -98,8 +98,19 @@ function answerReader(stdin: Readable) {
  *
  * @example
  * ```ts
+ * import process from "node:process";
  * import { takeSnapshot } from "./snapshot.ts";
- * const outcome = await takeSnapshot({ kind: "command", command: ["/usr/local/sbin/snap"], timeoutInSeconds: 60 }, ctx);
+ * const outcome = await takeSnapshot(
+ *   { kind: "command", command: ["/usr/local/sbin/snap"], timeoutInSeconds: 60 },
+ *   {
+ *     runId: "20261126T050000Z-a1b2c3",
+ *     mounts: ["/data"],
+ *     signal: new AbortController().signal,
+ *     log: (level, event, fields) => console.log(level, event, fields),
+ *     announce: (event) => console.log(JSON.stringify(event)),
+ *     stdin: process.stdin,
+ *   },
+ * );
  * ```
  */
 export async function takeSnapshot(

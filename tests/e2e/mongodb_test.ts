@@ -98,7 +98,7 @@ Deno.test({
 Deno.test({
   ...options,
   name:
-    "mongodb: the agent SIGKILLed mid-hold; the next vmsnap start (check) releases the lock once and says so",
+    "mongodb: the agent SIGKILLed mid-hold; check reports the lock and changes nothing, recover releases it once and says so",
   fn: async () => {
     const f = runFixture();
     const mongo = await startMongoWireServer();
@@ -117,14 +117,20 @@ Deno.test({
       const checked = await runBin(["check", "--config", config]);
       assert.match(
         checked.stdout,
-        /\[PluginRecovered\] plugin "docs": run \S+ died holding its lock: released one fsync lock/,
+        /\[DeadRunLeftover\] plugin "docs": run \S+ died holding its mongodb lock .*Fix: run vmsnap recover/,
+      );
+      assert.equal(mongo.lockCount(), 1, "check changes nothing");
+      const recovered = await runBin(["recover", "--config", config]);
+      assert.match(
+        recovered.stdout,
+        /plugin "docs": run \S+ died holding its lock: released one fsync lock/,
       );
       assert.equal(mongo.lockCount(), 0);
       assert.equal(mongo.events.filter((e) => e.op === "unlock").length, 1);
       assert.ok(!existsSync(join(f.dir, "state", "lock-mongodb-docs.json")));
       // A second start finds nothing more to do.
-      const again = await runBin(["check", "--config", config]);
-      assert.doesNotMatch(again.stdout, /PluginRecovered/);
+      const again = await runBin(["recover", "--config", config]);
+      assert.match(again.stdout, /nothing to recover/);
     } finally {
       await mongo.close();
       f.cleanup();

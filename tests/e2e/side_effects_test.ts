@@ -1,0 +1,125 @@
+/**
+ * Side effects only where asked, through the binary: help and version change
+ * nothing, check reports what a dead run left and changes nothing, recover
+ * undoes it, and no recovery acts on state that a user could have forged.
+ *
+ * The "dead run" is forged by the test on a loop filesystem it made and froze
+ * itself (fsfreeze); the fixture's cleanup thaws it in every case.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { json, put, runBin } from "../helpers.ts";
+import { runFixture } from "../run_fixture.ts";
+
+type Fixture = ReturnType<typeof runFixture>;
+
+/** Freezes the fixture's own loop fs and leaves what a run killed with its guard would leave. */
+function forgeDeadRun(f: Fixture): string[] {
+  const state = f.path("state");
+  mkdirSync(state, { recursive: true, mode: 0o700 });
+  execFileSync("fsfreeze", ["--freeze", f.mp]);
+  const dead = { pid: 999999, started: "1", since: "2026-11-26T00:00:00Z" };
+  const files = {
+    "frozen.json": { ...dead, runId: "dead-1", mounts: [f.mp] },
+    "run.lock": { ...dead, runId: "dead-1" },
+    "guard-dead-0.json": {
+      runId: "dead-0",
+      reason: "agent-died",
+      at: "2026-11-25T00:00:00Z",
+      afterMs: 12,
+      thawed: [{ mount: "/nowhere", wasFrozen: true, confirmed: true }],
+    },
+  };
+  for (const [name, content] of Object.entries(files)) {
+    writeFileSync(join(state, name), JSON.stringify(content), { mode: 0o600 });
+  }
+  return Object.keys(files).map((name) => join(state, name));
+}
+
+const allThere = (files: string[]) => files.every((file) => existsSync(file));
+
+Deno.test("help, --help, X --help and version change nothing; check reports a dead run's leftovers and changes nothing; recover undoes them", async () => {
+  const f = runFixture();
+  try {
+    const config = f.config();
+    const files = forgeDeadRun(f);
+    for (
+      const args of [
+        ["--help"],
+        ["help"],
+        ["help", "recover"],
+        ["recover", "--help"],
+        ["run", "--help"],
+        ["check", "--help"],
+        ["version"],
+        ["--version"],
+      ]
+    ) {
+      const ran = await runBin([...args, "--config", config]);
+      assert.equal(ran.code, 0, `${args.join(" ")}: ${ran.stderr}`);
+      assert.doesNotMatch(ran.stderr, /recovered/, args.join(" "));
+      assert.ok(allThere(files), `${args.join(" ")} changed nothing in stateDir`);
+    }
+
+    const checked = await runBin(["check", "--json", "--config", config]);
+    assert.equal(checked.code, 1, checked.stdout);
+    const report = json<{ problems: { code: string; message: string }[] }>(checked);
+    const leftovers = report.problems.filter((p) => p.code === "DeadRunLeftover");
+    assert.equal(leftovers.length, 3, JSON.stringify(report.problems));
+    assert.ok(leftovers.every((p) => /Fix: run vmsnap recover/.test(p.message)));
+    assert.ok(leftovers.some((p) => p.message.includes(f.mp)), "names the mount left frozen");
+    assert.ok(allThere(files), "check changed nothing");
+
+    const recovered = await runBin(["recover", "--json", "--config", config]);
+    assert.equal(recovered.code, 0, recovered.stdout + recovered.stderr);
+    const recovery = json<{ thawed: { mount: string; wasFrozen: boolean; confirmed: boolean }[] }>(
+      recovered,
+    );
+    // Still frozen when recover came: nothing before it had thawed it.
+    assert.deepEqual(recovery.thawed.map((t) => [t.mount, t.wasFrozen, t.confirmed]), [
+      [f.mp, true, true],
+    ]);
+    assert.ok(files.every((file) => !existsSync(file)), "recover removed what it undid");
+  } finally {
+    f.cleanup();
+  }
+});
+
+Deno.test("recover refuses state from a config a user owns, or a stateDir others can write: UntrustedState, nothing thawed or removed", async () => {
+  const f = runFixture();
+  try {
+    const files = forgeDeadRun(f);
+    const userConfig = put(
+      f.path("user.json"),
+      JSON.stringify({ freeze: { mounts: [f.mp] }, stateDir: f.path("state") }),
+      0o600,
+      1000,
+    );
+    let ran = await runBin(["recover", "--json", "--config", userConfig]);
+    assert.equal(ran.code, 2, ran.stdout + ran.stderr);
+    let answer = json<{ ok: boolean; problems: { code: string; message: string }[] }>(ran);
+    assert.deepEqual(answer.problems.map((p) => p.code), ["UntrustedState"]);
+    assert.match(answer.problems[0].message, /InsufficientPermissionforConfigFile/);
+    assert.ok(allThere(files), "nothing acted on the forged marker");
+
+    // A root-owned config whose stateDir others can write.
+    const config = f.config();
+    chmodSync(f.path("state"), 0o777);
+    ran = await runBin(["recover", "--json", "--config", config]);
+    assert.equal(ran.code, 2, ran.stdout + ran.stderr);
+    answer = json(ran);
+    assert.deepEqual(answer.problems.map((p) => p.code), ["UntrustedState"]);
+    assert.match(answer.problems[0].message, /stateDir/);
+    assert.ok(allThere(files), "nothing acted on the marker in a world-writable stateDir");
+
+    // Made safe again: recover does its work.
+    chmodSync(f.path("state"), 0o700);
+    ran = await runBin(["recover", "--config", config]);
+    assert.equal(ran.code, 0, ran.stdout + ran.stderr);
+    assert.match(ran.stdout, new RegExp(`thawed ${f.mp}`));
+  } finally {
+    f.cleanup();
+  }
+});

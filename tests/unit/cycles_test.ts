@@ -1,0 +1,25 @@
+import assert from "node:assert/strict";
+import { findCycles, projectGraph } from "../../scripts/check_cycles.ts";
+
+Deno.test("the cycle check finds a cycle of type imports and names it shortest first", () => {
+  const graph = new Map<string, Set<string>>([
+    ["plugins/plugin.ts", new Set(["src/config.ts", "src/errors.ts"])],
+    ["src/config.ts", new Set(["plugins/registry.ts"])],
+    ["plugins/registry.ts", new Set(["plugins/mysql.ts"])],
+    ["plugins/mysql.ts", new Set(["plugins/plugin.ts"])],
+    ["src/errors.ts", new Set()],
+  ]);
+  assert.deepEqual(findCycles(graph), [[
+    "plugins/mysql.ts",
+    "plugins/plugin.ts",
+    "src/config.ts",
+    "plugins/registry.ts",
+    "plugins/mysql.ts",
+  ]]);
+  graph.get("plugins/plugin.ts")!.delete("src/config.ts");
+  assert.deepEqual(findCycles(graph), []);
+});
+
+Deno.test("vmsnap's own modules have no import cycle", () => {
+  assert.deepEqual(findCycles(projectGraph(["mod.ts"])), []);
+});
