@@ -18,7 +18,7 @@
  * @module
  */
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { createInterface } from "node:readline";
@@ -86,9 +86,10 @@ export async function guardMain(): Promise<number> {
   const leaveReport = () => {
     if (!report || !arm) return;
     try {
-      writeFileSync(guardReportPath(arm.stateDir, arm.runId), JSON.stringify(report), {
-        mode: 0o600,
-      });
+      // Written whole, then renamed: a reader never sees half a report.
+      const path = guardReportPath(arm.stateDir, arm.runId);
+      writeFileSync(`${path}.tmp`, JSON.stringify(report), { mode: 0o600 });
+      renameSync(`${path}.tmp`, path);
     } catch {
       // Nothing more can be done; the thaw itself is what matters.
     }
