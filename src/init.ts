@@ -23,6 +23,7 @@ import {
   writeSync,
 } from "node:fs";
 import { hostname } from "node:os";
+import process from "node:process";
 import { dirname, join } from "node:path";
 import { DEFAULT_LOG_FILE, DEFAULT_METRICS_FILE, DEFAULT_STATE_DIR } from "./config.ts";
 import { VmsnapError } from "./errors.ts";
@@ -342,6 +343,12 @@ export function initConfig(
   });
   const outcome = { path: configPath, written: false, text, targets: plan.targets, databases };
   if (options.dryRun) return outcome;
+  if (process.getuid?.() !== 0) {
+    throw new VmsnapError(
+      "NotRoot",
+      `vmsnap init writes a root-owned config and must run as root. Fix: sudo vmsnap init, or vmsnap init --dry-run to see it.`,
+    );
+  }
   mkdirSync(dirname(configPath), { recursive: true, mode: 0o700 });
   let fd: number;
   try {

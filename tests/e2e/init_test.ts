@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config.ts";
-import { json, put, runBin, secureDir } from "../helpers.ts";
+import { spawnSync } from "node:child_process";
+import { BIN, json, put, runBin, secureDir } from "../helpers.ts";
 import { dbDir, startMariaDb, startPostgres } from "../db_servers.ts";
 
 interface Entry {
@@ -100,6 +101,27 @@ Deno.test("init --detect: MariaDB and PostgreSQL found, config written once, its
     await pg.stop();
     await maria.stop();
     db.cleanup();
+    cleanup();
+  }
+});
+
+Deno.test("init as another user than root writes nothing and says NotRoot", () => {
+  const { dir, cleanup } = secureDir("init-user-");
+  try {
+    const config = join(dir, "vmsnap.json");
+    const ran = spawnSync("setpriv", [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      BIN,
+      "init",
+      "--config",
+      config,
+    ], { encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });
+    assert.equal(ran.status, 1, ran.stdout + ran.stderr);
+    assert.match(ran.stderr, /\[NotRoot\]/);
+    assert.throws(() => statSync(config));
+  } finally {
     cleanup();
   }
 });
