@@ -21,7 +21,7 @@ import { join } from "node:path";
 import { connect, createServer, type Socket } from "node:net";
 import { type LoopFs, makeLoopFs } from "./loop.ts";
 import assert from "node:assert/strict";
-import { resultOf, runBin, waitFor } from "./helpers.ts";
+import { codes, resultOf, runBin, startBin, waitFor } from "./helpers.ts";
 import type { RunFixture } from "./run_fixture.ts";
 
 /**
@@ -453,4 +453,40 @@ export async function startRedis(
     },
     kill: () => process.kill(pid, "SIGKILL"),
   };
+}
+
+/**
+ * Starts `vmsnap run --json` (no freeze) with the given plugins and a
+ * post-script, sends SIGTERM once `hung()` says a plugin waits on a silent
+ * server, and asserts that vmsnap exits within 5 s with `Interrupted` and
+ * that the post-script ran (the other plugins resumed). Returns the result.
+ */
+export async function sigtermWhileHung(
+  f: RunFixture,
+  plugins: unknown[],
+  hung: () => boolean,
+  // deno-lint-ignore no-explicit-any
+): Promise<any> {
+  const post = f.script("post.sh", `touch "${f.path("post-ran")}"`);
+  const run = startBin([
+    "run",
+    "--json",
+    "--config",
+    f.config({ fsFreezeEnabled: false, postScriptLocation: post, plugins }),
+  ]);
+  await waitFor("the silent server", hung, 20_000);
+  await new Promise((r) => setTimeout(r, 300));
+  const signalled = performance.now();
+  process.kill(run.child.pid!, "SIGTERM");
+  const stop = setTimeout(() => run.child.kill("SIGKILL"), 20_000);
+  const ran = await run.done;
+  clearTimeout(stop);
+  const seconds = (performance.now() - signalled) / 1000;
+  assert.equal(ran.signal, null, "vmsnap ignored SIGTERM and was killed");
+  assert.ok(seconds < 5, `vmsnap exited ${seconds.toFixed(1)} s after SIGTERM`);
+  const result = resultOf(ran.stdout);
+  assert.ok(codes(result).includes("Interrupted"), ran.stdout);
+  assert.equal(result.snapshotTaken, false);
+  assert.ok(f.exists("post-ran"), "the script plugin resumed");
+  return result;
 }

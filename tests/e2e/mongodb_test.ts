@@ -11,7 +11,7 @@ import process from "node:process";
 import { MongoClient } from "mongodb";
 import { assertNoSecret, codes, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
 import { startMongoWireServer } from "../mongo_wire_server.ts";
-import { runBeside } from "../db_servers.ts";
+import { runBeside, sigtermWhileHung } from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
@@ -274,6 +274,26 @@ Deno.test({
       assert.match(result.errors[0].message, /buildInfo got no answer within timeoutInSeconds/);
       assert.equal(f.read("post-ran"), "x\n", "the script plugin resumed");
       assert.equal(mongo.lockCount(), 0);
+    } finally {
+      await mongo.close();
+      f.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...options,
+  name:
+    "mongodb: SIGTERM while the server is silent after the connection: vmsnap exits at once, the other plugins resume",
+  fn: async () => {
+    const f = runFixture();
+    const mongo = await startMongoWireServer({ silentOn: ["buildInfo"] });
+    try {
+      await sigtermWhileHung(
+        f,
+        [{ type: "mongodb", name: "docs", uri: mongo.uri, timeoutInSeconds: 300 }],
+        () => mongo.events.some((e) => e.op === "silent:buildInfo"),
+      );
     } finally {
       await mongo.close();
       f.cleanup();

@@ -11,6 +11,7 @@ import {
   dbDir,
   mariadbWrite,
   runBeside,
+  sigtermWhileHung,
   type StallingProxy,
   stallingProxy,
   startMariaDb,
@@ -426,31 +427,11 @@ silentMariaDbTest(
   "mysql: SIGTERM while the server is silent after the login: vmsnap exits at once, the other plugins resume",
   /VERSION\(\)/,
   async (f, _server, silent) => {
-    const post = f.script("post.sh", `touch "${f.path("post-ran")}"`);
-    const run = startBin([
-      "run",
-      "--json",
-      "--config",
-      f.config({
-        fsFreezeEnabled: false,
-        postScriptLocation: post,
-        plugins: [{ type: "mysql", name: "shop", socket: silent.socket, timeoutInSeconds: 300 }],
-      }),
-    ]);
-    await waitFor("the silent server", () => silent.stalled(), 20_000);
-    await new Promise((r) => setTimeout(r, 300));
-    const signalled = performance.now();
-    process.kill(run.child.pid!, "SIGTERM");
-    const stop = setTimeout(() => run.child.kill("SIGKILL"), 20_000);
-    const ran = await run.done;
-    clearTimeout(stop);
-    const seconds = (performance.now() - signalled) / 1000;
-    assert.equal(ran.signal, null, "vmsnap ignored SIGTERM and was killed");
-    assert.ok(seconds < 5, `vmsnap exited ${seconds.toFixed(1)} s after SIGTERM`);
-    const result = resultOf(ran.stdout);
-    assert.ok(codes(result).includes("Interrupted"), ran.stdout);
-    assert.equal(result.snapshotTaken, false);
-    assert.ok(f.exists("post-ran"), "the script plugin resumed");
+    await sigtermWhileHung(
+      f,
+      [{ type: "mysql", name: "shop", socket: silent.socket, timeoutInSeconds: 300 }],
+      () => silent.stalled(),
+    );
   },
 );
 
