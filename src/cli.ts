@@ -14,6 +14,7 @@ import { holderMain } from "./holder.ts";
 import { runHook } from "./hook.ts";
 import { formatInstall, install, uninstall } from "./install.ts";
 import { redact, redactValue, shortSecretWarnings } from "./secrets.ts";
+import { escapeForTerminal } from "./terminal.ts";
 import { runBackup } from "./sequence.ts";
 import { DEFAULT_CONFIG_PATH, LOG_LEVELS, type LogLevel } from "./config.ts";
 import { describeRecovery, recoverAll, type Recovery } from "./recover.ts";
@@ -473,7 +474,7 @@ function reportRecovery(recovery: Recovery, json: boolean, io: Io): number {
   const text = json
     ? JSON.stringify({ ok: !failed, ...recovery })
     : lines.length
-    ? lines.join("\n")
+    ? escapeForTerminal(lines.join("\n"))
     : "nothing to recover: no run left anything behind.";
   io.stdout(`${redact(text)}\n`);
   return failed ? EXIT.degraded : EXIT.ok;
@@ -576,7 +577,9 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       ...report,
       warnings: [...report.warnings, ...shortSecretWarnings()],
     });
-    const text = invocation.json ? JSON.stringify(shown, null, 2) : formatCheckReport(shown);
+    const text = invocation.json
+      ? JSON.stringify(shown, null, 2)
+      : escapeForTerminal(formatCheckReport(shown));
     io.stdout(`${redact(text)}\n`);
     return report.ok ? EXIT.ok : EXIT.degraded;
   }

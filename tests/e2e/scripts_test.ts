@@ -176,3 +176,29 @@ echo started; wait`,
     f.cleanup();
   }
 });
+
+Deno.test("check's readable report never sends a control character to the terminal (config values are escaped)", async () => {
+  const { dir, cleanup } = secureDir("scripts-");
+  try {
+    const config = putConfig(dir, {
+      stateDir: join(dir, "state"),
+      log: { file: join(dir, "log", "vmsnap.jsonl") },
+      fsFreezeEnabled: false,
+      preScriptLocation: `${dir}/pre\u001b]0;pwned\u0007\u001b[2J.sh`,
+    });
+    const ran = await runBin(["check", "--config", config]);
+    assert.equal(ran.code, 1);
+    assert.match(ran.stdout, /pre\\x1b\]0;pwned\\x07\\x1b\[2J\.sh does not exist/);
+    assert.ok(
+      !/[\x00-\x08\x0b-\x1f\x7f]/.test(ran.stdout + ran.stderr),
+      JSON.stringify(ran.stdout),
+    );
+    // --json stays JSON: the path is there, escaped by JSON itself.
+    const report = json<{ problems: { message: string }[] }>(
+      await runBin(["check", "--json", "--config", config]),
+    );
+    assert.ok(report.problems[0].message.includes("pre\u001b]0;pwned"));
+  } finally {
+    cleanup();
+  }
+});
