@@ -7,6 +7,7 @@
  * @module
  */
 import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 
 const FIFREEZE = 0xc0045877n;
 const FITHAW = 0xc0045878n;
@@ -100,10 +101,15 @@ function timed(run: () => number): FreezeOp {
     : { ok: false, errno: -result, error: errnoName(-result), ms };
 }
 
+/** Where util-linux installs fsfreeze (usrmerge or not). */
+const FSFREEZE = ["/usr/sbin/fsfreeze", "/sbin/fsfreeze"].find((path) => existsSync(path)) ??
+  "/usr/sbin/fsfreeze";
+
 /** The `fsfreeze` fallback: maps its message back to an errno where it can. */
 function fsfreezeCommand(path: string, request: bigint): number {
   const flag = request === FIFREEZE ? "--freeze" : "--unfreeze";
-  const ran = spawnSync("fsfreeze", [flag, path], { encoding: "utf8" });
+  // By its absolute path, never through the caller's PATH.
+  const ran = spawnSync(FSFREEZE, [flag, path], { encoding: "utf8" });
   if (ran.status === 0) return 0;
   const text = `${ran.stderr}`;
   if (/busy/i.test(text)) return -ERRNO.EBUSY;

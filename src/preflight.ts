@@ -174,11 +174,19 @@ export function snapshotMethod(
   config: Pick<Config, "snapshot">,
   overrides: MethodOverrides,
 ): SnapshotConfig | undefined {
-  const timeoutInSeconds = config.snapshot?.timeoutInSeconds ?? DEFAULT_SNAPSHOT_TIMEOUT_SECONDS;
+  // Each method keeps its own timeout: the config's for the same kind, else the default.
+  const timeoutOf = (kind: SnapshotConfig["kind"]) =>
+    config.snapshot?.kind === kind
+      ? config.snapshot.timeoutInSeconds
+      : DEFAULT_SNAPSHOT_TIMEOUT_SECONDS;
   if (overrides.snapshotCommand) {
-    return { kind: "command", command: overrides.snapshotCommand, timeoutInSeconds };
+    return {
+      kind: "command",
+      command: overrides.snapshotCommand,
+      timeoutInSeconds: timeoutOf("command"),
+    };
   }
-  if (overrides.external) return { kind: "external", timeoutInSeconds };
+  if (overrides.external) return { kind: "external", timeoutInSeconds: timeoutOf("external") };
   return config.snapshot ?? undefined;
 }
 

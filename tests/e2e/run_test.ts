@@ -693,3 +693,23 @@ Deno.test("the log file on the frozen filesystem: no stall, records land after t
     f.cleanup();
   }
 });
+
+Deno.test("the fsfreeze fallback runs /usr/sbin/fsfreeze, never one found through the caller's PATH", async () => {
+  const f = runFixture();
+  try {
+    const fakeDir = f.path("fakebin");
+    mkdirSync(fakeDir, { mode: 0o700 });
+    put(join(fakeDir, "fsfreeze"), `#!/bin/sh\ntouch "${f.path("fake-ran")}"\nexit 0\n`, 0o755);
+    const ran = await runBin(["run", "--json", "--config", f.config()], {
+      env: { VMSNAP_FREEZE_METHOD: "fsfreeze", PATH: `${fakeDir}:/usr/sbin:/usr/bin:/sbin:/bin` },
+    });
+    assert.equal(f.exists("fake-ran"), false, "the fsfreeze in the caller's PATH never ran");
+    assert.equal(ran.code, 0, ran.stdout);
+    const result = resultOf(ran.stdout);
+    assert.equal(result.freeze.method, "fsfreeze");
+    assert.equal(result.consistency, "filesystem");
+    assert.deepEqual(result.freeze.mounts.map((m) => [m.frozen, m.thawed]), [[true, true]]);
+  } finally {
+    f.cleanup();
+  }
+});
