@@ -306,12 +306,13 @@ export async function holderMain(): Promise<number> {
   };
   // The last result (vmsnap status) and the metrics, as after a run.
   recordRun(result, { configPath: spec.configPath });
+  // No new connection from here (the files go); the open ones get the result.
+  server.close();
   const answer = { event: "result", result };
   ending.connection?.answer(answer);
   // A freeze hook still waiting (quiesce failed, or it gave up) gets the result too.
   if (attach && quiescedAfterMs === undefined) attach.answer(answer);
   for (const c of ending.waiting) c.answer(answer);
-  server.close();
   // Let the answers drain before the process goes.
   await new Promise((resolve) => setTimeout(resolve, 50));
   return 0;

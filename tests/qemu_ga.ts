@@ -32,13 +32,18 @@ export interface QemuGa {
 }
 
 /**
- * Starts `qemu-ga -m unix-listen -p <dir>/qga.sock -F<hook> -t <dir>/qga-state`.
- * (-F takes its path only when attached.)
+ * Starts `qemu-ga -m unix-listen -p <dir>/qga.sock -F<hook> -t <dir>/qga-state`
+ * (-F takes its path only when attached) in a private mount namespace where
+ * the only test filesystems are those under `keep` (the test's own).
  *
  * @example
  * ```ts
  * import { startQemuGa } from "./qemu_ga.ts";
- * const ga = await startQemuGa({ dir: "/var/lib/vmsnap-test/t-1", hook: "/var/lib/vmsnap-test/t-1/root/etc/qemu/fsfreeze-hook" });
+ * const ga = await startQemuGa({
+ *   dir: "/var/lib/vmsnap-test/t-1",
+ *   hook: "/var/lib/vmsnap-test/t-1/root/etc/qemu/fsfreeze-hook",
+ *   keep: ["/var/lib/vmsnap-test/t-1"],
+ * });
  * try {
  *   await ga.qmp("guest-fsfreeze-freeze-list", { mountpoints: ["/var/lib/vmsnap-test/t-1/data"] });
  * } finally {
@@ -46,11 +51,14 @@ export interface QemuGa {
  * }
  * ```
  */
-export async function startQemuGa(options: { dir: string; hook: string }): Promise<QemuGa> {
+export async function startQemuGa(
+  options: { dir: string; hook: string; keep: string[] },
+): Promise<QemuGa> {
   const socket = join(options.dir, "qga.sock");
   const state = join(options.dir, "qga-state");
   mkdirSync(state, { recursive: true, mode: 0o700 });
-  const child = spawn("qemu-ga", [
+  const qga = [
+    "qemu-ga",
     "-m",
     "unix-listen",
     "-p",
@@ -60,7 +68,25 @@ export async function startQemuGa(options: { dir: string; hook: string }): Promi
     state,
     "-f",
     join(options.dir, "qga.pid"),
-  ], { stdio: ["ignore", "pipe", "pipe"] });
+  ];
+  // guest-fsfreeze-thaw thaws EVERY mount qemu-ga sees, not only what it froze. Other tests on
+  // this machine freeze their own loop filesystems: in a private mount namespace, qemu-ga sees
+  // none of them (only the system's mounts, which nobody freezes, and the ones in `keep`).
+  const keep = options.keep.map((k) => `${k.replace(/\/+$/, "")}/`);
+  const hide = [
+    "awk '{print $5}' /proc/self/mountinfo | sort -r | while read -r m; do",
+    '  case "$m" in',
+    ...keep.map((k) => `    ${k}*) ;;`),
+    '    /var/lib/vmsnap-test/*|/var/lib/vmsnap-dbtest/*|/tmp/*) umount -l "$m" 2>/dev/null ;;',
+    "  esac",
+    "done",
+    'exec "$@"',
+  ].join("\n");
+  const child = spawn(
+    "unshare",
+    ["--mount", "--propagation", "private", "/bin/sh", "-c", hide, "sh", ...qga],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
   let output = "";
   child.stdout.on("data", (d) => (output += d));
   child.stderr.on("data", (d) => (output += d));

@@ -59,7 +59,11 @@ Deno.test({
         /^ExecStart=-\/usr\/sbin\/qemu-ga --fsfreeze-hook=\/etc\/qemu\/fsfreeze-hook$/m,
       );
 
-      ga = await startQemuGa({ dir: f.dir, hook: join(prefix, "etc", "qemu", "fsfreeze-hook") });
+      ga = await startQemuGa({
+        dir: f.dir,
+        hook: join(prefix, "etc", "qemu", "fsfreeze-hook"),
+        keep: [f.dir, db.dir],
+      });
       assert.equal(await ga.qmp("guest-fsfreeze-status"), "thawed");
       assert.equal(await ga.qmp("guest-fsfreeze-freeze-list", { mountpoints: [f.mp] }), 1);
       assert.equal(await ga.qmp("guest-fsfreeze-status"), "frozen");
@@ -83,6 +87,13 @@ Deno.test({
       assert.deepEqual(result.freeze.mounts, [], "the holder froze nothing: qemu-ga did");
       assert.equal(result.plugins[0].quiesce?.ok, true);
       assert.equal(result.plugins[0].resume?.ok, true);
+      // vmsnap status shows the hold's result like a run's.
+      const status = await runBin(["status", "--json", "--config", config]);
+      assert.equal(status.code, 0, status.stdout + status.stderr);
+      const shown = JSON.parse(status.stdout);
+      assert.equal(shown.lastResult.runId, result.runId);
+      assert.equal(shown.lastResult.mode, "hook");
+      assert.equal(shown.lastResult.consistency, "application");
       // One run id across the freeze and the thaw invocations, in the log too.
       const records = f.read("log/vmsnap.jsonl").trim().split("\n").map((l) => JSON.parse(l));
       const ours = records.filter((r) => r.runId === result.runId).map((r) => r.event);
