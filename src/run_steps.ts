@@ -30,7 +30,6 @@ import {
 } from "./freeze.ts";
 import type { FreezeTarget } from "./freeze_targets.ts";
 import { type GuardClient, startGuard } from "./guard.ts";
-import { writeLastResult } from "./last_result.ts";
 import { acquireRunLock, type RunLock, unwritableStateDir } from "./lock.ts";
 import { type Mount, readMounts } from "./mountinfo.ts";
 import { Output, type OutputStreams } from "./output.ts";
@@ -928,14 +927,6 @@ export function finishRun(run: RunState): RunResult {
     }));
   }
   result.log = { file: run.log.file, ...run.log.stats };
-  // Kept for `vmsnap status` by the run that held the lock (after the thaw, never while frozen).
-  const unkept = run.lock && run.config ? writeLastResult(run.config.stateDir, result) : undefined;
-  if (unkept) {
-    result.warnings.push(withFix({
-      code: "StateDirUnwritable",
-      message: `the result could not be kept (${unkept}); vmsnap status shows an earlier run.`,
-    }));
-  }
   run.lock?.release();
   run.output.event(result);
   const verdict = `vmsnap run ${run.runId}: ${result.status}, ${result.consistency}-consistent${
