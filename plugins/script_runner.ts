@@ -8,7 +8,7 @@
  */
 import { statSync } from "node:fs";
 import { checkFile, checkInterpreter, FIXED_PATH } from "../src/permissions.ts";
-import { type ProcessResult, runProcess } from "../src/process_runner.ts";
+import { describeKill, runProcess } from "../src/process_runner.ts";
 import type { PluginEnv, RunError, StepResult } from "./plugin.ts";
 import type { Code, Problem } from "../src/errors.ts";
 
@@ -81,23 +81,6 @@ const sleep = (ms: number, signal?: AbortSignal) =>
       resolve();
     }, { once: true });
   });
-
-/**
- * What the kill after a timeout or a signal achieved, true to the facts:
- * how many processes were killed, and every one that is still running.
- */
-function killReport(result: ProcessResult): string {
-  const killed = `${result.killed} process(es) (the script and what it started) were killed`;
-  const how = result.tracking === "cgroup" ? " (tracked in their own cgroup)" : "";
-  if (result.survivors.length === 0) return `${killed}${how}.`;
-  const list = result.survivors.map((p) => `pid ${p.pid} (${p.command}, state ${p.state})`);
-  const later = result.cgroup
-    ? ` They stay in cgroup ${result.cgroup}: once they can die, echo 1 > ${result.cgroup}/cgroup.kill.`
-    : " Kill them by hand once they can die.";
-  return `${killed}${how}; ${result.survivors.length} could not be killed and are still running: ${
-    list.join(", ")
-  }.${later}`;
-}
 
 /** The last lines of output, indented, for a message. */
 function lastLines(tail: { stdout: string[]; stderr: string[] }, count = 5): string {
@@ -252,7 +235,9 @@ export async function runScript(options: {
     if (last.aborted) {
       return fail(
         "Interrupted",
-        `${what} was stopped by a signal to vmsnap (attempt ${attempt}); ${killReport(last)}`,
+        `${what} was stopped by a signal to vmsnap (attempt ${attempt}); ${
+          describeKill(last, "the script")
+        }`,
       );
     }
     if (last.timedOut) break;
@@ -269,7 +254,7 @@ export async function runScript(options: {
     return fail(
       CODES[phase].timeout,
       `${what} did not finish within timeoutInSeconds (${options.timeoutInSeconds} s for all ${tries} attempt(s) together); ${
-        last ? killReport(last) : "it was not started."
+        last ? describeKill(last, "the script") : "it was not started."
       }${
         last ? lastLines(last.tail) : ""
       }\n  Fix: make the script faster or raise timeoutInSeconds in the config.`,

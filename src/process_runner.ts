@@ -483,3 +483,28 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
     });
   });
 }
+
+/**
+ * What the kill after a timeout or a signal achieved, true to the facts:
+ * how many processes were killed, and every one still running (never
+ * counted as killed).
+ *
+ * @example
+ * ```ts
+ * import { describeKill, type ProcessResult } from "./process_runner.ts";
+ * declare const result: ProcessResult;
+ * describeKill(result, "the script"); // "3 process(es) (the script and what it started) were killed (tracked in their own cgroup)."
+ * ```
+ */
+export function describeKill(result: ProcessResult, what: string): string {
+  const killed = `${result.killed} process(es) (${what} and what it started) were killed`;
+  const how = result.tracking === "cgroup" ? " (tracked in their own cgroup)" : "";
+  if (result.survivors.length === 0) return `${killed}${how}.`;
+  const list = result.survivors.map((p) => `pid ${p.pid} (${p.command}, state ${p.state})`);
+  const later = result.cgroup
+    ? ` They stay in cgroup ${result.cgroup}: once they can die, echo 1 > ${result.cgroup}/cgroup.kill.`
+    : " Kill them by hand once they can die.";
+  return `${killed}${how}; ${result.survivors.length} could not be killed and are still running: ${
+    list.join(", ")
+  }.${later}`;
+}

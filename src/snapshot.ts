@@ -16,7 +16,7 @@ import {
   type HandshakeFrozen,
   type SnapshotOutcome,
 } from "./protocol.ts";
-import { runProcess } from "./process_runner.ts";
+import { describeKill, runProcess } from "./process_runner.ts";
 import { SCRIPT_PATH } from "../plugins/script_runner.ts";
 
 /** How to take the snapshot. */
@@ -207,7 +207,9 @@ export async function takeSnapshot(
         code: "SnapshotTimeout",
         message: `snapshot command ${
           method.command[0]
-        } did not finish within ${limit} (snapshot.timeoutInSeconds) and was killed with ${result.killed} process(es).${output}\n  Fix: make it faster or raise snapshot.timeoutInSeconds.`,
+        } did not finish within ${limit} (snapshot.timeoutInSeconds); ${
+          describeKill(result, "the command")
+        }${output}\n  Fix: make it faster or raise snapshot.timeoutInSeconds.`,
       },
     };
   }

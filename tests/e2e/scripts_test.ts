@@ -8,7 +8,17 @@ import { spawnSync } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { codes, json, NOBODY, put, putConfig, resultOf, runBin, secureDir } from "../helpers.ts";
+import {
+  codes,
+  json,
+  NOBODY,
+  put,
+  putConfig,
+  resultOf,
+  runBin,
+  secureDir,
+  waitFor,
+} from "../helpers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 Deno.test("an executable script without a #! line runs with /bin/sh, as pre- and as post-script (Azure runs `sh script`)", async () => {
@@ -200,5 +210,37 @@ Deno.test("check's readable report never sends a control character to the termin
     assert.ok(report.problems[0].message.includes("pre\u001b]0;pwned"));
   } finally {
     cleanup();
+  }
+});
+
+Deno.test("a snapshot command blocked on the frozen filesystem: killed as far as possible, reported as still running, and the run goes on to thaw", async () => {
+  const f = runFixture();
+  try {
+    // Writes to the frozen mount: uninterruptible until the thaw, so SIGKILL cannot end it.
+    const snap = f.script("blocked-snap.sh", `echo writing; echo x > "${f.mp}/blocked"`);
+    const started = performance.now();
+    const ran = await runBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({ snapshot: { command: [snap], timeoutInSeconds: 1 } }),
+    ], { timeoutMs: 60_000 });
+    const result = resultOf(ran.stdout);
+    assert.ok(
+      performance.now() - started < 30_000,
+      "the run did not wait for an exit that never comes",
+    );
+    const error = result.errors.find((e: { code: string }) => e.code === "SnapshotTimeout");
+    assert.ok(error, ran.stdout);
+    assert.match(
+      error.message,
+      /1 could not be killed and are still running: pid \d+ \(.*state D\)/,
+    );
+    assert.equal(result.snapshotTaken, false);
+    assert.ok(result.freeze.mounts.every((m: { thawed?: boolean }) => m.thawed !== false));
+    // Thawed: the writer finished (or died), and nothing of it is left.
+    await waitFor("the blocked writer to end", () => spawnSync("pgrep", ["-f", snap]).status === 1);
+  } finally {
+    f.cleanup();
   }
 });
