@@ -7,7 +7,10 @@
  * conffile. A SHA-256 file is written beside the package.
  *
  * Usage: deno task package [--target linux-x64|linux-arm64] [--binary PATH]
- *                          [--compress gzip|xz] [--outdir DIR]
+ *                          [--format deb|rpm|all] [--compress gzip|xz] [--outdir DIR]
+ *
+ * `--format rpm` builds `vmsnap-<version>-1.<arch>.rpm` from the same files
+ * with rpmbuild.
  *
  * Without --binary, the target's binary is built first (`deno task build`).
  *
@@ -92,6 +95,57 @@ function installedKiB(dir: string): number {
   return Math.ceil(bytes / 1024);
 }
 
+/** The description both packages carry (first line: the summary). */
+const DESCRIPTION = [
+  "application-consistent snapshots for Linux VMs",
+  "vmsnap quiesces the applications of a VM (pre/post scripts, MySQL and",
+  "MariaDB, PostgreSQL, MongoDB), freezes its filesystems under a guard",
+  "process, has the snapshot taken, thaws and resumes, and reports the",
+  "consistency the snapshot has. It reads Azure Backup's pre/post-script",
+  "config and can be called as a hook by the guest agents of qemu, VMware,",
+  "Azure, Google Cloud and AWS. The package ships a systemd timer, disabled",
+  "until the admin enables it.",
+];
+
+/**
+ * Lays out what both packages install: the binary, the man page and the
+ * completion, the units (under `unitDir`), /etc/default/vmsnap, the docs
+ * and the example, the 0700 state and log directories.
+ */
+function stageFiles(tree: string, options: { binary: string; when: Date; unitDir: string }): void {
+  put(tree, "usr/bin/vmsnap", readFileSync(options.binary), 0o755);
+  const date = options.when.toISOString().slice(0, 10);
+  put(tree, "usr/share/man/man1/vmsnap.1.gz", gzip(manPage({ date })), 0o644);
+  put(tree, "usr/share/bash-completion/completions/vmsnap", bashCompletion(), 0o644);
+  for (const unit of ["vmsnap.service", "vmsnap.timer"]) {
+    put(tree, `${options.unitDir}/${unit}`, readFileSync(join(packaging, unit)), 0o644);
+  }
+  put(tree, "etc/default/vmsnap", readFileSync(join(packaging, "default")), 0o644);
+  const doc = "usr/share/doc/vmsnap";
+  put(tree, `${doc}/copyright`, readFileSync(join(packaging, "deb", "copyright")), 0o644);
+  put(
+    tree,
+    `${doc}/examples/VMSnapshotScriptPluginConfig.json`,
+    readFileSync(join(packaging, "VMSnapshotScriptPluginConfig.example.json")),
+    0o644,
+  );
+  for (const name of ["install.md", "operations.md", "vmsnap.schema.json"]) {
+    try {
+      put(tree, `${doc}/${name}`, readFileSync(join(root, "docs", name)), 0o644);
+    } catch {
+      // Not written yet.
+    }
+  }
+  mkdirSync(join(tree, "var/lib/vmsnap"), { recursive: true });
+  mkdirSync(join(tree, "var/log/vmsnap"), { recursive: true });
+}
+
+/** Writes `<file>.sha256` in `sha256sum -c` format. */
+function writeChecksum(file: string): void {
+  const digest = createHash("sha256").update(readFileSync(file)).digest("hex");
+  writeFileSync(`${file}.sha256`, `${digest}  ${file.split("/").at(-1)}\n`);
+}
+
 /**
  * Builds the package and returns its path.
  *
@@ -108,19 +162,10 @@ export function buildDeb(
   const when = buildTime();
   const tree = mkdtempSync(join(tmpdir(), "vmsnap-deb-"));
   try {
-    put(tree, "usr/bin/vmsnap", readFileSync(options.binary), 0o755);
-    const date = when.toISOString().slice(0, 10);
-    put(tree, "usr/share/man/man1/vmsnap.1.gz", gzip(manPage({ date })), 0o644);
-    put(tree, "usr/share/bash-completion/completions/vmsnap", bashCompletion(), 0o644);
-    for (const unit of ["vmsnap.service", "vmsnap.timer"]) {
-      put(tree, `lib/systemd/system/${unit}`, readFileSync(join(packaging, unit)), 0o644);
-    }
-    put(tree, "etc/default/vmsnap", readFileSync(join(packaging, "default")), 0o644);
-    const doc = "usr/share/doc/vmsnap";
-    put(tree, `${doc}/copyright`, readFileSync(join(packaging, "deb", "copyright")), 0o644);
+    stageFiles(tree, { binary: options.binary, when, unitDir: "lib/systemd/system" });
     put(
       tree,
-      `${doc}/changelog.gz`,
+      "usr/share/doc/vmsnap/changelog.gz",
       gzip(
         `vmsnap (${VERSION}) unstable; urgency=medium\n\n  * vmsnap ${VERSION}.\n\n -- ${MAINTAINER}  ${
           changelogDate(when)
@@ -130,25 +175,10 @@ export function buildDeb(
     );
     put(
       tree,
-      `${doc}/examples/VMSnapshotScriptPluginConfig.json`,
-      readFileSync(join(packaging, "VMSnapshotScriptPluginConfig.example.json")),
-      0o644,
-    );
-    for (const name of ["install.md", "operations.md", "vmsnap.schema.json"]) {
-      try {
-        put(tree, `${doc}/${name}`, readFileSync(join(root, "docs", name)), 0o644);
-      } catch {
-        // Not written yet.
-      }
-    }
-    put(
-      tree,
       "usr/share/lintian/overrides/vmsnap",
       readFileSync(join(packaging, "deb", "lintian-overrides")),
       0o644,
     );
-    mkdirSync(join(tree, "var/lib/vmsnap"), { recursive: true });
-    mkdirSync(join(tree, "var/log/vmsnap"), { recursive: true });
 
     const control = [
       "Package: vmsnap",
@@ -161,14 +191,8 @@ export function buildDeb(
       "Suggests: prometheus-node-exporter",
       "Section: admin",
       "Priority: optional",
-      "Description: application-consistent snapshots for Linux VMs",
-      " vmsnap quiesces the applications of a VM (pre/post scripts, MySQL and",
-      " MariaDB, PostgreSQL, MongoDB), freezes its filesystems under a guard",
-      " process, has the snapshot taken, thaws and resumes, and reports the",
-      " consistency the snapshot has. It reads Azure Backup's pre/post-script",
-      " config and can be called as a hook by the guest agents of qemu, VMware,",
-      " Azure, Google Cloud and AWS. The package ships a systemd timer, disabled",
-      " until the admin enables it.",
+      `Description: ${DESCRIPTION[0]}`,
+      ...DESCRIPTION.slice(1).map((line) => ` ${line}`),
       "",
     ].join("\n");
     put(tree, "DEBIAN/control", control, 0o644);
@@ -191,11 +215,98 @@ export function buildDeb(
       stdio: ["ignore", "ignore", "inherit"],
       env: { ...process.env, SOURCE_DATE_EPOCH: String(Math.floor(when.getTime() / 1000)) },
     });
-    const digest = createHash("sha256").update(readFileSync(deb)).digest("hex");
-    writeFileSync(`${deb}.sha256`, `${digest}  ${deb.split("/").at(-1)}\n`);
+    writeChecksum(deb);
     return deb;
   } finally {
     rmSync(tree, { recursive: true, force: true });
+  }
+}
+
+/** RPM's name for each target's architecture. */
+const RPM_ARCH: Record<string, string> = { "linux-x64": "x86_64", "linux-arm64": "aarch64" };
+
+/**
+ * Builds `vmsnap-<version>-1.<arch>.rpm` with rpmbuild (Debian's `rpm`
+ * package), from the same files as the .deb: units under
+ * /usr/lib/systemd/system, /etc/default/vmsnap as `%config(noreplace)`, the
+ * state and log directories 0700. Returns its path.
+ *
+ * @example
+ * ```ts
+ * import { buildRpm } from "./package.ts";
+ * const rpm = buildRpm({ target: "linux-x64", binary: "dist/vmsnap", outdir: "dist" });
+ * ```
+ */
+export function buildRpm(options: { target: string; binary: string; outdir: string }): string {
+  const arch = RPM_ARCH[options.target];
+  const when = buildTime();
+  const work = mkdtempSync(join(tmpdir(), "vmsnap-rpm-"));
+  try {
+    const tree = join(work, "root");
+    mkdirSync(tree);
+    stageFiles(tree, { binary: options.binary, when, unitDir: "usr/lib/systemd/system" });
+    const systemd = (command: string) =>
+      `if [ -d /run/systemd/system ]; then ${command} >/dev/null 2>&1 || :; fi`;
+    const spec = [
+      "Name: vmsnap",
+      `Version: ${VERSION}`,
+      "Release: 1",
+      `Summary: ${DESCRIPTION[0]}`,
+      "License: MIT",
+      // The binary needs glibc 2.17; nothing else is looked for in it.
+      "Requires: glibc >= 2.17",
+      "AutoReqProv: no",
+      // A Bun binary carries its application appended: no strip, no build-id links.
+      "%define __os_install_post %{nil}",
+      "%define _build_id_links none",
+      "%define debug_package %{nil}",
+      "%description",
+      ...DESCRIPTION.slice(1),
+      "%install",
+      `cp -a ${tree}/. %{buildroot}/`,
+      "%files",
+      "%attr(0755,root,root) /usr/bin/vmsnap",
+      "/usr/share/man/man1/vmsnap.1.gz",
+      "/usr/share/bash-completion/completions/vmsnap",
+      "/usr/lib/systemd/system/vmsnap.service",
+      "/usr/lib/systemd/system/vmsnap.timer",
+      "%config(noreplace) /etc/default/vmsnap",
+      "/usr/share/doc/vmsnap",
+      "%dir %attr(0700,root,root) /var/lib/vmsnap",
+      "%dir %attr(0700,root,root) /var/log/vmsnap",
+      // The timer stays as the admin left it (installed disabled); on erase it is stopped.
+      "%post",
+      systemd("systemctl daemon-reload"),
+      "%preun",
+      `if [ $1 -eq 0 ]; then ${systemd("systemctl stop vmsnap.timer")}; fi`,
+      "%postun",
+      systemd("systemctl daemon-reload"),
+      "",
+    ].join("\n");
+    writeFileSync(join(work, "vmsnap.spec"), spec);
+    execFileSync("rpmbuild", [
+      "-bb",
+      "--quiet",
+      "--target",
+      `${arch}-linux`,
+      "--define",
+      `_topdir ${join(work, "top")}`,
+      "--define",
+      // gzip -6: fast to build, readable by every rpm; xz/zstd save ~25% and cost minutes.
+      "_binary_payload w6.gzdio",
+      join(work, "vmsnap.spec"),
+    ], {
+      stdio: ["ignore", "ignore", "inherit"],
+      env: { ...process.env, SOURCE_DATE_EPOCH: String(Math.floor(when.getTime() / 1000)) },
+    });
+    const name = `vmsnap-${VERSION}-1.${arch}.rpm`;
+    mkdirSync(options.outdir, { recursive: true });
+    const rpm = join(options.outdir, name);
+    writeFileSync(rpm, readFileSync(join(work, "top", "RPMS", arch, name)));
+    writeChecksum(rpm);
+    return rpm;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
   }
 }
 
@@ -206,12 +317,17 @@ if (import.meta.main) {
       target: { type: "string", default: "linux-x64" },
       binary: { type: "string" },
       compress: { type: "string", default: "gzip" },
+      format: { type: "string", default: "deb" },
       outdir: { type: "string", default: join(root, "dist") },
     },
   });
   const target = values.target!;
   if (!ARCH[target]) {
     console.error(`--target must be one of ${Object.keys(ARCH).join(", ")}`);
+    process.exit(64);
+  }
+  if (!["deb", "rpm", "all"].includes(values.format!)) {
+    console.error("--format must be deb, rpm or all");
     process.exit(64);
   }
   if (values.compress !== "gzip" && values.compress !== "xz") {
@@ -228,11 +344,22 @@ if (import.meta.main) {
     if (built.status !== 0) process.exit(1);
     binary = join(root, "dist", `vmsnap-${target}`);
   }
-  const started = performance.now();
-  const deb = buildDeb({ target, binary, outdir: values.outdir!, compress: values.compress });
-  console.log(
-    `built ${deb} (${(statSync(deb).size / 1048576).toFixed(1)} MiB) in ${
-      ((performance.now() - started) / 1000).toFixed(1)
-    } s`,
-  );
+  const compress = values.compress as "gzip" | "xz";
+  const builders = {
+    deb: () => buildDeb({ target, binary, outdir: values.outdir!, compress }),
+    rpm: () => buildRpm({ target, binary, outdir: values.outdir! }),
+  };
+  for (
+    const format of values.format === "all"
+      ? ["deb", "rpm"] as const
+      : [values.format as "deb" | "rpm"]
+  ) {
+    const started = performance.now();
+    const file = builders[format]();
+    console.log(
+      `built ${file} (${(statSync(file).size / 1048576).toFixed(1)} MiB) in ${
+        ((performance.now() - started) / 1000).toFixed(1)
+      } s`,
+    );
+  }
 }

@@ -13,7 +13,7 @@ packages+=(redis-server sqlite3)
 # Hook mode (issue 10): the tests start their own qemu-ga on a private socket.
 packages+=(qemu-guest-agent)
 # Operations (issue 13): the arm64 binary under emulation, the .deb's checks, the units, the man page.
-packages+=(qemu-user-static libc6-arm64-cross binutils lintian systemd man-db groff-base python3-jsonschema)
+packages+=(qemu-user-static libc6-arm64-cross binutils lintian systemd man-db groff-base python3-jsonschema rpm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -57,6 +57,21 @@ const dpkg = (root: string, ...args: string[]) => {
 
 const mode = (path: string) => statSync(path).mode & 0o7777;
 
+/** The installed binary checks the installed example, copied into place as the docs say. */
+async function checkExample(root: string): Promise<void> {
+  const config = put(
+    join(root, "etc/azure/VMSnapshotScriptPluginConfig.json"),
+    readFileSync(
+      join(root, "usr/share/doc/vmsnap/examples/VMSnapshotScriptPluginConfig.json"),
+      "utf8",
+    ),
+    0o600,
+  );
+  const check = await run(join(root, "usr/bin/vmsnap"), ["check", "--json", "--config", config]);
+  assert.equal(check.code, 0, check.stdout + check.stderr);
+  assert.equal(JSON.parse(check.stdout).ok, true);
+}
+
 Deno.test("the .deb: lintian, install, check, units, man page, upgrade, remove, purge", async () => {
   const { dir, cleanup } = secureDir("deb-");
   try {
@@ -99,15 +114,7 @@ Deno.test("the .deb: lintian, install, check, units, man page, upgrade, remove, 
     // Installed disabled: nothing wants the timer.
     assert.ok(!existsSync(at("etc/systemd/system/timers.target.wants/vmsnap.timer")));
 
-    // The installed binary on the example, copied into place as the docs say.
-    const config = put(
-      at("etc/azure/VMSnapshotScriptPluginConfig.json"),
-      readFileSync(at("usr/share/doc/vmsnap/examples/VMSnapshotScriptPluginConfig.json"), "utf8"),
-      0o600,
-    );
-    const check = await run(at("usr/bin/vmsnap"), ["check", "--json", "--config", config]);
-    assert.equal(check.code, 0, check.stdout + check.stderr);
-    assert.equal(JSON.parse(check.stdout).ok, true);
+    await checkExample(root);
 
     // The units, against systemd's own units (copied into the root) and the man page.
     cpSync("/lib/systemd/system", at("lib/systemd/system"), { recursive: true, force: false });
@@ -154,6 +161,53 @@ Deno.test("the .deb: lintian, install, check, units, man page, upgrade, remove, 
     const linted = await lintian;
     const errors = `${linted.stdout}${linted.stderr}`.split("\n").filter((l) => /^E: /.test(l));
     assert.deepEqual(errors, [], linted.stdout);
+  } finally {
+    cleanup();
+  }
+});
+
+Deno.test("the .rpm: same files, installs into a clean rpm root, upgrade keeps the conffile, erase", async () => {
+  const { dir, cleanup } = secureDir("rpm-");
+  try {
+    const built = spawnSync(
+      deno,
+      ["run", "-A", "scripts/package.ts", "--binary", BIN, "--format", "rpm", "--outdir", dir],
+      { cwd: ROOT, encoding: "utf8" },
+    );
+    assert.equal(built.status, 0, built.stdout + built.stderr);
+    const pkg = join(dir, `vmsnap-${VERSION}-1.x86_64.rpm`);
+    assert.ok(existsSync(`${pkg}.sha256`));
+    const scripts = execFileSync("rpm", ["-qp", "--scripts", pkg], { encoding: "utf8" });
+    assert.match(scripts, /preuninstall scriptlet[\s\S]*systemctl stop vmsnap\.timer/);
+    assert.doesNotMatch(scripts, /enable/, "the timer is never enabled by the package");
+
+    // A clean rpm database; no dependency is installed in it, and the scriptlets would run
+    // chrooted into a root without /bin/sh: --nodeps --noscripts.
+    const root = join(dir, "root");
+    const rpm = (...args: string[]) => {
+      const ran = spawnSync("rpm", [`--root=${root}`, ...args], { encoding: "utf8" });
+      assert.equal(ran.status, 0, `rpm ${args.join(" ")}:\n${ran.stdout}\n${ran.stderr}`);
+      return ran.stdout;
+    };
+    mkdirSync(root);
+    rpm("--initdb");
+    rpm("-i", "--nodeps", "--noscripts", pkg);
+    const at = (path: string) => join(root, path);
+    assert.equal(mode(at("usr/bin/vmsnap")), 0o755);
+    assert.equal(mode(at("var/lib/vmsnap")), 0o700);
+    assert.equal(mode(at("var/log/vmsnap")), 0o700);
+    assert.ok(existsSync(at("usr/lib/systemd/system/vmsnap.timer")));
+    assert.match(rpm("-qc", "vmsnap"), /^\/etc\/default\/vmsnap$/m);
+    await checkExample(root);
+
+    const defaults = at("etc/default/vmsnap");
+    writeFileSync(defaults, `${readFileSync(defaults, "utf8")}VMSNAP_RUN_ARGS=--json\n`);
+    rpm("-U", "--replacepkgs", "--nodeps", "--noscripts", pkg);
+    assert.match(readFileSync(defaults, "utf8"), /^VMSNAP_RUN_ARGS=--json$/m);
+    rpm("-e", "--nodeps", "--noscripts", "vmsnap");
+    assert.ok(!existsSync(at("usr/bin/vmsnap")));
+    assert.match(readFileSync(`${defaults}.rpmsave`, "utf8"), /^VMSNAP_RUN_ARGS=--json$/m);
+    assert.notEqual(spawnSync("rpm", [`--root=${root}`, "-q", "vmsnap"]).status, 0);
   } finally {
     cleanup();
   }
