@@ -33,7 +33,7 @@ elif [ -x /etc/init.d/qemu-guest-agent ]; then
   /etc/init.d/qemu-guest-agent stop >/dev/null 2>&1 || true
 fi
 for tool in losetup mount fsfreeze mkfs.ext4 mkfs.xfs mkfs.btrfs mariadbd mariadb-install-db /usr/lib/postgresql/15/bin/postgres \
-  redis-server sqlite3 qemu-ga qemu-aarch64-static readelf dpkg-deb lintian systemd-analyze man; do
+  redis-server sqlite3 qemu-ga qemu-aarch64-static readelf dpkg-deb lintian systemd-analyze man rpmbuild; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is missing after install" >&2; exit 1; }
 done
 
