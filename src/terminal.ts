@@ -10,6 +10,7 @@
  * C0 controls but newline and tab, DEL, C1 controls, and the bidirectional
  * overrides and isolates (which reorder what the admin reads).
  */
+// deno-lint-ignore no-control-regex
 const UNSAFE = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 /**

@@ -151,6 +151,7 @@ exit 3`,
     const human = await runBin(["run", "--config", config]);
     assert.equal(human.code, 1);
     assert.match(human.stderr, /stderr: title\\x1b\]0;pwned\\x07 clear\\x1b\[2J bidi \\u202e end/);
+    // deno-lint-ignore no-control-regex
     assert.ok(!/[\x00-\x08\x0b-\x1f\x7f\u202e]/.test(human.stderr), JSON.stringify(human.stderr));
     assert.match(human.stderr, /stdout: café €/);
   } finally {
@@ -200,6 +201,7 @@ Deno.test("check's readable report never sends a control character to the termin
     assert.equal(ran.code, 1);
     assert.match(ran.stdout, /pre\\x1b\]0;pwned\\x07\\x1b\[2J\.sh does not exist/);
     assert.ok(
+      // deno-lint-ignore no-control-regex
       !/[\x00-\x08\x0b-\x1f\x7f]/.test(ran.stdout + ran.stderr),
       JSON.stringify(ran.stdout),
     );
