@@ -184,13 +184,13 @@ export const CODES = {
   },
   "Pre-ScriptTimeout": {
     summary:
-      "The pre-script did not finish within timeoutInSeconds (all attempts together); it and every process it started were killed.",
+      "The pre-script did not finish within timeoutInSeconds (all attempts together); its processes were killed (any that could not be are named).",
     fix: "Make the script faster or raise timeoutInSeconds in the config.",
     azure: true,
   },
   "Post-ScriptTimeout": {
     summary:
-      "The post-script did not finish within timeoutInSeconds (all attempts together); it and every process it started were killed.",
+      "The post-script did not finish within timeoutInSeconds (all attempts together); its processes were killed (any that could not be are named).",
     fix:
       "Make the script faster or raise timeoutInSeconds in the config; check the application's state.",
     azure: true,
@@ -222,7 +222,7 @@ export const CODES = {
   },
   SnapshotTimeout: {
     summary:
-      "The snapshot command (or the external caller) did not finish within its timeoutInSeconds; it was killed.",
+      "The snapshot command (or the external caller) did not finish within its timeoutInSeconds; it was killed (or named as still running).",
     fix:
       "Make the snapshot faster or raise snapshot.timeoutInSeconds (and freeze.maxFrozenSeconds).",
   },
