@@ -76,7 +76,7 @@ for (const persistence of ["aof", "rdb"] as const) {
         // Writes were paused from quiesce to resume: the copy has exactly what was acknowledged.
         assert.equal(contiguous(rows), ackedAtSnapshot);
         assert.equal(restored.cli("EXISTS", "probe"), "0", "the write made during the hold");
-        const scenario = `Redis ${persistence.toUpperCase()} under load, with the redis plugin`;
+        const scenario = `Redis (${persistence.toUpperCase()}) under load with the redis plugin`;
         figure(scenario, "writes restored", rows.length, "writes");
         figure(scenario, "writes acknowledged at the snapshot", ackedAtSnapshot, "writes");
         figure(scenario, "a write during the snapshot waited", waited);
@@ -141,7 +141,7 @@ Deno.test({
       // No commit from quiesce to resume: the copy has exactly what was acknowledged.
       assert.equal(contiguous(rows), ackedAtSnapshot);
       assert.equal(sqlite(copy, "SELECT COUNT(*) FROM commits WHERE seq = -1"), "0");
-      const scenario = "SQLite WAL under load, with the sqlite plugin";
+      const scenario = "SQLite in WAL mode under load with the sqlite plugin";
       figure(scenario, "rows restored", rows.length, "rows");
       figure(scenario, "commits acknowledged at the snapshot", ackedAtSnapshot, "rows");
       figure(scenario, "a commit during the snapshot waited", waited);
