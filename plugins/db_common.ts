@@ -412,6 +412,11 @@ export interface DbPluginSpec<S extends DbSession> {
   watchdogRelease?(session: S, budget: Budget): Promise<void>;
   /** Undoes what outlives the session after a failed quiesce (bounded by CLOSE_MS). */
   abandon?(session: S, budget: Budget): Promise<void>;
+  /**
+   * Undoes, on a new session, what outlives a lost one (Redis's pause), at
+   * resume; returns what it did, for the PluginLockLost message.
+   */
+  afterLoss?(budget: Budget): Promise<string>;
   /** A quiesce error that is not a PluginFailure, as a RunError. */
   quiesceError?(error: unknown): RunError;
   /** The PluginLockLost message. */
@@ -450,6 +455,7 @@ export function dbRuntime<S extends DbSession>(spec: DbPluginSpec<S>): PluginRun
   let lockedAt = 0;
   let lost: string | undefined;
   let watchdogTimer: ReturnType<typeof setTimeout> | undefined;
+  let releasedByWatchdog = false;
   const budgetFor = (signal: AbortSignal, code: Code) =>
     new Budget({ plugin: config.name, seconds: config.timeoutInSeconds, signal, code });
   const close = async (now = false) => {
@@ -462,6 +468,8 @@ export function dbRuntime<S extends DbSession>(spec: DbPluginSpec<S>): PluginRun
       const started = performance.now();
       const facts: Record<string, unknown> = {};
       const budget = budgetFor(env.signal, "PluginQuiesceTimeout");
+      lost = undefined;
+      releasedByWatchdog = false;
       try {
         session = await budget.step(
           "connecting",
@@ -491,8 +499,11 @@ export function dbRuntime<S extends DbSession>(spec: DbPluginSpec<S>): PluginRun
           const release = session && spec.watchdogRelease;
           if (release) {
             await release.call(spec, session!, budgetFor(NEVER, "PluginResumeFailed"))
-              .catch(() => {});
-          } else await close();
+              .then(() => (releasedByWatchdog = true), () => {});
+          } else {
+            await close();
+            releasedByWatchdog = true;
+          }
         }, config.maxHoldSeconds * 1000);
         return stepResult(started, [], facts);
       } catch (error) {
@@ -532,9 +543,18 @@ export function dbRuntime<S extends DbSession>(spec: DbPluginSpec<S>): PluginRun
         const isLost = lost !== undefined ||
           (error instanceof PluginFailure && error.code === "PluginLockLost");
         lost ??= isLost ? messageOf(error) : undefined;
+        let undone = "";
+        if (isLost && spec.afterLoss && !releasedByWatchdog) {
+          undone = await spec.afterLoss(budgetFor(NEVER, "PluginResumeFailed")).then(
+            (done) => ` ${done}`,
+            (e) => ` Undoing it on a new connection failed too: ${messageOf(e)}.`,
+          );
+        }
         errors.push({
           code: isLost ? "PluginLockLost" : "PluginResumeFailed",
-          message: isLost ? spec.lostMessage(lost!) : spec.resumeFailedMessage(messageOf(error)),
+          message: isLost
+            ? spec.lostMessage(lost!) + undone
+            : spec.resumeFailedMessage(messageOf(error)),
           plugin: config.name,
         });
       } finally {

@@ -299,11 +299,21 @@ export const redisPlugin: PluginDefinition<RedisConfig> = {
         if (paused) await unpause(session, budget);
       },
       watchdogRelease: unpause,
+      // The pause is the server's: a lost connection leaves it in force until it expires.
+      afterLoss: (budget) =>
+        withSession(
+          { ...config, timeoutInSeconds: Math.max(1, Math.round(budget.remainingMs() / 1000)) },
+          (signal) => connect(config, signal),
+          async (session, fresh) => {
+            await unpause(session, fresh);
+            return "vmsnap lifted the pause on a new connection (CLIENT UNPAUSE).";
+          },
+        ),
       async release(session, budget) {
         await unpause(session, budget);
       },
       lostMessage: (why) =>
-        `plugin "${config.name}": the connection was lost before resume (${why}); writes may have resumed before the snapshot, which may not hold the state at quiesce. A pause still in force ends by itself after maxHoldSeconds (${config.maxHoldSeconds} s).`,
+        `plugin "${config.name}": the connection was lost before resume (${why}); writes may have resumed before the snapshot, which may not hold the state at quiesce.`,
       resumeFailedMessage: (why) =>
         `plugin "${config.name}": CLIENT UNPAUSE failed: ${why}. The pause ends by itself after maxHoldSeconds (${config.maxHoldSeconds} s). Fix now: redis-cli CLIENT UNPAUSE.`,
     });

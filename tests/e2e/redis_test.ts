@@ -192,3 +192,30 @@ redisTest(
     assertNoSecret("not-the-redis-pw-7", ran, logFile);
   },
 );
+
+redisTest(
+  "redis: the connection dropped during the hold (server alive): PluginLockLost, and resume lifts the pause on a new connection at once",
+  async (f, server) => {
+    const snap = f.script(
+      "drop-snap.sh",
+      `redis-cli -s "${server.socket}" CLIENT KILL TYPE normal; sleep 0.5`,
+    );
+    const ran = await runBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({
+        fsFreezeEnabled: false,
+        snapshot: { command: [snap] },
+        plugins: [{ type: "redis", name: "cache", socket: server.socket }],
+      }),
+    ]);
+    const result = resultOf(ran.stdout);
+    assert.deepEqual(codes(result), ["PluginLockLost"]);
+    assert.match(result.errors[0].message, /lifted the pause on a new connection/);
+    // Not after maxHoldSeconds (300 s): now.
+    assert.ok(
+      (await timedCommand("redis-cli", ["-s", server.socket, "SET", "k", "3"], 2000)) < 2000,
+    );
+  },
+);
