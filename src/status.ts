@@ -17,6 +17,7 @@ import { lastResultPath, readLastResult, writeLastResult } from "./last_result.t
 import { type ResultForMetrics, writeMetrics } from "./metrics.ts";
 import { ensureDirectory } from "./permissions.ts";
 import { redact } from "./secrets.ts";
+import { escapeForTerminal } from "./terminal.ts";
 
 /**
  * Where a config sends the state and the metrics; the defaults when it cannot be read.
@@ -196,5 +197,6 @@ export function formatStatus(status: Status): string {
   for (const e of r.errors ?? []) {
     lines.push(`  [${e.code}]${e.plugin ? ` (${e.plugin})` : ""} ${e.message}`);
   }
-  return redact(lines.join("\n"));
+  // Error messages may quote script output: never raw escape sequences on a terminal.
+  return redact(escapeForTerminal(lines.join("\n")));
 }

@@ -148,3 +148,26 @@ Deno.test("vmsnap schema prints docs/vmsnap.schema.json", async () => {
   assert.equal(ran.stdout, readFileSync(join(ROOT, "docs", "vmsnap.schema.json"), "utf8"));
   assert.ok(existsSync(join(ROOT, "docs", "vmsnap.schema.json")));
 });
+
+Deno.test("status in words never prints a script's escape sequences raw", async () => {
+  const { dir, cleanup } = secureDir("status-esc-");
+  try {
+    const snapshot = put(
+      join(dir, "snap"),
+      '#!/bin/sh\nprintf "\\033[2Jboom" >&2\nexit 1\n',
+      0o700,
+    );
+    const config = putConfig(dir, {
+      fsFreezeEnabled: false,
+      snapshot: { command: [snapshot] },
+      stateDir: join(dir, "state"),
+      log: { file: join(dir, "log", "vmsnap.jsonl") },
+    });
+    assert.equal((await runBin(["run", "--config", config])).code, 2);
+    const status = await runBin(["status", "--config", config]);
+    assert.match(status.stdout, /boom/);
+    assert.ok(!status.stdout.includes("\u001b"), JSON.stringify(status.stdout));
+  } finally {
+    cleanup();
+  }
+});
