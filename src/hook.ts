@@ -19,8 +19,9 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { type AgentName, AGENTS, type HookEvent } from "./agents.ts";
-import { DEFAULT_STATE_DIR, loadConfig, type LogLevel } from "./config.ts";
-import { type Code, VmsnapError, withFix } from "./errors.ts";
+import type { LogLevel } from "./config.ts";
+import { type Code, type Problem, withFix } from "./errors.ts";
+import { configFileProblems, readConfig, rootProblems, syntaxProblems } from "./preflight.ts";
 import type { HolderSpec, HookResult, QuiescedAnswer } from "./holder.ts";
 import {
   askHolder,
@@ -33,10 +34,10 @@ import {
 import { readLastResult } from "./last_result.ts";
 import { closeOnExecAbove2 } from "./libc.ts";
 import type { OutputStreams } from "./output.ts";
-import { checkFile } from "./permissions.ts";
 import { describeRecovery, recoverAll } from "./recover.ts";
 import { redact } from "./secrets.ts";
 import { selfCommand } from "./self.ts";
+import { recordPlaces } from "./status.ts";
 import { newRunId } from "./run_steps.ts";
 
 /** What `vmsnap hook` was asked to do. */
@@ -103,43 +104,17 @@ function say(options: HookOptions, json: Record<string, unknown>, text: string):
   else options.streams.stderr(`${redact(text)}\n`);
 }
 
-/** The config's stateDir, or the default when the config cannot be read (thaw must still find the holder). */
-function stateDirOf(configPath: string): string {
-  try {
-    const loaded = loadConfig(configPath);
-    if (!loaded.problems.some((p) => p.code === "IncorrectJSONConfigFile")) {
-      return loaded.config.stateDir;
-    }
-  } catch {
-    // The default.
-  }
-  return DEFAULT_STATE_DIR;
-}
-
-/** The checks that stop a freeze before anything runs. */
+/** The checks that stop a freeze before anything runs (run's preflight, src/preflight.ts). */
 function preflight(options: HookOptions): { stateDir: string } {
-  if (process.getuid?.() !== 0) {
-    throw new HookStop(
-      "NotRoot",
-      `vmsnap hook must run as root (uid ${process.getuid?.()}); the agent runs it as root.`,
-    );
-  }
-  let loaded;
-  try {
-    loaded = loadConfig(options.configPath);
-  } catch (error) {
-    if (error instanceof VmsnapError) throw new HookStop(error.code, error.message);
-    throw error;
-  }
-  const syntax = loaded.problems.find((p) => p.code === "IncorrectJSONConfigFile");
-  if (syntax) throw new HookStop(syntax.code, syntax.message);
-  const permission = checkFile(options.configPath, {
-    role: "config",
-    notFound: "ConfigFileNotFound",
-    permission: "InsufficientPermissionforConfigFile",
-    what: "config file",
-  });
-  if (permission.length > 0) throw new HookStop(permission[0].code, permission[0].message);
+  const stop = (problems: Problem[]) => {
+    if (problems.length > 0) throw new HookStop(problems[0].code, problems[0].message);
+  };
+  stop(rootProblems(process.getuid?.() === 0));
+  const read = readConfig(options.configPath);
+  stop(read.problems);
+  const loaded = read.loaded!;
+  stop(syntaxProblems(loaded));
+  stop(configFileProblems(options.configPath));
   if (loaded.problems.length > 0) {
     throw new HookStop(
       "InvalidConfig",
@@ -277,7 +252,8 @@ function startFailure(paths: HolderPaths, runId: string, exited: number | null |
 }
 
 async function thaw(options: HookOptions, deadline: number): Promise<number> {
-  const stateDir = stateDirOf(options.configPath);
+  // The config's stateDir, or the default when the config cannot be read: the holder must be found.
+  const { stateDir } = recordPlaces(options.configPath);
   const paths = holderPaths(stateDir);
   if (process.getuid?.() !== 0) {
     throw new HookStop("NotRoot", `vmsnap hook must run as root (uid ${process.getuid?.()}).`);

@@ -454,7 +454,7 @@ export function install(
   const changes: Change[] = [];
   if (options.agent !== "azure" && plan.files.length > 0) {
     const config = options.configPath ?? DEFAULT_CONFIG_PATH;
-    if (!existsSync(join(root, config))) {
+    if (!existsSync(join(root, config)) && !existsSync(config)) {
       plan.notes.push(
         `vmsnap's config ${config} does not exist yet: the hook will fail until it does (vmsnap check --config ${config}).`,
       );

@@ -1,0 +1,114 @@
+/**
+ * `vmsnap install` / `uninstall` under a prefix, through the binary: every
+ * change printed, idempotent, what was there backed up and restored, the
+ * dry run changes nothing.
+ */
+import assert from "node:assert/strict";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { put, putConfig, runBin, secureDir } from "../helpers.ts";
+
+/** Every file under a directory, relative, with its content. */
+function tree(root: string, dir = ""): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of readdirSync(join(root, dir), { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) Object.assign(out, tree(root, path));
+    else out[path] = readFileSync(join(root, path), "utf8");
+  }
+  return out;
+}
+
+Deno.test("install --for each agent: printed, idempotent, backed up, uninstall restores", async (t) => {
+  const { dir, cleanup } = secureDir("install-");
+  try {
+    const config = putConfig(dir, { fsFreezeEnabled: true });
+    for (const agent of ["qemu-ga", "vmware", "azure", "gcp"]) {
+      await t.step(agent, async () => {
+        const root = join(dir, `root-${agent}`);
+        // What the admin had before.
+        const before: Record<string, [string, number]> = {
+          "qemu-ga": ["etc/qemu/fsfreeze-hook.d/vmsnap", 0o755],
+          vmware: ["etc/vmware-tools/backupScripts.d/vmsnap", 0o700],
+          azure: ["etc/azure/VMSnapshotScriptPluginConfig.json", 0o600],
+          gcp: ["etc/default/instance_configs.cfg", 0o644],
+        };
+        const [path, mode] = before[agent];
+        const original = agent === "azure"
+          ? `{ "pluginName": "ScriptRunner", "preScriptLocation": "/etc/azure/mine.sh", "timeoutInSeconds": 20 }\n`
+          : agent === "gcp"
+          ? "[Accounts]\ndeprovision_remove = true\n"
+          : "#!/bin/sh\necho the admin's own hook\n";
+        put(join(root, path), original, mode);
+        const snapshot = tree(root);
+        const args = ["--for", agent, "--root", root, "--config", config];
+
+        const dry = await runBin(["install", ...args, "--dry-run"]);
+        assert.equal(dry.code, 0, dry.stderr);
+        assert.match(dry.stdout, /dry run, nothing changed/);
+        assert.deepEqual(tree(root), snapshot, "the dry run changed nothing");
+
+        const first = await runBin(["install", ...args]);
+        assert.equal(first.code, 0, first.stderr);
+        assert.match(first.stdout, new RegExp(`backup +${root}/${path.replaceAll(".", "\\.")}`));
+        assert.match(first.stdout, /(create|replace|edit) +\//);
+        const backup = join(root, "var/backups/vmsnap", agent, path);
+        assert.equal(readFileSync(backup, "utf8"), original, "the original is kept");
+        const installed = tree(root);
+
+        const second = await runBin(["install", ...args]);
+        assert.equal(second.code, 0, second.stderr);
+        assert.doesNotMatch(second.stdout, /^ +(create|replace|edit|backup) /m, second.stdout);
+        assert.match(second.stdout, /unchanged/);
+        assert.deepEqual(tree(root), installed, "a second install changes nothing");
+
+        const removed = await runBin(["uninstall", "--for", agent, "--root", root]);
+        assert.equal(removed.code, 0, removed.stderr);
+        assert.match(removed.stdout, /restore +\//);
+        assert.equal(readFileSync(join(root, path), "utf8"), original, "restored");
+        assert.equal(statSync(join(root, path)).mode & 0o7777, mode, "with its mode");
+        for (const file of Object.keys(tree(root))) {
+          assert.ok(
+            file in snapshot || file.startsWith("etc/vmsnap/"),
+            `uninstall left ${file}`,
+          );
+        }
+        const again = await runBin(["uninstall", "--for", agent, "--root", root]);
+        assert.match(again.stdout, /nothing to uninstall/);
+      });
+    }
+    await t.step("azure: vmsnap's own config starts as a copy of Azure's", () => {
+      const root = join(dir, "root-azure-default");
+      put(
+        join(root, "etc/azure/VMSnapshotScriptPluginConfig.json"),
+        `{ "preScriptLocation": "/etc/azure/mine.sh", "timeoutInSeconds": 40, }`,
+        0o600,
+      );
+      return runBin(["install", "--for", "azure", "--root", root]).then((ran) => {
+        assert.equal(ran.code, 0, ran.stderr);
+        const own = join(root, "etc/vmsnap/vmsnap.json");
+        assert.match(readFileSync(own, "utf8"), /mine\.sh/);
+        assert.equal(statSync(own).mode & 0o7777, 0o600);
+        const azure = JSON.parse(
+          readFileSync(join(root, "etc/azure/VMSnapshotScriptPluginConfig.json"), "utf8"),
+        );
+        assert.equal(azure.timeoutInSeconds, 40);
+        assert.match(
+          readFileSync(join(root, "etc/azure/vmsnap-pre.sh"), "utf8"),
+          /--config \/etc\/vmsnap\/vmsnap\.json --timeout 35/,
+        );
+      });
+    });
+    await t.step("generic has nothing to install; an unknown agent is a usage error", async () => {
+      const generic = await runBin(["install", "--for", "generic", "--root", dir]);
+      assert.equal(generic.code, 2);
+      assert.match(generic.stderr, /nothing to install/);
+      const typo = await runBin(["install", "--for", "vmwar"]);
+      assert.equal(typo.code, 64);
+      assert.match(typo.stderr, /did you mean "vmware"/i);
+      assert.ok(!existsSync(join(dir, "var")));
+    });
+  } finally {
+    cleanup();
+  }
+});
