@@ -203,6 +203,8 @@ export async function runScript(options: {
       timedOut: last.timedOut,
       outputLines: last.lines,
       outputBytes: last.bytes,
+      tracking: last.tracking,
+      ...(last.survivors.length > 0 ? { survivors: last.survivors.length } : {}),
     };
     attempts.push(record);
     env.log(last.exitCode === 0 ? "info" : "warning", "script-attempt", {

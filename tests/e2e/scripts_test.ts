@@ -177,7 +177,8 @@ echo started; wait`,
     ]);
     const result = resultOf(ran.stdout);
     assert.deepEqual(codes(result), ["Pre-ScriptTimeout"], ran.stdout);
-    assert.match(result.errors[0].message, /were killed/);
+    assert.match(result.errors[0].message, /were killed \(tracked in their own cgroup\)/);
+    assert.equal(result.plugins[0].quiesce.facts.attempts[0].tracking, "cgroup");
     assert.doesNotMatch(result.errors[0].message, /could not be killed/);
     for (const n of [1, 2]) {
       assert.equal(spawnSync("pgrep", ["-f", `${marker}${n}`]).status, 1, `${marker}${n} survived`);
