@@ -156,7 +156,8 @@ Deno.test("a process that cannot be killed (a writer blocked on a frozen test fi
     r = await runProcess({
       argv: sh(`echo blocked; echo x > '${fs.mountPoint}/file'`),
       env,
-      timeoutMs: 300,
+      // Long enough for the shell to reach the write and block, even on a loaded machine.
+      timeoutMs: 1500,
       graceMs: 100,
       killMs: 500,
     });
