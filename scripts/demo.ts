@@ -4,7 +4,11 @@
  * pre-script that quiesces it and a post-script that resumes it, a config
  * that freezes only that filesystem and snapshots it by copying the image.
  * It runs the compiled `vmsnap check` and `vmsnap run`, then mounts the copy
- * read-only to show the data is there, and cleans up.
+ * read-only to show the data is there. Then hook mode: `vmsnap install --for
+ * qemu-ga` into a prefix with Debian's fsfreeze-hook, a real qemu-ga on a
+ * private socket, and the host's side played over QMP (freeze-list of the
+ * demo filesystem, a copy of the image, thaw), then `vmsnap status`. It
+ * cleans up.
  *
  * Usage (root): deno task demo
  *
@@ -22,8 +26,11 @@ import {
 } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
+import { startQemuGa } from "../tests/qemu_ga.ts";
 
 const root = join(dirname(new URL(import.meta.url).pathname), "..");
+/** Debian's fsfreeze hook, shipped by the qemu-guest-agent package. */
+const QGA_HOOK = "/etc/qemu/fsfreeze-hook";
 const bin = join(root, "dist", "vmsnap");
 
 if (process.getuid?.() !== 0) {
@@ -127,6 +134,8 @@ try {
     );
   }
   process.exitCode = run.status === 0 ? 0 : 1;
+  if (existsSync(QGA_HOOK)) await hookDemo(config, mountPoint);
+  else say(`hook mode: skipped (${QGA_HOOK} is missing: apt-get install qemu-guest-agent)`);
 } finally {
   say("cleaning up");
   for (const m of mounted.reverse()) {
@@ -136,4 +145,40 @@ try {
   if (device) spawnSync("losetup", ["-d", device], { stdio: "ignore" });
   rmSync(dir, { recursive: true, force: true });
   console.log("done");
+}
+
+/** Hook mode: what Proxmox or libvirt does through qemu-guest-agent, played over QMP. */
+async function hookDemo(config: string, mountPoint: string): Promise<void> {
+  const prefix = join(dir, "root");
+  mkdirSync(join(prefix, "etc", "qemu"), { recursive: true, mode: 0o755 });
+  writeFileSync(join(prefix, "etc", "qemu", "fsfreeze-hook"), readFileSync(QGA_HOOK));
+  chmodSync(join(prefix, "etc", "qemu", "fsfreeze-hook"), 0o755);
+  say(`hook mode: vmsnap install --for qemu-ga --root ${prefix} --config ${config}`);
+  spawnSync(bin, ["install", "--for", "qemu-ga", "--root", prefix, "--config", config], {
+    stdio: "inherit",
+  });
+  say("qemu-ga with its fsfreeze hook, on a private socket (as systemd would start it)");
+  const ga = await startQemuGa({
+    dir,
+    hook: join(prefix, "etc", "qemu", "fsfreeze-hook"),
+    keep: [dir],
+  });
+  try {
+    const qmp = async (execute: string, args?: Record<string, unknown>) => {
+      const answer = await ga.qmp(execute, args);
+      console.log(
+        `  host -> ${execute}${args ? ` ${JSON.stringify(args)}` : ""}: ${JSON.stringify(answer)}`,
+      );
+    };
+    say("the host's side, over QMP: freeze (vmsnap's hook quiesces first), snapshot, thaw");
+    await qmp("guest-fsfreeze-freeze-list", { mountpoints: [mountPoint] });
+    await qmp("guest-fsfreeze-status");
+    execFileSync("cp", ["--sparse=always", image, join(dir, "hook-snapshot.img")]);
+    console.log("  host: the disk image copied while frozen (the snapshot)");
+    await qmp("guest-fsfreeze-thaw");
+  } finally {
+    await ga.stop();
+  }
+  say(`vmsnap status --config ${config}: the hold's result, one run id for freeze and thaw`);
+  spawnSync(bin, ["status", "--config", config], { stdio: "inherit" });
 }
