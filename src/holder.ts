@@ -67,7 +67,8 @@ export type HoldEnd =
   | "abort"
   | "signal"
   | "quiesce-failed"
-  | "freeze-failed";
+  | "freeze-failed"
+  | "internal-error";
 
 /** The hook part of the result. */
 export interface HookInfo {
@@ -270,7 +271,7 @@ export async function holderMain(): Promise<number> {
         (error as Error).stack ?? error
       }. Fix: report this with the log; filesystems were thawed and plugins resumed.`,
     });
-    ending.finish("abort");
+    ending.finish("internal-error");
   } finally {
     clearTimeout(deadline);
     clearTimeout(attachTimer);

@@ -82,6 +82,7 @@ Deno.test({
       assert.equal(result.hook.agent, "qemu-ga");
       assert.equal(result.hook.freezeBy, "agent");
       assert.equal(result.hook.endedBy, "thaw");
+      assert.equal(result.hook.peerCheck, "SO_PEERCRED", "the holder checked the thaw hook's uid");
       assert.equal(result.consistency, "application", JSON.stringify(result.errors));
       assert.equal(result.exitCode, 0);
       assert.deepEqual(result.freeze.mounts, [], "the holder froze nothing: qemu-ga did");
