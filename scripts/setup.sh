@@ -14,6 +14,8 @@ packages+=(redis-server sqlite3)
 packages+=(qemu-guest-agent)
 # Operations (issue 13): the arm64 binary under emulation, the .deb's checks, the units, the man page.
 packages+=(qemu-user-static libc6-arm64-cross binutils lintian systemd man-db groff-base python3-jsonschema rpm)
+# vmtest (issue 14): builds a Debian guest image and boots it under QEMU (TCG).
+packages+=(mmdebstrap qemu-system-x86 qemu-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
