@@ -162,6 +162,37 @@ Deno.test({
         },
       );
 
+      await t.step(
+        "a plugin fails to quiesce: exit 2 after resuming, or 0 with continueBackupOnFailure",
+        async () => {
+          const broken = { type: "mysql", name: "gone", socket: f.path("no-such.sock") };
+          const strict = f.config({
+            fsFreezeEnabled: false,
+            continueBackupOnFailure: false,
+            plugins: [mysql, { ...broken, stage: 1 }],
+          }, "strict.json");
+          const pre = await hook("pre", "vmware", strict);
+          assert.equal(pre.code, 2, pre.stderr);
+          assert.match(pre.stderr, /\[PluginConnectFailed\]/);
+          assert.ok(!existsSync(join(state, "hook", "holder.json")), "no holder is left");
+          const result = lastResult(state);
+          assert.equal(result.hook.endedBy, "quiesce-failed");
+          assert.equal(result.plugins[0].resume?.ok, true, "what was quiesced was resumed");
+          assert.ok(await mariadbWrite(server.socket, "INSERT INTO app.t VALUES (5)", 5000) < 5000);
+
+          const lenient = f.config(
+            { fsFreezeEnabled: false, plugins: [mysql, broken] },
+            "lenient.json",
+          );
+          const held = await hook("pre", "vmware", lenient);
+          assert.equal(held.code, 0, held.stderr);
+          assert.match(held.stderr, /gone: PluginConnectFailed/);
+          const thaw = await hook("thaw", "vmware", lenient);
+          assert.equal(thaw.code, 1, "a snapshot at a lower consistency");
+          assert.equal(lastResult(state).consistency, "crash");
+        },
+      );
+
       await t.step("stages: quiesce ascending, resume descending", async () => {
         const order = f.path("order");
         const step = (name: string) => f.script(`${name}.sh`, `echo ${name} >> "${order}"`);
