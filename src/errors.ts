@@ -220,6 +220,12 @@ export const CODES = {
       "The snapshot command exited non-zero, or the external caller answered snapshot-failed or closed stdin.",
     fix: "Read the command's output in the message and the log; fix the command or the caller.",
   },
+  DiscardSnapshot: {
+    summary:
+      "The snapshot was taken, but a post-script failed and continueBackupOnFailure is false: the backup failed (exit 2).",
+    fix:
+      "Discard that snapshot (its application state is not what the scripts promised); fix the post-script and run again.",
+  },
   SnapshotTimeout: {
     summary:
       "The snapshot command (or the external caller) did not finish within its timeoutInSeconds; it was killed (or named as still running).",

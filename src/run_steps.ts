@@ -16,7 +16,13 @@
 import { randomBytes } from "node:crypto";
 import process from "node:process";
 import type { Readable } from "node:stream";
-import type { Config, LogLevel, SnapshotConfig } from "./config.ts";
+import {
+  type Config,
+  type LoadedConfig,
+  type LogLevel,
+  parseConfig,
+  type SnapshotConfig,
+} from "./config.ts";
 import { achievedConsistency, exitCodeFor, requestedConsistency } from "./consistency.ts";
 import { GUARD_START_TIMEOUT_MS } from "./defaults.ts";
 import { type Problem, VmsnapError, withFix } from "./errors.ts";
@@ -130,7 +136,8 @@ export async function pauseFromEnvironment(
 export const PRODUCTION_DEPS: RunDeps = {
   createFreezer: () => createFreezer(),
   startGuard: (arm) => startGuard(arm, GUARD_START_TIMEOUT_MS),
-  readMounts: () => readMounts(),
+  // A test seam: a mount table that lists only the test's own filesystems (the default freeze is auto).
+  readMounts: () => readMounts(process.env.VMSNAP_TEST_MOUNTINFO || undefined),
   plugins: PLUGINS,
   isRoot: () => process.getuid?.() === 0,
   pause: pauseFromEnvironment,
@@ -165,6 +172,11 @@ export interface RunState {
   targets: FreezeTarget[];
   freeze: FreezeReport;
   snapshot: SnapshotOutcome | null;
+  /**
+   * The config could not be used and the command line named a snapshot
+   * method: the run went on with the defaults, as Azure's framework does.
+   */
+  configFallback?: boolean;
 }
 
 /** A run whose preflight passed: config, method, lock and plugins are there. */
@@ -316,32 +328,8 @@ export async function prepareRun(run: RunState, options: PrepareOptions): Promis
   const notRoot = rootProblems(deps.isRoot());
   if (notRoot.length) stopWith(run, notRoot);
 
-  // The config: readable, parseable, root's, valid. Otherwise nothing runs at all.
-  const read = readConfig(options.configPath);
-  if (!read.loaded) stopWith(run, read.problems);
-  const loaded = read.loaded;
-  const syntax = syntaxProblems(loaded);
-  if (syntax.length > 0) {
-    stopWith(run, [{
-      code: "IncorrectJSONConfigFile",
-      message: syntax.map((p) => p.message).join("\n"),
-    }]);
-  }
-  const permission = configFileProblems(options.configPath, deps.trust);
-  if (permission.length > 0) stopWith(run, permission);
-  if (loaded.problems.length > 0) {
-    run.errors.push(
-      ...loaded.problems.map(withFix).map((p) => ({ code: p.code, message: p.message })),
-    );
-    stopWith(run, [{
-      code: "InvalidConfig",
-      message:
-        `${options.configPath} has ${loaded.problems.length} problem(s), listed above; nothing was run. Fix: run vmsnap check and correct them.`,
-    }]);
-  }
-  // What Azure's framework tolerates, run accepts the same way, each with its warning.
-  run.warnings.push(...loaded.lenient, ...loaded.warnings);
-  const config = run.config = loaded.config;
+  // The config: readable, parseable, root's, valid. Otherwise no script runs at all.
+  const config = run.config = usableConfig(run, options);
 
   // The log, now that we know where it goes.
   const logProblems = logFileProblems(config, deps.trust);
@@ -383,6 +371,72 @@ export async function prepareRun(run: RunState, options: PrepareOptions): Promis
     }]);
   }
   return prepared;
+}
+
+/**
+ * The config when it can be used: readable, parseable, root's, valid. When it
+ * cannot and the command line names a snapshot method anyway, the run goes on
+ * as Azure's framework does (no scripts, the default freeze, the problem
+ * reported, a lower consistency than asked); otherwise the run stops.
+ */
+function usableConfig(run: RunState, options: PrepareOptions): Config {
+  const blocking = configProblems(options.configPath, run.deps.trust);
+  if (blocking.loaded) {
+    // What Azure's framework tolerates, run accepts the same way, each with its warning.
+    run.warnings.push(...blocking.loaded.lenient, ...blocking.loaded.warnings);
+    return blocking.loaded.config;
+  }
+  const problems = blocking.problems.map(withFix);
+  if (!options.snapshotCommand && !options.external) {
+    if (!blocking.values) stopWith(run, problems);
+    run.errors.push(...problems.map(({ code, message }) => ({ code, message })));
+    stopWith(run, [invalidConfig(options.configPath, problems.length)]);
+  }
+  run.configFallback = true;
+  const [first, ...rest] = problems;
+  run.errors.push(
+    {
+      code: first.code,
+      message:
+        `${first.message} As Azure's framework does, the snapshot was taken anyway: no scripts were run, the default freeze (fsFreezeEnabled, freeze.mounts "auto") and the default stateDir and log were used, so the snapshot is at most filesystem-consistent.`,
+    },
+    ...rest.map(({ code, message }) => ({ code, message })),
+  );
+  return parseConfig("{}", options.configPath).config;
+}
+
+/**
+ * The config's blocking problems (unreadable, syntax, permissions, or its
+ * values: `values`), or the loaded config.
+ */
+function configProblems(
+  path: string,
+  trust: Trust,
+): { loaded?: LoadedConfig; problems: Problem[]; values?: true } {
+  const read = readConfig(path);
+  if (!read.loaded) return read;
+  const syntax = syntaxProblems(read.loaded);
+  if (syntax.length > 0) {
+    return {
+      problems: [{
+        code: "IncorrectJSONConfigFile",
+        message: syntax.map((p) => p.message).join("\n"),
+      }],
+    };
+  }
+  const permission = configFileProblems(path, trust);
+  if (permission.length > 0) return { problems: permission };
+  if (read.loaded.problems.length > 0) return { problems: read.loaded.problems, values: true };
+  return { loaded: read.loaded, problems: [] };
+}
+
+/** The one error that stands for a config's several problems (listed before it). */
+function invalidConfig(file: string, count: number): Problem {
+  return {
+    code: "InvalidConfig",
+    message:
+      `${file} has ${count} problem(s), listed above; nothing was run. Fix: run vmsnap check and correct them.`,
+  };
 }
 
 /** One run at a time: stateDir checked (created if missing), then the run lock. */
@@ -852,35 +906,50 @@ export function buildResult(run: RunState): RunResult {
     run.freeze.mounts.length === run.targets.length &&
     !run.freeze.guard?.steppedIn;
   const snapshotTaken = run.snapshot?.taken ?? false;
+  // A failed post-script (Azure's rule): the application was not held as its scripts meant.
+  const postScriptFailed = plugins.some((p) =>
+    p.type === "script" && p.resume !== null && !p.resume.ok
+  );
   const facts = {
     snapshotTaken,
     plugins: plugins.length,
-    // Held to the end: quiesced, and no lock lost before resume.
-    pluginsHeld: plugins.length > 0 &&
+    // Held to the end: quiesced, no lock lost before resume, no post-script failed.
+    pluginsHeld: plugins.length > 0 && !postScriptFailed &&
       plugins.every((p) =>
         p.quiesce?.ok && !p.resume?.errors.some((e) => e.code === "PluginLockLost")
       ),
     freezeRequested,
     freezeHeld,
   };
-  const requested = requestedConsistency(facts);
+  // A config that could not be used asked for more than the defaults give (its scripts at least).
+  const requested = run.configFallback ? "application" : requestedConsistency(facts);
   let consistency = achievedConsistency(facts);
   // The guard stepped in: the snapshot may have caught filesystems mid-write.
   if (run.freeze.guard?.steppedIn && consistency !== "none") consistency = "crash";
-  const exitCode = exitCodeFor(requested, consistency);
+  const errors = [...run.errors];
+  let exitCode = exitCodeFor(requested, consistency);
+  // continueBackupOnFailure false: a failed post step fails the backup, snapshot or not.
+  if (postScriptFailed && snapshotTaken && run.config?.continueBackupOnFailure === false) {
+    exitCode = 2;
+    errors.push(withFix({
+      code: "DiscardSnapshot",
+      message:
+        "the snapshot was taken, but a post-script failed and continueBackupOnFailure is false: the backup failed, discard this snapshot.",
+    }));
+  }
   return {
     event: "result",
     runId: run.runId,
     status: exitCode === 2
       ? "failed"
-      : exitCode === 0 && run.errors.length === 0
+      : exitCode === 0 && errors.length === 0
       ? "success"
       : "degraded",
     consistency,
     requestedConsistency: requested,
     snapshotTaken,
     exitCode,
-    errors: run.errors,
+    errors,
     warnings: run.warnings.map(withFix),
     plugins,
     freeze: run.freeze,

@@ -16,11 +16,13 @@ import { EventLog } from "./event_log.ts";
 import { lastResultPath, readLastResult, writeLastResult } from "./last_result.ts";
 import { type ResultForMetrics, writeMetrics } from "./metrics.ts";
 import { ensureDirectory } from "./permissions.ts";
+import { configFileProblems } from "./preflight.ts";
 import { redact } from "./secrets.ts";
 import { escapeForTerminal } from "./terminal.ts";
 
 /**
- * Where a config sends the state and the metrics; the defaults when it cannot be read.
+ * Where a config sends the state and the metrics; the defaults when it cannot
+ * be read or fails the permission rules.
  *
  * @example
  * ```ts
@@ -34,6 +36,8 @@ export function recordPlaces(configPath: string): {
   metricsConfigured: boolean;
 } {
   try {
+    // Only a config root alone can write chooses where root writes (else a user could aim it).
+    if (configFileProblems(configPath).length > 0) throw new Error("untrusted config");
     const { config, problems, locations } = loadConfig(configPath);
     if (!problems.some((p) => p.code === "IncorrectJSONConfigFile")) {
       return {
@@ -69,6 +73,8 @@ export type RecordedResult = ResultForMetrics & { log?: { file?: string } };
  */
 export function recordRun(result: RecordedResult, options: { configPath: string }): string[] {
   if (process.getuid?.() !== 0) return [];
+  // Refused by the lock: another run owns the record (and may have stateDir's filesystem frozen).
+  if (result.errors.some((e) => e.code === "AnotherRunInProgress")) return [];
   const problems: string[] = [];
   const places = recordPlaces(options.configPath);
   try {

@@ -171,3 +171,26 @@ Deno.test("status in words never prints a script's escape sequences raw", async 
     cleanup();
   }
 });
+
+Deno.test("a config that fails the permission rules never chooses where root writes the record", async () => {
+  const { dir, cleanup } = secureDir("untrusted-record-");
+  try {
+    const target = join(dir, "attacker");
+    Deno.mkdirSync(target, { mode: 0o700 });
+    // Written by a user: stateDir and the textfile it names must not be used.
+    const config = put(
+      join(dir, "user.json"),
+      JSON.stringify({
+        stateDir: target,
+        metrics: { textfile: join(target, "cron-job") },
+      }),
+      0o666,
+    );
+    const ran = await runBin(["run", "--config", config]);
+    assert.equal(ran.code, 2, ran.stderr);
+    assert.match(ran.stderr, /InsufficientPermissionforConfigFile/);
+    assert.deepEqual(readdirSync(target), [], "nothing written where the user's config points");
+  } finally {
+    cleanup();
+  }
+});
