@@ -431,9 +431,9 @@ function checkAgentOptions(
     throw new UsageError(
       `hook needs an event: freeze, pre, thaw, post or freezeFail${
         event === undefined
-          ? ""
+          ? "."
           : `, not ${JSON.stringify(event)}.${didYouMean(event, Object.keys(EVENT_WORDS))}`
-      }.`,
+      }`,
     );
   }
   const timeout = values.timeout as string | undefined;

@@ -9,6 +9,7 @@ import { openSync } from "node:fs";
 import { byStage, runStaged } from "../../src/stages.ts";
 import { askHolder, holderPaths, listenForHooks, liveHolder } from "../../src/holder_channel.ts";
 import { closeOnExecAbove2 } from "../../src/libc.ts";
+import { parseInvocation, UsageError } from "../../src/cli.ts";
 import { secureDir } from "../helpers.ts";
 
 Deno.test("byStage: lowest stage first, stable within a stage, missing stage is 0", () => {
@@ -84,4 +85,33 @@ Deno.test("closeOnExecAbove2: a process started next inherits only 0, 1 and 2", 
   } finally {
     libc.close();
   }
+});
+
+Deno.test("the command line: hook, install and uninstall", () => {
+  const hook = parseInvocation(
+    ["hook", "freeze", "--for", "vmware", "--timeout", "30", "--", "backup"],
+    {},
+  );
+  assert.equal(hook.agent, "vmware");
+  assert.equal(hook.timeoutSeconds, 30);
+  assert.deepEqual(hook.positionals, ["freeze", "backup"]);
+  const install = parseInvocation(["uninstall", "--for", "gcp", "--root", "/x", "--dry-run"], {});
+  assert.deepEqual([install.agent, install.root, install.dryRun], ["gcp", "/x", true]);
+  const usage = (argv: string[]) => {
+    try {
+      parseInvocation(argv, {});
+    } catch (error) {
+      assert.ok(error instanceof UsageError);
+      return error.message;
+    }
+    assert.fail(`no usage error for ${argv.join(" ")}`);
+  };
+  assert.match(usage(["hook", "freeze"]), /needs --for AGENT/);
+  assert.match(
+    usage(["hook", "frezee", "--for", "gcp"]),
+    /not "frezee"\. Did you mean "freeze"\?$/,
+  );
+  assert.match(usage(["install", "--for", "vmwar"]), /Did you mean "vmware"/);
+  assert.match(usage(["hook", "thaw", "--for", "gcp", "--timeout", "0"]), /--timeout must be/);
+  assert.match(usage(["hook", "thaw", "--for", "gcp", "--root", "/x"]), /unknown option --root/);
 });
