@@ -15,7 +15,7 @@
  * @module
  */
 import process from "node:process";
-import { main } from "./src/cli.ts";
+import { exitAfterOutput, main } from "./src/cli.ts";
 
 export { main } from "./src/cli.ts";
 export { type CheckReport, formatCheckReport, runChecks } from "./src/check.ts";
@@ -27,7 +27,5 @@ export { checkFile, resolveSecurely } from "./src/permissions.ts";
 export { VERSION } from "./src/version.ts";
 
 if (import.meta.main) {
-  const code = await main(process.argv.slice(2));
-  // Exit once stdout is flushed: a pending stdin read (the external handshake) must not keep us alive.
-  process.stdout.write("", () => process.exit(code));
+  exitAfterOutput(await main(process.argv.slice(2)));
 }

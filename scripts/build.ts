@@ -131,11 +131,14 @@ function build(outfile: string, target?: Target): void {
   } else {
     command = bin("bun");
     // Bytecode: no parse of the bundle at start (issue 12; ESM, for mod.ts's top-level await).
+    // Splitting: a dynamically imported module's node builtins (net, tls, readline, stream,
+    // crypto: ~1-2 ms each) load when it does, not at every start (bench/RESULTS.md).
     args = [
       "build",
       "--compile",
       "--bytecode",
       "--format=esm",
+      "--splitting",
       "--minify-syntax",
       "--outfile",
       outfile,

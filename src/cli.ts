@@ -4,18 +4,14 @@
  *
  * @module
  */
+import { writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { formatCheckReport, runChecks } from "./check.ts";
 import { AGENT_NAMES, type AgentName, EVENT_WORDS } from "./agents.ts";
-import { guardMain } from "./guard.ts";
-import { holderMain } from "./holder.ts";
-import { runHook } from "./hook.ts";
-import { formatInstall, install, uninstall } from "./install.ts";
 import { redact, redactValue, shortSecretWarnings } from "./secrets.ts";
 import { escapeForTerminal } from "./terminal.ts";
-import { runBackup } from "./sequence.ts";
 import { DEFAULT_CONFIG_PATH, LOG_LEVELS, type LogLevel } from "./config.ts";
 import { describeRecovery, recoverAll, type Recovery } from "./recover.ts";
 import { CODES, type Problem, VmsnapError } from "./errors.ts";
@@ -23,9 +19,6 @@ import { trustedStateDir } from "./preflight.ts";
 import { didYouMean } from "./suggest.ts";
 import { VERSION } from "./version.ts";
 import { journalWriter, stderrIsJournal } from "./journal.ts";
-import { configJsonSchemaText } from "./json_schema.ts";
-import { formatStatus, readStatus, recordRun } from "./status.ts";
-import { formatInit, initConfig } from "./init.ts";
 
 /** Exit codes, as documented in `--help`. */
 export const EXIT = { ok: 0, degraded: 1, failed: 2, usage: 64 } as const;
@@ -494,17 +487,60 @@ export interface Io {
  * that stream's output is dropped quietly, the run thaws, resumes and
  * finishes (its log and exit code carry the outcome).
  */
-function writeQuietly(stream: NodeJS.WriteStream, text: string): void {
+function writeQuietly(stream: NodeJS.WriteStream, text: string | Uint8Array): void {
   if (stream.listenerCount("error") === 0) stream.on("error", () => {});
   if (!stream.destroyed && !stream.writableEnded) stream.write(text);
 }
 
+/**
+ * The short commands (all but `run` and `hook`) write with write(2): Bun builds
+ * `process.stdout`/`stdin` on first use, about 10 ms of a 15 ms start (issue 12).
+ * `run` and `hook` keep the streams (a slow reader must not block the event loop
+ * while filesystems are frozen). Errors drop the output quietly, as writeQuietly
+ * does; a non-blocking fd that is full (EAGAIN) hands the rest to the stream.
+ */
+let direct = false;
+const streamed = new Set<number>();
+
+function writeDirect(fd: 1 | 2, text: string): void {
+  const stream = () => fd === 1 ? process.stdout : process.stderr;
+  if (streamed.has(fd)) return writeQuietly(stream(), text);
+  const bytes = new TextEncoder().encode(text);
+  let done = 0;
+  try {
+    while (done < bytes.length) done += writeSync(fd, bytes, done);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EAGAIN") return;
+    streamed.add(fd);
+    writeQuietly(stream(), bytes.subarray(done));
+  }
+}
+
 const processIo: Io = {
-  stdout: (text) => writeQuietly(process.stdout, text),
-  stderr: (text) => writeQuietly(process.stderr, text),
+  stdout: (text) => direct ? writeDirect(1, text) : writeQuietly(process.stdout, text),
+  stderr: (text) => direct ? writeDirect(2, text) : writeQuietly(process.stderr, text),
   env: process.env,
-  stdin: process.stdin,
+  // A getter: process.stdin is built on first use (milliseconds), and only run reads it.
+  get stdin() {
+    return process.stdin;
+  },
 };
+
+/**
+ * Ends the process with `code` once its output is out: at once after direct
+ * writes, else when stdout's stream has flushed (a pending stdin read, as in
+ * the external handshake, must not keep the process alive).
+ *
+ * @example
+ * ```ts
+ * import { exitAfterOutput, main } from "./cli.ts";
+ * exitAfterOutput(await main(["--version"]));
+ * ```
+ */
+export function exitAfterOutput(code: number): void {
+  if (direct && streamed.size === 0) process.exit(code);
+  process.stdout.write("", () => process.exit(code));
+}
 
 /**
  * Runs vmsnap with the given arguments and returns the exit code.
@@ -517,9 +553,15 @@ const processIo: Io = {
  */
 export async function main(argv: string[], io: Io = processIo): Promise<number> {
   // The freeze guard: this binary in a hidden mode, started by `run` only.
-  if (argv[0] === "__guard" && argv.length === 1) return await guardMain();
+  // Each command's modules load when it runs (start-up, issue 12).
+  if (argv[0] === "__guard" && argv.length === 1) {
+    return await (await import("./guard.ts")).guardMain();
+  }
   // The hook's holder: started by `vmsnap hook freeze` only.
-  if (argv[0] === "__holder" && argv.length === 1) return await holderMain();
+  if (argv[0] === "__holder" && argv.length === 1) {
+    return await (await import("./holder.ts")).holderMain();
+  }
+  direct = io === processIo;
   // Under systemd, each stderr line carries its priority for the journal.
   if (stderrIsJournal(io.env)) io = { ...io, stderr: journalWriter(io.stderr) };
   let invocation: Invocation;
@@ -584,6 +626,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     return report.ok ? EXIT.ok : EXIT.degraded;
   }
   if (command === "hook") {
+    direct = false;
+    const { runHook } = await import("./hook.ts");
     return await runHook({
       event: EVENT_WORDS[invocation.positionals[0]],
       agent: invocation.agent!,
@@ -602,6 +646,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       root: invocation.root,
       dryRun: invocation.dryRun,
     };
+    const { formatInstall, install, uninstall } = await import("./install.ts");
     try {
       const done = command === "install" ? install(options) : uninstall(options);
       io.stdout(`${formatInstall(done, { command, ...options, json: invocation.json })}\n`);
@@ -613,6 +658,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     }
   }
   if (command === "init") {
+    const { formatInit, initConfig } = await import("./init.ts");
     try {
       const outcome = initConfig({
         configPath: invocation.configPath,
@@ -629,15 +675,18 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     }
   }
   if (command === "schema") {
-    io.stdout(configJsonSchemaText());
+    io.stdout((await import("./json_schema.ts")).configJsonSchemaText());
     return EXIT.ok;
   }
   if (command === "status") {
+    const { formatStatus, readStatus } = await import("./status.ts");
     const status = readStatus({ configPath: invocation.configPath });
     io.stdout(`${invocation.json ? redact(JSON.stringify(status)) : formatStatus(status)}\n`);
     return status.lastResult?.exitCode ?? EXIT.failed;
   }
   // command === "run"
+  direct = false;
+  const { runBackup } = await import("./sequence.ts");
   const result = await runBackup({
     configPath: invocation.configPath,
     json: invocation.json,
@@ -648,6 +697,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     stdin: (io.stdin ?? process.stdin) as import("node:stream").Readable,
   });
   // After the thaw: the last result, the metrics textfile, the default log if none was open.
+  const { recordRun } = await import("./status.ts");
   for (const line of recordRun(result, { configPath: invocation.configPath })) {
     io.stderr(`vmsnap: ${line}\n`);
   }
