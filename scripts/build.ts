@@ -112,6 +112,26 @@ function runtimeFor(target: Target): string | undefined {
   }
 }
 
+/**
+ * How Bun compiles the binary (the bench compiles its hello world with the same flags).
+ * Bytecode: no parse of the bundle at start (issue 12; ESM, for mod.ts's top-level await).
+ * Splitting: a dynamically imported module's node builtins (net, tls, readline, stream,
+ * crypto: ~1-2 ms each) load when it does, not at every start (bench/RESULTS.md).
+ *
+ * @example
+ * ```ts
+ * import { BUN_BUILD_FLAGS } from "./build.ts";
+ * console.log(["bun", "build", ...BUN_BUILD_FLAGS, "--outfile", "dist/x", "x.ts"].join(" "));
+ * ```
+ */
+export const BUN_BUILD_FLAGS = [
+  "--compile",
+  "--bytecode",
+  "--format=esm",
+  "--splitting",
+  "--minify-syntax",
+] as const;
+
 /** Writes `<file>.sha256` in `sha256sum` format and returns the digest. */
 function writeChecksum(file: string): string {
   const digest = createHash("sha256").update(readFileSync(file)).digest("hex");
@@ -130,19 +150,7 @@ function build(outfile: string, target?: Target): void {
     args = ["compile", "--allow-all", "--no-check", "--output", outfile, "mod.ts"];
   } else {
     command = bin("bun");
-    // Bytecode: no parse of the bundle at start (issue 12; ESM, for mod.ts's top-level await).
-    // Splitting: a dynamically imported module's node builtins (net, tls, readline, stream,
-    // crypto: ~1-2 ms each) load when it does, not at every start (bench/RESULTS.md).
-    args = [
-      "build",
-      "--compile",
-      "--bytecode",
-      "--format=esm",
-      "--splitting",
-      "--minify-syntax",
-      "--outfile",
-      outfile,
-    ];
+    args = ["build", ...BUN_BUILD_FLAGS, "--outfile", outfile];
     if (target) {
       args.push(`--target=${TARGETS[target].bun}`);
       const runtime = runtimeFor(target);
