@@ -83,7 +83,10 @@ export interface ProcessResult {
   aborted: boolean;
   /** Set when it could not be started at all. */
   spawnError?: string;
-  /** True when the file had no `#!` line (ENOEXEC) and was run with /bin/sh, as execvp does. */
+  /**
+   * True when the file had no `#!` line (ENOEXEC) and vmsnap ran it with /bin/sh, as execvp
+   * does. Only known without a cgroup: with one, the joining shell's `exec` does the same itself.
+   */
   viaShell?: boolean;
   durationMs: number;
   tail: { stdout: string[]; stderr: string[] };
