@@ -164,6 +164,16 @@ async function aofWritten(redis: RedisConnection, budget: Budget): Promise<void>
       persistence.get("aof_buffer_length") === "0" &&
       persistence.get("aof_pending_bio_fsync") === "0"
     ) return;
+    if (budget.remainingMs() < 50) {
+      throw new PluginFailure(
+        "PluginQuiesceTimeout",
+        `plugin "${budget.options.plugin}": the AOF was not written and fsynced within timeoutInSeconds (${budget.options.seconds} s) (aof_buffer_length ${
+          persistence.get("aof_buffer_length")
+        }, aof_pending_bio_fsync ${
+          persistence.get("aof_pending_bio_fsync")
+        }). vmsnap lifted the pause. Fix: check the disk under Redis's dir (slow or full), or raise timeoutInSeconds.`,
+      );
+    }
     await pause(20, budget.signal);
   }
 }

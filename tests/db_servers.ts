@@ -297,7 +297,14 @@ export interface StallingProxy {
  * the login and then stopped answering. Other connections pass through.
  */
 export async function stallingProxy(
-  options: { target: string; socket: string; stallWhen: RegExp },
+  options: {
+    target: string;
+    socket: string;
+    /** Without it, the proxy never goes silent (it only rewrites). */
+    stallWhen?: RegExp;
+    /** Rewrites what the server sends (keep lengths: a protocol may count bytes). */
+    rewrite?: (chunk: Buffer) => Buffer;
+  },
 ): Promise<StallingProxy> {
   let stalled = false;
   const sockets = new Set<Socket>();
@@ -307,14 +314,14 @@ export async function stallingProxy(
     sockets.add(client);
     sockets.add(upstream);
     client.on("data", (chunk: Buffer) => {
-      if (!silent && options.stallWhen.test(chunk.toString("latin1"))) {
+      if (!silent && options.stallWhen?.test(chunk.toString("latin1"))) {
         silent = true;
         stalled = true;
       }
       if (!silent) upstream.write(chunk);
     });
     upstream.on("data", (chunk: Buffer) => {
-      if (!silent) client.write(chunk);
+      if (!silent) client.write(options.rewrite ? options.rewrite(chunk) : chunk);
     });
     const end = () => {
       client.destroy();

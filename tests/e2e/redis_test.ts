@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import process from "node:process";
 import { assertNoSecret, codes, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
-import { dbDir, startRedis, timedCommand } from "../db_servers.ts";
+import { dbDir, stallingProxy, startRedis, timedCommand } from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
@@ -217,5 +217,52 @@ redisTest(
     assert.ok(
       (await timedCommand("redis-cli", ["-s", server.socket, "SET", "k", "3"], 2000)) < 2000,
     );
+  },
+);
+
+redisTest(
+  "redis older than 6.2 (the real server behind a proxy that reports 6.0.16): auto falls back to BGSAVE only and says so; pause is refused",
+  async (f, server) => {
+    const old = await stallingProxy({
+      target: server.socket,
+      socket: join(f.dir, "old.sock"),
+      rewrite: (chunk) =>
+        Buffer.from(
+          chunk.toString("latin1").replace(/redis_version:\d\.\d\.\d\d/, "redis_version:6.0.16"),
+          "latin1",
+        ),
+    });
+    try {
+      const plugin = { type: "redis", name: "cache", socket: old.socket };
+      let ran = await runBin([
+        "run",
+        "--json",
+        "--config",
+        f.config({ fsFreezeEnabled: false, plugins: [plugin] }, "auto.json"),
+      ]);
+      let result = resultOf(ran.stdout);
+      assert.equal(ran.code, 0, ran.stdout);
+      const facts = result.plugins[0].quiesce.facts;
+      assert.deepEqual([facts.version, facts.mode, facts.consistentAt], [
+        "6.0.16",
+        "bgsave",
+        "bgsave",
+      ]);
+      assert.match(f.read("log/vmsnap.jsonl"), /"event":"redis-no-pause"/);
+      ran = await runBin([
+        "run",
+        "--json",
+        "--config",
+        f.config({ fsFreezeEnabled: false, plugins: [{ ...plugin, mode: "pause" }] }, "pause.json"),
+      ]);
+      result = resultOf(ran.stdout);
+      assert.deepEqual(codes(result), ["PluginQuiesceFailed"]);
+      assert.match(
+        result.errors[0].message,
+        /Redis 6\.0\.16 cannot pause writes .*Fix: upgrade Redis, or set "mode": "bgsave"/,
+      );
+    } finally {
+      await old.close();
+    }
   },
 );
