@@ -30,7 +30,15 @@ import { parse as parseJsonc } from "jsonc-parser";
 import { type AgentName, AGENTS } from "./agents.ts";
 import { DEFAULT_CONFIG_PATH } from "./config.ts";
 import { VmsnapError } from "./errors.ts";
+import { checkExecutable, type ExecutableRule } from "./permissions.ts";
 import { selfCommand } from "./self.ts";
+
+/** The vmsnap binary the installed hooks exec, judged by the executable rule. */
+const BINARY_RULE: ExecutableRule = {
+  notFound: "InstallFailed",
+  permission: "InstallFailed",
+  what: "vmsnap binary the installed hooks run",
+};
 
 /** What `vmsnap install` / `uninstall` was asked to do. */
 export interface InstallOptions {
@@ -459,6 +467,11 @@ export function install(
         `vmsnap's config ${config} does not exist yet: the hook will fail until it does (vmsnap check --config ${config}).`,
       );
     }
+  }
+  // The agent runs the hook as root: the binary it execs must be one only root can change.
+  const binary = (options.vmsnap ?? selfCommand([]))[0];
+  for (const problem of checkExecutable(binary, BINARY_RULE)) {
+    plan.notes.push(`WARNING: the agent will run ${binary} as root, but ${problem.message}`);
   }
   const manifest = readManifest(root, options.agent) ?? { agent: options.agent, files: [] };
   for (const file of plan.files) {

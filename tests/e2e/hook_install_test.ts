@@ -4,9 +4,10 @@
  * dry run changes nothing.
  */
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, copyFileSync, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { put, putConfig, runBin, secureDir } from "../helpers.ts";
+import { BIN, put, putConfig, runBin, secureDir } from "../helpers.ts";
 
 /** Every file under a directory, relative, with its content. */
 function tree(root: string, dir = ""): Record<string, string> {
@@ -98,6 +99,35 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
           /--config \/etc\/vmsnap\/vmsnap\.json --timeout 35/,
         );
       });
+    });
+    await t.step("a vmsnap binary others can write: install warns", async () => {
+      const copy = join(dir, "vmsnap-writable");
+      copyFileSync(BIN, copy);
+      chmodSync(copy, 0o777);
+      const ran = spawnSync(copy, [
+        "install",
+        "--for",
+        "vmware",
+        "--root",
+        join(dir, "w"),
+        "--dry-run",
+      ], {
+        encoding: "utf8",
+      });
+      assert.equal(ran.status, 0, ran.stderr);
+      assert.match(
+        ran.stdout,
+        /WARNING: the agent will run \S+vmsnap-writable as root, but .*writable by group or other/,
+      );
+      const safe = await runBin([
+        "install",
+        "--for",
+        "vmware",
+        "--root",
+        join(dir, "w"),
+        "--dry-run",
+      ]);
+      assert.doesNotMatch(safe.stdout, /WARNING/);
     });
     await t.step("generic has nothing to install; an unknown agent is a usage error", async () => {
       const generic = await runBin(["install", "--for", "generic", "--root", dir]);
