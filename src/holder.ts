@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { type AgentName, AGENTS, type HookEvent } from "./agents.ts";
@@ -127,6 +127,7 @@ class HoldEnding {
 /** Leaves a reason for the freeze hook when the holder stops before it listens. */
 function failStart(dir: string, runId: string, code: Code, message: string): number {
   try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     writeFileSync(join(dir, `failed-${runId}.json`), JSON.stringify({ code, message }), {
       mode: 0o600,
     });

@@ -131,6 +131,18 @@ Deno.test({
         const thaw = await hook("thaw", "vmware", config);
         assert.equal(thaw.code, 0, thaw.stderr);
         assert.ok(await write !== Infinity);
+        // Two at the same moment: one holds, the other is refused with the reason.
+        const both = await Promise.all([
+          hook("freeze", "vmware", config),
+          hook("freeze", "vmware", config),
+        ]);
+        assert.deepEqual(
+          both.map((r) => r.code).sort(),
+          [0, 2],
+          both.map((r) => r.stderr).join("\n"),
+        );
+        assert.match(both.find((r) => r.code === 2)!.stderr, /\[HoldInProgress\]/);
+        assert.equal((await hook("thaw", "vmware", config)).code, 0);
       });
 
       await t.step("a thaw without a freeze: NoHolder, exit 2", async () => {
