@@ -7,7 +7,8 @@
  * @module
  */
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync } from "node:fs";
+import process from "node:process";
 
 const FIFREEZE = 0xc0045877n;
 const FITHAW = 0xc0045878n;
@@ -35,14 +36,35 @@ export interface FreezeOp {
   ms: number;
 }
 
-/** Freezes and thaws mount points. */
+/** A filesystem opened once: freeze, thaw and confirm all go through this descriptor. */
+export interface FreezeHandle {
+  readonly mountPoint: string;
+  readonly fd: number;
+  /** The mount the descriptor is on (`mnt_id` in /proc/self/fdinfo), when it could be read. */
+  readonly mountId?: number;
+}
+
+/** Freezes and thaws mount points, by path or through a descriptor opened once. */
 export interface Freezer {
   readonly method: "ioctl" | "fsfreeze";
   freeze(mountPoint: string): FreezeOp;
   thaw(mountPoint: string): FreezeOp;
+  /** Opens a mount point (a directory, read-only, close-on-exec). */
+  open(mountPoint: string): { handle?: FreezeHandle; errno?: number; error?: string };
+  freezeHandle(handle: FreezeHandle): FreezeOp;
+  thawHandle(handle: FreezeHandle): FreezeOp;
+  /** syncfs(2): flushes the filesystem's dirty data before the freeze (outside the frozen window). */
+  syncHandle(handle: FreezeHandle): FreezeOp;
+  close(handle: FreezeHandle): void;
 }
 
-type Ioctl = (path: string, request: bigint) => number;
+/** The libc calls the freezer needs; each returns 0 (or an fd) or -errno. */
+interface Libc {
+  open(path: string): number;
+  ioctl(fd: number, request: bigint): number;
+  syncfs(fd: number): number;
+  close(fd: number): void;
+}
 
 /** Names an errno. */
 export function errnoName(errno: number): string {
@@ -52,43 +74,55 @@ export function errnoName(errno: number): string {
 // deno-lint-ignore no-explicit-any
 const runtime = globalThis as any;
 
-/** ioctl(open(path), request) through Deno's FFI; returns 0 or -errno. */
-function denoIoctl(): Ioctl {
-  const lib = runtime.Deno.dlopen("libc.so.6", {
-    open: { parameters: ["buffer", "i32"], result: "i32" },
-    ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
-    close: { parameters: ["i32"], result: "i32" },
-    __errno_location: { parameters: [], result: "pointer" },
-  });
+const SYMBOLS = {
+  open: [["buffer", "i32"], "i32"],
+  ioctl: [["i32", "u64", "u64"], "i32"],
+  syncfs: [["i32"], "i32"],
+  close: [["i32"], "i32"],
+  __errno_location: [[], "pointer"],
+} as const;
+
+/** libc through Deno's FFI. */
+function denoLibc(): Libc {
+  const lib = runtime.Deno.dlopen(
+    "libc.so.6",
+    Object.fromEntries(
+      Object.entries(SYMBOLS).map(([name, [parameters, result]]) => [name, { parameters, result }]),
+    ),
+  );
   const errno = () => new runtime.Deno.UnsafePointerView(lib.symbols.__errno_location()).getInt32();
-  return (path, request) => {
-    const fd = lib.symbols.open(new TextEncoder().encode(`${path}\0`), O_RDONLY_CLOEXEC);
-    if (fd < 0) return -errno();
-    const result = lib.symbols.ioctl(fd, request, 0n);
-    const error = result < 0 ? errno() : 0;
-    lib.symbols.close(fd);
-    return -error;
+  const call = (result: number) => result < 0 ? -errno() : result;
+  return {
+    open: (path) => call(lib.symbols.open(new TextEncoder().encode(`${path}\0`), O_RDONLY_CLOEXEC)),
+    ioctl: (fd, request) => call(lib.symbols.ioctl(fd, request, 0n)),
+    syncfs: (fd) => call(lib.symbols.syncfs(fd)),
+    close: (fd) => void lib.symbols.close(fd),
   };
 }
 
 /** The same through bun:ffi. */
-async function bunIoctl(): Promise<Ioctl> {
+async function bunLibc(): Promise<Libc> {
   const ffi = await import(["bun", "ffi"].join(":"));
-  const lib = ffi.dlopen("libc.so.6", {
-    open: { args: ["ptr", "i32"], returns: "i32" },
-    ioctl: { args: ["i32", "u64", "u64"], returns: "i32" },
-    close: { args: ["i32"], returns: "i32" },
-    __errno_location: { args: [], returns: "ptr" },
-  });
+  const lib = ffi.dlopen(
+    "libc.so.6",
+    Object.fromEntries(
+      Object.entries(SYMBOLS).map(([name, [args, returns]]) => [
+        name,
+        {
+          args: args.map((a) => a === "buffer" ? "ptr" : a),
+          returns: returns === "pointer" ? "ptr" : returns,
+        },
+      ]),
+    ),
+  );
   const errno = () => ffi.read.i32(lib.symbols.__errno_location(), 0);
-  return (path, request) => {
-    const name = new TextEncoder().encode(`${path}\0`);
-    const fd = lib.symbols.open(ffi.ptr(name), O_RDONLY_CLOEXEC);
-    if (fd < 0) return -errno();
-    const result = lib.symbols.ioctl(fd, request, 0n);
-    const error = result < 0 ? errno() : 0;
-    lib.symbols.close(fd);
-    return -error;
+  const call = (result: number) => result < 0 ? -errno() : result;
+  return {
+    open: (path) =>
+      call(lib.symbols.open(ffi.ptr(new TextEncoder().encode(`${path}\0`)), O_RDONLY_CLOEXEC)),
+    ioctl: (fd, request) => call(lib.symbols.ioctl(fd, request, 0n)),
+    syncfs: (fd) => call(lib.symbols.syncfs(fd)),
+    close: (fd) => void lib.symbols.close(fd),
   };
 }
 
@@ -96,10 +130,13 @@ function timed(run: () => number): FreezeOp {
   const started = performance.now();
   const result = run();
   const ms = performance.now() - started;
-  return result === 0
+  return result >= 0
     ? { ok: true, ms }
     : { ok: false, errno: -result, error: errnoName(-result), ms };
 }
+
+/** coreutils' sync, for syncfs(2) without FFI. */
+const SYNC = ["/usr/bin/sync", "/bin/sync"].find((path) => existsSync(path)) ?? "/usr/bin/sync";
 
 /** Where util-linux installs fsfreeze (usrmerge or not). */
 const FSFREEZE = ["/usr/sbin/fsfreeze", "/sbin/fsfreeze"].find((path) => existsSync(path)) ??
@@ -118,6 +155,36 @@ function fsfreezeCommand(path: string, request: bigint): number {
   if (/no such file/i.test(text)) return -ERRNO.ENOENT;
   if (/not permitted/i.test(text)) return -ERRNO.EPERM;
   return -1000;
+}
+
+/**
+ * Without FFI: descriptors from node:fs, and `fsfreeze` given the
+ * descriptor's /proc path (the same filesystem even after an unmount or an
+ * over-mount of the mount point).
+ */
+const fallbackLibc: Libc = {
+  open(path) {
+    try {
+      return openSync(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+    } catch (error) {
+      // node's errno is negative (-2 for ENOENT).
+      return -Math.abs((error as NodeJS.ErrnoException).errno ?? ERRNO.ENOENT);
+    }
+  },
+  ioctl: (fd, request) => fsfreezeCommand(`/proc/${process.pid}/fd/${fd}`, request),
+  syncfs: (fd) =>
+    spawnSync(SYNC, ["--file-system", `/proc/${process.pid}/fd/${fd}`]).status === 0 ? 0 : -1000,
+  close: (fd) => closeSync(fd),
+};
+
+/** The mount a descriptor is on, from /proc/self/fdinfo. */
+export function mountIdOf(fd: number): number | undefined {
+  try {
+    const match = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8").match(/^mnt_id:\s*(\d+)/m);
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 let cached: Promise<Freezer> | undefined;
@@ -144,19 +211,36 @@ export function createFreezer(method?: Freezer["method"]): Promise<Freezer> {
 }
 
 async function build(method: Freezer["method"]): Promise<Freezer> {
-  let ioctl: Ioctl | undefined;
+  let ffi: Libc | undefined;
   if (method === "ioctl") {
     try {
-      ioctl = runtime.Bun ? await bunIoctl() : runtime.Deno ? denoIoctl() : undefined;
+      ffi = runtime.Bun ? await bunLibc() : runtime.Deno ? denoLibc() : undefined;
     } catch {
-      ioctl = undefined;
+      ffi = undefined;
     }
   }
-  const call: Ioctl = ioctl ?? fsfreezeCommand;
+  const libc = ffi ?? fallbackLibc;
+  const byPath = (path: string, request: bigint) => {
+    if (!ffi) return fsfreezeCommand(path, request);
+    const fd = libc.open(path);
+    if (fd < 0) return fd;
+    const result = libc.ioctl(fd, request);
+    libc.close(fd);
+    return result;
+  };
   return {
-    method: ioctl ? "ioctl" : "fsfreeze",
-    freeze: (mountPoint: string) => timed(() => call(mountPoint, FIFREEZE)),
-    thaw: (mountPoint: string) => timed(() => call(mountPoint, FITHAW)),
+    method: ffi ? "ioctl" : "fsfreeze",
+    freeze: (mountPoint) => timed(() => byPath(mountPoint, FIFREEZE)),
+    thaw: (mountPoint) => timed(() => byPath(mountPoint, FITHAW)),
+    open(mountPoint) {
+      const fd = libc.open(mountPoint);
+      if (fd < 0) return { errno: -fd, error: errnoName(-fd) };
+      return { handle: { mountPoint, fd, mountId: mountIdOf(fd) } };
+    },
+    freezeHandle: (handle) => timed(() => libc.ioctl(handle.fd, FIFREEZE)),
+    thawHandle: (handle) => timed(() => libc.ioctl(handle.fd, FITHAW)),
+    syncHandle: (handle) => timed(() => libc.syncfs(handle.fd)),
+    close: (handle) => libc.close(handle.fd),
   };
 }
 
@@ -194,6 +278,41 @@ export function inThawOrder<T>(inFreezeOrder: readonly T[], order: ThawOrder): T
 }
 
 /**
+ * Thaws through a descriptor and confirms through the same one: the
+ * filesystem the run froze, wherever its mount point is now.
+ *
+ * @example
+ * ```ts
+ * import { createFreezer, thawHandleAndConfirm } from "./freeze.ts";
+ * const freezer = await createFreezer();
+ * const { handle } = freezer.open("/data");
+ * if (handle) thawHandleAndConfirm(freezer, handle);
+ * ```
+ */
+export function thawHandleAndConfirm(
+  freezer: Freezer,
+  handle: FreezeHandle,
+): { confirmed: boolean; wasFrozen: boolean; error?: string; ms: number } {
+  return confirmThaw(freezer.thawHandle(handle), freezer.thawHandle(handle));
+}
+
+/** A thaw is confirmed when a second FITHAW answers EINVAL ("not frozen"). */
+function confirmThaw(
+  first: FreezeOp,
+  second: FreezeOp,
+): { confirmed: boolean; wasFrozen: boolean; error?: string; ms: number } {
+  const confirmed = !second.ok && second.errno === ERRNO.EINVAL;
+  const error = confirmed
+    ? undefined
+    : second.ok
+    ? "still frozen after thaw (frozen twice?)"
+    : first.ok || first.errno === ERRNO.EINVAL
+    ? second.error
+    : first.error;
+  return { confirmed, wasFrozen: first.ok, error, ms: first.ms + second.ms };
+}
+
+/**
  * Thaws a mount point and confirms it: a second FITHAW must answer EINVAL
  * ("not frozen"). `wasFrozen` tells whether the first call thawed anything.
  *
@@ -207,16 +326,5 @@ export function thawAndConfirm(
   freezer: Freezer,
   mountPoint: string,
 ): { confirmed: boolean; wasFrozen: boolean; error?: string; ms: number } {
-  const first = freezer.thaw(mountPoint);
-  const second = freezer.thaw(mountPoint);
-  const confirmed = !second.ok && second.errno === ERRNO.EINVAL;
-  const wasFrozen = first.ok;
-  const error = confirmed
-    ? undefined
-    : second.ok
-    ? "still frozen after thaw (frozen twice?)"
-    : first.ok || first.errno === ERRNO.EINVAL
-    ? second.error
-    : first.error;
-  return { confirmed, wasFrozen, error, ms: first.ms + second.ms };
+  return confirmThaw(freezer.thaw(mountPoint), freezer.thaw(mountPoint));
 }

@@ -49,6 +49,8 @@ const NETWORK_TYPES: ReadonlySet<string> = new Set([
 /** A filesystem to freeze. */
 export interface FreezeTarget {
   mountPoint: string;
+  /** The mount's id in /proc/self/mountinfo: what the run checks its opened descriptor against. */
+  mountId: number;
   /** `major:minor` of the superblock. */
   device: string;
   fsType: string;
@@ -236,6 +238,7 @@ export function planFreeze(all: readonly Mount[], options: PlanOptions): FreezeP
       .sort((x, y) => y.mountPoint.length - x.mountPoint.length)[0];
   const toTarget = (m: Mount): FreezeTarget => ({
     mountPoint: m.mountPoint,
+    mountId: m.mountId,
     device: m.device,
     fsType: m.fsType,
     source: m.source,

@@ -22,7 +22,14 @@ import { renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { createInterface } from "node:readline";
-import { createFreezer, EMERGENCY_THAW_ORDER, inThawOrder, thawAndConfirm } from "./freeze.ts";
+import {
+  createFreezer,
+  EMERGENCY_THAW_ORDER,
+  type Freezer,
+  inThawOrder,
+  thawAndConfirm,
+  thawHandleAndConfirm,
+} from "./freeze.ts";
 import type { ArmMessage, GuardMessage, GuardReport, GuardRequest, GuardThaw } from "./protocol.ts";
 import { selfCommand } from "./self.ts";
 import { GUARD_RELEASE_TIMEOUT_MS, GUARD_START_TIMEOUT_MS } from "./defaults.ts";
@@ -54,6 +61,8 @@ export async function guardMain(): Promise<number> {
     }
   };
   let arm: ArmMessage | undefined;
+  /** What the agent froze (or is freezing), when it says so; else every planned mount. */
+  let held: Set<string> | undefined;
   let armedAt = 0;
   let released = false;
   let report: GuardReport | undefined;
@@ -62,9 +71,10 @@ export async function guardMain(): Promise<number> {
 
   const thawAll = (reason: GuardReport["reason"]): GuardReport => {
     // The emergency order (freeze order): see ThawOrder in freeze.ts.
-    const thawed = inThawOrder(arm?.mounts ?? [], EMERGENCY_THAW_ORDER).map((mount): GuardThaw => ({
+    const mounts = (arm?.mounts ?? []).filter((m) => !held || held.has(m));
+    const thawed = inThawOrder(mounts, EMERGENCY_THAW_ORDER).map((mount): GuardThaw => ({
       mount,
-      ...thawAndConfirm(freezer, mount),
+      ...thawPlanned(freezer, mount, arm?.mountIds?.[mount]),
     }));
     if (!report) {
       report = {
@@ -106,6 +116,7 @@ export async function guardMain(): Promise<number> {
       }
       if (message?.op === "arm" && !arm) {
         arm = message;
+        held = arm.held ? new Set(arm.held) : undefined;
         armedAt = performance.now();
         deadline = setTimeout(() => {
           send({ event: "expired", report: thawAll("deadline") });
@@ -113,13 +124,18 @@ export async function guardMain(): Promise<number> {
           repeat = setInterval(() => thawAll("deadline"), REPEAT_THAW_MS);
         }, arm.maxFrozenMs);
         send({ event: "armed", pid: process.pid });
+      } else if (message?.op === "hold") {
+        held?.add(message.mount);
+      } else if (message?.op === "drop") {
+        held?.delete(message.mount);
       } else if (message?.op === "release") {
         released = true;
         clearTimeout(deadline);
         clearInterval(repeat);
-        // The agent says it thawed what it froze; make sure, without counting it as stepping in.
-        // Only those: a mount it failed to freeze (EBUSY) may be someone else's freeze.
-        const froze = message.froze ?? arm?.mounts ?? [];
+        // An agent that says what it holds confirmed its own thaw: the guard disarms and thaws
+        // nothing more (a later freeze of the same mount is someone else's). An older agent: check
+        // what it froze once more, without counting it as stepping in.
+        const froze = held ? [] : message.froze ?? arm?.mounts ?? [];
         const leftovers = froze.filter((m) => thawAndConfirm(freezer, m).wasFrozen);
         send({ event: "released", leftovers });
         input.close();
@@ -148,6 +164,34 @@ export async function guardMain(): Promise<number> {
   return await done;
 }
 
+/**
+ * Thaws a planned mount point only while the path still leads to the planned
+ * mount (`mountId`), through the descriptor that checked it.
+ */
+function thawPlanned(
+  freezer: Freezer,
+  mountPoint: string,
+  mountId: number | undefined,
+): Omit<GuardThaw, "mount"> {
+  if (mountId === undefined) return thawAndConfirm(freezer, mountPoint);
+  const { handle, error } = freezer.open(mountPoint);
+  if (!handle) return { wasFrozen: false, confirmed: false, error: `cannot open it: ${error}` };
+  try {
+    if (handle.mountId !== mountId) {
+      return {
+        wasFrozen: false,
+        confirmed: false,
+        error:
+          `it no longer leads to the planned mount ${mountId} (now ${handle.mountId}): not thawed, it is not the filesystem vmsnap froze`,
+      };
+    }
+    const { ms: _ms, ...result } = thawHandleAndConfirm(freezer, handle);
+    return result;
+  } finally {
+    freezer.close(handle);
+  }
+}
+
 /** The agent's handle on its guard. */
 export interface GuardClient {
   pid: number;
@@ -160,6 +204,10 @@ export interface GuardClient {
    * mounts the guard still found frozen.
    */
   release(froze: string[]): Promise<string[]>;
+  /** The agent is about to freeze `mount`: from now on the guard thaws it in an emergency. */
+  hold(mount: string): void;
+  /** The freeze of `mount` failed: the guard must never thaw it. */
+  drop(mount: string): void;
   /** Kills the guard (used when arming failed). */
   kill(): void;
 }
@@ -254,6 +302,8 @@ export function startGuard(
       pid: child.pid!,
       expired: () => expiredReport,
       died: () => exited && !released,
+      hold: (mount: string) => void request({ op: "hold", mount }),
+      drop: (mount: string) => void request({ op: "drop", mount }),
       async release(froze: string[]) {
         if (exited) return [];
         released = true;

@@ -24,7 +24,16 @@ import type { RunError, StepResult } from "../plugins/plugin.ts";
 export interface ArmMessage {
   op: "arm";
   runId: string;
+  /** The planned mounts. */
   mounts: string[];
+  /**
+   * When given, the guard thaws only these (and what `hold` adds, less what
+   * `drop` removes), and no longer thaws anything once released: it holds
+   * only what the run froze. Without it, every planned mount (older agents).
+   */
+  held?: string[];
+  /** Planned mount point → its mount id; the guard thaws a path only while it leads to that mount. */
+  mountIds?: Record<string, number>;
   maxFrozenMs: number;
   stateDir: string;
 }
@@ -35,8 +44,20 @@ export interface ReleaseMessage {
   froze: string[];
 }
 
+/** Agent → guard: about to freeze this mount (thaw it if the agent dies from now on). */
+export interface HoldMessage {
+  op: "hold";
+  mount: string;
+}
+
+/** Agent → guard: the freeze of this mount failed (maybe someone else's freeze): never thaw it. */
+export interface DropMessage {
+  op: "drop";
+  mount: string;
+}
+
 /** Everything the agent sends to its guard. */
-export type GuardRequest = ArmMessage | ReleaseMessage;
+export type GuardRequest = ArmMessage | HoldMessage | DropMessage | ReleaseMessage;
 
 /** One mount thawed by the guard (or by recovery). */
 export interface GuardThaw {

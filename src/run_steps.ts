@@ -30,9 +30,10 @@ import { EventLog } from "./event_log.ts";
 import {
   AGENT_THAW_ORDER,
   createFreezer,
+  type FreezeHandle,
   type Freezer,
   inThawOrder,
-  thawAndConfirm,
+  thawHandleAndConfirm,
 } from "./freeze.ts";
 import type { FreezeTarget } from "./freeze_targets.ts";
 import { type GuardClient, startGuard } from "./guard.ts";
@@ -194,6 +195,8 @@ export interface PreparedRun extends RunState {
   frozenAt: number;
   guard?: GuardClient;
   freezer?: Freezer;
+  /** Each target opened once (verified against the plan): freeze, thaw and confirm go through it. */
+  handles: Map<string, FreezeHandle>;
 }
 
 /** A step found that the run cannot go on (the reason, coded, is also in `run.errors`). */
@@ -360,6 +363,7 @@ export async function prepareRun(run: RunState, options: PrepareOptions): Promis
     frozen: [],
     freezeFailed: false,
     frozenAt: 0,
+    handles: new Map<string, FreezeHandle>(),
   });
   const failed = prepared.plugins.filter((p) => !p.runtime);
   if (failed.length > 0 && !config.continueBackupOnFailure) {
@@ -646,6 +650,9 @@ export async function armGuard(run: PreparedRun): Promise<boolean> {
       op: "arm",
       runId: run.runId,
       mounts,
+      // The guard holds only what this run freezes: each mount is added just before its freeze.
+      held: [],
+      mountIds: Object.fromEntries(run.targets.map((t) => [t.mountPoint, t.mountId])),
       maxFrozenMs: run.config.freeze.maxFrozenSeconds * 1000,
       stateDir: run.config.stateDir,
     });
@@ -662,6 +669,55 @@ export async function armGuard(run: PreparedRun): Promise<boolean> {
   }
 }
 
+/**
+ * Opens every target once and checks that the descriptor is on the mount the
+ * plan chose (a mount point lazily unmounted or mounted over since planning
+ * resolves to another mount): a mismatch is `FreezeMountNotFound` and nothing
+ * is frozen. Then syncs each (syncfs, outside the frozen window, so that the
+ * freeze itself has little left to flush). False when a target failed.
+ */
+function openTargets(run: PreparedRun, freezer: Freezer): boolean {
+  for (const target of run.targets) {
+    const opened = freezer.open(target.mountPoint);
+    const problem = !opened.handle
+      ? `cannot open ${target.mountPoint}: ${opened.error}`
+      : opened.handle.mountId !== target.mountId
+      ? `${target.mountPoint} is no longer the filesystem vmsnap planned to freeze (mount ${target.mountId}: ${target.fsType} on ${target.source}, device ${target.device}); the path now leads to ${
+        opened.handle.mountId === undefined
+          ? "a mount vmsnap cannot identify"
+          : `mount ${opened.handle.mountId}`
+      }: it was unmounted, or something was mounted over it, after the plan`
+      : undefined;
+    if (opened.handle) run.handles.set(target.mountPoint, opened.handle);
+    if (problem) {
+      run.errors.push({
+        code: "FreezeMountNotFound",
+        message:
+          `${problem}. Nothing was frozen. Fix: find what changed the mounts during the run (a pre-script?) and run again.`,
+      });
+      run.freezeFailed = true;
+      closeHandles(run);
+      return false;
+    }
+  }
+  for (const [mountPoint, handle] of run.handles) {
+    const synced = freezer.syncHandle(handle);
+    run.log.record(synced.ok ? "debug" : "warning", "syncfs", {
+      mount: mountPoint,
+      ok: synced.ok,
+      ms: round(synced.ms),
+      error: synced.error,
+    });
+  }
+  return true;
+}
+
+/** Closes the targets' descriptors (after the thaw is confirmed, or when nothing froze). */
+function closeHandles(run: PreparedRun): void {
+  for (const handle of run.handles.values()) run.freezer?.close(handle);
+  run.handles.clear();
+}
+
 /** Freezes the targets in plan order (children first), stopping at the first failure. */
 function freezeEach(run: PreparedRun, freezer: Freezer, guard: GuardClient): void {
   run.output.say("freeze", run.targets.map((t) => t.mountPoint).join(", "));
@@ -670,7 +726,11 @@ function freezeEach(run: PreparedRun, freezer: Freezer, guard: GuardClient): voi
   run.output.hold();
   run.frozenAt = performance.now();
   for (const target of run.targets) {
-    const op = freezer.freeze(target.mountPoint);
+    // The guard holds it from just before the ioctl; a freeze that fails (EBUSY: someone else's
+    // freeze) is dropped again, so nobody thaws a freeze this run did not make.
+    guard.hold(target.mountPoint);
+    const op = freezer.freezeHandle(run.handles.get(target.mountPoint)!);
+    if (!op.ok) guard.drop(target.mountPoint);
     const report: MountReport = {
       mountPoint: target.mountPoint,
       fsType: target.fsType,
@@ -725,7 +785,8 @@ export async function freezeTargets(run: PreparedRun): Promise<void> {
     run.errors.push({ code: p.code, message: withFix(p).message });
   }
   if (!config.fsFreezeEnabled || run.freezeFailed || run.targets.length === 0) return;
-  if (!await armGuard(run)) return;
+  if (!openTargets(run, freezer)) return;
+  if (!await armGuard(run)) return closeHandles(run);
   freezeEach(run, freezer, run.guard!);
   if (run.frozen.length > 0) await run.deps.pause("frozen", run.interrupt.signal);
   if (run.freezeFailed) thawFrozen(run);
@@ -791,7 +852,7 @@ function thawFrozen(run: PreparedRun): void {
   const pending = run.frozen.filter((m) => m.thawed === undefined);
   if (pending.length === 0 || !run.freezer) return;
   for (const mount of inThawOrder(pending, AGENT_THAW_ORDER)) {
-    const result = thawAndConfirm(run.freezer, mount.mountPoint);
+    const result = thawHandleAndConfirm(run.freezer, run.handles.get(mount.mountPoint)!);
     mount.thawed = result.confirmed;
     mount.thawMs = round(result.ms);
     run.log.record(result.confirmed ? "info" : "error", "thaw", {
@@ -872,6 +933,7 @@ export async function thawTargets(run: PreparedRun): Promise<void> {
   if (run.frozen.length > 0) await run.deps.pause("thaw", run.interrupt.signal);
   thawFrozen(run);
   await releaseGuard(run);
+  closeHandles(run);
   run.log.release();
   run.output.release();
   if (run.guard) {

@@ -28,6 +28,8 @@ interface Script {
   guardFails?: boolean;
   snapshotFails?: boolean;
   notRoot?: boolean;
+  /** The path of this mount leads to another mount now (over-mounted, lazily unmounted). */
+  moved?: string[];
   /** A signal arrives while frozen. */
   signalWhileFrozen?: boolean;
 }
@@ -85,21 +87,36 @@ function fakeDeps(script: Script, seen: Seen): RunDeps {
       },
     }),
   };
+  const freezeByPath = (mp: string) => {
+    seen.calls.push(`freeze ${mp}`);
+    return script.failFreeze?.includes(mp)
+      ? { ok: false, errno: 95, error: "EOPNOTSUPP", ms: 0 }
+      : { ok: true, ms: 0 };
+  };
+  const thawByPath = (mp: string) => {
+    // thawAndConfirm thaws twice: the second answers EINVAL ("not frozen").
+    const last = seen.calls.at(-1);
+    if (last === `thaw ${mp}`) return { ok: false, errno: 22, error: "EINVAL", ms: 0 };
+    seen.calls.push(`thaw ${mp}`);
+    return { ok: true, ms: 0 };
+  };
   const freezer: Freezer = {
     method: "ioctl",
-    freeze: (mp) => {
-      seen.calls.push(`freeze ${mp}`);
-      return script.failFreeze?.includes(mp)
-        ? { ok: false, errno: 95, error: "EOPNOTSUPP", ms: 0 }
-        : { ok: true, ms: 0 };
+    freeze: freezeByPath,
+    thaw: thawByPath,
+    open: (mp) => {
+      const planned = 100 + MOUNTS.indexOf(mp);
+      return {
+        handle: { mountPoint: mp, fd: 1000, mountId: script.moved?.includes(mp) ? 7 : planned },
+      };
     },
-    thaw: (mp) => {
-      // thawAndConfirm thaws twice: the second answers EINVAL ("not frozen").
-      const last = seen.calls.at(-1);
-      if (last === `thaw ${mp}`) return { ok: false, errno: 22, error: "EINVAL", ms: 0 };
-      seen.calls.push(`thaw ${mp}`);
+    freezeHandle: (h) => freezeByPath(h.mountPoint),
+    thawHandle: (h) => thawByPath(h.mountPoint),
+    syncHandle: (h) => {
+      seen.calls.push(`sync ${h.mountPoint}`);
       return { ok: true, ms: 0 };
     },
+    close: () => {},
   };
   const guard: GuardClient = {
     pid: 4242,
@@ -110,6 +127,8 @@ function fakeDeps(script: Script, seen: Seen): RunDeps {
       return Promise.resolve([]);
     },
     kill: () => {},
+    hold: (mount) => void seen.calls.push(`hold ${mount}`),
+    drop: (mount) => void seen.calls.push(`drop ${mount}`),
   };
   return {
     ...PRODUCTION_DEPS,
@@ -200,8 +219,12 @@ Deno.test("policy: a clean run freezes children first, thaws in reverse, resumes
   assert.deepEqual(calls, [
     "quiesce app",
     "quiesce db",
+    "sync /fake/child",
+    "sync /fake/parent",
     "arm guard /fake/child,/fake/parent",
+    "hold /fake/child",
     "freeze /fake/child",
+    "hold /fake/parent",
     "freeze /fake/parent",
     "snapshot /fake/child,/fake/parent",
     "thaw /fake/parent",
@@ -247,6 +270,7 @@ for (const continueBackupOnFailure of [true, false]) {
     assert.equal(result.consistency, freezeExpect.consistency);
     assert.equal(result.exitCode, freezeExpect.exit);
     assert.ok(codes(result).includes("FreezeFailed"));
+    assert.ok(calls.includes("drop /fake/parent"), "the guard never thaws a freeze that failed");
     const thaw = calls.indexOf("thaw /fake/child");
     assert.ok(thaw > calls.indexOf("freeze /fake/parent"), calls.join("; "));
     const snapshot = calls.findIndex((c) => c.startsWith("snapshot"));
@@ -306,4 +330,13 @@ Deno.test("policy: fsFreezeEnabled false: no freeze, application-consistent from
   assert.equal(result.exitCode, 0);
   assert.equal(result.consistency, "application");
   assert.ok(!calls.some((c) => c.startsWith("freeze") || c.startsWith("arm")));
+});
+
+Deno.test("policy: a target whose path leads to another mount than planned: FreezeMountNotFound before anything is frozen", async () => {
+  const { result, calls } = await backup({ moved: ["/fake/parent"] });
+  assert.ok(codes(result).includes("FreezeMountNotFound"), codes(result).join());
+  assert.match(result.errors.find((e) => e.code === "FreezeMountNotFound")!.message, /mount 101/);
+  assert.ok(!calls.some((c) => c.startsWith("freeze") || c.startsWith("arm")), calls.join("; "));
+  assert.equal(result.consistency, "crash");
+  assert.equal(result.exitCode, 1);
 });
