@@ -234,6 +234,31 @@ export function startGuard(
   arm: ArmMessage,
   startTimeoutMs = GUARD_START_TIMEOUT_MS,
 ): Promise<GuardClient> {
+  return spawnGuard().arm(arm, startTimeoutMs);
+}
+
+/** A guard started but not armed yet: it waits for `arm`, and exits at once on EOF. */
+export interface GuardProcess {
+  pid: number | undefined;
+  /** Arms it and waits for its confirmation; throws when it does not come within the time. */
+  arm(message: ArmMessage, timeoutMs?: number): Promise<GuardClient>;
+  /** Lets an unarmed guard go (EOF: it exits without doing anything). */
+  dismiss(): void;
+}
+
+/**
+ * Starts a guard early (in parallel with the checks and quiesce), so that
+ * arming it before the freeze costs one message, not a process start.
+ *
+ * @example
+ * ```ts
+ * import { spawnGuard } from "./guard.ts";
+ * const early = spawnGuard();
+ * // ... checks, quiesce ...
+ * early.dismiss(); // or: const guard = await early.arm({ op: "arm", ... });
+ * ```
+ */
+export function spawnGuard(): GuardProcess {
   const [command, ...args] = selfCommand(["__guard"]);
   const child = spawn(command, args, {
     detached: true,
@@ -287,32 +312,45 @@ export function startGuard(
     }
   };
   child.stdin!.on("error", () => {});
+  child.on("error", () => {});
+  // The guard must not keep the agent alive, nor die with the agent's terminal.
+  child.unref();
   const request = (message: GuardRequest) => child.stdin!.write(`${JSON.stringify(message)}\n`);
-  request(arm);
-  return waitFor("armed", startTimeoutMs).then((armed) => {
-    if (!armed) {
-      kill();
-      throw new Error(
-        `the freeze guard did not start within ${startTimeoutMs} ms (${command} __guard)`,
-      );
-    }
-    // The guard must not keep the agent alive, nor die with the agent's terminal.
-    child.unref();
-    return {
-      pid: child.pid!,
-      expired: () => expiredReport,
-      died: () => exited && !released,
-      hold: (mount: string) => void request({ op: "hold", mount }),
-      drop: (mount: string) => void request({ op: "drop", mount }),
-      async release(froze: string[]) {
-        if (exited) return [];
-        released = true;
-        request({ op: "release", froze });
-        const answer = await waitFor("released", GUARD_RELEASE_TIMEOUT_MS);
-        child.stdin!.end();
-        return answer?.leftovers ?? [];
-      },
-      kill,
-    };
-  });
+  let armed = false;
+  const arm = (message: ArmMessage, startTimeoutMs = GUARD_START_TIMEOUT_MS) => {
+    armed = true;
+    request(message);
+    return waitFor("armed", startTimeoutMs).then((answer): GuardClient => {
+      if (!answer) {
+        kill();
+        throw new Error(
+          `the freeze guard did not start within ${startTimeoutMs} ms (${command} __guard)`,
+        );
+      }
+      return client;
+    });
+  };
+  const client: GuardClient = {
+    pid: child.pid!,
+    expired: () => expiredReport,
+    died: () => exited && !released,
+    hold: (mount: string) => void request({ op: "hold", mount }),
+    drop: (mount: string) => void request({ op: "drop", mount }),
+    async release(froze: string[]) {
+      if (exited) return [];
+      released = true;
+      request({ op: "release", froze });
+      const answer = await waitFor("released", GUARD_RELEASE_TIMEOUT_MS);
+      child.stdin!.end();
+      return answer?.leftovers ?? [];
+    },
+    kill,
+  };
+  return {
+    pid: child.pid,
+    arm,
+    dismiss() {
+      if (!armed && !exited) child.stdin!.end();
+    },
+  };
 }

@@ -36,7 +36,7 @@ import {
   thawHandleAndConfirm,
 } from "./freeze.ts";
 import type { FreezeTarget } from "./freeze_targets.ts";
-import { type GuardClient, startGuard } from "./guard.ts";
+import { type GuardClient, type GuardProcess, spawnGuard, startGuard } from "./guard.ts";
 import { acquireRunLock, type RunLock, unwritableStateDir } from "./lock.ts";
 import { type Mount, readMounts } from "./mountinfo.ts";
 import { Output, type OutputStreams } from "./output.ts";
@@ -90,6 +90,8 @@ export interface RunDeps {
   createFreezer(): Promise<Freezer>;
   /** Starts and arms the freeze guard. */
   startGuard(arm: ArmMessage): Promise<GuardClient>;
+  /** Starts a guard early, to be armed later (off the critical path between quiesce and freeze). */
+  spawnGuard(): GuardProcess;
   /** The mount table. */
   readMounts(): Mount[];
   /** Plugin types by their `"type"` value. */
@@ -137,6 +139,7 @@ export async function pauseFromEnvironment(
 export const PRODUCTION_DEPS: RunDeps = {
   createFreezer: () => createFreezer(),
   startGuard: (arm) => startGuard(arm, GUARD_START_TIMEOUT_MS),
+  spawnGuard: () => spawnGuard(),
   // A test seam: a mount table that lists only the test's own filesystems (the default freeze is auto).
   readMounts: () => readMounts(process.env.VMSNAP_TEST_MOUNTINFO || undefined),
   plugins: PLUGINS,
@@ -168,6 +171,8 @@ export interface RunState {
   /** Set once the config is loaded (the result needs it even when the run stopped later). */
   config?: Config;
   lock?: RunLock;
+  /** The guard started early (not armed yet); dismissed at the end if never armed. */
+  guardProcess?: GuardProcess;
   recovered?: Recovery;
   plugins: RunPlugin[];
   targets: FreezeTarget[];
@@ -350,6 +355,8 @@ export async function prepareRun(run: RunState, options: PrepareOptions): Promis
   const noMethod = snapshotMethodProblems(method, options.configPath, deps.trust);
   if (!method || noMethod.length > 0) stopWith(run, noMethod);
 
+  // The guard starts now, in parallel with the rest of the checks and quiesce; armed before the freeze.
+  if (config.fsFreezeEnabled) run.guardProcess = deps.spawnGuard();
   const lock = takeLock(run, config);
   await recoverLeftovers(run, config, lock);
   await preparePlugins(run, config);
@@ -646,12 +653,17 @@ export async function armGuard(run: PreparedRun): Promise<boolean> {
   const mounts = run.targets.map((t) => t.mountPoint);
   try {
     writeFreezeMarker(run.config.stateDir, { runId: run.runId, mounts });
-    run.guard = await run.deps.startGuard({
+    const arm = run.guardProcess
+      ? (message: ArmMessage) => run.guardProcess!.arm(message, GUARD_START_TIMEOUT_MS)
+      : run.deps.startGuard;
+    run.guard = await arm({
       op: "arm",
       runId: run.runId,
       mounts,
-      // The guard holds only what this run freezes: each mount is added just before its freeze.
-      held: [],
+      // The guard holds only what this run freezes: every target from before its freeze (a hold
+      // sent just before the ioctl may not leave this process before the ioctl blocks), each one
+      // dropped again if its freeze fails or never happens.
+      held: mounts,
       mountIds: Object.fromEntries(run.targets.map((t) => [t.mountPoint, t.mountId])),
       maxFrozenMs: run.config.freeze.maxFrozenSeconds * 1000,
       stateDir: run.config.stateDir,
@@ -726,11 +738,7 @@ function freezeEach(run: PreparedRun, freezer: Freezer, guard: GuardClient): voi
   run.output.hold();
   run.frozenAt = performance.now();
   for (const target of run.targets) {
-    // The guard holds it from just before the ioctl; a freeze that fails (EBUSY: someone else's
-    // freeze) is dropped again, so nobody thaws a freeze this run did not make.
-    guard.hold(target.mountPoint);
     const op = freezer.freezeHandle(run.handles.get(target.mountPoint)!);
-    if (!op.ok) guard.drop(target.mountPoint);
     const report: MountReport = {
       mountPoint: target.mountPoint,
       fsType: target.fsType,
@@ -788,6 +796,13 @@ export async function freezeTargets(run: PreparedRun): Promise<void> {
   if (!openTargets(run, freezer)) return;
   if (!await armGuard(run)) return closeHandles(run);
   freezeEach(run, freezer, run.guard!);
+  // A freeze that failed (EBUSY: someone else's freeze) or never happened is not the guard's to
+  // thaw; the drops leave with the next turn of the event loop, right now.
+  const froze = new Set(run.frozen.map((m) => m.mountPoint));
+  for (const target of run.targets) {
+    if (!froze.has(target.mountPoint)) run.guard!.drop(target.mountPoint);
+  }
+  await new Promise((resolve) => setImmediate(resolve));
   if (run.frozen.length > 0) await run.deps.pause("frozen", run.interrupt.signal);
   if (run.freezeFailed) thawFrozen(run);
 }
@@ -891,10 +906,15 @@ export async function releaseGuard(run: PreparedRun): Promise<void> {
   const guardDied = guard.died();
   const leftovers = await guard.release(run.frozen.map((m) => m.mountPoint));
   if (guardDied) {
+    // Say only what happened: the mounts whose thaw was confirmed, and those that were not.
+    const unconfirmed = run.frozen.filter((m) => !m.thawed).map((m) => m.mountPoint);
+    const thawed = unconfirmed.length === 0
+      ? "vmsnap thawed and confirmed every mount it froze itself"
+      : `vmsnap could NOT confirm the thaw of ${unconfirmed.join(", ")} (see ThawFailed)`;
     run.warnings.push({
       code: "GuardFailed",
       message:
-        `the freeze guard (pid ${guard.pid}) died during the freeze; vmsnap thawed and confirmed every mount itself. Fix: find out what killed it (dmesg, the OOM killer).`,
+        `the freeze guard (pid ${guard.pid}) died during the freeze; ${thawed}. Fix: find out what killed it (dmesg, the OOM killer).`,
     });
   }
   const steppedIn = guard.expired();
@@ -1034,6 +1054,7 @@ export function buildResult(run: RunState): RunResult {
  * ```
  */
 export function finishRun(run: RunState): RunResult {
+  run.guardProcess?.dismiss();
   const result = buildResult(run);
   const { exitCode } = result;
   run.log.record(exitCode === 0 ? "info" : exitCode === 1 ? "warning" : "error", "result", {

@@ -194,3 +194,44 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...options,
+  name:
+    "freeze path: a snapshot command blocked on the frozen filesystem (D state) times out, is reported unkillable, and the thaw does not wait for it",
+  fn: async () => {
+    const n = nest();
+    try {
+      const stuck = n.script("stuck-snap.sh", `echo x > "${n.target.mountPoint}/during-freeze"`);
+      const started = performance.now();
+      const ran = await runBin([
+        "run",
+        "--json",
+        "--config",
+        n.config({
+          snapshot: { command: [stuck], timeoutInSeconds: 1 },
+          freeze: { mounts: [n.target.mountPoint], maxFrozenSeconds: 60 },
+        }),
+      ], { timeoutMs: 50_000 });
+      const took = performance.now() - started;
+      const result = resultOf<RunResult>(ran.stdout);
+      const timeout = result.errors.find((e) => e.code === "SnapshotTimeout");
+      assert.ok(timeout, JSON.stringify(result.errors));
+      assert.match(timeout.message, /could not be killed .*state D/);
+      assert.ok(
+        !result.errors.some((e) => e.code === "FreezeTimeout"),
+        "vmsnap thawed, not the guard",
+      );
+      assert.deepEqual(result.freeze.mounts.map((m) => [m.frozen, m.thawed]), [[true, true]]);
+      assert.ok(took < 20_000, `the run ended ${Math.round(took)} ms after it started`);
+      // Thawed, the blocked write completes.
+      await waitFor(
+        "the blocked write",
+        () => spawnSync("test", ["-e", join(n.target.mountPoint, "during-freeze")]).status === 0,
+        10_000,
+      );
+    } finally {
+      n.cleanup();
+    }
+  },
+});

@@ -138,6 +138,18 @@ function fakeDeps(script: Script, seen: Seen): RunDeps {
       if (script.guardFails) return Promise.reject(new Error("the guard did not start"));
       return Promise.resolve(guard);
     },
+    spawnGuard: () => {
+      seen.calls.push("spawn guard");
+      return {
+        pid: 4242,
+        arm: (arm) => {
+          seen.calls.push(`arm guard ${arm.mounts.join(",")}`);
+          if (script.guardFails) return Promise.reject(new Error("the guard did not start"));
+          return Promise.resolve(guard);
+        },
+        dismiss: () => void seen.calls.push("dismiss guard"),
+      };
+    },
     readMounts: () => MOUNTS.map(mount),
     plugins: new Map([["script", plugin]]),
     isRoot: () => !script.notRoot,
@@ -217,14 +229,13 @@ Deno.test("policy: a clean run freezes children first, thaws in reverse, resumes
   assert.deepEqual(codes(result), ROOT ? [] : ["LogWriteFailed"], JSON.stringify(result.log));
   assert.equal(result.status, ROOT ? "success" : "degraded");
   assert.deepEqual(calls, [
+    "spawn guard",
     "quiesce app",
     "quiesce db",
     "sync /fake/child",
     "sync /fake/parent",
     "arm guard /fake/child,/fake/parent",
-    "hold /fake/child",
     "freeze /fake/child",
-    "hold /fake/parent",
     "freeze /fake/parent",
     "snapshot /fake/child,/fake/parent",
     "thaw /fake/parent",
@@ -232,6 +243,7 @@ Deno.test("policy: a clean run freezes children first, thaws in reverse, resumes
     "release guard /fake/child,/fake/parent",
     "resume app",
     "resume db",
+    "dismiss guard",
   ]);
 });
 
