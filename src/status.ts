@@ -13,6 +13,7 @@ import { dirname } from "node:path";
 import process from "node:process";
 import { DEFAULT_LOG_FILE, DEFAULT_METRICS_FILE, DEFAULT_STATE_DIR, loadConfig } from "./config.ts";
 import { EventLog } from "./event_log.ts";
+import { type HolderInfo, holderPaths, liveHolder } from "./holder_channel.ts";
 import { lastResultPath, readLastResult, writeLastResult } from "./last_result.ts";
 import { type ResultForMetrics, writeMetrics } from "./metrics.ts";
 import { ensureDirectory } from "./permissions.ts";
@@ -125,6 +126,8 @@ export interface Status {
   // deno-lint-ignore no-explicit-any
   lastResult?: any;
   message?: string;
+  /** A hook's holder holding right now (between a freeze and its thaw). */
+  holding?: HolderInfo;
 }
 
 /**
@@ -139,10 +142,13 @@ export interface Status {
 export function readStatus(options: { configPath: string; now?: Date }): Status {
   const { stateDir } = recordPlaces(options.configPath);
   const lastResult = readLastResult(stateDir);
+  const holder = liveHolder(holderPaths(stateDir));
+  const holding = holder ? { holding: holder } : {};
   if (!lastResult) {
     return {
       ok: false,
       stateDir,
+      ...holding,
       message: `no result recorded in ${stateDir}: vmsnap has not run here yet (or cannot read ${
         lastResultPath(stateDir)
       }). Fix: run vmsnap run, or check the timer: systemctl list-timers vmsnap.timer.`,
@@ -155,6 +161,7 @@ export function readStatus(options: { configPath: string; now?: Date }): Status 
     recordedAt: mtime.toISOString(),
     ageSeconds: Math.round(((options.now ?? new Date()).getTime() - mtime.getTime()) / 1000),
     lastResult,
+    ...holding,
   };
 }
 
@@ -178,7 +185,11 @@ function age(seconds: number): string {
  * ```
  */
 export function formatStatus(status: Status): string {
-  if (!status.lastResult) return `vmsnap status: ${status.message}`;
+  const h = status.holding;
+  const holding = h
+    ? `a hold is in progress: run ${h.runId} (${h.agent}), holder pid ${h.pid}, since ${h.since}\n`
+    : "";
+  if (!status.lastResult) return `${holding}vmsnap status: ${status.message}`;
   const r = status.lastResult;
   const mode = r.mode === "hook" ? `hook (${r.hook?.agent})` : "run";
   const lines = [
@@ -204,5 +215,5 @@ export function formatStatus(status: Status): string {
     lines.push(`  [${e.code}]${e.plugin ? ` (${e.plugin})` : ""} ${e.message}`);
   }
   // Error messages may quote script output: never raw escape sequences on a terminal.
-  return redact(escapeForTerminal(lines.join("\n")));
+  return redact(escapeForTerminal(holding + lines.join("\n")));
 }

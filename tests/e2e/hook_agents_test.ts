@@ -64,11 +64,17 @@ Deno.test({
           const frozen = await agentCall(["/bin/sh", "-c", `"${script}" freeze`]);
           assert.equal(frozen.code, 0, frozen.stdout + frozen.stderr);
           assert.match(frozen.stderr, /quiesced shop: ok/);
+          // vmsnap status says a hold is in progress, and whose.
+          const during = await runBin(["status", "--config", config]);
+          assert.match(during.stdout, /a hold is in progress: run \S+ \(vmware\), holder pid \d+/);
           const { write } = await heldWrite(server, 1);
           const thawed = await agentCall(["/bin/sh", "-c", `"${script}" thaw`]);
           assert.equal(thawed.code, 0, thawed.stdout + thawed.stderr);
           assert.ok(await write !== Infinity, "the write completed after thaw");
           const result = lastResult(state);
+          const after = JSON.parse((await runBin(["status", "--json", "--config", config])).stdout);
+          assert.equal(after.holding, undefined, "no hold after the thaw");
+          assert.equal(after.lastResult.runId, result.runId);
           assert.equal(result.hook.agent, "vmware");
           assert.equal(result.hook.endedBy, "thaw");
           assert.equal(result.consistency, "application");
