@@ -1,7 +1,7 @@
 /**
  * The backup agents `vmsnap hook` and `vmsnap install` know: whether each
- * its hook, whether it freezes the filesystems itself, and how long it
- * waits for the hook.
+ * freezes the filesystems itself, and how long it waits for its hook
+ * (how each calls it: docs/hooks.md).
  *
  * @module
  */
