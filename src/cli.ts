@@ -462,7 +462,7 @@ async function recoverCommand(configPath: string, json: boolean, io: Io): Promis
 /** `vmsnap recover`'s output and exit code. */
 function reportRecovery(recovery: Recovery, json: boolean, io: Io): number {
   const failed = recovery.thawed.some((t) => !t.confirmed) ||
-    recovery.pluginLocks.some((l) => l.error);
+    recovery.pluginLocks.some((l) => l.error) || (recovery.unkillable?.length ?? 0) > 0;
   const lines = describeRecovery(recovery).map((p) => p.message);
   const text = json
     ? JSON.stringify({ ok: !failed, ...recovery })

@@ -328,3 +328,38 @@ export function thawAndConfirm(
 ): { confirmed: boolean; wasFrozen: boolean; error?: string; ms: number } {
   return confirmThaw(freezer.thaw(mountPoint), freezer.thaw(mountPoint));
 }
+
+/**
+ * An emergency thaw (guard, recovery) of a planned mount point: only while
+ * the path still leads to the planned mount (`mountId`), through the
+ * descriptor that checked it. Without a mount id (an older marker), by path.
+ *
+ * @example
+ * ```ts
+ * import { createFreezer, thawIfPlanned } from "./freeze.ts";
+ * thawIfPlanned(await createFreezer(), "/data", 42);
+ * ```
+ */
+export function thawIfPlanned(
+  freezer: Freezer,
+  mountPoint: string,
+  mountId: number | undefined,
+): { wasFrozen: boolean; confirmed: boolean; error?: string } {
+  if (mountId === undefined) return thawAndConfirm(freezer, mountPoint);
+  const { handle, error } = freezer.open(mountPoint);
+  if (!handle) return { wasFrozen: false, confirmed: false, error: `cannot open it: ${error}` };
+  try {
+    if (handle.mountId !== mountId) {
+      return {
+        wasFrozen: false,
+        confirmed: false,
+        error:
+          `it no longer leads to the planned mount ${mountId} (now ${handle.mountId}): not thawed, it is not the filesystem vmsnap froze`,
+      };
+    }
+    const { ms: _ms, ...result } = thawHandleAndConfirm(freezer, handle);
+    return result;
+  } finally {
+    freezer.close(handle);
+  }
+}

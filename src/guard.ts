@@ -25,10 +25,9 @@ import { createInterface } from "node:readline";
 import {
   createFreezer,
   EMERGENCY_THAW_ORDER,
-  type Freezer,
   inThawOrder,
   thawAndConfirm,
-  thawHandleAndConfirm,
+  thawIfPlanned,
 } from "./freeze.ts";
 import type { ArmMessage, GuardMessage, GuardReport, GuardRequest, GuardThaw } from "./protocol.ts";
 import { selfCommand } from "./self.ts";
@@ -74,7 +73,7 @@ export async function guardMain(): Promise<number> {
     const mounts = (arm?.mounts ?? []).filter((m) => !held || held.has(m));
     const thawed = inThawOrder(mounts, EMERGENCY_THAW_ORDER).map((mount): GuardThaw => ({
       mount,
-      ...thawPlanned(freezer, mount, arm?.mountIds?.[mount]),
+      ...thawIfPlanned(freezer, mount, arm?.mountIds?.[mount]),
     }));
     if (!report) {
       report = {
@@ -162,34 +161,6 @@ export async function guardMain(): Promise<number> {
     });
   });
   return await done;
-}
-
-/**
- * Thaws a planned mount point only while the path still leads to the planned
- * mount (`mountId`), through the descriptor that checked it.
- */
-function thawPlanned(
-  freezer: Freezer,
-  mountPoint: string,
-  mountId: number | undefined,
-): Omit<GuardThaw, "mount"> {
-  if (mountId === undefined) return thawAndConfirm(freezer, mountPoint);
-  const { handle, error } = freezer.open(mountPoint);
-  if (!handle) return { wasFrozen: false, confirmed: false, error: `cannot open it: ${error}` };
-  try {
-    if (handle.mountId !== mountId) {
-      return {
-        wasFrozen: false,
-        confirmed: false,
-        error:
-          `it no longer leads to the planned mount ${mountId} (now ${handle.mountId}): not thawed, it is not the filesystem vmsnap froze`,
-      };
-    }
-    const { ms: _ms, ...result } = thawHandleAndConfirm(freezer, handle);
-    return result;
-  } finally {
-    freezer.close(handle);
-  }
 }
 
 /** The agent's handle on its guard. */

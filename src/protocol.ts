@@ -160,6 +160,8 @@ export interface Recovery {
   deadRun?: { runId: string; pid: number; since: string };
   /** Processes a dead run had started, killed. */
   killed: { runId: string; pid: number; command: string }[];
+  /** Processes a dead run had started that the kill could not end (blocked in the kernel). */
+  unkillable?: { runId: string; pid: number; command: string }[];
   /** Database locks a dead run left, and what was done about them. */
   pluginLocks: PluginLockRecovery[];
 }

@@ -17,11 +17,11 @@ import { readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { loadConfig } from "./config.ts";
-import { createFreezer, EMERGENCY_THAW_ORDER, inThawOrder, thawAndConfirm } from "./freeze.ts";
+import { createFreezer, EMERGENCY_THAW_ORDER, inThawOrder, thawIfPlanned } from "./freeze.ts";
 import type { Problem } from "./errors.ts";
 import type { GuardReport, PluginLockRecovery, Recovery } from "./protocol.ts";
 import { clearStaleRunLock, type LockOwner, ownerAlive, processStart } from "./lock.ts";
-import { commandOf, findByEnvironment, killTree } from "./process_runner.ts";
+import { commandOf, findByEnvironment, killProcesses } from "./process_runner.ts";
 import type { LockMarker } from "../plugins/plugin.ts";
 import { PLUGINS } from "../plugins/registry.ts";
 
@@ -33,6 +33,8 @@ export interface FreezeMarker {
   pid: number;
   started: string;
   mounts: string[];
+  /** Mount point → the mount id planned: recovery thaws a path only while it leads there. */
+  mountIds?: Record<string, number>;
   since: string;
 }
 
@@ -49,7 +51,7 @@ const markerPath = (stateDir: string) => join(stateDir, "frozen.json");
  */
 export function writeFreezeMarker(
   stateDir: string,
-  marker: { runId: string; mounts: string[] },
+  marker: { runId: string; mounts: string[]; mountIds?: Record<string, number> },
 ): void {
   const full: FreezeMarker = {
     ...marker,
@@ -88,7 +90,8 @@ function stateEntries(stateDir: string, pattern: RegExp): string[] {
 /** True when recovery found anything at all. */
 export function recoveredAnything(r: Recovery): boolean {
   return r.deadRun !== undefined ||
-    r.thawed.length + r.guardReports.length + r.killed.length + r.pluginLocks.length > 0;
+    r.thawed.length + r.guardReports.length + r.killed.length + r.pluginLocks.length +
+          (r.unkillable?.length ?? 0) > 0;
 }
 
 /**
@@ -177,7 +180,11 @@ export async function recoverAll(
     const freezer = await createFreezer();
     // The emergency order, as the guard's: see ThawOrder in freeze.ts.
     for (const mount of inThawOrder(marker.mounts, EMERGENCY_THAW_ORDER)) {
-      recovery.thawed.push({ runId: marker.runId, mount, ...thawAndConfirm(freezer, mount) });
+      recovery.thawed.push({
+        runId: marker.runId,
+        mount,
+        ...thawIfPlanned(freezer, mount, marker.mountIds?.[mount]),
+      });
     }
     clearFreezeMarker(stateDir);
   }
@@ -202,9 +209,15 @@ export async function recoverAll(
     const pids = findByEnvironment("VMSNAP_RUN_ID", dead.runId);
     const commands = new Map(pids.map((pid) => [pid, commandOf(pid)]));
     if (pids.length > 0) {
-      await killTree(undefined, "", 1000, () => findByEnvironment("VMSNAP_RUN_ID", dead!.runId));
+      const outcome = await killProcesses({
+        find: () => findByEnvironment("VMSNAP_RUN_ID", dead!.runId),
+        graceMs: 1000,
+      });
+      // Only what is really gone counts as killed; the rest is said as it is.
       for (const pid of pids) {
-        recovery.killed.push({ runId: dead.runId, pid, command: commands.get(pid) ?? "?" });
+        const entry = { runId: dead.runId, pid, command: commands.get(pid) ?? "?" };
+        if (outcome.survivors.includes(pid)) (recovery.unkillable ??= []).push(entry);
+        else recovery.killed.push(entry);
       }
     }
   }
@@ -274,6 +287,11 @@ export function describeRecovery(r: Recovery): Problem[] {
     ...r.killed.map((k) =>
       recovered(
         `killed pid ${k.pid} (${k.command}), left running by run ${k.runId} whose agent died`,
+      )
+    ),
+    ...(r.unkillable ?? []).map((k) =>
+      recovered(
+        `could NOT kill pid ${k.pid} (${k.command}), left running by run ${k.runId} whose agent died: blocked in the kernel; kill it once it can die`,
       )
     ),
     ...r.pluginLocks.map((l): Problem => ({

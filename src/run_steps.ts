@@ -652,7 +652,8 @@ const round = (ms: number) => Math.round(ms * 1000) / 1000;
 export async function armGuard(run: PreparedRun): Promise<boolean> {
   const mounts = run.targets.map((t) => t.mountPoint);
   try {
-    writeFreezeMarker(run.config.stateDir, { runId: run.runId, mounts });
+    const mountIds = Object.fromEntries(run.targets.map((t) => [t.mountPoint, t.mountId]));
+    writeFreezeMarker(run.config.stateDir, { runId: run.runId, mounts, mountIds });
     const arm = run.guardProcess
       ? (message: ArmMessage) => run.guardProcess!.arm(message, GUARD_START_TIMEOUT_MS)
       : run.deps.startGuard;
@@ -664,7 +665,7 @@ export async function armGuard(run: PreparedRun): Promise<boolean> {
       // sent just before the ioctl may not leave this process before the ioctl blocks), each one
       // dropped again if its freeze fails or never happens.
       held: mounts,
-      mountIds: Object.fromEntries(run.targets.map((t) => [t.mountPoint, t.mountId])),
+      mountIds,
       maxFrozenMs: run.config.freeze.maxFrozenSeconds * 1000,
       stateDir: run.config.stateDir,
     });

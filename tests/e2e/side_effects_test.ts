@@ -7,7 +7,7 @@
  * itself (fsfreeze); the fixture's cleanup thaws it in every case.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { json, put, runBin } from "../helpers.ts";
@@ -119,6 +119,37 @@ Deno.test("recover refuses state from a config a user owns, or a stateDir others
     ran = await runBin(["recover", "--config", config]);
     assert.equal(ran.code, 0, ran.stdout + ran.stderr);
     assert.match(ran.stdout, new RegExp(`thawed ${f.mp}`));
+  } finally {
+    f.cleanup();
+  }
+});
+
+Deno.test("recover thaws a marker's mount only while its path leads to the mount the dead run planned", async () => {
+  const f = runFixture();
+  try {
+    const files = forgeDeadRun(f);
+    // The dead run planned another mount at this path (mount id 1 is never a test's loop mount).
+    writeFileSync(
+      files[0],
+      JSON.stringify({
+        pid: 999999,
+        started: "1",
+        since: "then",
+        runId: "dead-1",
+        mounts: [f.mp],
+        mountIds: { [f.mp]: 1 },
+      }),
+    );
+    const ran = await runBin(["recover", "--json", "--config", f.config()]);
+    assert.equal(ran.code, 1, ran.stdout + ran.stderr);
+    const recovery = json<{ thawed: { mount: string; confirmed: boolean; error?: string }[] }>(ran);
+    assert.equal(recovery.thawed[0].confirmed, false);
+    assert.match(recovery.thawed[0].error ?? "", /no longer leads to the planned mount 1/);
+    assert.equal(
+      spawnSync("fsfreeze", ["--unfreeze", f.mp]).status,
+      0,
+      "the filesystem now at that path was left as it was (frozen by the test)",
+    );
   } finally {
     f.cleanup();
   }
