@@ -65,6 +65,8 @@ export async function guardMain(): Promise<number> {
   let armedAt = 0;
   let released = false;
   let report: GuardReport | undefined;
+  /** A later round found something new; the report left in stateDir must be written again. */
+  let reportChanged = false;
   let deadline: ReturnType<typeof setTimeout> | undefined;
   let repeat: ReturnType<typeof setInterval> | undefined;
 
@@ -87,7 +89,10 @@ export async function guardMain(): Promise<number> {
       // Later rounds: record any mount found frozen again (a freeze that completed late).
       for (const t of thawed) {
         const before = report.thawed.find((r) => r.mount === t.mount);
-        if (before && t.wasFrozen) before.wasFrozen = true;
+        if (before && t.wasFrozen && !before.wasFrozen) {
+          before.wasFrozen = true;
+          reportChanged = true;
+        }
       }
     }
     return report;
@@ -150,9 +155,11 @@ export async function guardMain(): Promise<number> {
         thawAll("agent-died");
         leaveReport();
         // One more round shortly after, for a freeze that was in flight when the agent died.
+        // Only a round that found something new writes the report again: a recovery may have
+        // shown and removed the first one already.
         setTimeout(() => {
           thawAll("agent-died");
-          leaveReport();
+          if (reportChanged) leaveReport();
           resolve(3);
         }, REPEAT_THAW_MS);
       } else {

@@ -113,6 +113,11 @@ Deno.test({
       process.kill(run.child.pid!, "SIGKILL");
       await run.done;
       spawnSync("pkill", ["-f", slow]);
+      // The guard sees its agent die, thaws, and leaves its report: the recover below shows it.
+      await waitFor(
+        "the guard's report",
+        () => readdirSync(join(f.dir, "state")).some((name) => name.startsWith("guard-")),
+      );
       assert.equal(mongo.lockCount(), 1, "the fsync lock outlives the dead agent");
       const checked = await runBin(["check", "--config", config]);
       assert.match(

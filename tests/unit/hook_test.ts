@@ -27,8 +27,9 @@ Deno.test("runStaged: descending for resume; goOn false starts no later stage", 
     items,
     stageOf: (i) => i.s,
     order: "descending",
-    step: async (group) => {
+    step: (group) => {
       seen.push(...group.map((i) => i.n));
+      return Promise.resolve();
     },
   });
   assert.deepEqual(seen, ["c", "b", "a"]);
@@ -37,8 +38,9 @@ Deno.test("runStaged: descending for resume; goOn false starts no later stage", 
     items,
     stageOf: (i) => i.s,
     order: "ascending",
-    step: async (group) => {
+    step: (group) => {
       started.push(...group.map((i) => i.n));
+      return Promise.resolve();
     },
     goOn: () => started.length < 2,
   });
