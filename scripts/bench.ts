@@ -32,7 +32,7 @@ import mysql from "mysql2/promise";
 import { BUN_BUILD_FLAGS } from "./build.ts";
 import { type LoopFs, makeLoopFs } from "../tests/loop.ts";
 import { put, putConfig, secureDir } from "../tests/helpers.ts";
-import { dbDir, startMariaDb, startPostgres } from "../tests/db_servers.ts";
+import { dbDir, startMariaDb, startPostgres, startRedis } from "../tests/db_servers.ts";
 import { startMongoWireServer } from "../tests/mongo_wire_server.ts";
 
 const root = join(new URL(".", import.meta.url).pathname, "..");
@@ -353,6 +353,46 @@ function benchStartup(dir: string) {
   const c = t.get("`vmsnap check` (script-only config)")!.median;
   verdict("start-up ≤ 2× hello world", `${ms(v)} ms = ${ratio(v, h)} of ${ms(h)} ms`, v <= 2 * h);
   verdict("check ≤ 3× hello world", `${ms(c)} ms = ${ratio(c, h)}`, c <= 3 * h);
+  // CPU time, which the machine's load inflates far less than wall time: perf's task-clock
+  // (every thread of the process), the mean of `rounds` runs, when perf is installed.
+  const cpu = (argv: string[]) => {
+    const ran = spawnSync("perf", [
+      "stat",
+      "-x",
+      ",",
+      "-e",
+      "task-clock",
+      "-r",
+      String(rounds),
+      ...argv,
+    ], {
+      encoding: "utf8",
+      env: ENV,
+    });
+    const line = (ran.stderr ?? "").split("\n").find((l) => l.includes("task-clock"));
+    return ran.status === 0 && line ? Number(line.split(",")[0]) : undefined;
+  };
+  const cpuHello = cpu([join(dir, "hello")]);
+  if (cpuHello !== undefined) {
+    const rows = [
+      ["hello world", cpuHello],
+      ["`vmsnap --version`", cpu([BIN, "--version"])!],
+      ["`vmsnap check` (script-only config)", cpu([BIN, "check", "--config", config])!],
+    ] as const;
+    report.push(
+      "",
+      `CPU time (perf stat task-clock, all threads, mean of ${rounds} runs; load ${load()}):`,
+      "",
+      "| what | CPU ms | ÷ hello world |",
+      "| --- | --- | --- |",
+      ...rows.map(([what, v]) => `| ${what} | ${ms(v)} | ${ratio(v, cpuHello)} |`),
+    );
+    verdicts.push(
+      `| (CPU time, for reference) | --version ${ratio(rows[1][1], cpuHello)}, check ${
+        ratio(rows[2][1], cpuHello)
+      } of hello world's ${ms(cpuHello)} ms | |`,
+    );
+  }
 }
 
 async function benchGap(dir: string) {
@@ -415,11 +455,19 @@ async function benchStall(dir: string) {
         freeze: { mounts },
         snapshot: { external: { timeoutInSeconds: 30 } },
       });
+      const frozenMs: number[] = [];
+      const freezeCalls: number[] = [];
       const methods: Record<string, () => Promise<void>> = {
         vmsnap: async () => {
-          await runVmsnap(["run", "--external", "--json", "--config", config], (event, child) => {
-            if (event.event === "frozen") child.stdin!.write("snapshot-done\n");
-          });
+          const { result } = await runVmsnap(
+            ["run", "--external", "--json", "--config", config],
+            (event, child) => {
+              if (event.event === "frozen") child.stdin!.write("snapshot-done\n");
+            },
+          );
+          const freeze = result.freeze as { frozenMs: number; mounts: { freezeMs: number }[] };
+          frozenMs.push(freeze.frozenMs);
+          freezeCalls.push(freeze.mounts.reduce((sum, m) => sum + m.freezeMs, 0));
         },
         bare: async () => {
           const ran = spawnSync(PYTHON, ["-c", BARE, ...mounts], { stdio: "inherit" });
@@ -454,6 +502,11 @@ async function benchStall(dir: string) {
           { what: "`vmsnap run --external`, answered at once", samples: samples.vmsnap },
           { what: "bare FIFREEZE/FITHAW (Python fcntl.ioctl)", samples: samples.bare },
           { what: "qemu-ga guest-fsfreeze-freeze-list + thaw", samples: samples["qemu-ga"] },
+          {
+            what: "vmsnap: its FIFREEZE calls, summed (freeze.mounts[].freezeMs)",
+            samples: freezeCalls,
+          },
+          { what: "vmsnap: its frozen window (frozenMs)", samples: frozenMs },
         ],
         [{ name: "bare", samples: samples.bare }, { name: "qemu-ga", samples: samples["qemu-ga"] }],
       );
@@ -492,7 +545,14 @@ async function benchMariaDb(dir: string) {
     }, "mariadb.json");
     const connection = await mysql.createConnection({ socketPath: server.socket, user: "root" });
     const stall: number[] = [];
-    const held: number[] = [];
+    const parts = {
+      quiesce: [] as number[],
+      gap: [] as number[],
+      frozen: [] as number[],
+      snapshot: [] as number[],
+      resume: [] as number[],
+      held: [] as number[],
+    };
     try {
       for (let i = 0; i < rounds; i++) {
         let worst = 0;
@@ -506,19 +566,35 @@ async function benchMariaDb(dir: string) {
           }
         })();
         await new Promise((r) => setTimeout(r, 50));
-        const { result } = await runVmsnap(["run", "--json", "--config", config]);
+        const { result, arrivals } = await runVmsnap(["run", "--json", "--config", config]);
         await new Promise((r) => setTimeout(r, 50));
         running = false;
         await writer;
         stall.push(worst);
-        held.push(result.durationMs as number);
+        // Where the held time goes, from the run's own result and its events' arrival.
+        const plugin =
+          (result.plugins as { quiesce: { durationMs: number }; resume: { durationMs: number } }[])[
+            0
+          ];
+        const freeze = result.freeze as { frozenMs: number };
+        parts.quiesce.push(plugin.quiesce.durationMs);
+        parts.gap.push(arrivals.get("frozen")! - arrivals.get("quiesced")!);
+        parts.frozen.push(freeze.frozenMs);
+        parts.snapshot.push((result.snapshot as { durationMs: number }).durationMs);
+        parts.resume.push(plugin.resume.durationMs);
+        parts.held.push(arrivals.get("resumed")! - arrivals.get("quiesced")!);
       }
     } finally {
       await connection.end();
     }
     const t = table("MariaDB commit stall (mysql plugin, 500 ms snapshot command, ms)", [
       { what: "longest autocommit INSERT of a steady writer during the run", samples: stall },
-      { what: "the run's durationMs (check → resume)", samples: held },
+      { what: "`quiesced` → `resumed` lines (the lock held, as seen)", samples: parts.held },
+      { what: "of which `quiesced` → `frozen`", samples: parts.gap },
+      { what: "of which frozen (frozenMs: freeze call → thaw confirmed)", samples: parts.frozen },
+      { what: "of which the snapshot command (`sleep 0.5`)", samples: parts.snapshot },
+      { what: "the plugin's resume (UNLOCK TABLES)", samples: parts.resume },
+      { what: "the plugin's quiesce (FLUSH TABLES WITH READ LOCK …)", samples: parts.quiesce },
     ]);
     const s = t.get("longest autocommit INSERT of a steady writer during the run")!.median;
     verdict("MariaDB commit stall ≤ snapshot time + 50 ms", `${ms(s)} ms vs 550 ms`, s <= 550);
@@ -600,7 +676,13 @@ async function benchRss(dir: string) {
   const maria = await startMariaDb(db.dir);
   const pg = await startPostgres(db.dir);
   const mongo = await startMongoWireServer();
+  const redis = await startRedis(db.dir);
   try {
+    const sqliteFile = join(fs.mountPoint, "app.db");
+    execFileSync("sqlite3", [
+      sqliteFile,
+      "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY)",
+    ]);
     const base = {
       freeze: { mounts: [fs.mountPoint] },
       snapshot: { command: [script(dir, "snap-rss.sh", "true")] },
@@ -609,6 +691,8 @@ async function benchRss(dir: string) {
       mysql: { type: "mysql", name: "m", socket: maria.socket },
       postgresql: { type: "postgresql", name: "p", host: pg.socketDir, port: pg.port },
       mongodb: { type: "mongodb", name: "d", uri: mongo.uri },
+      redis: { type: "redis", name: "r", socket: redis.socket },
+      sqlite: { type: "sqlite", name: "s", files: [sqliteFile] },
     };
     const configs: Record<string, string> = {
       script: scriptConfig(dir, "rss-script", base),
@@ -640,7 +724,7 @@ async function benchRss(dir: string) {
     const t = table(
       "Peak RSS of `vmsnap run` (MiB; GNU time's %M: the largest process of the run's tree)",
       Object.entries(samples).map(([type, s]) => ({
-        what: type === "all" ? "all four plugin types at once" : `${type} plugin`,
+        what: type === "all" ? "every plugin type at once" : `${type} plugin`,
         samples: s,
         unit: "MiB" as const,
       })),
@@ -648,6 +732,7 @@ async function benchRss(dir: string) {
     const worst = Math.max(...[...t.values()].map((s) => s.max));
     verdict("peak RSS ≤ 80 MiB", `max ${mib(worst)} MiB`, worst <= 80 * 1024);
   } finally {
+    await redis.stop();
     await mongo.close();
     await pg.stop();
     await maria.stop();

@@ -130,6 +130,13 @@ export const BUN_BUILD_FLAGS = [
   "--format=esm",
   "--splitting",
   "--minify-syntax",
+  // A short-lived CLI: JIT tiers up 10× later, ~1-2 ms less CPU per start (bench/RESULTS.md).
+  "--compile-jit-policy=10",
+  // Never read .env or bunfig.toml from the current directory (a bunfig.toml can preload
+  // code; vmsnap runs as root from wherever the admin stands), and no directory walk at start.
+  "--no-compile-autoload-dotenv",
+  "--no-compile-autoload-bunfig",
+  "--compile-exec-argv=--smol",
 ] as const;
 
 /** Writes `<file>.sha256` in `sha256sum` format and returns the digest. */
