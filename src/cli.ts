@@ -271,7 +271,7 @@ export function generalHelp(): string {
     "            2 no snapshot taken; 64 usage error.",
     `Error codes: ${
       Object.keys(CODES).length
-    } stable codes, listed in the README with their fixes.`,
+    } stable codes, listed with their fixes in docs/errors.md (man vmsnap too).`,
     "",
     "Run `vmsnap <command> --help` for a command's options.",
   ].join("\n");

@@ -16,7 +16,7 @@ export interface CodeInfo {
   azure?: boolean;
 }
 
-/** The catalog of codes. The README's table is checked against it by a test. */
+/** The catalog of codes. docs/errors.md is written from it (scripts/codes_table.ts) and checked by a test. */
 export const CODES = {
   ConfigFileNotFound: {
     summary: "The config file does not exist.",

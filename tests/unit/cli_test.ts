@@ -110,9 +110,17 @@ Deno.test("the version is package.json's", () => {
   assert.equal(VERSION, pkg.version);
 });
 
-Deno.test("the README's error table lists every code", () => {
-  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+Deno.test("docs/errors.md lists every code with its fix", () => {
+  const doc = readFileSync(join(ROOT, "docs", "errors.md"), "utf8");
   for (const code of Object.keys(CODES)) {
-    assert.ok(readme.includes(`| \`${code}\``), `README lacks ${code}`);
+    assert.ok(
+      doc.includes(`- **\`${code}\`**`),
+      `docs/errors.md lacks ${code}: run deno run -A scripts/codes_table.ts --write`,
+    );
   }
+  assert.equal(
+    doc.match(/^- \*\*`/gm)?.length,
+    Object.keys(CODES).length,
+    "a code listed twice or one not in CODES",
+  );
 });

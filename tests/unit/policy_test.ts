@@ -1,5 +1,5 @@
 /**
- * The README's policy table, through `runBackup` with injected dependencies:
+ * The policy in docs/how-it-works.md ("What a failure does"), through `runBackup` with injected dependencies:
  * no root, no real freeze, no guard process. Each failure ×
  * `continueBackupOnFailure` → snapshot or not, consistency, exit code; and
  * the promises that hold on every path (what was frozen is thawed, in reverse;
