@@ -58,7 +58,12 @@ export interface CommandSpec {
   options: Record<string, OptionSpec>;
   /** Positional arguments allowed after the command. */
   positionals?: number;
+  /** The words the first of them takes (shown by --help and the man page, completed by bash). */
+  words?: readonly string[];
 }
+
+/** The event words `vmsnap hook` is documented with (the agents' other spellings still parse). */
+const HOOK_WORDS = ["freeze", "pre", "thaw", "post", "freezeFail"] as const;
 
 const FOR_OPTION: OptionSpec = {
   type: "string",
@@ -130,8 +135,7 @@ Exit 0 when everything left was undone (or nothing was left), 1 when something c
   hook: {
     summary:
       "be called by a backup agent: freeze|pre before its snapshot, thaw|post|freezeFail after",
-    usage:
-      "vmsnap hook freeze|pre|thaw|post|freezeFail --for AGENT [--config PATH] [--timeout SECONDS]",
+    usage: `vmsnap hook ${HOOK_WORDS.join("|")} --for AGENT [--config PATH] [--timeout SECONDS]`,
     description: `What a backup agent runs around its own snapshot (see docs/hooks.md).
 freeze (pre): checks, then starts a holder that quiesces every plugin (stage by stage)
 and holds the database sessions; for gcp, aws and generic it also freezes the targets.
@@ -148,6 +152,7 @@ AGENT: ${AGENT_NAMES.join(", ")}.`,
       },
     },
     positionals: 4,
+    words: HOOK_WORDS,
   },
   install: {
     summary: "install the hook files of a backup agent (qemu-ga, vmware, azure, gcp, aws)",
@@ -206,6 +211,9 @@ files, permissions and mounts are checked by vmsnap check.`,
     description: "Shows the general help, or a command's help.",
     options: {},
     positionals: 1,
+    get words() {
+      return Object.keys(COMMANDS);
+    },
   },
 };
 
@@ -422,7 +430,7 @@ function checkAgentOptions(
   const event = positionals[0];
   if (event === undefined || !(event in EVENT_WORDS)) {
     throw new UsageError(
-      `hook needs an event: freeze, pre, thaw, post or freezeFail${
+      `hook needs an event: ${HOOK_WORDS.slice(0, -1).join(", ")} or ${HOOK_WORDS.at(-1)}${
         event === undefined
           ? "."
           : `, not ${JSON.stringify(event)}.${didYouMean(event, Object.keys(EVENT_WORDS))}`

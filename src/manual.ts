@@ -181,8 +181,9 @@ export function manPage(options: { date: string; version?: string }): string {
 }
 
 /**
- * The bash completion script: commands, each command's options, the values
- * of options with fixed choices, files for path arguments.
+ * The bash completion script: commands, each command's options and the words
+ * of its first argument, the values of options with fixed choices, files for
+ * path arguments.
  *
  * @example
  * ```ts
@@ -195,8 +196,9 @@ export function bashCompletion(): string {
   const global = Object.keys(GLOBAL_OPTIONS).map((o) => `--${o}`);
   const commandCases = Object.entries(COMMANDS).map(([name, c]) => {
     const words = [...Object.keys(c.options).map((o) => `--${o}`), ...global];
-    const positional = c.positionals ? ` ${Object.keys(COMMANDS).join(" ")}` : "";
-    return `    ${name}) words="${quote(words)}${name === "help" ? positional : ""}" ;;`;
+    // The first argument's words (hook's events, help's commands) until one is given.
+    const first = c.words ? `; ((given)) || words="$words ${quote([...c.words])}"` : "";
+    return `    ${name}) words="${quote(words)}"${first} ;;`;
   });
   const all: Record<string, OptionSpec> = { ...GLOBAL_OPTIONS };
   for (const c of Object.values(COMMANDS)) Object.assign(all, c.options);
@@ -214,7 +216,7 @@ export function bashCompletion(): string {
     );
   return `# bash completion for vmsnap ${VERSION}, generated from its command table.
 _vmsnap() {
-  local cur prev command words i
+  local cur prev command words i given=0
   cur="\${COMP_WORDS[COMP_CWORD]}"
   prev="\${COMP_WORDS[COMP_CWORD-1]}"
   case "$prev" in
@@ -225,7 +227,7 @@ ${valueCases.join("\n")}
     case "\${COMP_WORDS[i]}" in
       ${valued.join("|")}) ((i++)) ;;
       -*) ;;
-      *) command="\${COMP_WORDS[i]}"; break ;;
+      *) [[ -z "$command" ]] && command="\${COMP_WORDS[i]}" || given=1 ;;
     esac
   done
   if [[ -z "$command" ]]; then

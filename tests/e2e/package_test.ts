@@ -138,6 +138,23 @@ Deno.test("the .deb: lintian, install, check, units, man page, upgrade, remove, 
       at("usr/share/bash-completion/completions/vmsnap"),
     ]);
     assert.equal(completion.status, 0, String(completion.stderr));
+    // The installed completion offers hook's events and the agents, as the admin's bash would.
+    const complete = (...words: string[]) => {
+      const ran = spawnSync("bash", [
+        "--norc",
+        "-c",
+        `. "$1"
+COMP_WORDS=("\${@:2}"); COMP_CWORD=$(($# - 2)); _vmsnap; printf '%s\\n' "\${COMPREPLY[@]}"`,
+        "-",
+        at("usr/share/bash-completion/completions/vmsnap"),
+        ...words,
+      ], { encoding: "utf8" });
+      assert.equal(ran.status, 0, ran.stderr);
+      return ran.stdout.split("\n").filter(Boolean).sort();
+    };
+    assert.deepEqual(complete("vmsnap", "hook", "fr"), ["freeze", "freezeFail"]);
+    assert.deepEqual(complete("vmsnap", "hook", "--for", "q"), ["qemu-ga"]);
+    assert.deepEqual(complete("vmsnap", "hook", "--for", "aws", "po"), ["post"]);
 
     // The admin's settings survive an upgrade; the state stays until purge.
     const defaults = at("etc/default/vmsnap");

@@ -57,3 +57,29 @@ Deno.test("bash completion: commands, each command's options, fixed values, skip
   assert.ok(complete(["vmsnap", "--config", "/etc/x.json", "check", "--c"]).includes("--connect"));
   assert.deepEqual(complete(["vmsnap", "help", "re"]), ["recover"]);
 });
+
+Deno.test("bash completion: the words of a command's first argument (hook's events), once", () => {
+  const events = [...COMMANDS.hook.words!];
+  assert.deepEqual(events, ["freeze", "pre", "thaw", "post", "freezeFail"]);
+  for (const word of events) assert.ok(complete(["vmsnap", "hook", ""]).includes(word), word);
+  assert.deepEqual(complete(["vmsnap", "hook", "fr"]), ["freeze", "freezeFail"]);
+  assert.deepEqual(complete(["vmsnap", "hook", "--for", "aws", "th"]), ["thaw"]);
+  assert.deepEqual(complete(["vmsnap", "--config", "/x", "hook", "--timeout", "9", "p"]), [
+    "post",
+    "pre",
+  ]);
+  assert.deepEqual(complete(["vmsnap", "hook", "freeze", "--for", ""]), [
+    "aws",
+    "azure",
+    "gcp",
+    "generic",
+    "qemu-ga",
+    "vmware",
+  ]);
+  // Given once: the event is not offered again, nor a topic after help's.
+  assert.ok(!complete(["vmsnap", "hook", "thaw", ""]).includes("freeze"));
+  assert.ok(!complete(["vmsnap", "help", "run", ""]).includes("check"));
+  // --help and the man page show the same words.
+  assert.match(COMMANDS.hook.usage, /hook freeze\|pre\|thaw\|post\|freezeFail --for AGENT/);
+  assert.ok(manPage({ date: "2026-11-26" }).includes("freeze|pre|thaw|post|freezeFail"));
+});
