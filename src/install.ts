@@ -15,22 +15,27 @@
  */
 import { spawnSync } from "node:child_process";
 import {
-  chmodSync,
+  closeSync,
+  constants,
   copyFileSync,
   existsSync,
+  fchmodSync,
+  lstatSync,
   mkdirSync,
+  openSync,
   readFileSync,
   renameSync,
   rmSync,
   statSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
 import { parse as parseJsonc } from "jsonc-parser";
 import { type AgentName, AGENTS } from "./agents.ts";
 import { DEFAULT_CONFIG_PATH } from "./config.ts";
 import { VmsnapError } from "./errors.ts";
-import { checkExecutable, type ExecutableRule } from "./permissions.ts";
+import { checkDirectory, checkExecutable, type ExecutableRule } from "./permissions.ts";
 import { selfCommand } from "./self.ts";
 
 /** The vmsnap binary the installed hooks exec, judged by the executable rule. */
@@ -124,6 +129,14 @@ interface Plan {
 function readUnder(root: string, path: string): string | undefined {
   try {
     return readFileSync(join(root, path), "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+function modeUnder(root: string, path: string): number | undefined {
+  try {
+    return statSync(join(root, path)).mode & 0o7777;
   } catch {
     return undefined;
   }
@@ -319,7 +332,8 @@ function gcpPlan(options: InstallOptions, hook: (event?: string) => string[]): P
     files: [script("pre"), script("post"), {
       path: GCP_CFG,
       content: enableGcpSnapshots(cfg),
-      mode: 0o644,
+      // The admin's mode is kept (the agent only reads the file).
+      mode: modeUnder(options.root, GCP_CFG) ?? 0o644,
       dirMode: 0o755,
     }],
     notes: [
@@ -434,12 +448,58 @@ function readManifest(root: string, agent: AgentName): Manifest | undefined {
   }
 }
 
-/** Writes a file whole: a temporary file renamed into place, so no reader sees half of it. */
+/**
+ * Writes a file whole: a temporary file renamed into place, so no reader sees
+ * half of it. The temporary file is created new (O_EXCL, O_NOFOLLOW) and its
+ * mode set through its descriptor: a link planted at its name is never
+ * followed.
+ */
 function writeAtomically(path: string, content: string, mode: number): void {
   const fresh = `${path}.vmsnap-new`;
-  writeFileSync(fresh, content, { mode });
-  chmodSync(fresh, mode);
+  rmSync(fresh, { force: true });
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+  const fd = openSync(fresh, flags, mode);
+  try {
+    fchmodSync(fd, mode);
+    writeSync(fd, content);
+  } finally {
+    closeSync(fd);
+  }
   renameSync(fresh, path);
+}
+
+/**
+ * Refuses, before anything is changed, to write where a user other than root
+ * could replace what the agent runs as root (a directory on the way others
+ * can write) or into a symbolic link (whose target would be edited).
+ */
+function refuseUnsafeTargets(root: string, paths: string[]): void {
+  for (const path of paths) {
+    const target = join(root, path);
+    const problems = checkDirectory(dirname(target), `the directory of ${path}`);
+    if (problems.length > 0) {
+      throw new VmsnapError(
+        "InsecureDirectory",
+        `${
+          problems[0].message
+        } The backup agent runs what vmsnap install writes there as root; nothing was changed.`,
+      );
+    }
+    if (lstatOrUndefined(target)?.isSymbolicLink()) {
+      throw new VmsnapError(
+        "InstallFailed",
+        `${target} is a symbolic link; vmsnap install writes files, never through a link (its target would be changed); nothing was changed. Fix: replace the link by the file it points at, then run vmsnap install again.`,
+      );
+    }
+  }
+}
+
+function lstatOrUndefined(path: string) {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -472,6 +532,13 @@ export function install(
   const binary = (options.vmsnap ?? selfCommand([]))[0];
   for (const problem of checkExecutable(binary, BINARY_RULE)) {
     plan.notes.push(`WARNING: the agent will run ${binary} as root, but ${problem.message}`);
+  }
+  if (plan.files.length > 0) {
+    refuseUnsafeTargets(root, [
+      ...plan.files.map((f) => f.path),
+      join(BACKUP_DIR, `${options.agent}.json`),
+      ...plan.files.map((f) => join(BACKUP_DIR, options.agent, f.path)),
+    ]);
   }
   const manifest = readManifest(root, options.agent) ?? { agent: options.agent, files: [] };
   for (const file of plan.files) {

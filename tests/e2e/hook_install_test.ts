@@ -5,7 +5,17 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+} from "node:fs";
 import { join } from "node:path";
 import { BIN, put, putConfig, runBin, secureDir } from "../helpers.ts";
 
@@ -100,6 +110,49 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
         );
       });
     });
+    await t.step(
+      "a directory others can write, a planted link: refused, nothing followed",
+      async () => {
+        // The decoy stands for a file only root may change (never a real system file in a test).
+        const decoy = put(join(dir, "decoy"), "root's own file\n", 0o644);
+        const root = join(dir, "root-planted");
+        const snapshots = join(root, "etc/google/snapshots");
+        put(join(root, "etc/default/instance_configs.cfg"), "[Core]\nx = 1\n", 0o600);
+        mkdirSync(snapshots, { recursive: true });
+        chmodSync(snapshots, 0o777);
+        symlinkSync(decoy, join(snapshots, "pre.sh.vmsnap-new"));
+        const before = tree(root);
+        const open = await runBin(["install", "--for", "gcp", "--root", root, "--config", config]);
+        assert.equal(open.code, 2, open.stdout);
+        assert.match(
+          open.stderr,
+          /\[InsecureDirectory\].*snapshots is writable by group and other/,
+        );
+        assert.equal(readFileSync(decoy, "utf8"), "root's own file\n", "the link was not followed");
+        assert.equal(statSync(decoy).mode & 0o7777, 0o644);
+        assert.deepEqual(tree(root), before, "nothing was changed");
+        // A link left at the temporary name in a root-only directory is not followed either.
+        chmodSync(snapshots, 0o755);
+        const done = await runBin(["install", "--for", "gcp", "--root", root, "--config", config]);
+        assert.equal(done.code, 0, done.stderr);
+        assert.equal(readFileSync(decoy, "utf8"), "root's own file\n", "the link was not followed");
+        assert.equal(statSync(decoy).mode & 0o7777, 0o644);
+        assert.ok(lstatSync(join(snapshots, "pre.sh")).isFile());
+        assert.equal(
+          statSync(join(root, "etc/default/instance_configs.cfg")).mode & 0o7777,
+          0o600,
+          "the admin's mode of instance_configs.cfg is kept",
+        );
+        // The hook file itself a link: refused, its target untouched.
+        const link = join(root, "etc/vmware-tools/backupScripts.d/vmsnap");
+        mkdirSync(join(link, ".."), { recursive: true });
+        symlinkSync(decoy, link);
+        const linked = await runBin(["install", "--for", "vmware", "--root", root]);
+        assert.equal(linked.code, 2, linked.stdout);
+        assert.match(linked.stderr, /\[InstallFailed\].*vmsnap is a symbolic link/);
+        assert.equal(readFileSync(decoy, "utf8"), "root's own file\n");
+      },
+    );
     await t.step("a vmsnap binary others can write: install warns", async () => {
       const copy = join(dir, "vmsnap-writable");
       copyFileSync(BIN, copy);
