@@ -94,7 +94,8 @@ problems at once, each with its code, the file, line and column, and the fix:
   - the filesystems that would be frozen, in order, and why each other mount is skipped
   - with --connect: each database plugin connects and checks the privileges quiesce
     needs, naming the missing GRANT
-A database lock left by a dead run (MongoDB's fsync lock) is released first.
+What a dead run left (frozen filesystems, processes, a database lock) is reported, not
+undone: vmsnap recover undoes it. Changes nothing.
 Exit 0 when there is no problem, 1 when there is at least one (warnings do not count).`,
     options: {
       connect: {
