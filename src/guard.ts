@@ -128,8 +128,6 @@ export async function guardMain(): Promise<number> {
           repeat = setInterval(() => thawAll("deadline"), REPEAT_THAW_MS);
         }, arm.maxFrozenMs);
         send({ event: "armed", pid: process.pid });
-      } else if (message?.op === "hold") {
-        held?.add(message.mount);
       } else if (message?.op === "drop") {
         held?.delete(message.mount);
       } else if (message?.op === "release") {
@@ -182,8 +180,6 @@ export interface GuardClient {
    * mounts the guard still found frozen.
    */
   release(froze: string[]): Promise<string[]>;
-  /** The agent is about to freeze `mount`: from now on the guard thaws it in an emergency. */
-  hold(mount: string): void;
   /** The freeze of `mount` failed: the guard must never thaw it. */
   drop(mount: string): void;
   /** Kills the guard (used when arming failed). */
@@ -312,7 +308,6 @@ export function spawnGuard(): GuardProcess {
     pid: child.pid!,
     expired: () => expiredReport,
     died: () => exited && !released,
-    hold: (mount: string) => void request({ op: "hold", mount }),
     drop: (mount: string) => void request({ op: "drop", mount }),
     async release(froze: string[]) {
       if (exited) return [];

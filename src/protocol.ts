@@ -27,9 +27,10 @@ export interface ArmMessage {
   /** The planned mounts. */
   mounts: string[];
   /**
-   * When given, the guard thaws only these (and what `hold` adds, less what
-   * `drop` removes), and no longer thaws anything once released: it holds
-   * only what the run froze. Without it, every planned mount (older agents).
+   * When given, the guard thaws only these, less what `drop` removes (a
+   * freeze that failed or never happened), and thaws nothing more once
+   * released: it holds only what the run froze. Without it, every planned
+   * mount (older agents).
    */
   held?: string[];
   /** Planned mount point → its mount id; the guard thaws a path only while it leads to that mount. */
@@ -44,12 +45,6 @@ export interface ReleaseMessage {
   froze: string[];
 }
 
-/** Agent → guard: about to freeze this mount (thaw it if the agent dies from now on). */
-export interface HoldMessage {
-  op: "hold";
-  mount: string;
-}
-
 /** Agent → guard: the freeze of this mount failed (maybe someone else's freeze): never thaw it. */
 export interface DropMessage {
   op: "drop";
@@ -57,7 +52,7 @@ export interface DropMessage {
 }
 
 /** Everything the agent sends to its guard. */
-export type GuardRequest = ArmMessage | HoldMessage | DropMessage | ReleaseMessage;
+export type GuardRequest = ArmMessage | DropMessage | ReleaseMessage;
 
 /** One mount thawed by the guard (or by recovery). */
 export interface GuardThaw {

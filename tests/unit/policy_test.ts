@@ -127,7 +127,6 @@ function fakeDeps(script: Script, seen: Seen): RunDeps {
       return Promise.resolve([]);
     },
     kill: () => {},
-    hold: (mount) => void seen.calls.push(`hold ${mount}`),
     drop: (mount) => void seen.calls.push(`drop ${mount}`),
   };
   return {
