@@ -70,6 +70,7 @@ import {
   recoveredAnything,
   writeFreezeMarker,
 } from "./recover.ts";
+import { shortSecretWarnings } from "./secrets.ts";
 import { takeSnapshot } from "./snapshot.ts";
 import { runStaged } from "./stages.ts";
 import type {
@@ -638,9 +639,9 @@ const round = (ms: number) => Math.round(ms * 1000) / 1000;
 
 /**
  * Writes the freeze marker and starts the guard armed with the targets.
- * Returns false (with `GuardFailed` recorded, the marker removed and
- * `run.freezeFailed` set) when the guard does not come up: then nothing may
- * be frozen.
+ * Returns false (with `GuardFailed` recorded, or `StateDirUnwritable` when
+ * the marker cannot be written, the marker removed and `run.freezeFailed`
+ * set) when the guard does not come up: then nothing may be frozen.
  *
  * @example
  * ```ts
@@ -673,9 +674,15 @@ export async function armGuard(run: PreparedRun): Promise<boolean> {
     return true;
   } catch (error) {
     clearFreezeMarker(run.config.stateDir);
+    // The marker could not be written (stateDir full or read-only since the lock was taken).
+    const unwritable = unwritableStateDir(run.config.stateDir, error);
     run.errors.push({
-      code: "GuardFailed",
-      message: `${(error as Error).message}; nothing was frozen. Fix: see the log.`,
+      code: unwritable?.code ?? "GuardFailed",
+      message: unwritable
+        ? `the freeze marker could not be written in stateDir ${run.config.stateDir} (${
+          (error as Error).message
+        }); without it a dead run's freeze could not be undone, so nothing was frozen. Fix: free space on that filesystem or remount it read-write, or set stateDir to a writable directory only root can write.`
+        : `${(error as Error).message}; nothing was frozen. Fix: see the log.`,
     });
     run.freezeFailed = true;
     return false;
@@ -1033,7 +1040,8 @@ export function buildResult(run: RunState): RunResult {
     snapshotTaken,
     exitCode,
     errors,
-    warnings: run.warnings.map(withFix),
+    // Passwords too short to scrub from free text, inline or read from a passwordFile at connect.
+    warnings: [...run.warnings, ...shortSecretWarnings()].map(withFix),
     plugins,
     freeze: run.freeze,
     snapshot: run.snapshot,

@@ -194,6 +194,34 @@ redisTest(
 );
 
 redisTest(
+  "redis: a 3-character password read from a passwordFile: the run works and its result warns ShortSecret",
+  async (f, server) => {
+    server.cli("ACL", "SETUSER", "short", "on", ">Q~%", "~*", "&*", "+@all");
+    const pw = put(join(f.dir, "short.pw"), "Q~%\n", 0o600);
+    const ran = await runBin([
+      "run",
+      "--json",
+      "--config",
+      f.config({
+        fsFreezeEnabled: false,
+        plugins: [{
+          type: "redis",
+          name: "cache",
+          socket: server.socket,
+          user: "short",
+          passwordFile: pw,
+        }],
+      }),
+    ]);
+    const result = resultOf(ran.stdout);
+    assert.equal(ran.code, 0, ran.stdout);
+    const short = result.warnings.filter((w: { code: string }) => w.code === "ShortSecret");
+    assert.equal(short.length, 1, ran.stdout);
+    assert.match(short[0].message, /a password of 3 characters/);
+  },
+);
+
+redisTest(
   "redis: the connection dropped during the hold (server alive): PluginLockLost, and resume lifts the pause on a new connection at once",
   async (f, server) => {
     const snap = f.script(

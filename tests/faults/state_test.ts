@@ -350,6 +350,47 @@ for (const how of ["full", "read-only"] as const) {
 Deno.test({
   ...options,
   name:
+    "state: stateDir full after the lock was taken (during the pre-script): the freeze marker's write is StateDirUnwritable, nothing frozen, the plugins resume",
+  fn: async () => {
+    const f = runFixture();
+    const tiny = makeLoopFs({ dir: f.dir, name: "statefs", sizeMiB: 1 });
+    try {
+      const stateDir = join(tiny.mountPoint, "state");
+      mkdirSync(stateDir, { mode: 0o700 });
+      // The pre-script fills stateDir's filesystem to the last block and inode, after the lock.
+      const pre = f.script(
+        "pre.sh",
+        `dd if=/dev/zero of="${tiny.mountPoint}/fill" bs=4k status=none; for round in 1 2 3; do sync; i=0; while printf x >"${tiny.mountPoint}/x-$round-$i" 2>/dev/null; do i=$((i+1)); done; done; sync; touch "${
+          f.path("quiesced")
+        }"`,
+      );
+      const post = f.script("post.sh", `touch "${f.path("resumed")}"`);
+      const ran = await runBin([
+        "run",
+        "--json",
+        "--config",
+        f.config({ stateDir, preScriptLocation: pre, postScriptLocation: post }),
+      ]);
+      const result = resultOf(ran.stdout);
+      assert.ok(f.exists("quiesced"), "the pre-script ran");
+      assert.deepEqual(codes(result), ["StateDirUnwritable"], ran.stdout);
+      assert.match(result.errors[0].message, /freeze marker could not be written/);
+      assert.match(result.errors[0].message, /ENOSPC/);
+      assert.match(result.errors[0].message, /nothing was frozen\. Fix:/);
+      assert.deepEqual(result.freeze.mounts, [], "nothing was frozen");
+      assert.ok(f.exists("resumed"), "the post-script ran");
+      assert.equal(result.plugins[0].resume.ok, true);
+      assert.ok(!existsSync(join(stateDir, "frozen.json")), "no marker left");
+    } finally {
+      tiny.cleanup();
+      f.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...options,
+  name:
     "state: the last result is kept in stateDir: 0600, replaced whole, equal to the printed one",
   fn: async () => {
     const f = runFixture();

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { json, putConfig, runBin, secureDir } from "../helpers.ts";
+import { json, putConfig, resultOf, runBin, secureDir } from "../helpers.ts";
 
 /** A config with one inline secret per database plugin. */
 function configWith(dir: string, secrets: { mysql: string; pg: string; mongo: string }): string {
@@ -52,6 +52,27 @@ Deno.test("security: check --json and check never show a password, whatever its 
     assert.equal(short.length, 1, JSON.stringify(report.warnings));
     assert.match(short[0].message, /3 characters/);
     assert.ok(!short[0].message.includes(secrets.pg));
+  } finally {
+    cleanup();
+  }
+});
+
+Deno.test("security: run's result warns ShortSecret too (an inline password under 4 characters)", async () => {
+  const { dir, cleanup } = secureDir("secrets-");
+  try {
+    const config = putConfig(dir, {
+      fsFreezeEnabled: false,
+      snapshot: { command: ["/bin/true"] },
+      stateDir: join(dir, "state"),
+      log: { file: join(dir, "log", "x.jsonl") },
+      plugins: [{ type: "mysql", name: "db", socket: join(dir, "none.sock"), password: "Q~%" }],
+    });
+    const ran = await runBin(["run", "--json", "--config", config]);
+    const result = resultOf(ran.stdout);
+    const short = result.warnings.filter((w: { code: string }) => w.code === "ShortSecret");
+    assert.equal(short.length, 1, ran.stdout);
+    assert.match(short[0].message, /3 characters.*Fix: use a longer password/);
+    assert.ok(!short[0].message.includes("Q~%"));
   } finally {
     cleanup();
   }
