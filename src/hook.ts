@@ -15,12 +15,12 @@
  * @module
  */
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { type AgentName, AGENTS, type HookEvent } from "./agents.ts";
 import type { LogLevel } from "./config.ts";
-import { type Code, type Problem, withFix } from "./errors.ts";
+import { type Code, type Problem, VmsnapError, withFix } from "./errors.ts";
 import { configFileProblems, readConfig, rootProblems, syntaxProblems } from "./preflight.ts";
 import type { HolderSpec, HookResult, QuiescedAnswer } from "./holder.ts";
 import {
@@ -33,6 +33,8 @@ import {
 } from "./holder_channel.ts";
 import { readLastResult } from "./last_result.ts";
 import { closeOnExecAbove2 } from "./libc.ts";
+import { unwritableStateDir } from "./lock.ts";
+import { ensureDirectory } from "./permissions.ts";
 import type { OutputStreams } from "./output.ts";
 import { describeRecovery, recoverAll } from "./recover.ts";
 import { redact } from "./secrets.ts";
@@ -136,12 +138,56 @@ function deadHolder(paths: HolderPaths, stateDir: string): string | undefined {
   return `[HolderDied] the holder of run ${info.runId} (pid ${info.pid}, for ${info.agent}, since ${info.since}) died without finishing: its database sessions ended with it (locks released), and recovery undid what it left.`;
 }
 
-async function recoverAndSay(options: HookOptions, stateDir: string): Promise<void> {
+/**
+ * Recovers what a dead run left and says so; false when that did not finish
+ * before the hook's deadline (a dead run's database lock on a server that
+ * does not answer): the hook must not wait for it (qemu-ga waits with no limit).
+ */
+async function recoverAndSay(
+  options: HookOptions,
+  stateDir: string,
+  deadline: number,
+): Promise<boolean> {
   const paths = holderPaths(stateDir);
   const died = deadHolder(paths, stateDir);
-  const recovery = await recoverAll(stateDir);
-  const lines = [...(died ? [died] : []), ...describeRecovery(recovery).map((p) => p.message)];
-  for (const line of lines) options.streams.stderr(`vmsnap: recovered: ${redact(line)}\n`);
+  if (died) options.streams.stderr(`vmsnap: recovered: ${redact(died)}\n`);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - performance.now()));
+  });
+  const recovery = await Promise.race([recoverAll(stateDir), late]);
+  clearTimeout(timer);
+  if (!recovery) return false;
+  for (const p of describeRecovery(recovery)) {
+    options.streams.stderr(`vmsnap: recovered: ${redact(p.message)}\n`);
+  }
+  return true;
+}
+
+/** Said when recovery was cut short by the hook's timeout. */
+function recoveryCutShort(options: HookOptions, stateDir: string): string {
+  return `recovering what an earlier run left in ${stateDir} did not finish within the hook's timeout (${
+    options.timeoutSeconds ?? AGENTS[options.agent].timeoutSeconds
+  } s); the next vmsnap start tries again. Fix: run vmsnap recover --config ${options.configPath} and see what it waits for (a dead run's database lock on a server that does not answer?).`;
+}
+
+/**
+ * The stateDir and the holder's directory exist and take a file: a full or
+ * read-only stateDir is StateDirUnwritable here, where the hook can say it
+ * (the holder could not leave its reason there).
+ */
+function stateDirWritable(stateDir: string, paths: HolderPaths): void {
+  try {
+    ensureDirectory(stateDir, "stateDir");
+    mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+    const probe = join(paths.dir, `probe-${process.pid}`);
+    writeFileSync(probe, "vmsnap\n", { mode: 0o600, flag: "wx" });
+    rmSync(probe, { force: true });
+  } catch (error) {
+    const coded = error instanceof VmsnapError ? error : unwritableStateDir(stateDir, error);
+    if (coded) throw new HookStop(coded.code, coded.message);
+    throw error;
+  }
 }
 
 async function freeze(options: HookOptions, deadline: number): Promise<number> {
@@ -154,7 +200,13 @@ async function freeze(options: HookOptions, deadline: number): Promise<number> {
       `the holder of run ${live.runId} (pid ${live.pid}, for ${live.agent}, since ${live.since}) still holds; it was left intact and nothing else was done. Fix: send its thaw/post hook first, or wait for its hook.maxHoldSeconds.`,
     );
   }
-  await recoverAndSay(options, stateDir);
+  stateDirWritable(stateDir, paths);
+  if (!await recoverAndSay(options, stateDir, deadline)) {
+    throw new HookStop(
+      "HookTimeout",
+      `${recoveryCutShort(options, stateDir)} Nothing was quiesced or frozen.`,
+    );
+  }
   const runId = newRunId();
   const spec: HolderSpec = {
     runId,
@@ -184,8 +236,8 @@ async function freeze(options: HookOptions, deadline: number): Promise<number> {
     if (performance.now() > deadline) {
       child.kill("SIGTERM");
       throw new HookStop(
-        "HolderFailed",
-        `the holder (pid ${child.pid}) did not come up before the hook's timeout.`,
+        "HookTimeout",
+        `the holder (pid ${child.pid}) was still preparing (the checks, recovering what an earlier run left) when the hook's timeout passed: it was stopped before it quiesced anything. Fix: run vmsnap check --config ${options.configPath}, and vmsnap recover; or raise --timeout within the agent's own limit.`,
       );
     }
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -274,10 +326,11 @@ async function thaw(options: HookOptions, deadline: number): Promise<number> {
   // No holder: say why, as far as the last result tells, and recover.
   const last = readLastResult<HookResult>(stateDir);
   const lastHold = lastHolder(paths);
-  await recoverAndSay(options, stateDir);
+  const recovered = await recoverAndSay(options, stateDir, deadline);
   let code: Code = "NoHolder";
   let why =
     `no holder is running for ${stateDir}: the freeze hook did not run, failed, or its hold already ended.`;
+  if (!recovered) why += ` And ${recoveryCutShort(options, stateDir)}`;
   if (last?.mode === "hook" && last.hook.endedBy !== "thaw" && last.hook.endedBy !== "freezeFail") {
     const ended = last.errors.find((e) =>
       ["HoldTimeout", "HookAborted", "HookTimeout", "Interrupted"].includes(e.code)

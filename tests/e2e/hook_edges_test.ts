@@ -1,0 +1,129 @@
+/**
+ * Hook mode at its edges, through the compiled binary: a stateDir that cannot
+ * be written, a recovery that would outlast the hook's timeout (a dead run's
+ * database lock on a server that never answers), the reason kept in each case.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
+import { runBin } from "../helpers.ts";
+import { makeLoopFs } from "../loop.ts";
+import { runFixture } from "../run_fixture.ts";
+
+/** A TCP server that accepts connections and never answers (a hung database). */
+async function blackhole(): Promise<{ port: number; close(): void }> {
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((socket) => {
+    socket.on("error", () => {});
+    sockets.push(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close() {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+Deno.test({
+  name: "hook edges: unwritable stateDir, recovery bounded by the hook's timeout",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async (t) => {
+    const f = runFixture();
+    try {
+      await t.step("a read-only stateDir: StateDirUnwritable, not a lost reason", async () => {
+        const ro = makeLoopFs({ dir: f.dir, name: "state-ro", sizeMiB: 16 });
+        try {
+          mkdirSync(join(ro.mountPoint, "state"), { mode: 0o700 });
+          spawnSync("mount", ["-o", "remount,ro", ro.mountPoint]);
+          const config = f.config({
+            stateDir: join(ro.mountPoint, "state"),
+            hook: { maxHoldSeconds: 5 },
+          }, "ro.json");
+          const pre = await runBin(["hook", "pre", "--for", "gcp", "--config", config]);
+          assert.equal(pre.code, 2, pre.stderr);
+          assert.match(pre.stderr, /\[StateDirUnwritable\] stateDir \S+state cannot be written/);
+          assert.match(pre.stderr, /EROFS/);
+          const missing = f.config({ stateDir: join(ro.mountPoint, "state", "new") }, "ro2.json");
+          const pre2 = await runBin(["hook", "freeze", "--for", "qemu-ga", "--config", missing]);
+          assert.equal(pre2.code, 2, pre2.stderr);
+          assert.match(pre2.stderr, /\[StateDirUnwritable\]/);
+        } finally {
+          ro.cleanup();
+        }
+      });
+
+      await t.step(
+        "a recovery that would outlast the hook's timeout: the hook returns in time",
+        async () => {
+          const hole = await blackhole();
+          try {
+            const state = f.path("state-recover");
+            mkdirSync(state, { mode: 0o700 });
+            const config = f.config({
+              fsFreezeEnabled: false,
+              stateDir: state,
+              plugins: [{
+                type: "mongodb",
+                name: "m",
+                uri: `mongodb://127.0.0.1:${hole.port}/?directConnection=true`,
+                timeoutInSeconds: 60,
+              }],
+            }, "recover.json");
+            // A dead run's fsyncLock marker: recovery tries to release it on a server that never answers.
+            writeFileSync(
+              join(state, "lock-mongodb-m.json"),
+              JSON.stringify({
+                type: "mongodb",
+                plugin: "m",
+                runId: "dead-run",
+                pid: 2 ** 22 + 1,
+                started: "0",
+                configFile: config,
+                since: "2026-01-01T00:00:00Z",
+              }),
+              { mode: 0o600 },
+            );
+            for (const event of ["pre", "post"]) {
+              const started = performance.now();
+              const ran = await runBin([
+                "hook",
+                event,
+                "--for",
+                "azure",
+                "--config",
+                config,
+                "--timeout",
+                "3",
+              ]);
+              const took = performance.now() - started;
+              assert.equal(ran.code, 2, ran.stderr);
+              assert.ok(
+                took < 6000,
+                `${event} returned within its timeout (${Math.round(took)} ms)`,
+              );
+              // pre: the timeout is why it stopped; post: there was no holder, and recovery was cut short.
+              const why = event === "pre" ? /\[HookTimeout\].*recover/s : /\[NoHolder\].*recover/s;
+              assert.match(ran.stderr, why, ran.stderr);
+              assert.match(ran.stderr, /did not finish within the hook's timeout \(3 s\)/);
+            }
+            assert.ok(!existsSync(join(state, "hook", "holder.json")), "no holder was left");
+            assert.ok(
+              existsSync(join(state, "lock-mongodb-m.json")),
+              "the marker is kept for later",
+            );
+          } finally {
+            hole.close();
+          }
+        },
+      );
+    } finally {
+      f.cleanup();
+    }
+  },
+});
