@@ -14,7 +14,14 @@ import { checkFile } from "../src/permissions.ts";
 import { addSecret } from "../src/secrets.ts";
 import type { Field } from "../src/schema.ts";
 import { type Code, type Problem, toProblem, VmsnapError } from "../src/errors.ts";
-import type { LockMarker, PluginEnv, PluginRuntime, RunError, StepResult } from "./plugin.ts";
+import type {
+  LockMarker,
+  NotHeld,
+  PluginEnv,
+  PluginRuntime,
+  RunError,
+  StepResult,
+} from "./plugin.ts";
 
 /** Keys every database plugin has. */
 export const DB_FIELDS: Record<string, Field> = {
@@ -178,7 +185,7 @@ export function stepResult(
   started: number,
   errors: RunError[],
   facts: Record<string, unknown>,
-  extra: { skipped?: boolean } = {},
+  extra: { skipped?: boolean; notHeld?: NotHeld } = {},
 ): StepResult {
   return {
     ok: errors.length === 0,
@@ -393,14 +400,15 @@ export interface DbPluginSpec<S extends DbSession> {
   connect: DbConnect<S>;
   /**
    * Takes the lock (or flushes), every round-trip through `budget.step`;
-   * adds facts; returns whether something is held until resume.
+   * adds facts; returns whether something is held until resume, or, when
+   * writes should have been held and were not, why ({@linkcode NotHeld}).
    */
   quiesce(
     session: S,
     budget: Budget,
     env: PluginEnv,
     facts: Record<string, unknown>,
-  ): Promise<boolean>;
+  ): Promise<boolean | NotHeld>;
   /** Releases the lock at resume; adds facts. Throws `PluginLockLost` when the session had ended. */
   release(
     session: S,
@@ -484,10 +492,11 @@ export function dbRuntime<S extends DbSession>(spec: DbPluginSpec<S>): PluginRun
             dispose: (late) => closeSession(late, true),
           },
         );
-        held = await spec.quiesce(session, budget, env, facts);
+        const outcome = await spec.quiesce(session, budget, env, facts);
+        held = outcome === true;
         if (!held) {
           await close();
-          return stepResult(started, [], facts);
+          return stepResult(started, [], facts, outcome ? { notHeld: outcome as NotHeld } : {});
         }
         lockedAt = performance.now();
         watchdogTimer = setTimeout(async () => {

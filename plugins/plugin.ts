@@ -45,6 +45,20 @@ export interface StepResult {
   errors: RunError[];
   /** Facts for the result: attempts, positions, versions. */
   facts: Record<string, unknown>;
+  /** Quiesced, but writes were not held until the snapshot (see {@linkcode NotHeld}). */
+  notHeld?: NotHeld;
+}
+
+/**
+ * A quiesce that did not hold writes (Redis's BGSAVE only): the snapshot may
+ * miss writes after it, so the run is at most filesystem-consistent, with a
+ * `PluginNotHeld` warning.
+ */
+export interface NotHeld {
+  /** Why, in words, naming the plugin. */
+  reason: string;
+  /** The config asked for it (a mode): the run then asks for no more than the freeze gives. */
+  chosen: boolean;
 }
 
 /** What a running plugin gets from the sequence. */

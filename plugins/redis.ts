@@ -287,7 +287,14 @@ export const redisPlugin: PluginDefinition<RedisConfig> = {
           Object.assign(facts, await positions(redis, budget));
           // Nothing held: writes after the save are not in the snapshot's RDB.
           facts.consistentAt = "bgsave";
-          return false;
+          return {
+            reason: `plugin "${config.name}": ${
+              config.mode === "bgsave"
+                ? 'mode "bgsave"'
+                : `Redis ${version} cannot pause writes (6.2 can), so`
+            } BGSAVE only, writes not held: they go on until the freeze, so the snapshot is at most filesystem-consistent (the RDB holds the state at the end of the save).`,
+            chosen: config.mode === "bgsave",
+          };
         }
         if (!aof) await bgsave(redis, budget, config.name);
         paused = true;

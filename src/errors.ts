@@ -288,6 +288,12 @@ export const CODES = {
       "A database plugin's lock ended before resume (session dropped, server restarted, watchdog); the snapshot may not be application-consistent.",
     fix: "Check the server's log; raise maxHoldSeconds if the watchdog fired.",
   },
+  PluginNotHeld: {
+    summary:
+      "A plugin quiesced without holding writes until the snapshot (Redis in bgsave mode, or older than 6.2): writes after its save may be missing, so the snapshot is at most filesystem-consistent (a warning).",
+    fix:
+      "To hold writes: Redis 6.2 or later with mode auto or pause. When mode bgsave is what you chose, the run asks for no more than the freeze gives and exits 0.",
+  },
   PluginRecovered: {
     summary:
       "A lock left by a dead vmsnap run (MongoDB fsync lock) was found and released (a warning).",

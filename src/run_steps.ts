@@ -553,6 +553,13 @@ async function pluginStep(
         p.report[step] = result;
         if (!result.ok) failed = true;
         run.errors.push(...result.errors);
+        if (result.notHeld) {
+          run.warnings.push({
+            code: "PluginNotHeld",
+            message: result.notHeld.reason,
+            plugin: p.config.name,
+          });
+        }
         run.log.record(result.ok ? "info" : "error", step, {
           plugin: p.config.name,
           ok: result.ok,
@@ -1003,16 +1010,21 @@ export function buildResult(run: RunState): RunResult {
   const facts = {
     snapshotTaken,
     plugins: plugins.length,
-    // Held to the end: quiesced, no lock lost before resume, no post-script failed.
+    // Held to the end: quiesced and held (PluginNotHeld), no lock lost before resume, no post-script failed.
     pluginsHeld: plugins.length > 0 && !postScriptFailed &&
       plugins.every((p) =>
-        p.quiesce?.ok && !p.resume?.errors.some((e) => e.code === "PluginLockLost")
+        p.quiesce?.ok && !p.quiesce.notHeld &&
+        !p.resume?.errors.some((e) => e.code === "PluginLockLost")
       ),
     freezeRequested,
     freezeHeld,
   };
   // A config that could not be used asked for more than the defaults give (its scripts at least).
-  const requested = run.configFallback ? "application" : requestedConsistency(facts);
+  // A plugin in a mode that holds nothing (chosen in the config) asks for no more than the freeze.
+  const chosenNotHeld = plugins.some((p) => p.quiesce?.notHeld?.chosen);
+  const requested = run.configFallback
+    ? "application"
+    : requestedConsistency(chosenNotHeld ? { ...facts, plugins: 0 } : facts);
   let consistency = achievedConsistency(facts);
   // The guard stepped in: the snapshot may have caught filesystems mid-write.
   if (run.freeze.guard?.steppedIn && consistency !== "none") consistency = "crash";

@@ -13,6 +13,19 @@ import { runFixture } from "../run_fixture.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
 
+/** The result warns PluginNotHeld, once, for the plugin, with its reason and the fix. */
+function assertNotHeld(
+  result: { warnings: { code: string; message: string; plugin?: string }[]; errors: unknown[] },
+  reason: RegExp,
+): void {
+  const notHeld = result.warnings.filter((w) => w.code === "PluginNotHeld");
+  assert.equal(notHeld.length, 1, JSON.stringify(result.warnings));
+  assert.equal(notHeld[0].plugin, "cache");
+  assert.match(notHeld[0].message, reason);
+  assert.match(notHeld[0].message, /at most filesystem-consistent.*Fix: /);
+  assert.deepEqual(result.errors, []);
+}
+
 /** A test with a fixture and a Redis server (AOF). */
 function redisTest(
   name: string,
@@ -92,23 +105,31 @@ redisTest(
 );
 
 redisTest(
-  "redis: mode bgsave holds nothing and says so; the watchdog lifts a pause after maxHoldSeconds",
+  "redis: mode bgsave holds nothing and says so (filesystem-consistent, PluginNotHeld, exit 0 as chosen); the watchdog lifts a pause after maxHoldSeconds",
   async (f, server) => {
+    // The freeze of the fixture's loop mount: the most a run that holds no writes can give.
     let ran = await runBin([
       "run",
       "--json",
       "--config",
       f.config({
-        fsFreezeEnabled: false,
         plugins: [{ type: "redis", name: "cache", socket: server.socket, mode: "bgsave" }],
       }, "bgsave.json"),
     ]);
     let result = resultOf(ran.stdout);
     assert.equal(ran.code, 0, ran.stdout);
+    assert.deepEqual([result.consistency, result.requestedConsistency, result.status], [
+      "filesystem",
+      "filesystem",
+      "success",
+    ]);
+    assertNotHeld(result, /mode "bgsave" BGSAVE only, writes not held/);
     const facts = result.plugins[0].quiesce.facts;
     assert.deepEqual([facts.mode, facts.consistentAt], ["bgsave", "bgsave"]);
     assert.equal(typeof facts.lastsave, "number");
     assert.equal(result.plugins[0].resume.skipped, true);
+    // The hold-nothing RDB is written: the restore sees what was there at the save.
+    assert.ok(server.cli("LASTSAVE") !== "0");
 
     const slow = f.script("slow-snap.sh", "sleep 3");
     ran = await runBin([
@@ -266,10 +287,17 @@ redisTest(
         "run",
         "--json",
         "--config",
-        f.config({ fsFreezeEnabled: false, plugins: [plugin] }, "auto.json"),
+        f.config({ plugins: [plugin] }, "auto.json"),
       ]);
       let result = resultOf(ran.stdout);
-      assert.equal(ran.code, 0, ran.stdout);
+      // Application consistency was asked for (mode auto) and could not be had: exit 1.
+      assert.equal(ran.code, 1, ran.stdout);
+      assert.deepEqual([result.consistency, result.requestedConsistency, result.status], [
+        "filesystem",
+        "application",
+        "degraded",
+      ]);
+      assertNotHeld(result, /Redis 6\.0\.16 cannot pause writes \(6\.2 can\), so BGSAVE only/);
       const facts = result.plugins[0].quiesce.facts;
       assert.deepEqual([facts.version, facts.mode, facts.consistentAt], [
         "6.0.16",
