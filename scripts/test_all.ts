@@ -28,6 +28,11 @@ const steps: [string, string[]][] = [
     "-A",
     "scripts/proof.ts",
   ]],
+  ["vmtest: vmsnap in a Debian VM under QEMU (writes docs/VMTEST.md)", [
+    "run",
+    "-A",
+    "scripts/vmtest.ts",
+  ]],
 ];
 
 /** Runs one step, streaming its output, and returns its exit code and output. */

@@ -10,7 +10,7 @@
 import type { Socket } from "node:net";
 import { join } from "node:path";
 import type { Check } from "./restore.ts";
-import { type Guest, sleep } from "./guest.ts";
+import { type Guest, type GuestRan, sleep } from "./guest.ts";
 
 /** A snapshot to restore after the guest stops. */
 export interface SnapshotToRestore {
@@ -41,6 +41,7 @@ export interface CaseResult {
 const ms = (value: number) => `${Math.round(value)} ms`;
 const count = (text: string) => text.split("\n").filter(Boolean).length;
 const GUEST_CONFIG = "/etc/vmsnap/vmtest.json";
+const GUEST_VMSNAP = "/usr/local/sbin/vmsnap";
 const WRITER = "/usr/local/lib/vmtest/writer.sh";
 const RELAY = "/usr/local/lib/vmtest/relay.sh";
 
@@ -165,6 +166,8 @@ interface RelayedRun {
   lines: Lines;
   /** vmsnap's own pid (read from /run/vmtest/vmsnap.pid). */
   vmsnapPid(): Promise<number>;
+  /** Waits for the relay script (qemu-ga reports an exit once, then forgets the pid). */
+  wait(timeoutMs: number): Promise<GuestRan>;
   /** Ends whatever is left of the run (cleanup after a failed scenario). */
   end(): Promise<void>;
 }
@@ -176,16 +179,24 @@ async function startRelayedRun(guest: Guest): Promise<RelayedRun> {
   await guest.sh("rm -f /run/vmtest/vmsnap.pid /run/vmtest/vmsnap.err");
   const pid = await guest.spawn([RELAY, GUEST_CONFIG]);
   const vmsnapPid = async () => Number((await guest.readFile("/run/vmtest/vmsnap.pid")).trim());
+  let ended: GuestRan | undefined;
+  const wait = async (timeoutMs: number) => (ended ??= await guest.wait(pid, timeoutMs));
   return {
     pid,
     lines,
     vmsnapPid,
+    wait,
     async end() {
       socket.destroy();
-      if (await guest.status(pid).catch(() => undefined)) return;
+      if (ended) return;
+      try {
+        if ((ended = await guest.status(pid))) return;
+      } catch {
+        return; // qemu-ga no longer knows the pid: it ended and was reported
+      }
       // vmsnap's guard thaws what it froze; the agent's thaw is the last resort.
       await guest.exec(["/bin/kill", "-TERM", String(await vmsnapPid())], 30_000).catch(() => {});
-      await guest.wait(pid, 60_000).catch(async () => {
+      await wait(60_000).catch(async () => {
         await (await guest.qga()).execute("guest-fsfreeze-thaw", undefined, 60_000).catch(() => {});
         await guest.exec(["/bin/kill", "-KILL", String(await vmsnapPid())], 30_000).catch(() => {});
       });
@@ -201,6 +212,90 @@ async function agentLog(guest: Guest, since: string): Promise<string[]> {
   return out.split("\n").filter(Boolean).map((l) =>
     l.replace(/^\S+ \S+ /, "").replace(/ \S+ qemu-ga\[\d+\]: /, " ")
   );
+}
+
+/** The parts of a run's (or a holder's) result that the scenarios check. */
+interface LastResult {
+  runId?: string;
+  status?: string;
+  consistency?: string;
+  errors?: { code: string }[];
+  plugins?: {
+    name: string;
+    quiesce?: { ok?: boolean; facts?: Record<string, unknown> };
+    resume?: { facts?: Record<string, unknown> };
+  }[];
+}
+
+/** The last result a run or a hook's holder left in the guest's stateDir. */
+async function lastResult(guest: Guest): Promise<LastResult | undefined> {
+  try {
+    return JSON.parse(await guest.readFile("/var/lib/vmsnap/last-result.json"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Waits (up to `timeoutMs`) for a last result of another run than `before`. */
+async function newResult(
+  guest: Guest,
+  before: string | undefined,
+  timeoutMs = 60_000,
+): Promise<LastResult | undefined> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const result = await lastResult(guest);
+    if ((result && result.runId !== before) || performance.now() > deadline) return result;
+    await sleep(1000);
+  }
+}
+
+/**
+ * `vmsnap install --for qemu-ga` in the guest: vmsnap's file in
+ * /etc/qemu/fsfreeze-hook.d and a drop-in that restarts qemu-ga with -F. It
+ * runs in a unit of its own (systemd-run): restarting qemu-ga ends every
+ * process started through it. Returns the checks and how long it took.
+ *
+ * @example
+ * ```ts
+ * const installed = await installHook(guest);
+ * ```
+ */
+export async function installHook(guest: Guest): Promise<{ checks: Check[]; ms: number }> {
+  const started = performance.now();
+  await guest.sh(
+    "systemd-run --unit=vmtest-install --collect /bin/sh -c " +
+      `'${GUEST_VMSNAP} install --for qemu-ga --config ${GUEST_CONFIG} > /run/vmtest/install.log 2>&1; echo $? > /run/vmtest/install.rc'`,
+  );
+  const deadline = performance.now() + 300_000;
+  let rc: string | undefined;
+  while (rc === undefined) {
+    if (performance.now() > deadline) throw new Error("vmsnap install did not finish in 300 s");
+    await sleep(2000);
+    rc = await guest.readFile("/run/vmtest/install.rc").then((t) => t.trim()).catch(() =>
+      undefined
+    );
+  }
+  // qemu-ga was restarted: wait until the new one answers and runs with its hook.
+  let exec = "";
+  while (!exec.includes("fsfreeze-hook")) {
+    if (performance.now() > deadline) throw new Error("qemu-ga did not come back with -F");
+    await sleep(2000);
+    exec = await guest.sh("systemctl show -p ExecStart qemu-guest-agent; ps -o args= -C qemu-ga")
+      .catch(() => "");
+  }
+  const log = await guest.readFile("/run/vmtest/install.log").catch(() => "");
+  return {
+    ms: performance.now() - started,
+    checks: [{
+      name:
+        "vmsnap install --for qemu-ga: hook file and drop-in written, qemu-ga restarted with -F",
+      ok: rc === "0" && /fsfreeze-hook/.test(exec),
+      detail: `exit ${rc}; ${exec.trim().split("\n").at(-1)}; ${
+        log.trim().split("\n").slice(0, 4).join(" / ")
+      }`,
+    }],
+  };
 }
 
 /**
@@ -222,6 +317,7 @@ export async function agentFreezeCase(
   const figures: [string, string][] = [];
   const load = await Load.start(guest, table);
   const since = (await guest.sh("date '+%Y-%m-%d %H:%M:%S'")).trim();
+  const previous = (await lastResult(guest))?.runId;
   const before = await load.acks();
   const qga = await guest.qga();
   const t0 = performance.now();
@@ -255,6 +351,22 @@ export async function agentFreezeCase(
     detail: "10 more commits on each database",
   });
   checks.push(await load.stop());
+  let gtid: string | undefined;
+  if (options.hook) {
+    const result = await newResult(guest, previous);
+    const mariadb = result?.plugins?.find((p) => p.name === "mariadb");
+    gtid = mariadb?.quiesce?.facts?.gtidPosition as string | undefined;
+    checks.push({
+      name: "vmsnap's hook quiesced both databases around qemu-ga's freeze (its last result)",
+      ok: result?.status === "success" && result?.consistency === "application" && !!gtid,
+      detail: `status ${result?.status}, consistency ${result?.consistency}, plugins ${
+        JSON.stringify(
+          result?.plugins?.map((p) => [p.name, p.quiesce?.ok, p.resume?.facts?.holdMs]),
+        )
+      }, errors ${JSON.stringify(result?.errors)}`,
+    });
+    figures.push(["GTID position vmsnap's hook recorded", gtid ?? "(none)"]);
+  }
   const log = await agentLog(guest, since);
   figures.push(["quiesce (guest-fsfreeze-freeze call)", ms(tFrozen - t0)]);
   figures.push(["QMP blockdev-snapshot-sync", ms(snap.ms)]);
@@ -275,9 +387,11 @@ export async function agentFreezeCase(
       table,
       mysqlAckedBefore: before.mysql,
       postgresAckedBefore: before.postgresql,
-      // Without a lock, commits go on until the freeze: all acknowledged before it must be there.
+      // Acks are read before the freeze call: commits until the lock (with the hook) or the
+      // freeze may be there too. With the hook, MariaDB's GTID position pins the exact set.
       mysqlSlack: Infinity,
       postgresSlack: Infinity,
+      gtid,
     },
   };
 }
@@ -333,7 +447,7 @@ export async function relayedRunCase(guest: Guest, work: string): Promise<CaseRe
     tAnswered = performance.now();
     result = await relay.lines.until((e) => e.event === "result", 300_000) as typeof result;
     tDone = performance.now();
-    ran = await guest.wait(relay.pid, 120_000);
+    ran = await relay.wait(120_000);
   } finally {
     await relay.end();
   }
@@ -434,7 +548,7 @@ export async function killedWhileFrozenCase(guest: Guest): Promise<CaseResult> {
       });
       await (await guest.qga()).execute("guest-fsfreeze-thaw", undefined, 60_000).catch(() => {});
     }
-    const ran = await guest.wait(relay.pid, 30_000);
+    const ran = await relay.wait(30_000);
     checks.push({
       name: "vmsnap died of SIGKILL",
       ok: ran.code === 128 + 9,
@@ -467,18 +581,99 @@ export async function killedWhileFrozenCase(guest: Guest): Promise<CaseResult> {
   const report = await guest.exec([
     "/bin/sh",
     "-c",
-    "for i in $(seq 30); do ls /var/lib/vmsnap/guard-*.json >/dev/null 2>&1 && break; sleep 1; done; cat /var/lib/vmsnap/guard-*.json",
+    "for i in $(seq 30); do ls /var/lib/vmsnap/guard-*.json >/dev/null 2>&1 && break; sleep 1; done; " +
+    "cat /var/lib/vmsnap/guard-*.json || { ls -la /var/lib/vmsnap; ps -eo pid,args | grep vmsnap; exit 1; }",
   ], 60_000);
   checks.push({
     name: "the guard left its report in stateDir for the next run",
     ok: report.code === 0 && report.stdout.includes('"/"'),
-    detail: report.stdout.trim().slice(0, 400) || report.stderr.trim(),
+    detail: (report.stdout + report.stderr).trim().slice(0, 600),
   });
   figures.push(["SIGKILL → root writable again", ms(thawedMs)]);
   return {
     name: "vmsnap SIGKILLed while the root filesystem is frozen",
     how:
       'vmsnap run --external (freeze.mounts "auto") in the guest; on its frozen line the host runs kill -KILL through qemu-ga and never answers',
+    checks,
+    figures,
+  };
+}
+
+/**
+ * Case 4: the hypervisor never sends thaw. qemu-ga's freeze runs vmsnap's
+ * hook (the holder quiesces and holds both databases), the host never thaws
+ * within hook.maxHoldSeconds: the holder must end its hold by itself. qemu-ga
+ * has no deadline of its own: the filesystems stay frozen until the late thaw.
+ *
+ * @example
+ * ```ts
+ * const result = await holderDeadlineCase(guest, 30);
+ * ```
+ */
+export async function holderDeadlineCase(
+  guest: Guest,
+  maxHoldSeconds: number,
+): Promise<CaseResult> {
+  const checks: Check[] = [];
+  const figures: [string, string][] = [];
+  await guest.sh(`cp -p /etc/vmsnap/vmtest-short-hold.json ${GUEST_CONFIG}`);
+  const before = (await lastResult(guest))?.runId;
+  const qga = await guest.qga();
+  const t0 = performance.now();
+  const frozenCount = await qga.execute("guest-fsfreeze-freeze", undefined, 300_000) as number;
+  const tFrozen = performance.now();
+  let late = "";
+  try {
+    await sleep(maxHoldSeconds * 1000 + 15_000);
+    late = await qga.execute("guest-fsfreeze-status") as string;
+  } finally {
+    await qga.execute("guest-fsfreeze-thaw", undefined, 120_000);
+  }
+  const tThawed = performance.now();
+  checks.push({
+    name:
+      "qemu-ga keeps the filesystems frozen past the holder's deadline (it has none of its own)",
+    ok: frozenCount >= 1 && late === "frozen",
+    detail: `${frozenCount} frozen; status ${maxHoldSeconds + 15} s later: ${late}`,
+  });
+  const result = await newResult(guest, before);
+  const codes = (result?.errors ?? []).map((e) => e.code);
+  const holds = (result?.plugins ?? []).map((p) => p.resume?.facts?.holdMs).filter(
+    (h: unknown) => typeof h === "number",
+  ) as number[];
+  checks.push({
+    name: "the holder ended its hold by itself at hook.maxHoldSeconds and recorded HoldTimeout",
+    ok: result?.runId !== before && codes.includes("HoldTimeout") &&
+      holds.every((h) => h < (maxHoldSeconds + 10) * 1000),
+    detail: `status ${result?.status}, consistency ${result?.consistency}, errors ${
+      codes.join(", ")
+    }, holds ${holds.map((h) => `${Math.round(h / 1000)} s`).join(", ")}`,
+  });
+  const status = await qga.execute("guest-fsfreeze-status");
+  const db = await guest.exec([
+    "/bin/sh",
+    "-c",
+    "mariadb -e 'CREATE TABLE app.after_deadline (x INT); INSERT INTO app.after_deadline VALUES (1)' && " +
+    "psql -X -q -h /var/run/postgresql -U postgres -c 'CREATE TABLE after_deadline (x int); INSERT INTO after_deadline VALUES (1)'",
+  ], 60_000);
+  checks.push({
+    name: "after the late thaw: qemu-ga says thawed, both databases take writes",
+    ok: status === "thawed" && db.code === 0,
+    detail: `status ${status}; ${db.code === 0 ? "INSERT committed on each" : db.stderr}`,
+  });
+  const vmsnapStatus = await guest.exec([GUEST_VMSNAP, "status", "--config", GUEST_CONFIG], 60_000);
+  figures.push(["freeze call (hook quiesce + qemu-ga freeze)", ms(tFrozen - t0)]);
+  figures.push(["frozen (host never thawed until)", ms(tThawed - tFrozen)]);
+  figures.push([
+    "vmsnap status afterwards",
+    vmsnapStatus.stdout.trim().split("\n").slice(0, 6).join(" / "),
+  ]);
+  return {
+    name: "the hypervisor never sends thaw (hook mode's holder deadline)",
+    how:
+      `guest-fsfreeze-freeze with vmsnap's hook (hook.maxHoldSeconds ${maxHoldSeconds}); the host waits ${
+        maxHoldSeconds + 15
+      } s before guest-fsfreeze-thaw`,
     checks,
     figures,
   };

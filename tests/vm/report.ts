@@ -108,5 +108,28 @@ export function renderReport(run: VmtestRun): string {
     }
   }
   out.push("");
+  out.push("## Notes");
+  out.push("");
+  for (const note of NOTES) out.push(`- ${note}`);
+  out.push("");
   return out.join("\n");
 }
+
+/** What the run does not show, and why; found while building it. */
+const NOTES = [
+  "The relay: `vmsnap run --external` with the virtio-serial port itself as stdin never sees " +
+  "`snapshot-done` (it times out with SnapshotTimeout), and it puts its stdout in non-blocking " +
+  "mode, which, on a descriptor shared with another reader of the port, makes that reader fail " +
+  "with EAGAIN. tests/vm/relay.sh therefore gives vmsnap FIFOs and moves the bytes with two " +
+  "`cat`s. A backup agent that hands vmsnap a character device as stdin hits the same problem.",
+  "qemu-nbd is not used: this machine has no nbd kernel module. `qemu-img convert` of the " +
+  "snapshot's chain to raw and a loop mount read the same bytes.",
+  "qemu-ga logs `guest-fsfreeze called` but nothing at the thaw, so its frozen window is " +
+  "measured by the host (freeze reply → thaw reply); vmsnap's own window is its freeze.frozenMs.",
+  "The write load is one client process per commit (no interpreter in the guest but the shell), " +
+  "so under TCG it is a few commits per second; acknowledged commits are counted on /run " +
+  "(tmpfs, which neither qemu-ga nor vmsnap freezes).",
+  "With qemu-ga freezing, the guest agent refuses guest-exec and file reads until the thaw, so " +
+  "the acknowledged commits are counted before the freeze call: every one of them must be in " +
+  "the snapshot; MariaDB's GTID position (recorded by vmsnap's hook) pins the exact set.",
+];

@@ -11,6 +11,7 @@ install -d -m 0755 /usr/local/lib/vmtest
 install -m 0755 /mnt/vmtest/writer.sh /mnt/vmtest/relay.sh /usr/local/lib/vmtest/
 install -d -m 0700 /etc/vmsnap
 install -m 0600 /mnt/vmtest/vmsnap.json /etc/vmsnap/vmtest.json
+install -m 0600 /mnt/vmtest/vmsnap-short-hold.json /etc/vmsnap/vmtest-short-hold.json
 umount /mnt/vmtest
 install -d -m 0700 /run/vmtest
 i=0
