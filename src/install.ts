@@ -23,6 +23,7 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmSync,
@@ -30,7 +31,7 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { parse as parseJsonc } from "jsonc-parser";
 import { type AgentName, AGENTS } from "./agents.ts";
 import { DEFAULT_CONFIG_PATH } from "./config.ts";
@@ -76,6 +77,14 @@ export const BACKUP_DIR = "/var/backups/vmsnap";
 
 /** The drop-in that makes systemd start qemu-ga with its fsfreeze hook. */
 const QGA_DROPIN = "/etc/systemd/system/qemu-guest-agent.service.d/vmsnap-fsfreeze-hook.conf";
+/** Where systemd reads the unit's drop-ins, most important first. */
+const QGA_DROPIN_DIRS = [
+  "/etc/systemd/system/qemu-guest-agent.service.d",
+  "/run/systemd/system/qemu-guest-agent.service.d",
+  "/usr/local/lib/systemd/system/qemu-guest-agent.service.d",
+  "/lib/systemd/system/qemu-guest-agent.service.d",
+  "/usr/lib/systemd/system/qemu-guest-agent.service.d",
+];
 const QGA_UNITS = [
   "/etc/systemd/system/qemu-guest-agent.service",
   "/lib/systemd/system/qemu-guest-agent.service",
@@ -142,6 +151,47 @@ function modeUnder(root: string, path: string): number | undefined {
   }
 }
 
+/** Every ExecStart= of a unit file's text, in order ("" resets). */
+function execStarts(text: string): string[] {
+  return [...text.matchAll(/^\s*ExecStart\s*=(.*)$/gm)].map((m) => m[1].trim());
+}
+
+/**
+ * qemu-ga's command line as systemd runs it without vmsnap's drop-in: the
+ * unit's ExecStart, then every drop-in's (by file name, as systemd orders
+ * them), so an admin's override (say, --blacklist=guest-exec) is kept. Also
+ * the drop-ins that come after vmsnap's and set ExecStart (they would win).
+ */
+function qgaExecStart(root: string): { exec: string; after: string[] } {
+  const unit = QGA_UNITS.map((u) => readUnder(root, u)).find((u) => u !== undefined);
+  let execs = unit === undefined ? [] : execStarts(unit);
+  const ours = basename(QGA_DROPIN);
+  const dropins = new Map<string, string>();
+  // The first directory that has a name wins (/etc over /run over /lib), as in systemd.
+  for (const dir of QGA_DROPIN_DIRS) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(join(root, dir));
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      if (name.endsWith(".conf") && !dropins.has(name)) dropins.set(name, join(dir, name));
+    }
+  }
+  const after: string[] = [];
+  for (const name of [...dropins.keys()].sort()) {
+    if (name === ours) continue;
+    const lines = execStarts(readUnder(root, dropins.get(name)!) ?? "");
+    if (lines.length === 0) continue;
+    if (name > ours) after.push(dropins.get(name)!);
+    else execs = [...execs, ...lines];
+  }
+  const last = execs.lastIndexOf("");
+  const exec = execs.slice(last + 1)[0] ?? (unit === undefined ? QGA_DEFAULT_EXEC : "");
+  return { exec: exec || QGA_DEFAULT_EXEC, after };
+}
+
 function qemuPlan(options: InstallOptions, hook: (event?: string) => string[]): Plan {
   const files: Planned[] = [{
     path: "/etc/qemu/fsfreeze-hook.d/vmsnap",
@@ -161,8 +211,12 @@ function qemuPlan(options: InstallOptions, hook: (event?: string) => string[]): 
       `${QGA_HOOK} is missing: install the qemu-guest-agent package, which ships the script that runs fsfreeze-hook.d.`,
     );
   }
-  const unit = QGA_UNITS.map((u) => readUnder(options.root, u)).find((u) => u !== undefined);
-  const exec = unit?.match(/^ExecStart=(.*)$/m)?.[1]?.trim() ?? QGA_DEFAULT_EXEC;
+  const { exec, after } = qgaExecStart(options.root);
+  for (const name of after) {
+    notes.push(
+      `WARNING: the drop-in ${name} sets ExecStart after vmsnap's (${QGA_DROPIN}), so systemd uses its command line, without --fsfreeze-hook. Fix: add --fsfreeze-hook=${QGA_HOOK} there, or remove its ExecStart.`,
+    );
+  }
   if (/(^|\s)(-F|--fsfreeze-hook)/.test(exec)) {
     notes.push(`qemu-ga already starts with its fsfreeze hook (${exec}); no drop-in needed.`);
   } else {

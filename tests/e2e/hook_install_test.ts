@@ -153,6 +153,49 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
         assert.equal(readFileSync(decoy, "utf8"), "root's own file\n");
       },
     );
+    await t.step("qemu-ga: the drop-in keeps the admin's own ExecStart override", async () => {
+      const root = join(dir, "root-qga-override");
+      const unit = "/lib/systemd/system/qemu-guest-agent.service";
+      const dropins = join(root, "etc/systemd/system/qemu-guest-agent.service.d");
+      put(join(root, unit), readFileSync(unit, "utf8"), 0o644);
+      put(join(root, "etc/qemu/fsfreeze-hook"), "#!/bin/sh\nexit 0\n", 0o755);
+      // The admin keeps guest-exec off: vmsnap's drop-in must not turn it back on.
+      const admin = "-/usr/sbin/qemu-ga --blacklist=guest-exec,guest-file-open";
+      put(join(dropins, "override.conf"), `[Service]\nExecStart=\nExecStart=${admin}\n`, 0o644);
+      const ran = await runBin(["install", "--for", "qemu-ga", "--root", root, "--config", config]);
+      assert.equal(ran.code, 0, ran.stderr);
+      const ours = readFileSync(join(dropins, "vmsnap-fsfreeze-hook.conf"), "utf8");
+      assert.match(
+        ours,
+        new RegExp(`^ExecStart=${admin} --fsfreeze-hook=/etc/qemu/fsfreeze-hook$`, "m"),
+      );
+      // systemd accepts the unit with both drop-ins, and ours is the ExecStart it runs.
+      const units = join(dir, "qga-units");
+      mkdirSync(join(units, "qemu-guest-agent.service.d"), { recursive: true });
+      copyFileSync(join(root, unit), join(units, "qemu-guest-agent.service"));
+      for (const name of ["override.conf", "vmsnap-fsfreeze-hook.conf"]) {
+        copyFileSync(join(dropins, name), join(units, "qemu-guest-agent.service.d", name));
+      }
+      const verify = spawnSync(
+        "systemd-analyze",
+        ["verify", join(units, "qemu-guest-agent.service")],
+        { encoding: "utf8", env: { ...Deno.env.toObject(), SYSTEMD_UNIT_PATH: `${units}:` } },
+      );
+      assert.equal(verify.status, 0, verify.stderr);
+      assert.doesNotMatch(verify.stderr, /qemu-guest-agent/, verify.stderr);
+      // A later drop-in that sets ExecStart again would undo vmsnap's: said, not hidden.
+      put(join(dropins, "zz-local.conf"), `[Service]\nExecStart=\nExecStart=${admin}\n`, 0o644);
+      const later = await runBin([
+        "install",
+        "--for",
+        "qemu-ga",
+        "--root",
+        root,
+        "--config",
+        config,
+      ]);
+      assert.match(later.stdout, /WARNING: .*zz-local\.conf.*sets ExecStart after/);
+    });
     await t.step("a vmsnap binary others can write: install warns", async () => {
       const copy = join(dir, "vmsnap-writable");
       copyFileSync(BIN, copy);
