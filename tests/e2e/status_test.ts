@@ -112,6 +112,47 @@ Deno.test("a run that fails before its config is read leaves its record in the d
   }
 });
 
+Deno.test("a run that fails before its config is read leaves the metrics textfile at the default place too", () => {
+  // A private mount namespace with tmpfs over /var/lib and /var/log: the default places exist
+  // (node_exporter's directory included) for this run alone, and nothing of the machine's changes.
+  const script = `set -e
+mount -t tmpfs -o mode=0755 vmsnap-test-lib /var/lib
+mount -t tmpfs -o mode=0755 vmsnap-test-log /var/log
+mkdir -p /var/lib/prometheus/node-exporter
+"$0" run --config /nonexistent/missing.json 2>&1 || echo "exit $?"
+echo "--- metrics"; cat /var/lib/prometheus/node-exporter/vmsnap.prom
+echo "--- last"; cat /var/lib/vmsnap/last-result.json; echo
+echo "--- log"; cat /var/log/vmsnap/vmsnap.jsonl`;
+  const ran = spawnSync(
+    "unshare",
+    ["--mount", "--propagation", "private", "sh", "-c", script, BIN],
+    {
+      encoding: "utf8",
+    },
+  );
+  assert.equal(ran.status, 0, ran.stderr + ran.stdout);
+  const [run, metrics, last, log] = ran.stdout.split(/^--- \w+$/m);
+  assert.match(run, /ConfigFileNotFound/);
+  assert.match(run, /^exit 2$/m);
+  const runId = run.match(/vmsnap run (\S+): failed/)?.[1];
+  assert.ok(runId, run);
+  assert.equal(
+    sample(
+      metrics,
+      `vmsnap_last_run_info{run_id="${runId}",mode="run",version="${
+        JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version
+      }"}`,
+    ),
+    1,
+    metrics,
+  );
+  assert.equal(sample(metrics, "vmsnap_last_run_exit_code"), 2);
+  assert.equal(sample(metrics, 'vmsnap_last_run_status{status="failed"}'), 1);
+  assert.equal(sample(metrics, 'vmsnap_last_run_consistency{consistency="none"}'), 1);
+  assert.equal(JSON.parse(last).runId, runId);
+  assert.equal(JSON.parse(log.trim()).errors[0].code, "ConfigFileNotFound");
+});
+
 Deno.test("stderr as the journal (JOURNAL_STREAM matches fd 2): one prefixed line per event", () => {
   const { dir, cleanup } = secureDir("journal-");
   try {
