@@ -521,7 +521,7 @@ async function benchStall(dir: string) {
       const freezeCalls: number[] = [];
       const bareCalls: number[] = [];
       const bareSyncCalls: number[] = [];
-      const methods: Record<string, () => Promise<void>> = {
+      const methods: Record<string, () => Promise<void> | void> = {
         vmsnap: async () => {
           const { result } = await runVmsnap(
             ["run", "--external", "--json", "--config", config],
@@ -533,10 +533,10 @@ async function benchStall(dir: string) {
           frozenMs.push(freeze.frozenMs);
           freezeCalls.push(freeze.mounts.reduce((sum, m) => sum + m.freezeMs, 0));
         },
-        bare: async () => {
+        bare: () => {
           bareCalls.push(bareFreeze(mounts, false));
         },
-        "bare+syncfs": async () => {
+        "bare+syncfs": () => {
           bareSyncCalls.push(bareFreeze(mounts, true));
         },
         "qemu-ga": async () => {
