@@ -6,7 +6,8 @@
  * `/`. It
  *
  * 1. takes the run lock, listens on its socket (src/holder_channel.ts);
- * 2. quiesces every plugin, stage by stage (src/stages.ts);
+ * 2. once the freeze hook attached (never for a hook already gone), quiesces
+ *    every plugin, stage by stage (src/stages.ts);
  * 3. for agents that freeze nothing (gcp, aws, generic), freezes the targets
  *    under the guard, as `run` does;
  * 4. tells the waiting freeze hook, and from then on writes nothing to disk
@@ -247,7 +248,10 @@ export async function holderMain(): Promise<number> {
   });
 
   try {
-    await quiesceAll(prepared);
+    // Nothing is quiesced or frozen for a freeze hook that is gone (killed by its agent while the
+    // holder prepared): it attaches as soon as the socket is there, or never.
+    await Promise.race([attachedNow, ending.ended]);
+    if (!ending.by) await quiesceAll(prepared);
     if (prepared.noSnapshot) ending.finish("quiesce-failed");
     if (!ending.by && freezeBy === "vmsnap") {
       await freezeTargets(prepared);

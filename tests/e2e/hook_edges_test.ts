@@ -5,10 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
-import { runBin } from "../helpers.ts";
+import { runBin, startBin, waitFor } from "../helpers.ts";
+import { lastResult } from "../hook_agent.ts";
 import { makeLoopFs } from "../loop.ts";
 import { runFixture } from "../run_fixture.ts";
 
@@ -36,6 +37,48 @@ Deno.test({
   fn: async (t) => {
     const f = runFixture();
     try {
+      await t.step(
+        "the freeze hook killed before it attached: nothing quiesced, nothing frozen",
+        async () => {
+          const state = f.path("state-early");
+          const ran = f.path("early-pre-ran");
+          const config = f.config({
+            stateDir: state,
+            plugins: [{ type: "script", name: "app", pre: f.script("early.sh", `touch "${ran}"`) }],
+            hook: { maxHoldSeconds: 30 },
+          }, "early.json");
+          const hook = startBin([
+            "hook",
+            "pre",
+            "--for",
+            "gcp",
+            "--config",
+            config,
+            "--timeout",
+            "3",
+          ]);
+          // Killed the moment its holder exists, as an agent's timeout or a crash would.
+          const pid = hook.child.pid!;
+          let holder: number | undefined;
+          while (holder === undefined && hook.child.exitCode === null) {
+            const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim();
+            if (children) holder = Number(children.split(" ")[0]);
+          }
+          hook.child.kill("SIGKILL");
+          assert.ok(holder, "the holder was started");
+          await waitFor("the holder to end", () => !existsSync(`/proc/${holder}`), 15_000);
+          const result = lastResult(state);
+          assert.equal(result.hook.endedBy, "hook-gone");
+          assert.ok(
+            result.errors.some((e) => e.code === "HookAborted"),
+            JSON.stringify(result.errors),
+          );
+          assert.ok(!existsSync(ran), "no pre-script ran for a hook that was gone");
+          assert.equal(result.plugins[0].quiesce, null);
+          assert.deepEqual(result.freeze.mounts, [], "nothing was frozen");
+        },
+      );
+
       await t.step("a read-only stateDir: StateDirUnwritable, not a lost reason", async () => {
         const ro = makeLoopFs({ dir: f.dir, name: "state-ro", sizeMiB: 16 });
         try {
