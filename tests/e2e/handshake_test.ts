@@ -1,10 +1,11 @@
 /**
  * The external handshake's input, through the binary: an answer the caller
- * wrote before vmsnap announced `frozen` is not an answer.
+ * wrote before vmsnap announced `frozen` is not an answer; the external
+ * caller keeps its own timeout; nothing frozen, no `frozen` event.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { codes, resultOf, startBin, timeToWrite, waitFor } from "../helpers.ts";
+import { codes, resultOf, runBin, startBin, timeToWrite, waitFor } from "../helpers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 Deno.test("external handshake: snapshot-done sent before the frozen line is discarded (and logged), only a later answer counts", async () => {
@@ -36,6 +37,39 @@ Deno.test("external handshake: snapshot-done sent before the frozen line is disc
     const eof = resultOf((await piped.done).stdout);
     assert.equal(eof.snapshotTaken, false);
     assert.match(eof.errors[0].message, /closed stdin/);
+  } finally {
+    f.cleanup();
+  }
+});
+
+Deno.test("--external with a config that has snapshot.command: the caller gets the external timeout, not the command's (1 s)", async () => {
+  const f = runFixture();
+  try {
+    // The config's command times out after 1 s; the caller answers after 2 s.
+    const config = f.config({ snapshot: { command: [f.snap], timeoutInSeconds: 1 } });
+    const peer = startBin(["run", "--external", "--json", "--config", config]);
+    await waitFor("the frozen line", () => peer.stdout().includes('"frozen"'));
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    peer.child.stdin.end("snapshot-done\n");
+    const ran = await peer.done;
+    const result = resultOf(ran.stdout);
+    assert.deepEqual(codes(result), [], ran.stdout);
+    assert.equal(result.snapshotTaken, true);
+    assert.equal(result.snapshot.kind, "external");
+  } finally {
+    f.cleanup();
+  }
+});
+
+Deno.test("nothing frozen (fsFreezeEnabled false): no frozen event on stdout, only the snapshot and the result", async () => {
+  const f = runFixture();
+  try {
+    const ran = await runBin(["run", "--json", "--config", f.config({ fsFreezeEnabled: false })]);
+    const events = ran.stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l).event);
+    assert.equal(ran.code, 0, ran.stdout);
+    assert.ok(!events.includes("frozen"), events.join(" "));
+    assert.ok(!events.includes("thawed"), events.join(" "));
+    assert.deepEqual(events.slice(-2), ["snapshot-taken", "result"]);
   } finally {
     f.cleanup();
   }
