@@ -34,7 +34,7 @@ import {
 import { basename, dirname, join } from "node:path";
 import { parse as parseJsonc } from "jsonc-parser";
 import { type AgentName, AGENTS } from "./agents.ts";
-import { DEFAULT_CONFIG_PATH } from "./config.ts";
+import { AZURE_MAX_TIMEOUT, DEFAULT_CONFIG_PATH } from "./config.ts";
 import { VmsnapError } from "./errors.ts";
 import { checkDirectory, checkExecutable, type ExecutableRule } from "./permissions.ts";
 import { selfCommand } from "./self.ts";
@@ -97,6 +97,11 @@ const AZURE_CONFIG = "/etc/azure/VMSnapshotScriptPluginConfig.json";
 /** vmsnap's own config when Azure's file points at vmsnap's wrappers. */
 export const AZURE_VMSNAP_CONFIG = "/etc/vmsnap/vmsnap.json";
 const GCP_CFG = "/etc/default/instance_configs.cfg";
+
+/** The hook's --timeout for an agent that waits `seconds`: it must give up first. */
+function belowAgent(seconds: number): number {
+  return seconds >= 10 ? seconds - 5 : Math.max(1, seconds - 1);
+}
 
 /** Quotes a word for sh. */
 function sh(word: string): string {
@@ -266,6 +271,14 @@ function azurePlan(options: InstallOptions, hook: (event?: string) => string[]):
   }
   const ours = azure.preScriptLocation === pre;
   const timeout = Number(azure.timeoutInSeconds ?? 30);
+  if (!Number.isInteger(timeout) || timeout < 1) {
+    throw new VmsnapError(
+      "InvalidConfigValue",
+      `${AZURE_CONFIG}: timeoutInSeconds is ${
+        JSON.stringify(azure.timeoutInSeconds)
+      }, not a whole number of seconds of at least 1; the hook could not be given a timeout below Azure's, so nothing was changed. Fix: write a number such as 60 there, then run vmsnap install --for azure again.`,
+    );
+  }
   const config = options.configPath ?? AZURE_VMSNAP_CONFIG;
   if (config === AZURE_CONFIG) {
     throw new VmsnapError(
@@ -295,7 +308,9 @@ function azurePlan(options: InstallOptions, hook: (event?: string) => string[]):
       `${AZURE_CONFIG} called ${azure.preScriptLocation} and ${azure.postScriptLocation}; Azure now calls vmsnap, which runs what ${config} lists. Add them there (preScriptLocation/postScriptLocation) if they must still run.`,
     );
   }
-  const hookTimeout = String(Math.max(5, timeout - 5));
+  // The hook must give up before Azure does (Azure caps the timeout at 1800 s).
+  const azureWaits = Math.min(timeout, AZURE_MAX_TIMEOUT);
+  const hookTimeout = String(belowAgent(azureWaits));
   files.push(
     {
       path: pre,
@@ -342,8 +357,8 @@ function azurePlan(options: InstallOptions, hook: (event?: string) => string[]):
     },
   );
   notes.push(
-    `Azure waits timeoutInSeconds (${timeout} s) for each script; the hook gives up ${
-      timeout - Number(hookTimeout)
+    `Azure waits timeoutInSeconds (${azureWaits} s) for each script; the hook gives up ${
+      azureWaits - Number(hookTimeout)
     } s before.`,
   );
   return { files, notes, after: [] };
@@ -369,7 +384,7 @@ function gcpPlan(options: InstallOptions, hook: (event?: string) => string[]): P
   const cfg = readUnder(options.root, GCP_CFG) ?? "";
   const section = cfg.split(/^\s*\[Snapshots\]\s*$/m)[1]?.split(/^\s*\[/m)[0] ?? "";
   const agentTimeout = Number(section.match(/^\s*timeout_in_seconds\s*[=:]\s*(\d+)/m)?.[1] ?? 60);
-  const timeout = String(Math.max(5, agentTimeout - 5));
+  const timeout = String(belowAgent(agentTimeout));
   const script = (event: "pre" | "post") => ({
     path: `/etc/google/snapshots/${event}.sh`,
     content: wrapper({

@@ -196,6 +196,36 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
       ]);
       assert.match(later.stdout, /WARNING: .*zz-local\.conf.*sets ExecStart after/);
     });
+    await t.step(
+      "azure: the hook gives up before Azure does, whatever timeoutInSeconds says",
+      async () => {
+        const cases: [string, string | undefined][] = [
+          ["3600", "1795"], // Azure caps script timeouts at 1800 s
+          ['"60"', "55"],
+          ["6", "5"],
+          ['"abc"', undefined],
+          ["0", undefined],
+        ];
+        for (const [value, expected] of cases) {
+          const root = join(dir, `root-azure-timeout-${cases.findIndex((c) => c[0] === value)}`);
+          const azure = join(root, "etc/azure/VMSnapshotScriptPluginConfig.json");
+          put(azure, `{ "timeoutInSeconds": ${value} }\n`, 0o600);
+          const ran = await runBin(["install", "--for", "azure", "--root", root]);
+          if (expected === undefined) {
+            assert.equal(ran.code, 2, `${value}: ${ran.stdout}`);
+            assert.match(ran.stderr, /\[InvalidConfigValue\].*timeoutInSeconds/);
+            assert.equal(readFileSync(azure, "utf8"), `{ "timeoutInSeconds": ${value} }\n`);
+            assert.ok(!existsSync(join(root, "etc/azure/vmsnap-pre.sh")), "nothing written");
+            continue;
+          }
+          assert.equal(ran.code, 0, ran.stderr);
+          for (const script of ["vmsnap-pre.sh", "vmsnap-post.sh"]) {
+            const text = readFileSync(join(root, "etc/azure", script), "utf8");
+            assert.match(text, new RegExp(`--timeout ${expected}\n`), `${value}: ${text}`);
+          }
+        }
+      },
+    );
     await t.step("a vmsnap binary others can write: install warns", async () => {
       const copy = join(dir, "vmsnap-writable");
       copyFileSync(BIN, copy);
