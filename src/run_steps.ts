@@ -567,7 +567,11 @@ async function pluginStep(
           ...(p.config.stage ? { stage: p.config.stage } : {}),
         });
         const outcome = result.ok
-          ? (result.skipped ? "nothing to do" : "ok")
+          ? (result.skipped
+            ? "nothing to do"
+            : result.notHeld
+            ? "ok, writes not held (PluginNotHeld)"
+            : "ok")
           : result.errors[0]?.code;
         run.output.say(step, `${p.config.name}: ${outcome} (${result.durationMs} ms)`);
       })).then(() => {}),

@@ -298,6 +298,11 @@ redisTest(
         "degraded",
       ]);
       assertNotHeld(result, /Redis 6\.0\.16 cannot pause writes \(6\.2 can\), so BGSAVE only/);
+      // In words too: the timeline says why the run is degraded without an error.
+      const words = await runBin(["run", "--config", f.path("auto.json")]);
+      assert.equal(words.code, 1, words.stderr);
+      assert.match(words.stderr, /cache: ok, writes not held \(PluginNotHeld\)/);
+      assert.match(words.stderr, /degraded, filesystem-consistent, exit 1/);
       const facts = result.plugins[0].quiesce.facts;
       assert.deepEqual([facts.version, facts.mode, facts.consistentAt], [
         "6.0.16",
