@@ -14,6 +14,7 @@
  * @module
  */
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import {
   closeSync,
   constants,
@@ -69,7 +70,13 @@ export interface Change {
 /** What install recorded for uninstall. */
 interface Manifest {
   agent: AgentName;
-  files: { path: string; existed: boolean; backup?: string }[];
+  /** `installed`: the SHA-256 of what install wrote (uninstall leaves a file changed since). */
+  files: { path: string; existed: boolean; backup?: string; installed?: string }[];
+}
+
+/** The SHA-256 of a file's text, hex. */
+function digest(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
 }
 
 /** Where backups and manifests go (a path on the target system). */
@@ -636,6 +643,7 @@ export function install(
       path: file.path,
       detail: `mode ${file.mode.toString(8).padStart(4, "0")}`,
     });
+    entry.installed = digest(file.content);
     if (!dryRun) {
       mkdirSync(dirname(target), { recursive: true, mode: file.dirMode ?? 0o755 });
       writeAtomically(target, file.content, file.mode);
@@ -680,8 +688,22 @@ export function uninstall(options: InstallOptions): { changes: Change[]; notes: 
       notes: [`nothing to uninstall: vmsnap install --for ${options.agent} left no manifest.`],
     };
   }
+  const notes: string[] = [];
   for (const file of [...manifest.files].reverse()) {
     const target = join(root, file.path);
+    const current = readUnder(root, file.path);
+    if (file.installed && current !== undefined && digest(current) !== file.installed) {
+      // Someone changed it since: neither removed nor overwritten with the old copy.
+      changes.push({ action: "unchanged", path: file.path, detail: "changed since install" });
+      notes.push(
+        `${file.path} was changed since vmsnap install wrote it, so uninstall left it as it is${
+          file.backup ? `; what was there before install is kept at ${file.backup}` : ""
+        }. Fix: take vmsnap's part out of it by hand${
+          file.backup ? " (compare with that copy)" : ""
+        }.`,
+      );
+      continue;
+    }
     if (file.existed && file.backup) {
       changes.push({ action: "restore", path: file.path, detail: `from ${file.backup}` });
       if (!dryRun) {
@@ -695,8 +717,10 @@ export function uninstall(options: InstallOptions): { changes: Change[]; notes: 
     }
   }
   if (!dryRun) rmSync(manifestPath(root, options.agent), { force: true });
-  if (changes.length > 0) runAfter(planAfter(options.agent), options, changes);
-  return { changes, notes: [] };
+  if (changes.some((c) => c.action !== "unchanged")) {
+    runAfter(planAfter(options.agent), options, changes);
+  }
+  return { changes, notes };
 }
 
 function planAfter(agent: AgentName): string[][] {

@@ -15,6 +15,7 @@ import {
   readFileSync,
   statSync,
   symlinkSync,
+  writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
 import { BIN, put, putConfig, runBin, secureDir } from "../helpers.ts";
@@ -226,6 +227,25 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
         }
       },
     );
+    await t.step("uninstall keeps what the admin changed after install", async () => {
+      const root = join(dir, "root-gcp-edited");
+      const cfg = join(root, "etc/default/instance_configs.cfg");
+      put(cfg, "[Core]\ncloud_logging_enabled = false\n", 0o644);
+      const args = ["--for", "gcp", "--root", root, "--config", config];
+      assert.equal((await runBin(["install", ...args])).code, 0);
+      // Later, the admin sets something else in the same file.
+      const edited = `${readFileSync(cfg, "utf8")}\n[Accounts]\ndeprovision_remove = true\n`;
+      writeFileSync(cfg, edited);
+      const removed = await runBin(["uninstall", "--for", "gcp", "--root", root]);
+      assert.equal(removed.code, 0, removed.stderr);
+      assert.equal(readFileSync(cfg, "utf8"), edited, "the admin's later edit is not lost");
+      assert.match(
+        removed.stdout,
+        /instance_configs\.cfg was changed since vmsnap install wrote it/,
+      );
+      assert.ok(existsSync(join(root, "var/backups/vmsnap/gcp/etc/default/instance_configs.cfg")));
+      assert.ok(!existsSync(join(root, "etc/google/snapshots/pre.sh")), "unchanged files go");
+    });
     await t.step("a vmsnap binary others can write: install warns", async () => {
       const copy = join(dir, "vmsnap-writable");
       copyFileSync(BIN, copy);
