@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { createServer } from "node:net";
 import process from "node:process";
 import { assertNoSecret, codes, put, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
 import { dbDir, stallingProxy, startRedis, timedCommand } from "../db_servers.ts";
@@ -327,3 +328,57 @@ redisTest(
     }
   },
 );
+
+Deno.test({
+  ...options,
+  name:
+    "redis over TCP (host and port, a free port on 127.0.0.1): quiesce pauses writes, resume lifts the pause",
+  fn: async () => {
+    // A free port, picked by the kernel (other tests run at the same time).
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const f = runFixture();
+    const db = dbDir();
+    const server = await startRedis(db.dir, {
+      extra: ["--port", String(port), "--bind", "127.0.0.1"],
+    });
+    try {
+      const snap = f.script(
+        "tcp-snap.sh",
+        `timeout 0.5 redis-cli -h 127.0.0.1 -p ${port} SET during 1; echo $? > "${
+          f.path("write-during")
+        }"`,
+      );
+      const ran = await runBin([
+        "run",
+        "--json",
+        "--config",
+        f.config({
+          fsFreezeEnabled: false,
+          snapshot: { command: [snap] },
+          plugins: [{ type: "redis", name: "cache", host: "127.0.0.1", port }],
+        }),
+      ]);
+      const result = resultOf(ran.stdout);
+      assert.equal(ran.code, 0, ran.stdout);
+      assert.deepEqual([result.consistency, codes(result)], ["application", []]);
+      assert.equal(result.plugins[0].quiesce.facts.mode, "pause");
+      assert.equal(typeof result.plugins[0].resume.facts.holdMs, "number");
+      assert.equal(f.read("write-during").trim(), "124", "a write during the snapshot waited");
+      assert.ok(
+        (await timedCommand(
+          "redis-cli",
+          ["-h", "127.0.0.1", "-p", String(port), "SET", "k", "1"],
+          2000,
+        )) < 2000,
+        "writes go on after resume",
+      );
+    } finally {
+      await server.stop();
+      db.cleanup();
+      f.cleanup();
+    }
+  },
+});
