@@ -671,7 +671,15 @@ async function benchMariaDb(dir: string) {
       { what: "the plugin's quiesce (FLUSH TABLES WITH READ LOCK …)", samples: parts.quiesce },
     ]);
     const s = t.get("longest autocommit INSERT of a steady writer during the run")!.median;
-    verdict("MariaDB commit stall ≤ snapshot time + 50 ms", `${ms(s)} ms vs 550 ms`, s <= 550);
+    // Over the snapshot's own time in the same run (the snapshot command as the run timed it).
+    const over = stats(stall.map((v, i) => v - parts.snapshot[i])).median;
+    verdict(
+      "MariaDB commit stall ≤ snapshot time + 50 ms",
+      `${ms(s)} ms: ${ms(over)} ms over the snapshot command's own time (median ${
+        ms(stats(parts.snapshot).median)
+      } ms for \`sleep 0.5\`); ${ms(s - 500)} ms over 500 ms`,
+      over <= 50,
+    );
   } finally {
     await server.stop();
     db.cleanup();
