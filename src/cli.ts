@@ -505,23 +505,24 @@ function writeQuietly(stream: NodeJS.WriteStream, text: string | Uint8Array): vo
  * The short commands (all but `run` and `hook`) write with write(2): Bun builds
  * `process.stdout`/`stdin` on first use, about 10 ms of a 15 ms start (issue 12).
  * `run` and `hook` keep the streams (a slow reader must not block the event loop
- * while filesystems are frozen). Errors drop the output quietly, as writeQuietly
- * does; a non-blocking fd that is full (EAGAIN) hands the rest to the stream.
+ * while filesystems are frozen). A full non-blocking pipe (EAGAIN) is waited for,
+ * as a blocking write would (Bun's stream would drop what it queued at exit);
+ * other errors (EPIPE: the reader went away) drop the output quietly, as
+ * writeQuietly does.
  */
 let direct = false;
-const streamed = new Set<number>();
+const pause = new Int32Array(new SharedArrayBuffer(4));
 
 function writeDirect(fd: 1 | 2, text: string): void {
-  const stream = () => fd === 1 ? process.stdout : process.stderr;
-  if (streamed.has(fd)) return writeQuietly(stream(), text);
   const bytes = new TextEncoder().encode(text);
   let done = 0;
-  try {
-    while (done < bytes.length) done += writeSync(fd, bytes, done);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EAGAIN") return;
-    streamed.add(fd);
-    writeQuietly(stream(), bytes.subarray(done));
+  while (done < bytes.length) {
+    try {
+      done += writeSync(fd, bytes, done);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EAGAIN") return;
+      Atomics.wait(pause, 0, 0, 5); // the reader has not read yet: try again in 5 ms
+    }
   }
 }
 
@@ -547,7 +548,7 @@ const processIo: Io = {
  * ```
  */
 export function exitAfterOutput(code: number): void {
-  if (direct && streamed.size === 0) process.exit(code);
+  if (direct) process.exit(code);
   process.stdout.write("", () => process.exit(code));
 }
 
