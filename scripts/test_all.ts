@@ -23,7 +23,7 @@ const steps: [string, string[]][] = [
   ["unit tests (Deno)", ["test", "-A", "--parallel", "tests/unit/"]],
   ["build dist/vmsnap", ["run", "-A", "scripts/build.ts"]],
   ["end-to-end tests (dist/vmsnap)", ["test", "-A", "tests/e2e/"]],
-  ["proof: consistency, faults, security (writes docs/PROOF.md)", [
+  ["proof: consistency, faults, security, issue 9's defects (writes docs/PROOF.md)", [
     "run",
     "-A",
     "scripts/proof.ts",
