@@ -15,7 +15,15 @@
  * @module
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { type AgentName, AGENTS, type HookEvent } from "./agents.ts";
@@ -261,7 +269,7 @@ async function freeze(options: HookOptions, deadline: number): Promise<number> {
       ? `${options.agent} freezes now`
       : "nothing frozen (fsFreezeEnabled is false)";
     say(
-      options,
+      { ...options, streams: clearOfFrozen(options.streams, q.frozen) },
       reply.answer,
       `vmsnap hook freeze (${options.agent}) run ${q.runId}: quiesced ${
         plugins.join(", ") || "no plugin"
@@ -272,6 +280,38 @@ async function freeze(options: HookOptions, deadline: number): Promise<number> {
     return 0;
   }
   return printResult(options, reply.answer.result as HookResult);
+}
+
+/**
+ * The streams, less any that is a file on a filesystem the holder just froze
+ * (`vmsnap hook pre >> /var/log/backup.log` with /var frozen): a write there
+ * would block the hook until the guard thaws. What it would have said is in
+ * the holder's log and result.
+ */
+function clearOfFrozen(streams: OutputStreams, frozen: string[]): OutputStreams {
+  const devices = new Set<number>();
+  for (const mount of frozen) {
+    try {
+      devices.add(statSync(mount).dev);
+    } catch {
+      // gone: nothing of ours is written there
+    }
+  }
+  const onFrozen = (fd: number) => {
+    try {
+      const stat = fstatSync(fd);
+      return !stat.isFIFO() && !stat.isSocket() && !stat.isCharacterDevice() &&
+        devices.has(stat.dev);
+    } catch {
+      return false;
+    }
+  };
+  const none = () => {};
+  return {
+    ...streams,
+    stdout: onFrozen(1) ? none : streams.stdout,
+    stderr: onFrozen(2) ? none : streams.stderr,
+  };
 }
 
 /** The hook's timeout passed while the holder quiesced: tell it to resume everything, report. */

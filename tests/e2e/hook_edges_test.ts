@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
-import { runBin, startBin, waitFor } from "../helpers.ts";
+import { BIN, runBin, startBin, waitFor } from "../helpers.ts";
 import { lastResult } from "../hook_agent.ts";
 import { makeLoopFs } from "../loop.ts";
 import { runFixture } from "../run_fixture.ts";
@@ -76,6 +76,40 @@ Deno.test({
           assert.ok(!existsSync(ran), "no pre-script ran for a hook that was gone");
           assert.equal(result.plugins[0].quiesce, null);
           assert.deepEqual(result.freeze.mounts, [], "nothing was frozen");
+        },
+      );
+
+      await t.step(
+        "the freeze hook's output goes to a file on a filesystem it froze: it returns",
+        async () => {
+          const config = f.config({
+            stateDir: f.path("state-out"),
+            freeze: { mounts: [f.mp], maxFrozenSeconds: 20 },
+            hook: { maxHoldSeconds: 30 },
+          }, "out.json");
+          const log = join(f.mp, "backup.log");
+          // A cron job's "vmsnap hook pre --for generic >> /var/log/backup.log 2>&1", /var frozen.
+          const started = performance.now();
+          const pre = spawnSync(
+            "/bin/sh",
+            ["-c", `exec "$0" hook pre --for generic --config "$1" >> "$2" 2>&1`, BIN, config, log],
+            { timeout: 15_000 },
+          );
+          const took = performance.now() - started;
+          assert.ok(
+            took < 8000,
+            `the hook returned while the filesystem was frozen (${Math.round(took)} ms)`,
+          );
+          assert.equal(pre.status, 0);
+          const post = await runBin(["hook", "post", "--for", "generic", "--config", config]);
+          assert.equal(post.code, 0, post.stderr);
+          const result = lastResult(f.path("state-out"));
+          assert.equal(result.consistency, "filesystem");
+          assert.equal(
+            result.freeze.guard?.steppedIn,
+            undefined,
+            "the guard did not have to step in",
+          );
         },
       );
 
