@@ -265,14 +265,21 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
         ran.stdout,
         /WARNING: the agent will run \S+vmsnap-writable as root, but .*writable by group or other/,
       );
-      const safe = await runBin([
+      // A copy in a root-only directory: the checkout itself may live anywhere (even under /tmp).
+      const kept = join(dir, "vmsnap-safe");
+      copyFileSync(BIN, kept);
+      chmodSync(kept, 0o755);
+      const safe = spawnSync(kept, [
         "install",
         "--for",
         "vmware",
         "--root",
         join(dir, "w"),
         "--dry-run",
-      ]);
+      ], {
+        encoding: "utf8",
+      });
+      assert.equal(safe.status, 0, safe.stderr);
       assert.doesNotMatch(safe.stdout, /WARNING/);
     });
     await t.step("generic has nothing to install; an unknown agent is a usage error", async () => {
