@@ -42,7 +42,7 @@ import {
 import { readLastResult } from "./last_result.ts";
 import { closeOnExecAbove2 } from "./libc.ts";
 import { unwritableStateDir } from "./lock.ts";
-import { ensureDirectory } from "./permissions.ts";
+import { checkDirectory, ensureDirectory } from "./permissions.ts";
 import type { OutputStreams } from "./output.ts";
 import { describeRecovery, recoverAll } from "./recover.ts";
 import { redact } from "./secrets.ts";
@@ -180,6 +180,27 @@ function recoveryCutShort(options: HookOptions, stateDir: string): string {
 }
 
 /**
+ * Only root can have put what is in stateDir and its hook directory (the
+ * holder's pid file, token and socket, a freeze marker, lock markers): else a
+ * user could plant a "holder" that answers the thaw hook, or a marker that
+ * recovery would act on as root. Read-only: nothing is written here.
+ */
+function trustedHolderDir(stateDir: string, paths: HolderPaths): void {
+  const problems = [
+    ...checkDirectory(stateDir, "stateDir"),
+    ...checkDirectory(paths.dir, "the holder's directory"),
+  ];
+  if (problems.length > 0) {
+    throw new HookStop(
+      "InsecureDirectory",
+      `${
+        problems[0].message
+      } Nothing there was trusted: no holder was contacted, nothing recovered.`,
+    );
+  }
+}
+
+/**
  * The stateDir and the holder's directory exist and take a file: a full or
  * read-only stateDir is StateDirUnwritable here, where the hook can say it
  * (the holder could not leave its reason there).
@@ -201,6 +222,7 @@ function stateDirWritable(stateDir: string, paths: HolderPaths): void {
 async function freeze(options: HookOptions, deadline: number): Promise<number> {
   const { stateDir } = preflight(options);
   const paths = holderPaths(stateDir);
+  trustedHolderDir(stateDir, paths);
   const live = liveHolder(paths);
   if (live) {
     throw new HookStop(
@@ -350,6 +372,7 @@ async function thaw(options: HookOptions, deadline: number): Promise<number> {
   if (process.getuid?.() !== 0) {
     throw new HookStop("NotRoot", `vmsnap hook must run as root (uid ${process.getuid?.()}).`);
   }
+  trustedHolderDir(stateDir, paths);
   const request = { op: "thaw", event: options.event as "thaw" | "freezeFail" } as const;
   const reply = liveHolder(paths)
     ? await askHolder(paths, request, Math.max(0, deadline - performance.now()))

@@ -5,9 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
+import process from "node:process";
+import { processStart } from "../../src/lock.ts";
 import { BIN, runBin, startBin, waitFor } from "../helpers.ts";
 import { lastResult } from "../hook_agent.ts";
 import { makeLoopFs } from "../loop.ts";
@@ -112,6 +114,43 @@ Deno.test({
           );
         },
       );
+
+      await t.step("a stateDir others can write: nothing planted there is trusted", async () => {
+        const state = f.path("open-state");
+        mkdirSync(join(state, "hook"), { recursive: true });
+        chmodSync(state, 0o777);
+        // A user's fake holder: a live pid (this test) and a socket that answers "success".
+        writeFileSync(
+          join(state, "hook", "holder.json"),
+          JSON.stringify({
+            pid: process.pid,
+            started: processStart(process.pid),
+            runId: "fake",
+            agent: "vmware",
+            since: "now",
+          }),
+        );
+        writeFileSync(join(state, "hook", "token"), "planted");
+        let contacted = false;
+        const fake = net.createServer((socket) => {
+          contacted = true;
+          socket.end(`${JSON.stringify({ event: "result", result: { exitCode: 0 } })}\n`);
+        });
+        await new Promise<void>((resolve) =>
+          fake.listen(join(state, "hook", "holder.sock"), resolve)
+        );
+        try {
+          const config = f.config({ fsFreezeEnabled: false, stateDir: state }, "open.json");
+          for (const event of ["thaw", "freeze"]) {
+            const ran = await runBin(["hook", event, "--for", "vmware", "--config", config]);
+            assert.equal(ran.code, 2, ran.stderr);
+            assert.match(ran.stderr, /\[InsecureDirectory\] stateDir \S+open-state is refused/);
+          }
+          assert.equal(contacted, false, "the planted holder was never contacted");
+        } finally {
+          fake.close();
+        }
+      });
 
       await t.step("a read-only stateDir: StateDirUnwritable, not a lost reason", async () => {
         const ro = makeLoopFs({ dir: f.dir, name: "state-ro", sizeMiB: 16 });
