@@ -51,19 +51,18 @@ function step(
   // One warning per key, however many placeholders it holds.
   const empty = params.flatMap((param, i) => param === "" ? [i] : []);
   if (empty.length > 0) {
-    reportAt(
-      ctx.validation,
-      paramsKey,
-      "EmptyScriptParam",
-      `${paramsKey} holds ${
+    reportAt(ctx.validation, {
+      path: paramsKey,
+      code: "EmptyScriptParam",
+      message: `${paramsKey} holds ${
         empty.length === 1 ? `""` : `${empty.length} ""`
       } (Azure's sample placeholder${empty.length === 1 ? "" : "s"}, at position${
         empty.length === 1 ? "" : "s"
       } ${
         empty.join(", ")
       }); each is passed to ${path} as an empty argument, as Azure does. Fix: remove them unless the script expects them.`,
-      { warning: true },
-    );
+      warning: true,
+    });
   }
   return {
     path,
@@ -161,12 +160,12 @@ export const scriptPlugin: PluginDefinition<ScriptConfig> = {
       retries: values.retries,
     });
     if (!pre && !post) {
-      reportAt(
-        ctx.validation,
-        ctx.path,
-        "MissingConfigKey",
-        `script plugin "${values.name}" has neither "pre" nor "post". Fix: give at least one script path.`,
-      );
+      reportAt(ctx.validation, {
+        path: ctx.path,
+        code: "MissingConfigKey",
+        message:
+          `script plugin "${values.name}" has neither "pre" nor "post". Fix: give at least one script path.`,
+      });
     }
     return {
       type: "script",

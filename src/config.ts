@@ -113,15 +113,14 @@ const mountsSpec: Spec = {
     if (node.type === "array") {
       return validate(node, { type: "array", items: absolutePath }, path, ctx);
     }
-    report(
-      ctx,
+    report(ctx, {
       node,
       path,
-      node.type === "string" ? "InvalidConfigValue" : "InvalidConfigType",
-      `${path} must be "auto" or a list of absolute mount points, found ${
+      code: node.type === "string" ? "InvalidConfigValue" : "InvalidConfigType",
+      message: `${path} must be "auto" or a list of absolute mount points, found ${
         node.type === "string" ? JSON.stringify(node.value) : `a ${node.type}`
       }. Fix: write "auto" or ["/data", "/var/lib/mysql"].`,
-    );
+    });
     return undefined;
   },
 };
@@ -149,7 +148,12 @@ const pluginsSpec: Spec = {
   type: "custom",
   validate(node, path, ctx) {
     if (node.type !== "array") {
-      report(ctx, node, path, "InvalidConfigType", `${path} must be an array of plugin objects.`);
+      report(ctx, {
+        node,
+        path,
+        code: "InvalidConfigType",
+        message: `${path} must be an array of plugin objects.`,
+      });
       return undefined;
     }
     return (node.children ?? []).map((item, i) => validatePlugin(item, childPath(path, i), ctx));
@@ -177,18 +181,17 @@ const azureParamsSpec: CustomSpec = {
       ctx.locations.set(itemPath, ctx.source.at(item.offset));
       const literal = ctx.source.raw(item);
       const text = pythonStr(literal);
-      report(
-        ctx,
-        item,
-        itemPath,
-        "ScriptParamNotString",
-        `${itemPath} is ${literal}, not a string; Azure's framework passes it as ${
+      report(ctx, {
+        node: item,
+        path: itemPath,
+        code: "ScriptParamNotString",
+        message: `${itemPath} is ${literal}, not a string; Azure's framework passes it as ${
           JSON.stringify(text)
         } (Python's str()): vmsnap run does the same (and warns). Fix: write ${
           JSON.stringify(text)
         }, in quotes.`,
-        { lenient: true },
-      );
+        lenient: true,
+      });
       return text;
     });
     return values.some((v) => v === undefined) ? undefined : values;
@@ -299,33 +302,36 @@ function validatePlugin(
   ctx: ValidationContext,
 ): PluginConfig | undefined {
   if (node.type !== "object") {
-    report(ctx, node, path, "InvalidConfigType", `${path} must be an object with a "type".`);
+    report(ctx, {
+      node,
+      path,
+      code: "InvalidConfigType",
+      message: `${path} must be an object with a "type".`,
+    });
     return undefined;
   }
   const typeEntry = properties(node).findLast(([key]) => key === "type");
   const known = [...PLUGINS.keys()];
   if (!typeEntry || typeEntry[2].type !== "string") {
-    report(
-      ctx,
-      typeEntry?.[2] ?? node,
-      childPath(path, "type"),
-      typeEntry ? "InvalidConfigType" : "MissingConfigKey",
-      `${path} needs "type": one of ${known.map((k) => JSON.stringify(k)).join(", ")}.`,
-    );
+    report(ctx, {
+      node: typeEntry?.[2] ?? node,
+      path: childPath(path, "type"),
+      code: typeEntry ? "InvalidConfigType" : "MissingConfigKey",
+      message: `${path} needs "type": one of ${known.map((k) => JSON.stringify(k)).join(", ")}.`,
+    });
     return undefined;
   }
   const type = String(typeEntry[2].value);
   const definition = PLUGINS.get(type);
   if (!definition) {
-    report(
-      ctx,
-      typeEntry[2],
-      childPath(path, "type"),
-      "UnknownPluginType",
-      `${path} has the unknown plugin type ${JSON.stringify(type)}.${
+    report(ctx, {
+      node: typeEntry[2],
+      path: childPath(path, "type"),
+      code: "UnknownPluginType",
+      message: `${path} has the unknown plugin type ${JSON.stringify(type)}.${
         didYouMean(type, known)
       } This vmsnap knows: ${known.join(", ")}.`,
-    );
+    });
     return undefined;
   }
   const values = validateObject(
@@ -425,13 +431,12 @@ export function parseConfig(text: string, file: string): LoadedConfig {
     locations: new Map(),
   };
   const syntax = (offset: number, message: string) =>
-    report(
-      ctx,
-      { offset, length: 0, type: "null" } as Node,
-      "",
-      "IncorrectJSONConfigFile",
-      message,
-    );
+    report(ctx, {
+      node: { offset, length: 0, type: "null" } as Node,
+      path: "",
+      code: "IncorrectJSONConfigFile",
+      message: message,
+    });
   const deep = tooDeep(text);
   let root: Node | undefined;
   if (isBlank(text)) {
@@ -496,15 +501,14 @@ function buildConfig(
     const path = childPath(childPath("plugins", i), "name");
     const previous = names.get(plugin.name);
     if (previous !== undefined) {
-      reportAt(
-        ctx,
+      reportAt(ctx, {
         path,
-        "DuplicatePluginName",
-        `plugin name ${
+        code: "DuplicatePluginName",
+        message: `plugin name ${
           JSON.stringify(plugin.name)
         } is already used by ${previous}. Fix: give every plugin a unique "name".`,
-        { near: childPath("plugins", i) },
-      );
+        near: childPath("plugins", i),
+      });
     }
     names.set(plugin.name, path);
     plugins.push(plugin);
@@ -538,26 +542,25 @@ function buildSnapshot(
   const command = values.command as string[] | undefined;
   const external = values.external as { timeoutInSeconds: number } | undefined;
   if (command && external) {
-    reportAt(
-      ctx,
-      "snapshot",
-      "InvalidConfigValue",
-      `snapshot has both "command" and "external"; vmsnap takes one snapshot. Fix: keep one of them.`,
-    );
+    reportAt(ctx, {
+      path: "snapshot",
+      code: "InvalidConfigValue",
+      message:
+        `snapshot has both "command" and "external"; vmsnap takes one snapshot. Fix: keep one of them.`,
+    });
   }
   if (command) {
     if (!command[0].startsWith("/")) {
       const path = "snapshot.command[0]";
-      reportAt(
-        ctx,
+      reportAt(ctx, {
         path,
-        "RelativePath",
-        `${path} is ${
+        code: "RelativePath",
+        message: `${path} is ${
           JSON.stringify(command[0])
         }; the snapshot command runs without a shell or PATH search. Fix: write the executable's absolute path (see \`command -v ${
           command[0]
         }\`).`,
-      );
+      });
     }
     return {
       kind: "command",
@@ -568,12 +571,12 @@ function buildSnapshot(
   if (external) return { kind: "external", timeoutInSeconds: external.timeoutInSeconds };
   const given = (key: string) => ctx.locations.has(`snapshot.${key}`);
   if (!given("command") && !given("external") && ctx.locations.has("snapshot")) {
-    reportAt(
-      ctx,
-      "snapshot",
-      "MissingConfigKey",
-      `snapshot needs "command" (an argv array) or "external": {}. Fix: add one of command, external.`,
-    );
+    reportAt(ctx, {
+      path: "snapshot",
+      code: "MissingConfigKey",
+      message:
+        `snapshot needs "command" (an argv array) or "external": {}. Fix: add one of command, external.`,
+    });
   }
   return null;
 }

@@ -245,25 +245,6 @@ export async function killProcesses(options: {
   return { found: found.size, survivors: pids };
 }
 
-/**
- * {@linkcode killProcesses} for a group and its tagged descendants; returns
- * how many processes were found.
- *
- * @example
- * ```ts
- * import { killTree } from "./process_runner.ts";
- * await killTree(undefined, "some-tag", 1000);
- * ```
- */
-export async function killTree(
-  pgid: number | undefined,
-  tag: string,
-  graceMs: number,
-  find: () => number[] = () => findTagged(tag),
-): Promise<number> {
-  return (await killProcesses({ pgid, find, graceMs })).found;
-}
-
 /** A process's state letter (R, S, D, Z…), or undefined when it is gone. */
 function stateOf(pid: number): string | undefined {
   try {

@@ -133,18 +133,12 @@ export function childPath(parent: string, key: string | number): string {
  * @example
  * ```ts
  * import { report } from "./schema.ts";
- * // report(ctx, node, "plugins[0].name", "DuplicatePluginName", "…", { warning: false });
+ * // report(ctx, { node, path: "plugins[0].name", code: "DuplicatePluginName", message: "…", warning: false });
  * ```
  */
-export function report(
-  ctx: ValidationContext,
-  node: Node | undefined,
-  path: string,
-  code: Code,
-  message: string,
-  options: Severity = {},
-): void {
-  record(ctx, node ? ctx.source.at(node.offset) : undefined, path, code, message, options);
+export function report(ctx: ValidationContext, finding: Finding & { node?: Node }): void {
+  const { node, ...rest } = finding;
+  record(ctx, node ? ctx.source.at(node.offset) : undefined, rest);
 }
 
 /**
@@ -152,16 +146,10 @@ export function report(
  * `ctx.locations`), for checks that run after the syntax tree is gone. `near`
  * is a path to point at when `path` itself was not in the file (a default).
  */
-export function reportAt(
-  ctx: ValidationContext,
-  path: string,
-  code: Code,
-  message: string,
-  options: Severity & { near?: string } = {},
-): void {
-  const at = ctx.locations.get(path) ??
-    (options.near ? ctx.locations.get(options.near) : undefined);
-  record(ctx, at, path, code, message, options);
+export function reportAt(ctx: ValidationContext, finding: Finding & { near?: string }): void {
+  const { near, ...rest } = finding;
+  const at = ctx.locations.get(rest.path) ?? (near ? ctx.locations.get(near) : undefined);
+  record(ctx, at, rest);
 }
 
 /** How much a finding weighs: a problem unless marked (see {@linkcode ValidationContext}). */
@@ -172,22 +160,23 @@ export interface Severity {
   lenient?: boolean;
 }
 
+/** One finding: the config path, its code, what it says, and how much it weighs. */
+export interface Finding extends Severity {
+  path: string;
+  code: Code;
+  message: string;
+}
+
 /** Adds a problem (or warning), its message prefixed with `file:line:column:`. */
-function record(
-  ctx: ValidationContext,
-  at: Location | undefined,
-  path: string,
-  code: Code,
-  message: string,
-  severity: Severity,
-): void {
+function record(ctx: ValidationContext, at: Location | undefined, finding: Finding): void {
+  const { path, code, message } = finding;
   const where = at ? `${ctx.file}:${at.line}:${at.column}` : ctx.file;
   const problem: Problem = { code, message: `${where}: ${message}`, path: path || undefined };
   if (at) Object.assign(problem, at);
-  if (severity.lenient && ctx.lenient) problem.lenient = true;
-  const list = severity.warning
+  if (finding.lenient && ctx.lenient) problem.lenient = true;
+  const list = finding.warning
     ? ctx.warnings
-    : severity.lenient && ctx.lenient
+    : finding.lenient && ctx.lenient
     ? ctx.lenient
     : ctx.problems;
   list.push(problem);
@@ -273,15 +262,14 @@ function typeHint(node: Node, spec: Spec): string {
 export function validate(node: Node, spec: Spec, path: string, ctx: ValidationContext): unknown {
   if (path) ctx.locations.set(path, ctx.source.at(node.offset));
   const wrongType = () => {
-    report(
-      ctx,
+    report(ctx, {
       node,
       path,
-      "InvalidConfigType",
-      `${path || "the config"} must be ${expected(spec)}, found ${describe(node)}.${
+      code: "InvalidConfigType",
+      message: `${path || "the config"} must be ${expected(spec)}, found ${describe(node)}.${
         typeHint(node, spec)
       }`,
-    );
+    });
     return undefined;
   };
   switch (spec.type) {
@@ -289,41 +277,43 @@ export function validate(node: Node, spec: Spec, path: string, ctx: ValidationCo
       if (node.type !== "string") return wrongType();
       const value = String(node.value);
       if (value.includes("\0")) {
-        report(
-          ctx,
+        report(ctx, {
           node,
           path,
-          "InvalidConfigValue",
-          `${path} contains a NUL byte. Fix: remove it.`,
-        );
+          code: "InvalidConfigValue",
+          message: `${path} contains a NUL byte. Fix: remove it.`,
+        });
         return undefined;
       }
       if (spec.oneOf && !spec.oneOf.includes(value)) {
-        report(
-          ctx,
+        report(ctx, {
           node,
           path,
-          "InvalidConfigValue",
-          `${path} must be ${expected(spec)}, found ${describe(node)}.${
+          code: "InvalidConfigValue",
+          message: `${path} must be ${expected(spec)}, found ${describe(node)}.${
             didYouMean(value, spec.oneOf)
           }`,
-        );
+        });
         return undefined;
       }
       if (spec.nonEmpty && value === "") {
-        report(ctx, node, path, "InvalidConfigValue", `${path} must not be empty.`);
+        report(ctx, {
+          node,
+          path,
+          code: "InvalidConfigValue",
+          message: `${path} must not be empty.`,
+        });
         return undefined;
       }
       if (spec.absolutePath && value !== "" && !value.startsWith("/")) {
-        report(
-          ctx,
+        report(ctx, {
           node,
           path,
-          "RelativePath",
-          `${path} is the relative path ${
+          code: "RelativePath",
+          message: `${path} is the relative path ${
             JSON.stringify(value)
           }; vmsnap runs from / and needs an absolute path. Fix: write the full path, starting with /.`,
-        );
+        });
         return undefined;
       }
       return value;
@@ -336,28 +326,26 @@ export function validate(node: Node, spec: Spec, path: string, ctx: ValidationCo
       const azure = below ? spec.clamp?.below : above ? spec.clamp?.above : undefined;
       if (Number.isInteger(value) && azure !== undefined) {
         const bound = (below ? spec.min : spec.max)!;
-        report(
-          ctx,
+        report(ctx, {
           node,
           path,
-          "ConfigValueClamped",
-          `${path} is ${
+          code: "ConfigValueClamped",
+          message: `${path} is ${
             ctx.source.raw(node)
           }; ${azure}: vmsnap run uses ${bound} (and warns). Fix: write ${bound}${
             below ? " or more" : " or less"
           }.`,
-          { lenient: true },
-        );
+          lenient: true,
+        });
         return bound;
       }
       if (!Number.isInteger(value) || below || above || !Number.isSafeInteger(value)) {
-        report(
-          ctx,
+        report(ctx, {
           node,
           path,
-          "InvalidConfigValue",
-          `${path} must be ${expected(spec)}, found ${describe(node)}.`,
-        );
+          code: "InvalidConfigValue",
+          message: `${path} must be ${expected(spec)}, found ${describe(node)}.`,
+        });
         return undefined;
       }
       return value;
@@ -368,13 +356,12 @@ export function validate(node: Node, spec: Spec, path: string, ctx: ValidationCo
       if (node.type !== "array") return wrongType();
       const items = node.children ?? [];
       if (spec.minItems !== undefined && items.length < spec.minItems) {
-        report(
-          ctx,
+        report(ctx, {
           node,
           path,
-          "InvalidConfigValue",
-          `${path} must have at least ${spec.minItems} item(s), found ${items.length}.`,
-        );
+          code: "InvalidConfigValue",
+          message: `${path} must have at least ${spec.minItems} item(s), found ${items.length}.`,
+        });
         return undefined;
       }
       const values = items.map((item, i) => validate(item, spec.items, childPath(path, i), ctx));
@@ -420,56 +407,55 @@ export function validateObject(
     const winner = last.get(key)!;
     if (winner !== keyNode) {
       const at = ctx.source.at(winner.offset);
-      report(
-        ctx,
-        keyNode,
-        keyPath,
-        "DuplicateConfigKey",
-        `${keyPath} is given twice; the later one (line ${at.line}) wins, as in Azure's JSON reader${
-          strict(key) ? "" : ", and vmsnap run uses it (and warns)"
-        }. Fix: delete the one you do not mean.`,
-        { lenient: !strict(key) },
-      );
+      report(ctx, {
+        node: keyNode,
+        path: keyPath,
+        code: "DuplicateConfigKey",
+        message:
+          `${keyPath} is given twice; the later one (line ${at.line}) wins, as in Azure's JSON reader${
+            strict(key) ? "" : ", and vmsnap run uses it (and warns)"
+          }. Fix: delete the one you do not mean.`,
+        lenient: !strict(key),
+      });
       continue;
     }
     if (Object.hasOwn(spec.fields, key)) {
       out[key] = validate(valueNode, spec.fields[key], keyPath, ctx);
     } else if (spec.ignored && Object.hasOwn(spec.ignored, key)) {
-      report(
-        ctx,
-        keyNode,
-        keyPath,
-        "IgnoredConfigKey",
-        `${keyPath} is accepted for compatibility with Azure's sample and ignored: ${
+      report(ctx, {
+        node: keyNode,
+        path: keyPath,
+        code: "IgnoredConfigKey",
+        message: `${keyPath} is accepted for compatibility with Azure's sample and ignored: ${
           spec.ignored[key]
         }`,
-        { warning: true },
-      );
+        warning: true,
+      });
     } else {
       const near = closest(key, known);
       const lenient = near === undefined ? spec.azure !== undefined : !strict(near);
-      report(
-        ctx,
-        keyNode,
-        keyPath,
-        "UnknownConfigKey",
-        `unknown key ${JSON.stringify(key)}${path ? ` in ${path}` : ""}${
+      report(ctx, {
+        node: keyNode,
+        path: keyPath,
+        code: "UnknownConfigKey",
+        message: `unknown key ${JSON.stringify(key)}${path ? ` in ${path}` : ""}${
           lenient ? "; Azure's framework ignores it, and vmsnap run does the same (and warns)" : ""
         }.${didYouMean(key, known)} Fix: correct the spelling or remove the key.`,
-        { lenient },
-      );
+        lenient,
+      });
     }
   }
   for (const [key, field] of Object.entries(spec.fields)) {
     if (out[key] !== undefined) continue;
     if (!last.has(key) && field.required) {
-      report(
-        ctx,
+      report(ctx, {
         node,
-        childPath(path, key),
-        "MissingConfigKey",
-        `${path || "the config"} needs the key ${JSON.stringify(key)} (${expected(field)}).`,
-      );
+        path: childPath(path, key),
+        code: "MissingConfigKey",
+        message: `${path || "the config"} needs the key ${JSON.stringify(key)} (${
+          expected(field)
+        }).`,
+      });
     }
     if (field.default !== undefined) out[key] = defaultOf(field);
   }
