@@ -1,7 +1,10 @@
 /**
- * Hook mode at its edges, through the compiled binary: a stateDir that cannot
- * be written, a recovery that would outlast the hook's timeout (a dead run's
- * database lock on a server that never answers), the reason kept in each case.
+ * Hook mode at its edges, through the compiled binary: the freeze hook killed
+ * before it attached, its output on a filesystem the holder froze, a stateDir
+ * others can write (a planted holder), the deadline while the agent still
+ * freezes the log's filesystem, Azure-tolerated config findings, a stateDir
+ * that cannot be written, a recovery that would outlast the hook's timeout (a
+ * dead run's database lock on a server that never answers).
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -13,6 +16,7 @@ import { processStart } from "../../src/lock.ts";
 import { BIN, runBin, startBin, waitFor } from "../helpers.ts";
 import { lastResult } from "../hook_agent.ts";
 import { makeLoopFs } from "../loop.ts";
+import { dbDir, mariadbWrite, startMariaDb } from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
 
 /** A TCP server that accepts connections and never answers (a hung database). */
@@ -33,7 +37,8 @@ async function blackhole(): Promise<{ port: number; close(): void }> {
 }
 
 Deno.test({
-  name: "hook edges: unwritable stateDir, recovery bounded by the hook's timeout",
+  name:
+    "hook edges: killed early, output on a frozen fs, planted holder, deadline, stateDir, recovery",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async (t) => {
@@ -151,6 +156,66 @@ Deno.test({
           fake.close();
         }
       });
+
+      await t.step(
+        "the deadline while the agent still freezes the log's filesystem: the database is released",
+        async () => {
+          const db = dbDir();
+          const server = await startMariaDb(db.dir);
+          try {
+            server.sql(
+              "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY) ENGINE=InnoDB",
+            );
+            // The log and stateDir live on the filesystem the agent freezes; the database does not.
+            const state = join(f.mp, "state");
+            const config = f.config({
+              stateDir: state,
+              log: { file: join(f.mp, "log", "vmsnap.jsonl") },
+              plugins: [{ type: "mysql", name: "shop", socket: server.socket }],
+              hook: { maxHoldSeconds: 3 },
+            }, "agent-frozen.json");
+            const pre = await runBin(["hook", "freeze", "--for", "vmware", "--config", config]);
+            assert.equal(pre.code, 0, pre.stderr);
+            const holder = JSON.parse(readFileSync(join(state, "hook", "holder.json"), "utf8")).pid;
+            // VMware freezes after its freeze script (here: the test's own loop mount only).
+            spawnSync("fsfreeze", ["--freeze", f.mp]);
+            try {
+              // The thaw never comes in time: at hook.maxHoldSeconds the lock must go.
+              const row = await mariadbWrite(server.socket, "INSERT INTO app.t VALUES (1)", 10_000);
+              assert.ok(row < 8000, `the deadline released the database while frozen (${row} ms)`);
+            } finally {
+              spawnSync("fsfreeze", ["--unfreeze", f.mp]);
+            }
+            await waitFor("the holder to end", () => !existsSync(`/proc/${holder}`), 15_000);
+            const result = lastResult(state);
+            assert.equal(result.hook.endedBy, "deadline");
+            assert.equal(result.plugins[0].resume?.ok, true);
+          } finally {
+            await server.stop();
+            db.cleanup();
+          }
+        },
+      );
+
+      await t.step(
+        "what Azure's framework tolerates: accepted as run does, warned in the result",
+        async () => {
+          const state = f.path("state-lenient");
+          const config = f.config({
+            fsFreezeEnabled: false,
+            stateDir: state,
+            timeoutInSeconds: 5000,
+            someUnknownKey: 1,
+          }, "lenient.json");
+          const pre = await runBin(["hook", "freeze", "--for", "vmware", "--config", config]);
+          assert.equal(pre.code, 0, pre.stderr);
+          const thaw = await runBin(["hook", "thaw", "--for", "vmware", "--config", config]);
+          assert.equal(thaw.code, 0, thaw.stderr);
+          const warned = lastResult(state).warnings.map((w) => w.code);
+          assert.ok(warned.includes("ConfigValueClamped"), warned.join());
+          assert.ok(warned.includes("UnknownConfigKey"), warned.join());
+        },
+      );
 
       await t.step("a read-only stateDir: StateDirUnwritable, not a lost reason", async () => {
         const ro = makeLoopFs({ dir: f.dir, name: "state-ro", sizeMiB: 16 });
