@@ -371,7 +371,12 @@ function azurePlan(options: InstallOptions, hook: (event?: string) => string[]):
   return { files, notes, after: [] };
 }
 
-/** Sets `enabled = true` in the `[Snapshots]` section, keeping everything else. */
+/**
+ * Sets `enabled = true` in the `[Snapshots]` section, keeping everything else.
+ * Keys match in any case, as INI readers take them (Python's configparser
+ * lowercases keys): `Enabled = false` left beside a new `enabled = true` is
+ * a duplicate key (an error, or the later one wins).
+ */
 function enableGcpSnapshots(text: string): string {
   const lines = text.split("\n");
   const start = lines.findIndex((l) => /^\s*\[Snapshots\]\s*$/.test(l));
@@ -381,7 +386,7 @@ function enableGcpSnapshots(text: string): string {
   }
   let end = lines.findIndex((l, i) => i > start && /^\s*\[/.test(l));
   if (end < 0) end = lines.length;
-  const at = lines.findIndex((l, i) => i > start && i < end && /^\s*enabled\s*[=:]/.test(l));
+  const at = lines.findIndex((l, i) => i > start && i < end && /^\s*enabled\s*[=:]/i.test(l));
   if (at >= 0) lines[at] = "enabled = true";
   else lines.splice(start + 1, 0, "enabled = true");
   return lines.join("\n");
@@ -390,7 +395,7 @@ function enableGcpSnapshots(text: string): string {
 function gcpPlan(options: InstallOptions, hook: (event?: string) => string[]): Plan {
   const cfg = readUnder(options.root, GCP_CFG) ?? "";
   const section = cfg.split(/^\s*\[Snapshots\]\s*$/m)[1]?.split(/^\s*\[/m)[0] ?? "";
-  const agentTimeout = Number(section.match(/^\s*timeout_in_seconds\s*[=:]\s*(\d+)/m)?.[1] ?? 60);
+  const agentTimeout = Number(section.match(/^\s*timeout_in_seconds\s*[=:]\s*(\d+)/im)?.[1] ?? 60);
   const timeout = String(belowAgent(agentTimeout));
   const script = (event: "pre" | "post") => ({
     path: `/etc/google/snapshots/${event}.sh`,

@@ -246,6 +246,22 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
       assert.ok(existsSync(join(root, "var/backups/vmsnap/gcp/etc/default/instance_configs.cfg")));
       assert.ok(!existsSync(join(root, "etc/google/snapshots/pre.sh")), "unchanged files go");
     });
+    await t.step(
+      "gcp: Enabled = false (a key in another case) is the setting changed",
+      async () => {
+        const root = join(dir, "root-gcp-case");
+        const cfg = join(root, "etc/default/instance_configs.cfg");
+        put(cfg, "[Snapshots]\nEnabled = false\nTimeout_In_Seconds = 30\n", 0o644);
+        const ran = await runBin(["install", "--for", "gcp", "--root", root, "--config", config]);
+        assert.equal(ran.code, 0, ran.stderr);
+        assert.equal(
+          readFileSync(cfg, "utf8"),
+          "[Snapshots]\nenabled = true\nTimeout_In_Seconds = 30\n",
+        );
+        const pre = readFileSync(join(root, "etc/google/snapshots/pre.sh"), "utf8");
+        assert.match(pre, /--timeout 25 /, "the agent's timeout_in_seconds (30) was read");
+      },
+    );
     await t.step("a vmsnap binary others can write: install warns", async () => {
       const copy = join(dir, "vmsnap-writable");
       copyFileSync(BIN, copy);
