@@ -216,7 +216,9 @@ export function askHolder(
   paths: HolderPaths,
   request: HolderRequest,
   timeoutMs: number,
-): Promise<{ answer: Record<string, unknown> } | { failed: NoAnswer; detail: string }> {
+): Promise<
+  { answer: Record<string, unknown> } | { failed: NoAnswer; detail: string; sent?: boolean }
+> {
   let token: string;
   try {
     token = readFileSync(paths.token, "utf8");
@@ -226,6 +228,8 @@ export function askHolder(
   return new Promise((resolve) => {
     const socket = net.connect(paths.socket);
     let done = false;
+    // The request reached the holder's socket (it acts on it even if its answer comes late).
+    let sent = false;
     const finish = (
       value: { answer: Record<string, unknown> } | { failed: NoAnswer; detail: string },
     ) => {
@@ -233,7 +237,7 @@ export function askHolder(
       done = true;
       clearTimeout(timer);
       socket.destroy();
-      resolve(value);
+      resolve("failed" in value ? { ...value, sent } : value);
     };
     const timer = setTimeout(
       () => finish({ failed: "timeout", detail: `no answer within ${timeoutMs} ms` }),
@@ -244,7 +248,9 @@ export function askHolder(
         failed: error.code === "ENOENT" || error.code === "ECONNREFUSED" ? "no-holder" : "refused",
         detail: error.message,
       }));
-    socket.on("connect", () => socket.write(`${JSON.stringify({ token, request })}\n`));
+    socket.on("connect", () => {
+      socket.write(`${JSON.stringify({ token, request })}\n`, () => (sent = true));
+    });
     const lines = createInterface({ input: socket, crlfDelay: Infinity });
     lines.once("line", (line) => {
       try {

@@ -383,7 +383,9 @@ async function thaw(options: HookOptions, deadline: number): Promise<number> {
   if ("failed" in reply && reply.failed === "timeout") {
     throw new HookStop(
       "HookTimeout",
-      `the holder did not answer the ${options.event} within the hook's timeout; it ends its hold by itself at hook.maxHoldSeconds.`,
+      reply.sent
+        ? `the holder received the ${options.event} but did not finish within the hook's timeout: it goes on thawing what it froze and resuming every plugin (a slow post-script or database?); vmsnap status shows its result when it is done.`
+        : `the holder did not answer the ${options.event} within the hook's timeout; it ends its hold by itself at hook.maxHoldSeconds.`,
     );
   }
   // No holder: say why, as far as the last result tells, and recover.

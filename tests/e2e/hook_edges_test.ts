@@ -217,6 +217,36 @@ Deno.test({
         },
       );
 
+      await t.step("a thaw hook that times out while the holder resumes says so", async () => {
+        const state = f.path("state-slow-post");
+        const config = f.config({
+          fsFreezeEnabled: false,
+          stateDir: state,
+          plugins: [{ type: "script", name: "app", post: f.script("slow-post.sh", "sleep 5") }],
+          hook: { maxHoldSeconds: 600 },
+        }, "slow-post.json");
+        assert.equal(
+          (await runBin(["hook", "freeze", "--for", "vmware", "--config", config])).code,
+          0,
+        );
+        const holder = JSON.parse(readFileSync(join(state, "hook", "holder.json"), "utf8")).pid;
+        const thaw = await runBin([
+          "hook",
+          "thaw",
+          "--for",
+          "vmware",
+          "--config",
+          config,
+          "--timeout",
+          "1",
+        ]);
+        assert.equal(thaw.code, 2, thaw.stderr);
+        assert.match(thaw.stderr, /\[HookTimeout\] the holder received the thaw/);
+        assert.doesNotMatch(thaw.stderr, /maxHoldSeconds/, "the hold is not left to its deadline");
+        await waitFor("the holder to end", () => !existsSync(`/proc/${holder}`), 15_000);
+        assert.equal(lastResult(state).hook.endedBy, "thaw");
+      });
+
       await t.step("a read-only stateDir: StateDirUnwritable, not a lost reason", async () => {
         const ro = makeLoopFs({ dir: f.dir, name: "state-ro", sizeMiB: 16 });
         try {
