@@ -511,6 +511,10 @@ function writeQuietly(stream: NodeJS.WriteStream, text: string | Uint8Array): vo
  * writeQuietly does.
  */
 let direct = false;
+/** How long a finished run waits for a slow reader of its stdout before it exits regardless. */
+const OUTPUT_GRACE_MS = 5_000;
+/** `run` or `hook` ran (the guard and the holder exit as before). */
+let streamedCommand = false;
 const pause = new Int32Array(new SharedArrayBuffer(4));
 
 function writeDirect(fd: 1 | 2, text: string): void {
@@ -538,8 +542,13 @@ const processIo: Io = {
 
 /**
  * Ends the process with `code` once its output is out: at once after direct
- * writes, else when stdout's stream has flushed (a pending stdin read, as in
- * the external handshake, must not keep the process alive).
+ * writes. After `run` and `hook` (streams), stdin is closed (a pending read, as
+ * in the external handshake, must not keep the process alive) and the process
+ * ends by itself once its stream output is written: a reader that is slow to
+ * read a full pipe still gets the result line (Bun's stream drops what it has
+ * queued on process.exit, and says it has flushed). Something else left open,
+ * or a reader that never reads, ends it after OUTPUT_GRACE_MS. The guard and
+ * the holder exit once stdout's stream says it has flushed.
  *
  * @example
  * ```ts
@@ -549,7 +558,12 @@ const processIo: Io = {
  */
 export function exitAfterOutput(code: number): void {
   if (direct) process.exit(code);
-  process.stdout.write("", () => process.exit(code));
+  if (!streamedCommand) return void process.stdout.write("", () => process.exit(code));
+  process.exitCode = code;
+  process.stdin.pause();
+  (process.stdin as { unref?: () => void }).unref?.();
+  process.stdin.destroy();
+  setTimeout(() => process.exit(code), OUTPUT_GRACE_MS).unref();
 }
 
 /**
@@ -637,6 +651,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   }
   if (command === "hook") {
     direct = false;
+    streamedCommand = true;
     const { runHook } = await import("./hook.ts");
     return await runHook({
       event: EVENT_WORDS[invocation.positionals[0]],
@@ -696,6 +711,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   }
   // command === "run"
   direct = false;
+  streamedCommand = true;
   const { runBackup } = await import("./sequence.ts");
   const result = await runBackup({
     configPath: invocation.configPath,

@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { BIN } from "../helpers.ts";
+import { join } from "node:path";
+import { BIN, put, putConfig, secureDir } from "../helpers.ts";
 
 // A full, non-blocking pipe as stdout, drained half a second after the binary started.
 const FULL_PIPE = `
@@ -20,7 +21,7 @@ for size in (4096, 1):
             filler += os.write(w, b"f" * size)
     except BlockingIOError:
         pass
-child = subprocess.Popen(sys.argv[1:], stdout=w, stderr=subprocess.DEVNULL)
+child = subprocess.Popen(sys.argv[1:], stdout=w, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 os.close(w)
 time.sleep(0.5)  # the child finds the pipe full and must wait for this reader
 out = b""
@@ -53,4 +54,35 @@ Deno.test("a reader that went away (EPIPE): the short command still exits 0, qui
     `"${BIN}" --help 2>/dev/null | { exec 0<&-; sleep 0.3; }; echo "\${PIPESTATUS[0]}"`,
   ], { encoding: "utf8" });
   assert.equal(ran.stdout.trim(), "0", ran.stderr);
+});
+
+Deno.test("run --json: the result line arrives through a full non-blocking pipe read late", () => {
+  const { dir, cleanup } = secureDir("output-");
+  try {
+    const script = (name: string) => put(join(dir, name), "#!/bin/sh\ntrue\n", 0o700);
+    const config = putConfig(dir, {
+      preScriptLocation: script("pre.sh"),
+      postScriptLocation: script("post.sh"),
+      fsFreezeEnabled: false,
+      snapshot: { command: [script("snap.sh")] },
+      stateDir: join(dir, "state"),
+      log: { file: join(dir, "log", "vmsnap.jsonl") },
+    });
+    const ran = spawnSync("/usr/bin/python3", [
+      "-c",
+      FULL_PIPE,
+      BIN,
+      "run",
+      "--json",
+      "--config",
+      config,
+    ], { encoding: "utf8", timeout: 30_000 });
+    const [head, ...rest] = ran.stdout.split("\n");
+    assert.equal(head.split(" ")[0], "0", ran.stderr);
+    const last = JSON.parse(rest.join("\n").trim().split("\n").at(-1)!);
+    assert.equal(last.event, "result");
+    assert.equal(last.exitCode, 0);
+  } finally {
+    cleanup();
+  }
 });
