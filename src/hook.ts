@@ -157,15 +157,16 @@ async function recoverAndSay(
   deadline: number,
 ): Promise<boolean> {
   const paths = holderPaths(stateDir);
-  const died = deadHolder(paths, stateDir);
-  if (died) options.streams.stderr(`vmsnap: recovered: ${redact(died)}\n`);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<undefined>((resolve) => {
     timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - performance.now()));
   });
+  // Thaw first: what a dead holder left frozen may hold stateDir, where everything else writes.
   const recovery = await Promise.race([recoverAll(stateDir), late]);
   clearTimeout(timer);
   if (!recovery) return false;
+  const died = deadHolder(paths, stateDir);
+  if (died) options.streams.stderr(`vmsnap: recovered: ${redact(died)}\n`);
   for (const p of describeRecovery(recovery)) {
     options.streams.stderr(`vmsnap: recovered: ${redact(p.message)}\n`);
   }
@@ -230,13 +231,14 @@ async function freeze(options: HookOptions, deadline: number): Promise<number> {
       `the holder of run ${live.runId} (pid ${live.pid}, for ${live.agent}, since ${live.since}) still holds; it was left intact and nothing else was done. Fix: send its thaw/post hook first, or wait for its hook.maxHoldSeconds.`,
     );
   }
-  stateDirWritable(stateDir, paths);
   if (!await recoverAndSay(options, stateDir, deadline)) {
     throw new HookStop(
       "HookTimeout",
       `${recoveryCutShort(options, stateDir)} Nothing was quiesced or frozen.`,
     );
   }
+  // After the recovery: a filesystem a dead run left frozen would block any write here.
+  stateDirWritable(stateDir, paths);
   const runId = newRunId();
   const spec: HolderSpec = {
     runId,

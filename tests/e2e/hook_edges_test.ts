@@ -13,7 +13,7 @@ import net from "node:net";
 import { join } from "node:path";
 import process from "node:process";
 import { processStart } from "../../src/lock.ts";
-import { BIN, runBin, startBin, waitFor } from "../helpers.ts";
+import { BIN, runBin, startBin, timeToWrite, waitFor } from "../helpers.ts";
 import { lastResult } from "../hook_agent.ts";
 import { makeLoopFs } from "../loop.ts";
 import { dbDir, mariadbWrite, startMariaDb } from "../db_servers.ts";
@@ -246,6 +246,56 @@ Deno.test({
         await waitFor("the holder to end", () => !existsSync(`/proc/${holder}`), 15_000);
         assert.equal(lastResult(state).hook.endedBy, "thaw");
       });
+
+      await t.step(
+        "holder and guard both killed, stateDir on the frozen filesystem: the next hooks thaw first",
+        async () => {
+          const state = join(f.mp, "state-on-frozen");
+          const config = f.config({
+            stateDir: state,
+            freeze: { mounts: [f.mp], maxFrozenSeconds: 60 },
+            hook: { maxHoldSeconds: 60 },
+          }, "both-killed.json");
+          /** A hold whose holder and guard die together (a cgroup SIGKILL), the mount left frozen. */
+          const killedHold = async () => {
+            const pre = await runBin(["hook", "pre", "--for", "gcp", "--config", config]);
+            assert.equal(pre.code, 0, pre.stderr);
+            const holder = JSON.parse(readFileSync(join(state, "hook", "holder.json"), "utf8")).pid;
+            const guard = Number(
+              readFileSync(`/proc/${holder}/task/${holder}/children`, "utf8").trim().split(" ")[0],
+            );
+            process.kill(guard, "SIGKILL");
+            process.kill(holder, "SIGKILL");
+            await waitFor("both gone", () => !existsSync(`/proc/${holder}`), 5000);
+          };
+          /** Runs a hook; fails (and thaws, so that it ends) if it is still blocked after 10 s. */
+          const inTime = async (event: string) => {
+            const hook = startBin(["hook", event, "--for", "gcp", "--config", config]);
+            const late = new Promise<"late">((r) => setTimeout(() => r("late"), 10_000));
+            const ran = await Promise.race([hook.done, late]);
+            if (ran === "late") {
+              spawnSync("fsfreeze", ["--unfreeze", f.mp]);
+              await hook.done;
+              assert.fail(`hook ${event} blocked on the frozen stateDir`);
+            }
+            return ran;
+          };
+          await killedHold();
+          const post = await inTime("post");
+          assert.equal(post.code, 2, post.stderr);
+          assert.match(post.stderr, /recovered: thawed \S+ left frozen by run/);
+          assert.match(post.stderr, /\[HolderDied\]/);
+          assert.ok(await timeToWrite(f.mp, 3000) < 3000, "the mount was thawed");
+          await killedHold();
+          const pre = await inTime("pre");
+          assert.equal(pre.code, 0, pre.stderr);
+          assert.match(pre.stderr, /recovered: thawed/);
+          assert.equal(
+            (await runBin(["hook", "post", "--for", "gcp", "--config", config])).code,
+            0,
+          );
+        },
+      );
 
       await t.step("a read-only stateDir: StateDirUnwritable, not a lost reason", async () => {
         const ro = makeLoopFs({ dir: f.dir, name: "state-ro", sizeMiB: 16 });
