@@ -16,6 +16,8 @@ packages+=(qemu-guest-agent)
 packages+=(qemu-user-static libc6-arm64-cross binutils lintian systemd man-db groff-base python3-jsonschema rpm)
 # vmtest (issue 14): builds a Debian guest image and boots it under QEMU (TCG).
 packages+=(mmdebstrap qemu-system-x86 qemu-utils)
+# External handshake over a character device (tests/char_stdin.py: a TUN device in a network namespace).
+packages+=(python3 iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,7 +37,8 @@ elif [ -x /etc/init.d/qemu-guest-agent ]; then
   /etc/init.d/qemu-guest-agent stop >/dev/null 2>&1 || true
 fi
 for tool in losetup mount fsfreeze mkfs.ext4 mkfs.xfs mkfs.btrfs mariadbd mariadb-install-db /usr/lib/postgresql/15/bin/postgres \
-  redis-server sqlite3 qemu-ga qemu-aarch64-static readelf dpkg-deb lintian systemd-analyze man rpmbuild; do
+  redis-server sqlite3 qemu-ga qemu-aarch64-static readelf dpkg-deb lintian systemd-analyze man rpmbuild \
+  python3 ip unshare; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is missing after install" >&2; exit 1; }
 done
 

@@ -652,6 +652,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   if (command === "hook") {
     direct = false;
     streamedCommand = true;
+    (await import("./stdio.ts")).rememberStdioFlags();
     const { runHook } = await import("./hook.ts");
     return await runHook({
       event: EVENT_WORDS[invocation.positionals[0]],
@@ -712,6 +713,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   // command === "run"
   direct = false;
   streamedCommand = true;
+  (await import("./stdio.ts")).rememberStdioFlags();
   const { runBackup } = await import("./sequence.ts");
   const result = await runBackup({
     configPath: invocation.configPath,

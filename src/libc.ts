@@ -16,6 +16,7 @@ import { readdirSync } from "node:fs";
 
 const CLOSE_RANGE_CLOEXEC = 4;
 const F_SETFD = 2;
+const F_SETFL = 4;
 const FD_CLOEXEC = 1;
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
@@ -23,6 +24,7 @@ const SO_PEERCRED = 17;
 interface Libc {
   closeRange(first: number, last: number, flags: number): number;
   setCloexec(fd: number): number;
+  setStatusFlags(fd: number, flags: number): number;
   peerCred(fd: number): { pid: number; uid: number; gid: number } | undefined;
 }
 
@@ -39,6 +41,7 @@ async function bunLibc(): Promise<Libc> {
   return {
     closeRange: (first, last, flags) => lib.symbols.close_range(first, last, flags),
     setCloexec: (fd) => lib.symbols.fcntl(fd, F_SETFD, FD_CLOEXEC),
+    setStatusFlags: (fd, flags) => lib.symbols.fcntl(fd, F_SETFL, flags),
     peerCred(fd) {
       const cred = new Int32Array(3);
       const length = new Uint32Array([12]);
@@ -63,6 +66,7 @@ function denoLibc(): Libc {
   return {
     closeRange: (first, last, flags) => lib.symbols.close_range(first, last, flags),
     setCloexec: (fd) => lib.symbols.fcntl(fd, F_SETFD, FD_CLOEXEC),
+    setStatusFlags: (fd, flags) => lib.symbols.fcntl(fd, F_SETFL, flags),
     peerCred(fd) {
       const cred = new Int32Array(3);
       const length = new Uint32Array([12]);
@@ -110,6 +114,32 @@ export async function closeOnExecAbove2(): Promise<"close_range" | "fcntl" | "un
     if (fd > 2 && c.setCloexec(fd) !== 0) all = false;
   }
   return all ? "fcntl" : "unavailable";
+}
+
+/**
+ * A synchronous `fcntl(fd, F_SETFL, flags)` (e.g. to clear `O_NONBLOCK` in an
+ * exit handler), once FFI has loaded; undefined where it cannot. The setter
+ * returns false when the call failed.
+ *
+ * @example
+ * ```ts
+ * import { statusFlagsSetter } from "./libc.ts";
+ * const setFlags = await statusFlagsSetter();
+ * setFlags?.(1, 0o2); // stdout: O_RDWR, blocking again
+ * ```
+ */
+export async function statusFlagsSetter(): Promise<
+  ((fd: number, flags: number) => boolean) | undefined
+> {
+  const c = await libc();
+  if (!c) return undefined;
+  return (fd, flags) => {
+    try {
+      return c.setStatusFlags(fd, flags) === 0;
+    } catch {
+      return false;
+    }
+  };
 }
 
 /**

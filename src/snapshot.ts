@@ -18,6 +18,7 @@ import {
 } from "./protocol.ts";
 import { describeKill, runProcess } from "./process_runner.ts";
 import { SCRIPT_PATH } from "../plugins/script_runner.ts";
+import { handshakeInput } from "./stdio.ts";
 
 /** How to take the snapshot. */
 export type SnapshotMethod = SnapshotConfig;
@@ -121,7 +122,9 @@ export async function takeSnapshot(
   const elapsed = () => Math.round(performance.now() - started);
   const limit = `${method.timeoutInSeconds} s`;
   if (method.kind === "external") {
-    const reader = answerReader(ctx.stdin);
+    // A character-device stdin (virtio-serial) is read directly, not through the runtime's stream.
+    const input = await handshakeInput(ctx.stdin);
+    const reader = answerReader(input);
     const early = await reader.early();
     if (early.length > 0) {
       ctx.log("warning", "snapshot-input-discarded", {
@@ -133,6 +136,7 @@ export async function takeSnapshot(
     }
     ctx.announce({ event: "frozen", runId: ctx.runId, mounts: ctx.mounts });
     const answer = await reader.answer(method.timeoutInSeconds * 1000, ctx.signal);
+    if (input !== ctx.stdin) input.destroy();
     ctx.log("info", "snapshot-answer", {
       answer: answer.line ?? answer.why,
       durationMs: elapsed(),
