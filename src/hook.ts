@@ -64,6 +64,9 @@ export interface HookOptions {
   streams: OutputStreams;
 }
 
+/** How long a hook whose recovery was cut short gives its last line to be written, then ends. */
+const ABANDONED_EXIT_MS = 500;
+
 /** A hook that stops with a coded error. */
 class HookStop extends Error {
   constructor(readonly code: Code, message: string) {
@@ -164,7 +167,12 @@ async function recoverAndSay(
   // Thaw first: what a dead holder left frozen may hold stateDir, where everything else writes.
   const recovery = await Promise.race([recoverAll(stateDir), late]);
   clearTimeout(timer);
-  if (!recovery) return false;
+  if (!recovery) {
+    // The recovery goes on in this process (a connection to a server that does not answer) and
+    // would keep it alive past the hook's timeout: once the hook's line is out, the process ends.
+    setTimeout(() => process.exit(), ABANDONED_EXIT_MS).unref();
+    return false;
+  }
   const died = deadHolder(paths, stateDir);
   if (died) options.streams.stderr(`vmsnap: recovered: ${redact(died)}\n`);
   for (const p of describeRecovery(recovery)) {
