@@ -138,6 +138,16 @@ function failStart(dir: string, runId: string, code: Code, message: string): num
   return 2;
 }
 
+/** The live holder, if one shows up within a second or two (it may be starting). */
+async function holderSoon(paths: ReturnType<typeof holderPaths>) {
+  for (let waited = 0; waited < 2000; waited += 20) {
+    const holder = liveHolder(paths);
+    if (holder) return holder;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return liveHolder(paths);
+}
+
 /** Nowhere: the holder's stdout and stderr are /dev/null; what it says goes to the log. */
 const SILENT = { stdout: () => {}, stderr: () => {} };
 
@@ -172,7 +182,8 @@ export async function holderMain(): Promise<number> {
     if (!stateDir) return 2;
     const paths = holderPaths(stateDir);
     const first = result.errors[0] ?? { code: "HolderFailed", message: "the holder stopped" };
-    const holder = first.code === "AnotherRunInProgress" ? liveHolder(paths) : undefined;
+    // A holder that won the lock a moment ago writes holder.json once it listens: wait for it.
+    const holder = first.code === "AnotherRunInProgress" ? await holderSoon(paths) : undefined;
     return failStart(
       paths.dir,
       spec.runId,
