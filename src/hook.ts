@@ -165,7 +165,10 @@ async function recoverAndSay(
     timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - performance.now()));
   });
   // Thaw first: what a dead holder left frozen may hold stateDir, where everything else writes.
-  const recovery = await Promise.race([recoverAll(stateDir), late]);
+  // The report is kept for the next run or recover: a stray thaw (qemu-ga -F runs the thaw hook on
+  // every guest-fsfreeze-thaw) must not erase why a run died, nor may the freeze hook's stderr.
+  const keepFor = `vmsnap hook ${options.event} (${options.agent})`;
+  const recovery = await Promise.race([recoverAll(stateDir, { keepFor }), late]);
   clearTimeout(timer);
   if (!recovery) {
     // The recovery goes on in this process (a connection to a server that does not answer) and

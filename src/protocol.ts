@@ -159,6 +159,8 @@ export interface Recovery {
   unkillable?: { runId: string; pid: number; command: string }[];
   /** Database locks a dead run left, and what was done about them. */
   pluginLocks: PluginLockRecovery[];
+  /** What an earlier recovery did and kept for this one to show (a thaw hook with no holder). */
+  earlier?: { by: string; at: string; recovery: Recovery }[];
 }
 
 /** The freeze part of the result. */

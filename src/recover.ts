@@ -11,6 +11,11 @@
  * - database locks that outlive their connection (MongoDB's fsync lock):
  *   released once through the plugin.
  *
+ * A recovery that is not the start of a run (a thaw hook with no holder, which
+ * qemu-ga runs on every thaw, even one with no freeze before it) undoes the
+ * same but keeps its report in `recovered-*.json`: the next `run` or `recover`
+ * shows it (and removes it), `check` lists it.
+ *
  * @module
  */
 import { readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
@@ -39,6 +44,14 @@ export interface FreezeMarker {
 }
 
 const markerPath = (stateDir: string) => join(stateDir, "frozen.json");
+const KEPT = /^recovered-.*\.json$/;
+
+/** A report kept by a recovery that was not the start of a run. */
+interface KeptRecovery {
+  by: string;
+  at: string;
+  recovery: Recovery;
+}
 
 /**
  * Writes the freeze marker (before anything is frozen).
@@ -91,7 +104,7 @@ function stateEntries(stateDir: string, pattern: RegExp): string[] {
 export function recoveredAnything(r: Recovery): boolean {
   return r.deadRun !== undefined ||
     r.thawed.length + r.guardReports.length + r.killed.length + r.pluginLocks.length +
-          (r.unkillable?.length ?? 0) > 0;
+          (r.unkillable?.length ?? 0) + (r.earlier?.length ?? 0) > 0;
 }
 
 /**
@@ -143,6 +156,17 @@ export function findLeftovers(stateDir: string): Problem[] {
       `run ${owner.runId} (pid ${owner.pid}, started ${owner.since}) died holding the run lock${running}`,
     ));
   }
+  for (const name of stateEntries(stateDir, KEPT)) {
+    const kept = readJson<KeptRecovery>(join(stateDir, name));
+    if (!kept?.recovery) continue;
+    found.push(left(
+      `${kept.by} undid what a dead run left at ${kept.at}; its report is kept in ${
+        join(stateDir, name)
+      } (vmsnap recover shows it): ${
+        describeRecovery(kept.recovery).map((p) => p.message).join("; ")
+      }`,
+    ));
+  }
   for (const name of stateEntries(stateDir, /^lock-.*\.json$/)) {
     const lock = readJson<LockMarker>(join(stateDir, name));
     if (!lock || ownerAlive(lock)) continue;
@@ -159,7 +183,9 @@ export function findLeftovers(stateDir: string): Problem[] {
 /**
  * Finds and undoes what dead runs left in `stateDir`. `deadRun` is the owner
  * of a stale run lock that the caller already took over (vmsnap run); other
- * commands let recovery find and remove a stale lock itself.
+ * commands let recovery find and remove a stale lock itself. `keepFor` (who
+ * recovers, when it is not the start of a run or `recover`) keeps the report
+ * in stateDir for the next run or `recover`, which show it in `earlier`.
  *
  * @example
  * ```ts
@@ -170,9 +196,10 @@ export function findLeftovers(stateDir: string): Problem[] {
  */
 export async function recoverAll(
   stateDir: string,
-  options: { deadRun?: LockOwner } = {},
+  options: { deadRun?: LockOwner; keepFor?: string } = {},
 ): Promise<Recovery> {
   const recovery: Recovery = { thawed: [], guardReports: [], killed: [], pluginLocks: [] };
+  if (!options.keepFor) recovery.earlier = takeKept(stateDir);
 
   // A freeze whose agent and guard both died.
   const marker = readJson<FreezeMarker>(markerPath(stateDir));
@@ -246,7 +273,38 @@ export async function recoverAll(
       } (marker ${path} kept; the next vmsnap start tries again)`;
     }
   }
+  if (!recovery.earlier?.length) delete recovery.earlier;
+  if (options.keepFor && recoveredAnything(recovery)) keep(stateDir, options.keepFor, recovery);
   return recovery;
+}
+
+/** Keeps a recovery's report for the next run or `recover` (best effort: stderr has it too). */
+function keep(stateDir: string, by: string, recovery: Recovery): void {
+  const kept: KeptRecovery = { by, at: new Date().toISOString(), recovery };
+  try {
+    writeFileSync(
+      join(stateDir, `recovered-${Date.now()}-${process.pid}.json`),
+      JSON.stringify(kept),
+      { mode: 0o600, flag: "wx" },
+    );
+  } catch {
+    // An unwritable stateDir: the caller's output is all that is left.
+  }
+}
+
+/** The kept reports, oldest first, removed from stateDir (this recovery reports them). */
+function takeKept(stateDir: string): KeptRecovery[] {
+  const kept: KeptRecovery[] = [];
+  for (const name of stateEntries(stateDir, KEPT).sort()) {
+    const record = readJson<KeptRecovery>(join(stateDir, name));
+    if (record?.recovery) kept.push(record);
+    try {
+      unlinkSync(join(stateDir, name));
+    } catch {
+      // gone
+    }
+  }
+  return kept;
 }
 
 /**
@@ -263,6 +321,12 @@ export async function recoverAll(
 export function describeRecovery(r: Recovery): Problem[] {
   const recovered = (message: string): Problem => ({ code: "Recovered", message });
   return [
+    ...(r.earlier ?? []).flatMap((e) =>
+      describeRecovery(e.recovery).map((p) => ({
+        ...p,
+        message: `${p.message} (done by ${e.by} at ${e.at}; its report was kept)`,
+      }))
+    ),
     ...(r.deadRun
       ? [recovered(
         `run ${r.deadRun.runId} (pid ${r.deadRun.pid}, started ${r.deadRun.since}) died without finishing; its run lock was released`,
