@@ -293,6 +293,16 @@ export async function holderMain(): Promise<number> {
     clearTimeout(attachTimer);
     for (const s of signals) process.off(s, onSignal);
   }
+  // The hold is ending: a signal now (the agent's service stopping) must not cut the thaw, the
+  // resume (a MongoDB fsyncLock outlives its connection) or the result short. Said, then finished.
+  const lateSignal = (signal: string) => {
+    prepared.warnings.push({
+      code: "Interrupted",
+      message:
+        `the holder received ${signal} while it ended the hold: it finished thawing, resuming and recording first.`,
+    });
+  };
+  for (const s of signals) process.on(s, lateSignal);
   const by = ending.by ?? "abort";
   // Thaw what the holder froze (and write what the log held), then resume, stages descending.
   await thawTargets(prepared);
@@ -332,6 +342,7 @@ export async function holderMain(): Promise<number> {
   for (const c of ending.waiting) c.answer(answer);
   // Let the answers drain before the process goes.
   await new Promise((resolve) => setTimeout(resolve, 50));
+  for (const s of signals) process.off(s, lateSignal);
   return 0;
 }
 

@@ -297,6 +297,40 @@ Deno.test({
         },
       );
 
+      await t.step(
+        "SIGTERM while the holder resumes: it finishes, the result is kept",
+        async () => {
+          const state = f.path("state-term");
+          const started = f.path("post-started");
+          const config = f.config({
+            fsFreezeEnabled: false,
+            stateDir: state,
+            plugins: [{
+              type: "script",
+              name: "app",
+              post: f.script("term-post.sh", `touch "${started}"\nsleep 2`),
+            }],
+          }, "term.json");
+          assert.equal(
+            (await runBin(["hook", "freeze", "--for", "vmware", "--config", config])).code,
+            0,
+          );
+          const holder = JSON.parse(readFileSync(join(state, "hook", "holder.json"), "utf8"));
+          const thaw = startBin(["hook", "thaw", "--for", "vmware", "--config", config]);
+          await waitFor("the post-script", () => existsSync(started), 10_000);
+          // The agent's service stops (systemd sends SIGTERM to its cgroup) while plugins resume.
+          process.kill(holder.pid, "SIGTERM");
+          const ran = await thaw.done;
+          assert.equal(ran.code, 0, ran.stderr);
+          await waitFor("the holder to end", () => !existsSync(`/proc/${holder.pid}`), 10_000);
+          const result = lastResult(state);
+          assert.equal(result.runId, holder.runId, "the result of this hold was recorded");
+          assert.equal(result.plugins[0].resume?.ok, true);
+          assert.equal(result.hook.endedBy, "thaw");
+          assert.ok(result.warnings.some((w) => w.code === "Interrupted"), "the signal is said");
+        },
+      );
+
       await t.step("a read-only stateDir: StateDirUnwritable, not a lost reason", async () => {
         const ro = makeLoopFs({ dir: f.dir, name: "state-ro", sizeMiB: 16 });
         try {
