@@ -176,7 +176,7 @@ interface RelayedRun {
 async function startRelayedRun(guest: Guest): Promise<RelayedRun> {
   const socket = await guest.relay();
   const lines = new Lines(socket);
-  await guest.sh("rm -f /run/vmtest/vmsnap.pid /run/vmtest/vmsnap.err");
+  await guest.sh("rm -f /run/vmtest/vmsnap.pid /run/vmtest/vmsnap.err /run/vmtest/relay.flags");
   const pid = await guest.spawn([RELAY, GUEST_CONFIG]);
   const vmsnapPid = async () => Number((await guest.readFile("/run/vmtest/vmsnap.pid")).trim());
   let ended: GuestRan | undefined;
@@ -457,6 +457,14 @@ export async function relayedRunCase(guest: Guest, work: string): Promise<CaseRe
     detail: `exit ${ran.code}, status ${result.status}, consistency ${result.consistency}, errors ${
       JSON.stringify(result.errors)
     }`,
+  });
+  // The port's descriptor, shared by vmsnap's stdin and stdout and the relay shell (relay.sh).
+  const flagsLine = await guest.readFile("/run/vmtest/relay.flags").catch(() => "");
+  const flags = parseInt(/flags:\s*([0-7]+)/.exec(flagsLine)?.[1] ?? "x", 8);
+  checks.push({
+    name: "vmsnap read its answer from the port itself and left the shared descriptor blocking",
+    ok: Number.isInteger(flags) && (flags & 0o4000) === 0,
+    detail: `flags 0${flags.toString(8)} after vmsnap exited`,
   });
   await load.waitFor(10, 120_000, await load.acks());
   checks.push({

@@ -117,11 +117,11 @@ export function renderReport(run: VmtestRun): string {
 
 /** What the run does not show, and why; found while building it. */
 const NOTES = [
-  "The relay: `vmsnap run --external` with the virtio-serial port itself as stdin never sees " +
-  "`snapshot-done` (it times out with SnapshotTimeout), and it puts its stdout in non-blocking " +
-  "mode, which, on a descriptor shared with another reader of the port, makes that reader fail " +
-  "with EAGAIN. tests/vm/relay.sh therefore gives vmsnap FIFOs and moves the bytes with two " +
-  "`cat`s. A backup agent that hands vmsnap a character device as stdin hits the same problem.",
+  "The relay: tests/vm/relay.sh hands vmsnap the virtio-serial port itself as stdin and stdout " +
+  "(one read-write descriptor, as a backup agent would). vmsnap reads a character-device stdin " +
+  "directly (Bun's stream read it with a blocking pread on the main thread: no answer, " +
+  "SnapshotTimeout) and clears at exit the O_NONBLOCK that its stdout stream set on the shared " +
+  "descriptor (the check above reads the flags after it exited).",
   "qemu-nbd is not used: this machine has no nbd kernel module. `qemu-img convert` of the " +
   "snapshot's chain to raw and a loop mount read the same bytes.",
   "qemu-ga logs `guest-fsfreeze called` but nothing at the thaw, so its frozen window is " +
