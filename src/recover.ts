@@ -181,6 +181,32 @@ export function findLeftovers(stateDir: string): Problem[] {
 }
 
 /**
+ * Thaws what a dead run left frozen (its freeze marker's mounts, when its
+ * agent and guard both died), writing nothing: the caller may not write to
+ * stateDir before this, since stateDir may sit on one of those filesystems.
+ * Pass the outcome to {@linkcode recoverAll} as `thawed`.
+ *
+ * @example
+ * ```ts
+ * import { recoverAll, thawLeftFrozen } from "./recover.ts";
+ * const thawed = await thawLeftFrozen("/var/lib/vmsnap");
+ * // ... take the run lock (a write) ...
+ * await recoverAll("/var/lib/vmsnap", { thawed });
+ * ```
+ */
+export async function thawLeftFrozen(stateDir: string): Promise<Recovery["thawed"]> {
+  const marker = readJson<FreezeMarker>(markerPath(stateDir));
+  if (!marker || ownerAlive(marker)) return [];
+  const freezer = await createFreezer();
+  // The emergency order, as the guard's: see ThawOrder in freeze.ts.
+  return inThawOrder(marker.mounts, EMERGENCY_THAW_ORDER).map((mount) => ({
+    runId: marker.runId,
+    mount,
+    ...thawIfPlanned(freezer, mount, marker.mountIds?.[mount]),
+  }));
+}
+
+/**
  * Finds and undoes what dead runs left in `stateDir`. `deadRun` is the owner
  * of a stale run lock that the caller already took over (vmsnap run); other
  * commands let recovery find and remove a stale lock itself. `keepFor` (who
@@ -196,25 +222,16 @@ export function findLeftovers(stateDir: string): Problem[] {
  */
 export async function recoverAll(
   stateDir: string,
-  options: { deadRun?: LockOwner; keepFor?: string } = {},
+  options: { deadRun?: LockOwner; keepFor?: string; thawed?: Recovery["thawed"] } = {},
 ): Promise<Recovery> {
   const recovery: Recovery = { thawed: [], guardReports: [], killed: [], pluginLocks: [] };
-  if (!options.keepFor) recovery.earlier = takeKept(stateDir);
 
-  // A freeze whose agent and guard both died.
+  // A freeze whose agent and guard both died: thawed first, before anything here writes to
+  // stateDir (which may be on a filesystem that freeze holds).
+  recovery.thawed.push(...(options.thawed ?? await thawLeftFrozen(stateDir)));
   const marker = readJson<FreezeMarker>(markerPath(stateDir));
-  if (marker && !ownerAlive(marker)) {
-    const freezer = await createFreezer();
-    // The emergency order, as the guard's: see ThawOrder in freeze.ts.
-    for (const mount of inThawOrder(marker.mounts, EMERGENCY_THAW_ORDER)) {
-      recovery.thawed.push({
-        runId: marker.runId,
-        mount,
-        ...thawIfPlanned(freezer, mount, marker.mountIds?.[mount]),
-      });
-    }
-    clearFreezeMarker(stateDir);
-  }
+  if (marker && !ownerAlive(marker)) clearFreezeMarker(stateDir);
+  if (!options.keepFor) recovery.earlier = takeKept(stateDir);
 
   // Reports of guards that stepped in.
   for (const name of stateEntries(stateDir, /^guard-.*\.json$/)) {

@@ -68,6 +68,7 @@ import {
   describeRecovery,
   recoverAll,
   recoveredAnything,
+  thawLeftFrozen,
   writeFreezeMarker,
 } from "./recover.ts";
 import { shortSecretWarnings } from "./secrets.ts";
@@ -339,6 +340,9 @@ export async function prepareRun(run: RunState, options: PrepareOptions): Promis
 
   // The config: readable, parseable, root's, valid. Otherwise no script runs at all.
   const config = run.config = usableConfig(run, options);
+  // A dead run's freeze may hold the filesystem of stateDir or the log (on a VM: the root):
+  // thawed before anything is written there.
+  const thawed = await thawLeftFrozen(config.stateDir);
 
   // The log, now that we know where it goes.
   const logProblems = logFileProblems(config, deps.trust);
@@ -359,7 +363,7 @@ export async function prepareRun(run: RunState, options: PrepareOptions): Promis
   // The guard starts now, in parallel with the rest of the checks and quiesce; armed before the freeze.
   if (config.fsFreezeEnabled) run.guardProcess = deps.spawnGuard();
   const lock = takeLock(run, config);
-  await recoverLeftovers(run, config, lock);
+  await recoverLeftovers(run, config, lock, thawed);
   await preparePlugins(run, config);
   const freezeProblems = planTargets(run, config);
   // The same object, now with its required fields: the caller's `run` sees every step's record.
@@ -465,8 +469,13 @@ function takeLock(run: RunState, config: Config): RunLock {
 }
 
 /** What an earlier run left: undone now, reported as warnings (a lock not released is an error). */
-async function recoverLeftovers(run: RunState, config: Config, lock: RunLock): Promise<void> {
-  const recovered = await recoverAll(config.stateDir, { deadRun: lock.tookOverFrom });
+async function recoverLeftovers(
+  run: RunState,
+  config: Config,
+  lock: RunLock,
+  thawed: Recovery["thawed"],
+): Promise<void> {
+  const recovered = await recoverAll(config.stateDir, { deadRun: lock.tookOverFrom, thawed });
   if (!recoveredAnything(recovered)) return;
   run.recovered = recovered;
   run.log.record("warning", "recovered", { ...recovered });

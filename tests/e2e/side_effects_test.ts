@@ -154,3 +154,42 @@ Deno.test("recover thaws a marker's mount only while its path leads to the mount
     f.cleanup();
   }
 });
+
+Deno.test("run after a dead run left the filesystem of stateDir and the log frozen: it thaws before it writes there, then runs", async () => {
+  const f = runFixture();
+  try {
+    // stateDir lives on the filesystem the dead run froze (as on a VM whose root holds everything).
+    const state = join(f.mp, "state");
+    mkdirSync(state, { mode: 0o700 });
+    const dead = { pid: 999999, started: "1", since: "2026-11-26T00:00:00Z" };
+    writeFileSync(
+      join(state, "frozen.json"),
+      JSON.stringify({ ...dead, runId: "dead-1", mounts: [f.mp] }),
+      { mode: 0o600 },
+    );
+    writeFileSync(join(state, "run.lock"), JSON.stringify({ ...dead, runId: "dead-1" }), {
+      mode: 0o600,
+    });
+    const config = f.config({ stateDir: state, log: { file: join(f.mp, "log", "vmsnap.jsonl") } });
+    execFileSync("fsfreeze", ["--freeze", f.mp]);
+    // Should vmsnap block on the frozen filesystem, thaw it from here after 15 s so the test ends
+    // (and fails: the run then finds it already thawed).
+    const rescue = setTimeout(() => spawnSync("fsfreeze", ["--unfreeze", f.mp]), 15_000);
+    const ran = await runBin(["run", "--json", "--config", config], { timeoutMs: 30_000 });
+    clearTimeout(rescue);
+    assert.equal(ran.signal, null, `vmsnap blocked on the frozen stateDir:\n${ran.stderr}`);
+    const result = JSON.parse(ran.stdout.trim().split("\n").at(-1)!);
+    assert.equal(result.exitCode, 0, ran.stdout);
+    assert.deepEqual(
+      result.recovered.thawed.map((
+        t: { mount: string; wasFrozen: boolean },
+      ) => [t.mount, t.wasFrozen]),
+      [[f.mp, true]],
+    );
+    assert.equal(result.recovered.deadRun.runId, "dead-1");
+    assert.ok(!existsSync(join(state, "frozen.json")), "the dead run's marker is gone");
+  } finally {
+    spawnSync("fsfreeze", ["--unfreeze", f.mp]);
+    f.cleanup();
+  }
+});
