@@ -104,12 +104,17 @@ export async function startMariaDb(
   const fs = makeLoopFs({ dir, name, sizeMiB: 256, image: options.image });
   const data = join(fs.mountPoint, "data");
   const socket = join(fs.mountPoint, "mysqld.sock");
+  // A private temporary directory, off the frozen filesystem: the shared /tmp may be cleaned
+  // under the server (mariadb-install-db then fails removing its temporary tables).
+  const tmp = join(dir, `${name}-tmp`);
+  mkdirSync(tmp, { recursive: true, mode: 0o700 });
   try {
     if (!options.image) {
       execFileSync("mariadb-install-db", [
         "--no-defaults",
         "--user=root",
         `--datadir=${data}`,
+        `--tmpdir=${tmp}`,
         "--auth-root-authentication-method=socket",
         "--skip-test-db",
       ], { stdio: "pipe" });
@@ -123,6 +128,7 @@ export async function startMariaDb(
     "--user=root",
     `--datadir=${data}`,
     `--socket=${socket}`,
+    `--tmpdir=${tmp}`,
     `--pid-file=${join(fs.mountPoint, "mysqld.pid")}`,
     "--skip-networking",
     "--log-bin=binlog",
