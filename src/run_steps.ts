@@ -832,7 +832,12 @@ export async function freezeTargets(run: PreparedRun): Promise<void> {
   }
   await new Promise((resolve) => setImmediate(resolve));
   if (run.frozen.length > 0) await run.deps.pause("frozen", run.interrupt.signal);
-  if (run.freezeFailed) thawFrozen(run);
+  if (run.freezeFailed) {
+    thawFrozen(run);
+    // Nothing of this run is frozen now, so stateDir can be written: the marker lists every
+    // planned mount, and must not lead a later recovery to thaw someone else's freeze (EBUSY).
+    if (run.frozen.every((m) => m.thawed)) clearFreezeMarker(run.config.stateDir);
+  }
 }
 
 // ── snapshot ─────────────────────────────────────────────────────────────────

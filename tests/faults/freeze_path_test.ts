@@ -166,6 +166,38 @@ Deno.test({
 Deno.test({
   ...options,
   name:
+    "freeze path: someone else's freeze (EBUSY) stays theirs when agent and guard are both SIGKILLed: the next recovery leaves it",
+  fn: async () => {
+    const n = nest();
+    try {
+      execFileSync("fsfreeze", ["--freeze", n.target.mountPoint]);
+      const slow = n.script("slow-snap.sh", `touch "${join(n.dir, "snapping")}"; exec sleep 30`);
+      const config = n.config({ snapshot: { command: [slow] } });
+      const run = startBin(["run", "--json", "--config", config]);
+      await waitFor(
+        "the snapshot",
+        () => spawnSync("test", ["-e", join(n.dir, "snapping")]).status === 0,
+        20_000,
+      );
+      const guard = spawnSync("pgrep", ["-P", String(run.child.pid), "-f", "__guard"], {
+        encoding: "utf8",
+      }).stdout.trim();
+      assert.ok(guard, "the run's guard is running");
+      for (const pid of [Number(guard), run.child.pid!]) process.kill(pid, "SIGKILL");
+      await run.done;
+      spawnSync("pkill", ["-f", slow]);
+      const recovered = await runBin(["recover", "--json", "--config", config]);
+      assert.equal(recovered.code, 0, recovered.stdout + recovered.stderr);
+      assert.equal(wasFrozen(n.target.mountPoint), true, "the other tool's freeze is still there");
+    } finally {
+      n.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...options,
+  name:
     "freeze path: a target someone else froze first (EBUSY) stays theirs: neither the agent nor its guard (agent SIGKILLed) thaws it",
   fn: async () => {
     const n = nest();
