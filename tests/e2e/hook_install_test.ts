@@ -262,7 +262,7 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
         assert.match(pre, /--timeout 25 /, "the agent's timeout_in_seconds (30) was read");
       },
     );
-    await t.step("a vmsnap binary others can write: install warns", async () => {
+    await t.step("a vmsnap binary others can write: install warns", () => {
       const copy = join(dir, "vmsnap-writable");
       copyFileSync(BIN, copy);
       chmodSync(copy, 0o777);
