@@ -263,40 +263,30 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
       },
     );
     await t.step("a vmsnap binary others can write: install warns", () => {
-      const copy = join(dir, "vmsnap-writable");
-      copyFileSync(BIN, copy);
-      chmodSync(copy, 0o777);
-      const ran = spawnSync(copy, [
-        "install",
-        "--for",
-        "vmware",
-        "--root",
-        join(dir, "w"),
-        "--dry-run",
-      ], {
-        encoding: "utf8",
-      });
-      assert.equal(ran.status, 0, ran.stderr);
+      // `install --dry-run` run by a copy of the binary with the given mode, in the test's root-only
+      // directory: the checkout itself may live anywhere (even under /tmp).
+      const installFrom = (name: string, mode: number) => {
+        const copy = join(dir, name);
+        copyFileSync(BIN, copy);
+        chmodSync(copy, mode);
+        const ran = spawnSync(copy, [
+          "install",
+          "--for",
+          "vmware",
+          "--root",
+          join(dir, "w"),
+          "--dry-run",
+        ], {
+          encoding: "utf8",
+        });
+        assert.equal(ran.status, 0, ran.stderr);
+        return ran.stdout;
+      };
       assert.match(
-        ran.stdout,
+        installFrom("vmsnap-writable", 0o777),
         /WARNING: the agent will run \S+vmsnap-writable as root, but .*writable by group or other/,
       );
-      // A copy in a root-only directory: the checkout itself may live anywhere (even under /tmp).
-      const kept = join(dir, "vmsnap-safe");
-      copyFileSync(BIN, kept);
-      chmodSync(kept, 0o755);
-      const safe = spawnSync(kept, [
-        "install",
-        "--for",
-        "vmware",
-        "--root",
-        join(dir, "w"),
-        "--dry-run",
-      ], {
-        encoding: "utf8",
-      });
-      assert.equal(safe.status, 0, safe.stderr);
-      assert.doesNotMatch(safe.stdout, /WARNING/);
+      assert.doesNotMatch(installFrom("vmsnap-safe", 0o755), /WARNING/);
     });
     await t.step("generic has nothing to install; an unknown agent is a usage error", async () => {
       const generic = await runBin(["install", "--for", "generic", "--root", dir]);
