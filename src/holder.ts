@@ -199,6 +199,7 @@ export async function holderMain(): Promise<number> {
     : prepared.config.fsFreezeEnabled
     ? "vmsnap"
     : "nobody";
+  const agentFreezeAsked = agent.freezes && prepared.config.fsFreezeEnabled;
   if (agent.freezes) {
     prepared.config = { ...prepared.config, fsFreezeEnabled: false };
     prepared.targets = [];
@@ -314,6 +315,8 @@ export async function holderMain(): Promise<number> {
     durationMs: Math.round(performance.now() - prepared.started),
     answer: by,
   };
+  // The agent's freeze is what the config's fsFreezeEnabled asked for; it held if the agent said thaw.
+  if (freezeBy === "agent" && agentFreezeAsked) prepared.agentFreeze = { held: by === "thaw" };
   const ended = endError(by, config.hook.maxHoldSeconds);
   if (ended) prepared.errors.push(ended);
   const result: HookResult = {

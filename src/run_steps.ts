@@ -185,6 +185,13 @@ export interface RunState {
    * method: the run went on with the defaults, as Azure's framework does.
    */
   configFallback?: boolean;
+  /**
+   * Hook mode where the agent freezes (qemu-ga, VMware, Azure) and the config
+   * asked for a freeze: whether the agent's freeze held, by its word (a thaw
+   * after the freeze hook; `freezeFail` or no thaw is not held). vmsnap freezes
+   * nothing itself then; the result trusts the agent as it does for plugins.
+   */
+  agentFreeze?: { held: boolean };
 }
 
 /** A run whose preflight passed: config, method, lock and plugins are there. */
@@ -1015,8 +1022,8 @@ export async function thawTargets(run: PreparedRun): Promise<void> {
  */
 export function buildResult(run: RunState): RunResult {
   const plugins = run.plugins.map((p) => p.report);
-  const freezeRequested = run.config?.fsFreezeEnabled ?? false;
-  const freezeHeld = run.freeze.mounts.length > 0 &&
+  const freezeRequested = (run.config?.fsFreezeEnabled ?? false) || run.agentFreeze !== undefined;
+  const freezeHeld = run.agentFreeze ? run.agentFreeze.held : run.freeze.mounts.length > 0 &&
     run.freeze.mounts.every((m) => m.frozen && m.thawed) &&
     run.freeze.mounts.length === run.targets.length &&
     !run.freeze.guard?.steppedIn;
