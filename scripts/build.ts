@@ -31,10 +31,11 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { homedir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { writeBundlerTsconfig } from "./bun/overrides.ts";
 
 const root = join(dirname(new URL(import.meta.url).pathname), "..");
 
@@ -152,13 +153,16 @@ function build(outfile: string, target?: Target): void {
   const started = performance.now();
   let command: string;
   let args: string[];
+  let overrides: string | undefined;
   if (process.env.DENORT_BIN && !target) {
     command = bin("deno");
     args = ["compile", "--allow-all", "--no-check", "--output", outfile, "mod.ts"];
   } else {
     command = bin("bun");
-    // jsonc-parser without its formatter's start-up cost (scripts/bun/jsonc_slim.js).
-    const tsconfig = join(root, "scripts", "bun", "tsconfig.json");
+    // jsonc-parser without its formatter's start-up cost (scripts/bun/jsonc_slim.js), bson
+    // without its 17 MiB zero-fill at load (scripts/bun/overrides.ts).
+    overrides = mkdtempSync(join(tmpdir(), "vmsnap-build-"));
+    const tsconfig = writeBundlerTsconfig(overrides);
     args = ["build", ...BUN_BUILD_FLAGS, `--tsconfig-override=${tsconfig}`, "--outfile", outfile];
     if (target) {
       args.push(`--target=${TARGETS[target].bun}`);
@@ -168,6 +172,7 @@ function build(outfile: string, target?: Target): void {
     args.push("mod.ts");
   }
   const result = spawnSync(command, args, { cwd: root, stdio: "inherit" });
+  if (overrides) rmSync(overrides, { recursive: true, force: true });
   if (result.status !== 0) {
     console.error(
       `build failed: ${command} ${args.join(" ")} exited ${result.status ?? result.signal}`,
