@@ -1,6 +1,7 @@
 /**
  * What Bun's bundler uses instead of some packages, for the compiled binary only (Deno and the
- * tests use the packages as they are): `scripts/bun/tsconfig.json`'s `paths`, plus a copy of
+ * tests use the packages as they are): `scripts/bun/tsconfig.json`'s `paths` (jsonc-parser
+ * without its formatter, whatwg-url as the runtime's own URL: see each file), plus a copy of
  * `bson` that does not zero-fill its 17 MiB serialization buffer when it loads.
  *
  * bson (the MongoDB driver's) allocates that buffer with `Buffer.alloc` at module load. Fresh

@@ -3,10 +3,12 @@
  * serialization buffer without zero-filling it (17 MiB made resident now and
  * then: bench/ANALYSIS.md, Peak RSS). The copy must serialize exactly as bson
  * does, first call and later ones (tests/e2e/mongodb_test.ts: the binary
- * carries it).
+ * carries it). whatwg-url is the runtime's own URL in the binary: the MongoDB
+ * driver must parse connection strings the same with it, under Bun.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { BSON, Long } from "bson";
@@ -44,6 +46,82 @@ Deno.test("the bson override serializes every command the plugin sends as bson d
         );
       }
     }
+  } finally {
+    work.cleanup();
+  }
+});
+
+/** Connection strings of every shape the driver takes, valid and not. */
+const MONGODB_URIS = [
+  "mongodb://127.0.0.1:27017",
+  "mongodb://user:p%40ss%3Aw0rd@db1.example.com:27017,db2.example.com:27018/admin?replicaSet=rs0&authSource=admin",
+  "mongodb://backup:secret@[::1]:27017/?directConnection=true&tls=true&tlsAllowInvalidCertificates=true",
+  "mongodb://u:pw@%2Fvar%2Frun%2Fmongodb%2Fmongod.sock/?authMechanism=SCRAM-SHA-256",
+  "mongodb+srv://user:pw@cluster0.example.mongodb.net/?retryWrites=true&w=majority&appName=x",
+  "mongodb://h1,h2,h3/db?ReadPreference=secondaryPreferred&readPreferenceTags=dc:ny,rack:1&readPreferenceTags=",
+  "mongodb://h/?tlsCAFile=/etc/ssl/ca%20file.pem&tlsCertificateKeyFile=/etc/ssl/c.pem&TLS=true",
+  "mongodb://us%C3%A9r:p%C3%A4ss@h/?authMechanism=PLAIN&authSource=$external",
+  "mongodb://h/?compressors=zlib,zstd&zlibCompressionLevel=4&connectTimeoutMS=3000",
+  "mongodb://h:1/d%20b?appname=a%20b&maxPoolSize=1",
+  "mongodb://CN=x,OU=y@h/?authMechanism=MONGODB-X509&tls=true",
+  "mongodb://h/?authMechanismProperties=SERVICE_NAME:mongodb&authMechanism=GSSAPI",
+  "mongodb://h#frag",
+  "mongodb://h/?a=%zz",
+  "mongodb://ü.example.com/",
+  "mongodb://h:99999/",
+  "mongodb://h/db?w=1&journal=true&wtimeoutMS=5",
+  "notmongo://h",
+  "mongodb://u:p:q@h",
+  "mongodb://@h",
+];
+
+/** Parses each URI as the plugin's client does and prints what the driver made of it. */
+const PARSE_SCRIPT = `
+import { MongoClient } from "mongodb";
+// The driver's own way in (require): Bun bundles it, and resolves it to the package's CommonJS.
+const { ConnectionString } = require("mongodb-connection-string-url");
+const out = [];
+for (const uri of ${JSON.stringify(MONGODB_URIS)}) {
+  const r = { uri };
+  try {
+    const cs = new ConnectionString(uri);
+    r.cs = [cs.hosts, cs.username, cs.password, cs.pathname, cs.search, cs.hash, cs.isSRV,
+      [...cs.searchParams], cs.searchParams.get("authsource"), cs.toString(), cs.redact().toString()];
+  } catch (e) { r.csError = e.name + ": " + e.message; }
+  try {
+    const o = new MongoClient(uri, { serverSelectionTimeoutMS: 1000, maxPoolSize: 1 }).options;
+    r.options = [o.hosts.map(String), o.dbName, o.replicaSet, o.tls, o.srvHost, o.credentials,
+      o.directConnection, o.readPreference?.mode, o.readPreference?.tags, o.compressors,
+      o.appName, o.tlsCAFile, o.tlsCertificateKeyFile, o.writeConcern];
+  } catch (e) { r.optionsError = e.name + ": " + e.message; }
+  out.push(r);
+}
+console.log(JSON.stringify(out));
+`;
+
+Deno.test("the MongoDB driver parses connection strings the same with the runtime's URL as with whatwg-url", () => {
+  const work = secureDir("bun-overrides-");
+  try {
+    const bun = join(ROOT, "node_modules", "bun", "bin", "bun.exe");
+    symlinkSync(join(ROOT, "node_modules"), join(work.dir, "node_modules"));
+    const script = join(work.dir, "parse.js");
+    writeFileSync(script, PARSE_SCRIPT);
+    const tsconfig = writeBundlerTsconfig(join(work.dir, "overrides"));
+    const bundled = join(work.dir, "parse.bundled.js");
+    execFileSync(bun, [
+      "build",
+      "--target=bun",
+      `--tsconfig-override=${tsconfig}`,
+      "--outfile",
+      bundled,
+      script,
+    ], { stdio: "pipe" });
+    assert.ok(!readFileSync(bundled, "utf8").includes("tr46"), "whatwg-url is not in the bundle");
+    const withPackage = JSON.parse(execFileSync(bun, ["run", script], { encoding: "utf8" }));
+    const withRuntime = JSON.parse(execFileSync(bun, ["run", bundled], { encoding: "utf8" }));
+    assert.equal(withPackage.length, MONGODB_URIS.length);
+    assert.ok(withPackage.filter((r: { options?: unknown }) => r.options).length >= 10);
+    assert.deepEqual(withRuntime, withPackage);
   } finally {
     work.cleanup();
   }
