@@ -2,7 +2,8 @@
  * What Bun's bundler uses instead of some packages, for the compiled binary only (Deno and the
  * tests use the packages as they are): `scripts/bun/tsconfig.json`'s `paths` (jsonc-parser
  * without its formatter, whatwg-url as the runtime's own URL: see each file), plus a copy of
- * `bson` that does not zero-fill its 17 MiB serialization buffer when it loads.
+ * `bson` that does not zero-fill its 17 MiB serialization buffer when it loads, and a
+ * `@mongodb-js/saslprep` that loads when first called.
  *
  * bson (the MongoDB driver's) allocates that buffer with `Buffer.alloc` at module load. Fresh
  * pages from the kernel are zero already and cost nothing until written, but when the allocator
@@ -12,6 +13,10 @@
  * allocates it with `Buffer.allocUnsafe`: only the bytes serialized are touched. This is as safe
  * as bson itself: it reuses the buffer from one `serialize` to the next without clearing it, and
  * copies out only the bytes it wrote.
+ *
+ * @mongodb-js/saslprep (the driver's SCRAM-SHA-256 password preparation) builds its Unicode
+ * tables when it loads: ~3 MiB of every run with the mongodb plugin, though only SCRAM-SHA-256
+ * authentication calls it. The stand-in loads the package on its first call.
  *
  * @module
  */
@@ -58,6 +63,22 @@ export function writeBundlerTsconfig(dir: string): string {
   const bson = join(dir, "bson.cjs");
   writeFileSync(bson, source.replace(BSON_EAGER, BSON_LAZY));
   paths.bson = [bson];
+  const saslprepFile = createRequire(mongodb).resolve("@mongodb-js/saslprep");
+  const saslprep = join(dir, "saslprep.cjs");
+  writeFileSync(
+    saslprep,
+    `// @mongodb-js/saslprep, loaded on the first call (scripts/bun/overrides.ts).
+let loaded;
+function saslprep(input, options) {
+  loaded ??= require(${JSON.stringify(saslprepFile)});
+  return loaded.saslprep(input, options);
+}
+saslprep.saslprep = saslprep;
+saslprep.default = saslprep;
+module.exports = saslprep;
+`,
+  );
+  paths["@mongodb-js/saslprep"] = [saslprep];
   const tsconfig = join(dir, "tsconfig.json");
   writeFileSync(tsconfig, JSON.stringify({ compilerOptions: { baseUrl: here, paths } }, null, 2));
   return tsconfig;

@@ -3,8 +3,9 @@
  * serialization buffer without zero-filling it (17 MiB made resident now and
  * then: bench/ANALYSIS.md, Peak RSS). The copy must serialize exactly as bson
  * does, first call and later ones (tests/e2e/mongodb_test.ts: the binary
- * carries it). whatwg-url is the runtime's own URL in the binary: the MongoDB
- * driver must parse connection strings the same with it, under Bun.
+ * carries it). whatwg-url is the runtime's own URL in the binary, and saslprep
+ * loads on first use: the MongoDB driver must parse connection strings and
+ * prepare passwords the same with them, under Bun.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -96,10 +97,16 @@ for (const uri of ${JSON.stringify(MONGODB_URIS)}) {
   } catch (e) { r.optionsError = e.name + ": " + e.message; }
   out.push(r);
 }
+// The driver's SCRAM-SHA-256 password preparation (the binary's stand-in loads it when called).
+const saslprep = require("@mongodb-js/saslprep");
+for (const input of ["pencil", "I\\u00ADX", "user", "\\u2168", "\\u00AA", "a\\u00A0b", "\\u0007"]) {
+  try { out.push({ saslprep: [input, saslprep(input), saslprep.saslprep(input, { allowUnassigned: true })] }); }
+  catch (e) { out.push({ saslprep: [input, e.name + ": " + e.message] }); }
+}
 console.log(JSON.stringify(out));
 `;
 
-Deno.test("the MongoDB driver parses connection strings the same with the runtime's URL as with whatwg-url", () => {
+Deno.test("under Bun, the driver parses connection strings and prepares passwords as with the packages", () => {
   const work = secureDir("bun-overrides-");
   try {
     const bun = join(ROOT, "node_modules", "bun", "bin", "bun.exe");
@@ -116,10 +123,13 @@ Deno.test("the MongoDB driver parses connection strings the same with the runtim
       bundled,
       script,
     ], { stdio: "pipe" });
-    assert.ok(!readFileSync(bundled, "utf8").includes("tr46"), "whatwg-url is not in the bundle");
+    const bundle = readFileSync(bundled, "utf8");
+    assert.ok(!bundle.includes("tr46"), "whatwg-url is not in the bundle");
+    assert.ok(bundle.includes("saslprep.cjs"), "the saslprep stand-in is in the bundle");
     const withPackage = JSON.parse(execFileSync(bun, ["run", script], { encoding: "utf8" }));
     const withRuntime = JSON.parse(execFileSync(bun, ["run", bundled], { encoding: "utf8" }));
-    assert.equal(withPackage.length, MONGODB_URIS.length);
+    assert.equal(withPackage.length, MONGODB_URIS.length + 7);
+    assert.ok(withPackage.some((r: { saslprep?: string[] }) => r.saslprep?.[1] === "IX"));
     assert.ok(withPackage.filter((r: { options?: unknown }) => r.options).length >= 10);
     assert.deepEqual(withRuntime, withPackage);
   } finally {
