@@ -140,6 +140,9 @@ export const BUN_BUILD_FLAGS = [
   "--compile-exec-argv=--smol",
 ] as const;
 
+/** The freeze pool's worker (src/freeze_pool.ts loads it with `new Worker`): built in as an entrypoint. */
+const WORKER = "src/freeze_worker.ts";
+
 /** Writes `<file>.sha256` in `sha256sum` format and returns the digest. */
 function writeChecksum(file: string): string {
   const digest = createHash("sha256").update(readFileSync(file)).digest("hex");
@@ -156,7 +159,8 @@ function build(outfile: string, target?: Target): void {
   let overrides: string | undefined;
   if (process.env.DENORT_BIN && !target) {
     command = bin("deno");
-    args = ["compile", "--allow-all", "--no-check", "--output", outfile, "mod.ts"];
+    args = ["compile", "--allow-all", "--no-check", "--include", WORKER, "--output", outfile];
+    args.push("mod.ts");
   } else {
     command = bin("bun");
     // jsonc-parser without its formatter's start-up cost (scripts/bun/jsonc_slim.js), bson
@@ -169,7 +173,8 @@ function build(outfile: string, target?: Target): void {
       const runtime = runtimeFor(target);
       if (runtime) args.push(`--compile-executable-path=${runtime}`);
     }
-    args.push("mod.ts");
+    // The freeze pool's worker thread is a second entrypoint (src/freeze_pool.ts).
+    args.push("mod.ts", WORKER);
   }
   const result = spawnSync(command, args, { cwd: root, stdio: "inherit" });
   if (overrides) rmSync(overrides, { recursive: true, force: true });

@@ -15,3 +15,12 @@ export const GUARD_START_TIMEOUT_MS = 10_000;
 
 /** How long the agent waits for the guard's answer to `release`. */
 export const GUARD_RELEASE_TIMEOUT_MS = 5_000;
+
+/**
+ * The most worker threads a run starts to syncfs/freeze filesystems
+ * concurrently (the run's own thread takes a job too: 8 at once).
+ */
+export const FREEZE_POOL_MAX_WORKERS = 7;
+
+/** How long the freeze step waits for the pool's threads (started during quiesce) to be up. */
+export const FREEZE_POOL_READY_TIMEOUT_MS = 2_000;

@@ -9,10 +9,10 @@
 import { spawnSync } from "node:child_process";
 import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync } from "node:fs";
 import process from "node:process";
+import { FIFREEZE, FITHAW, type FreezeLibc, loadFreezeLibc } from "./freeze_libc.ts";
+import { type FreezePool, POOL_CALL_THREW, type PoolOp, startFreezePool } from "./freeze_pool.ts";
 
-const FIFREEZE = 0xc0045877n;
-const FITHAW = 0xc0045878n;
-const O_RDONLY_CLOEXEC = 0o2000000;
+export type { FreezePool } from "./freeze_pool.ts";
 
 /** errno values the freeze code acts on. */
 export const ERRNO = { EPERM: 1, ENOENT: 2, EBUSY: 16, EINVAL: 22, EOPNOTSUPP: 95 } as const;
@@ -56,15 +56,14 @@ export interface Freezer {
   /** syncfs(2): flushes the filesystem's dirty data before the freeze (outside the frozen window). */
   syncHandle(handle: FreezeHandle): FreezeOp;
   close(handle: FreezeHandle): void;
+  /**
+   * Starts worker threads that issue the calls of {@linkcode runOnHandles}
+   * concurrently (ioctl method only; absent where there is no FFI).
+   */
+  startPool?(options: { workers: number; capacity: number }): FreezePool;
 }
 
-/** The libc calls the freezer needs; each returns 0 (or an fd) or -errno. */
-interface Libc {
-  open(path: string): number;
-  ioctl(fd: number, request: bigint): number;
-  syncfs(fd: number): number;
-  close(fd: number): void;
-}
+type Libc = FreezeLibc;
 
 /** Names an errno. */
 export function errnoName(errno: number): string {
@@ -73,58 +72,6 @@ export function errnoName(errno: number): string {
 
 // deno-lint-ignore no-explicit-any
 const runtime = globalThis as any;
-
-const SYMBOLS = {
-  open: [["buffer", "i32"], "i32"],
-  ioctl: [["i32", "u64", "u64"], "i32"],
-  syncfs: [["i32"], "i32"],
-  close: [["i32"], "i32"],
-  __errno_location: [[], "pointer"],
-} as const;
-
-/** libc through Deno's FFI. */
-function denoLibc(): Libc {
-  const lib = runtime.Deno.dlopen(
-    "libc.so.6",
-    Object.fromEntries(
-      Object.entries(SYMBOLS).map(([name, [parameters, result]]) => [name, { parameters, result }]),
-    ),
-  );
-  const errno = () => new runtime.Deno.UnsafePointerView(lib.symbols.__errno_location()).getInt32();
-  const call = (result: number) => result < 0 ? -errno() : result;
-  return {
-    open: (path) => call(lib.symbols.open(new TextEncoder().encode(`${path}\0`), O_RDONLY_CLOEXEC)),
-    ioctl: (fd, request) => call(lib.symbols.ioctl(fd, request, 0n)),
-    syncfs: (fd) => call(lib.symbols.syncfs(fd)),
-    close: (fd) => void lib.symbols.close(fd),
-  };
-}
-
-/** The same through bun:ffi. */
-async function bunLibc(): Promise<Libc> {
-  const ffi = await import(["bun", "ffi"].join(":"));
-  const lib = ffi.dlopen(
-    "libc.so.6",
-    Object.fromEntries(
-      Object.entries(SYMBOLS).map(([name, [args, returns]]) => [
-        name,
-        {
-          args: args.map((a) => a === "buffer" ? "ptr" : a),
-          returns: returns === "pointer" ? "ptr" : returns,
-        },
-      ]),
-    ),
-  );
-  const errno = () => ffi.read.i32(lib.symbols.__errno_location(), 0);
-  const call = (result: number) => result < 0 ? -errno() : result;
-  return {
-    open: (path) =>
-      call(lib.symbols.open(ffi.ptr(new TextEncoder().encode(`${path}\0`)), O_RDONLY_CLOEXEC)),
-    ioctl: (fd, request) => call(lib.symbols.ioctl(fd, request, 0n)),
-    syncfs: (fd) => call(lib.symbols.syncfs(fd)),
-    close: (fd) => void lib.symbols.close(fd),
-  };
-}
 
 function timed(run: () => number): FreezeOp {
   const started = performance.now();
@@ -214,7 +161,7 @@ async function build(method: Freezer["method"]): Promise<Freezer> {
   let ffi: Libc | undefined;
   if (method === "ioctl") {
     try {
-      ffi = runtime.Bun ? await bunLibc() : runtime.Deno ? denoLibc() : undefined;
+      ffi = await loadFreezeLibc();
     } catch {
       ffi = undefined;
     }
@@ -241,7 +188,64 @@ async function build(method: Freezer["method"]): Promise<Freezer> {
     thawHandle: (handle) => timed(() => libc.ioctl(handle.fd, FITHAW)),
     syncHandle: (handle) => timed(() => libc.syncfs(handle.fd)),
     close: (handle) => libc.close(handle.fd),
+    startPool: ffi
+      ? ({ workers, capacity }) => startFreezePool({ workers, capacity, libc: ffi! })
+      : undefined,
   };
+}
+
+/** A call's outcome with the thread that made it (0: the calling thread). */
+export type ThreadedOp = FreezeOp & { thread: number };
+
+/**
+ * syncfs or FIFREEZE on several descriptors: all at once through `pool` when
+ * there is one and more than one handle (up to the pool's threads + 1 issued
+ * together, each whatever the others return), else one after another on
+ * this thread. With `stopOnFailure` a call not yet issued when one failed is
+ * never started (its entry is undefined). Blocks until every started call
+ * returned.
+ *
+ * @example
+ * ```ts
+ * import { createFreezer, runOnHandles } from "./freeze.ts";
+ * const freezer = await createFreezer();
+ * const handles = ["/a", "/b"].flatMap((p) => freezer.open(p).handle ?? []);
+ * const pool = freezer.startPool?.({ workers: 1, capacity: 2 });
+ * if (pool && !await pool.ready(2000)) pool.close();
+ * const ops = runOnHandles({ freezer, pool, op: "sync", handles, stopOnFailure: false });
+ * pool?.close();
+ * ```
+ */
+export function runOnHandles(
+  options: {
+    freezer: Freezer;
+    pool?: FreezePool;
+    op: Exclude<PoolOp, "thaw">;
+    handles: readonly FreezeHandle[];
+    stopOnFailure: boolean;
+  },
+): (ThreadedOp | undefined)[] {
+  const { freezer, pool, op, handles, stopOnFailure } = options;
+  if (pool && handles.length > 1) {
+    return pool.run(op, handles.map((h) => h.fd), { stopOnFailure }).map((done) => {
+      if (!done.started) return undefined;
+      const errno = -done.result;
+      return done.result >= 0 ? { ok: true, ms: done.ms, thread: done.thread } : {
+        ok: false,
+        errno,
+        error: errno === POOL_CALL_THREW ? "the FFI call threw in its thread" : errnoName(errno),
+        ms: done.ms,
+        thread: done.thread,
+      };
+    });
+  }
+  const results: (ThreadedOp | undefined)[] = [];
+  for (const handle of handles) {
+    const done = op === "sync" ? freezer.syncHandle(handle) : freezer.freezeHandle(handle);
+    results.push({ ...done, thread: 0 });
+    if (!done.ok && stopOnFailure) break;
+  }
+  return handles.map((_, i) => results[i]);
 }
 
 /**

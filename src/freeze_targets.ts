@@ -161,6 +161,67 @@ function unfreezable(mount: Mount): string | undefined {
 }
 
 /**
+ * The freeze-order rule: `mustPrecede(a, b)` when `a` must be frozen before
+ * `b` (a sits below b, or a's loop image lives on b).
+ */
+function precedence(
+  loopBacking: NonNullable<PlanOptions["loopBacking"]>,
+): (a: FreezeTarget, b: FreezeTarget) => boolean {
+  const backingCache = new Map<string, ReturnType<NonNullable<PlanOptions["loopBacking"]>>>();
+  const backing = (t: FreezeTarget) => {
+    if (!backingCache.has(t.source)) backingCache.set(t.source, loopBacking(t.source));
+    return backingCache.get(t.source);
+  };
+  const holderOf = (file: string, among: FreezeTarget[]) =>
+    among.filter((t) => t.mountPoint === file || isBelow(file, t.mountPoint))
+      .sort((x, y) => y.mountPoint.length - x.mountPoint.length)[0];
+  return (a, b) => {
+    if (isBelow(a.mountPoint, b.mountPoint)) return true;
+    const image = backing(a);
+    if (!image) return false;
+    if (image.device !== undefined) return image.device === b.device;
+    return holderOf(image.file, [b]) === b;
+  };
+}
+
+/**
+ * Groups targets (in freeze order) into levels that can each be frozen
+ * concurrently: two targets where one must precede the other (either way
+ * round: an explicit list may put them in the wrong order, and that order is
+ * kept) never share a level, and the earlier one's level comes first. A
+ * target goes in the level after the last level holding one it depends on.
+ *
+ * @example
+ * ```ts
+ * import { freezeLevels } from "./freeze_targets.ts";
+ * const t = (mountPoint: string, device: string) =>
+ *   ({ mountPoint, mountId: 1, device, fsType: "ext4", source: `/dev/${device}` });
+ * freezeLevels([t("/srv/a/inner", "1"), t("/srv/a", "2"), t("/srv/b", "3")], () => undefined);
+ * // [[/srv/a/inner, /srv/b], [/srv/a]]
+ * ```
+ */
+export function freezeLevels(
+  targets: readonly FreezeTarget[],
+  loopBacking: NonNullable<PlanOptions["loopBacking"]> = sysfsLoopBacking,
+): FreezeTarget[][] {
+  const mustPrecede = precedence(loopBacking);
+  const levelOf: number[] = [];
+  const levels: FreezeTarget[][] = [];
+  targets.forEach((target, j) => {
+    let level = 0;
+    for (let i = 0; i < j; i++) {
+      const other = targets[i];
+      if (mustPrecede(other, target) || mustPrecede(target, other)) {
+        level = Math.max(level, levelOf[i] + 1);
+      }
+    }
+    levelOf.push(level);
+    (levels[level] ??= []).push(target);
+  });
+  return levels;
+}
+
+/**
  * Orders targets so that each is frozen before any target it depends on:
  * deeper mounts before their parents, loop filesystems before the one that
  * holds their image. Ties: deeper first, then by name, so the order is stable.
@@ -220,22 +281,7 @@ export function planFreeze(all: readonly Mount[], options: PlanOptions): FreezeP
     if (hit) excludedDevices.set(mount.device, hit.text);
   }
 
-  const backingCache = new Map<string, ReturnType<NonNullable<PlanOptions["loopBacking"]>>>();
-  const backing = (t: FreezeTarget) => {
-    if (!backingCache.has(t.source)) backingCache.set(t.source, loopBacking(t.source));
-    return backingCache.get(t.source);
-  };
-  // `a` must be frozen before `b`: a sits below b, or a's loop image lives on b.
-  const mustPrecede = (a: FreezeTarget, b: FreezeTarget) => {
-    if (isBelow(a.mountPoint, b.mountPoint)) return true;
-    const image = backing(a);
-    if (!image) return false;
-    if (image.device !== undefined) return image.device === b.device;
-    return holderOf(image.file, [b]) === b;
-  };
-  const holderOf = (file: string, among: FreezeTarget[]) =>
-    among.filter((t) => t.mountPoint === file || isBelow(file, t.mountPoint))
-      .sort((x, y) => y.mountPoint.length - x.mountPoint.length)[0];
+  const mustPrecede = precedence(loopBacking);
   const toTarget = (m: Mount): FreezeTarget => ({
     mountPoint: m.mountPoint,
     mountId: m.mountId,

@@ -18,6 +18,7 @@ import { constants, readFileSync, statSync, unlinkSync, writeFileSync } from "no
 import { join } from "node:path";
 import process from "node:process";
 import { VmsnapError } from "./errors.ts";
+import { LIBC_NAMES } from "./freeze_libc.ts";
 import { ensureDirectory } from "./permissions.ts";
 
 /** What the lock file holds. */
@@ -70,8 +71,6 @@ const ERRNO_CODES: Record<number, string> = {
   40: "ELOOP",
   122: "EDQUOT",
 };
-/** musl's names first: on a musl system a `libc.so.6` is at most a glibc-compatibility shim. */
-const LIBC = ["libc.musl-x86_64.so.1", "libc.musl-aarch64.so.1", "libc.so.6", "libc.so"];
 
 /** The few libc calls the lock needs: each returns the result, or -errno. */
 interface Libc {
@@ -88,7 +87,7 @@ let libc: Libc | undefined;
 function loadLibc(): Libc {
   if (libc) return libc;
   let lastError: unknown;
-  for (const name of LIBC) {
+  for (const name of LIBC_NAMES) {
     try {
       libc = runtime.Bun ? bunLibc(name) : denoLibc(name);
       return libc;

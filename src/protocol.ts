@@ -112,6 +112,8 @@ export interface MountReport {
   device: string;
   frozen: boolean;
   freezeMs?: number;
+  /** The freeze level (0 first): a level's filesystems were frozen concurrently. */
+  level?: number;
   thawed?: boolean;
   thawMs?: number;
   error?: string;

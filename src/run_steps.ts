@@ -24,18 +24,24 @@ import {
   type SnapshotConfig,
 } from "./config.ts";
 import { achievedConsistency, exitCodeFor, requestedConsistency } from "./consistency.ts";
-import { GUARD_START_TIMEOUT_MS } from "./defaults.ts";
+import {
+  FREEZE_POOL_MAX_WORKERS,
+  FREEZE_POOL_READY_TIMEOUT_MS,
+  GUARD_START_TIMEOUT_MS,
+} from "./defaults.ts";
 import { type Problem, VmsnapError, withFix } from "./errors.ts";
 import { EventLog } from "./event_log.ts";
 import {
   AGENT_THAW_ORDER,
   createFreezer,
   type FreezeHandle,
+  type FreezePool,
   type Freezer,
   inThawOrder,
+  runOnHandles,
   thawHandleAndConfirm,
 } from "./freeze.ts";
-import type { FreezeTarget } from "./freeze_targets.ts";
+import { freezeLevels, type FreezeTarget } from "./freeze_targets.ts";
 import { type GuardClient, type GuardProcess, spawnGuard, startGuard } from "./guard.ts";
 import { acquireRunLock, type RunLock, unwritableStateDir } from "./lock.ts";
 import { type Mount, readMounts } from "./mountinfo.ts";
@@ -178,6 +184,10 @@ export interface RunState {
   recovered?: Recovery;
   plugins: RunPlugin[];
   targets: FreezeTarget[];
+  /** The targets grouped into levels frozen one after another, each level concurrently. */
+  levels: FreezeTarget[][];
+  /** Worker threads for concurrent syncfs/FIFREEZE (two targets or more); closed after the thaw. */
+  freezePool?: FreezePool;
   freeze: FreezeReport;
   snapshot: SnapshotOutcome | null;
   /**
@@ -268,6 +278,7 @@ export function newRun(options: NewRunOptions): RunState {
     deps: options.deps ?? PRODUCTION_DEPS,
     plugins: [],
     targets: [],
+    levels: [],
     freeze: { enabled: false, mounts: [], frozenMs: 0 },
     snapshot: null,
   };
@@ -393,7 +404,36 @@ export async function prepareRun(run: RunState, options: PrepareOptions): Promis
       } failed its checks and continueBackupOnFailure is false: no snapshot was taken.`,
     }]);
   }
+  await startFreezePool(prepared);
   return prepared;
+}
+
+/**
+ * With two targets or more, the freezer (FFI loaded now, not between quiesce
+ * and freeze) and its worker threads, started while the run quiesces: one
+ * fewer than the targets (this thread takes a job too), at most
+ * FREEZE_POOL_MAX_WORKERS. They are used only once they are all up.
+ */
+async function startFreezePool(run: PreparedRun): Promise<void> {
+  if (!run.config.fsFreezeEnabled || run.freezeProblems.length > 0 || run.targets.length < 2) {
+    return;
+  }
+  const freezer = run.freezer ??= await run.deps.createFreezer();
+  try {
+    run.freezePool = freezer.startPool?.({
+      workers: Math.min(FREEZE_POOL_MAX_WORKERS, run.targets.length - 1),
+      capacity: run.targets.length,
+    });
+  } catch (error) {
+    // No threads (a runtime without workers): frozen one after another, as with one target.
+    run.log.record("warning", "freeze-pool", { ok: false, error: (error as Error).message });
+  }
+}
+
+/** Ends the pool's threads (after the thaw is confirmed, or when nothing was frozen). */
+function closeFreezePool(run: RunState): void {
+  run.freezePool?.close();
+  run.freezePool = undefined;
 }
 
 /**
@@ -527,6 +567,7 @@ function planTargets(run: RunState, config: Config): Problem[] {
   const { plan, problems } = freezePlan(config, run.deps.readMounts);
   if (!plan) return problems;
   run.targets = plan.targets;
+  run.levels = freezeLevels(plan.targets);
   run.warnings.push(...plan.warnings, ...nothingToFreeze(plan));
   return problems;
 }
@@ -720,10 +761,11 @@ export async function armGuard(run: PreparedRun): Promise<boolean> {
  * Opens every target once and checks that the descriptor is on the mount the
  * plan chose (a mount point lazily unmounted or mounted over since planning
  * resolves to another mount): a mismatch is `FreezeMountNotFound` and nothing
- * is frozen. Then syncs each (syncfs, outside the frozen window, so that the
- * freeze itself has little left to flush). False when a target failed.
+ * is frozen. Then syncs them all at once (syncfs, outside the frozen window,
+ * so that the freeze itself has little left to flush). False when a target
+ * failed.
  */
-function openTargets(run: PreparedRun, freezer: Freezer): boolean {
+function openTargets(run: PreparedRun, freezer: Freezer, pool?: FreezePool): boolean {
   for (const target of run.targets) {
     const opened = freezer.open(target.mountPoint);
     const problem = !opened.handle
@@ -747,15 +789,24 @@ function openTargets(run: PreparedRun, freezer: Freezer): boolean {
       return false;
     }
   }
-  for (const [mountPoint, handle] of run.handles) {
-    const synced = freezer.syncHandle(handle);
-    run.log.record(synced.ok ? "debug" : "warning", "syncfs", {
-      mount: mountPoint,
-      ok: synced.ok,
-      ms: round(synced.ms),
-      error: synced.error,
+  // syncfs blocks nobody: every target at once.
+  const mounts = [...run.handles.keys()];
+  const synced = runOnHandles({
+    freezer,
+    pool,
+    op: "sync",
+    handles: [...run.handles.values()],
+    stopOnFailure: false,
+  });
+  synced.forEach((op, i) => {
+    run.log.record(op?.ok ? "debug" : "warning", "syncfs", {
+      mount: mounts[i],
+      ok: op?.ok ?? false,
+      ms: round(op?.ms ?? 0),
+      thread: op?.thread,
+      error: op?.error,
     });
-  }
+  });
   return true;
 }
 
@@ -765,41 +816,65 @@ function closeHandles(run: PreparedRun): void {
   run.handles.clear();
 }
 
-/** Freezes the targets in plan order (children first), stopping at the first failure. */
-function freezeEach(run: PreparedRun, freezer: Freezer, guard: GuardClient): void {
-  run.output.say("freeze", run.targets.map((t) => t.mountPoint).join(", "));
+/**
+ * Freezes the targets level by level (children first), each level's targets
+ * concurrently. When a FIFREEZE fails, no further level is started (and no
+ * call of its level that had not started yet): the caller thaws what froze.
+ */
+function freezeEach(
+  run: PreparedRun,
+  options: { freezer: Freezer; guard: GuardClient; pool?: FreezePool },
+): void {
+  const { freezer, guard, pool } = options;
+  run.output.say(
+    "freeze",
+    run.levels.map((level) => level.map((t) => t.mountPoint).join(", ")).join("; then "),
+  );
   // From here until the thaw is confirmed, nothing is written to any filesystem.
   run.log.hold();
   run.output.hold();
   run.frozenAt = performance.now();
-  for (const target of run.targets) {
-    const op = freezer.freezeHandle(run.handles.get(target.mountPoint)!);
-    const report: MountReport = {
-      mountPoint: target.mountPoint,
-      fsType: target.fsType,
-      device: target.device,
-      frozen: op.ok,
-      freezeMs: round(op.ms),
-    };
-    run.freeze.mounts.push(report);
-    run.log.record(op.ok ? "info" : "error", "freeze", {
-      mount: target.mountPoint,
-      ok: op.ok,
-      ms: report.freezeMs,
-      error: op.error,
+  for (const [index, level] of run.levels.entries()) {
+    const ops = runOnHandles({
+      freezer,
+      pool,
+      op: "freeze",
+      handles: level.map((t) => run.handles.get(t.mountPoint)!),
+      stopOnFailure: true,
     });
-    if (!op.ok) {
+    level.forEach((target, i) => {
+      const op = ops[i];
+      if (!op) return; // never started: an earlier call of its level failed
+      const report: MountReport = {
+        mountPoint: target.mountPoint,
+        fsType: target.fsType,
+        device: target.device,
+        frozen: op.ok,
+        freezeMs: round(op.ms),
+        level: index,
+      };
+      run.freeze.mounts.push(report);
+      run.log.record(op.ok ? "info" : "error", "freeze", {
+        mount: target.mountPoint,
+        ok: op.ok,
+        ms: report.freezeMs,
+        freezeLevel: index,
+        thread: op.thread,
+        error: op.error,
+      });
+      if (op.ok) {
+        run.frozen.push(report);
+        return;
+      }
       report.error = op.error;
       run.errors.push({
         code: "FreezeFailed",
         message:
-          `could not freeze ${target.mountPoint} (${target.fsType} on ${target.source}): ${op.error}. Everything frozen before it was thawed. Fix: exclude it (freeze.exclude) or resolve the error.`,
+          `could not freeze ${target.mountPoint} (${target.fsType} on ${target.source}): ${op.error}. Everything vmsnap froze in this run (before it, or beside it in the same level) was thawed again. Fix: exclude it (freeze.exclude) or resolve the error.`,
       });
       run.freezeFailed = true;
-      return;
-    }
-    run.frozen.push(report);
-    if (guard.expired()) return;
+    });
+    if (run.freezeFailed || guard.expired()) return;
   }
 }
 
@@ -828,9 +903,19 @@ export async function freezeTargets(run: PreparedRun): Promise<void> {
     run.errors.push({ code: p.code, message: withFix(p).message });
   }
   if (!config.fsFreezeEnabled || run.freezeFailed || run.targets.length === 0) return;
-  if (!openTargets(run, freezer)) return;
-  if (!await armGuard(run)) return closeHandles(run);
-  freezeEach(run, freezer, run.guard!);
+  // The pool started while the run quiesced; not up in time: one thread, one call after another.
+  let pool = run.freezePool;
+  if (pool && !await pool.ready(FREEZE_POOL_READY_TIMEOUT_MS)) {
+    run.log.record("warning", "freeze-pool", { ok: false, error: "its threads did not start" });
+    closeFreezePool(run);
+    pool = undefined;
+  }
+  if (!openTargets(run, freezer, pool)) return closeFreezePool(run);
+  if (!await armGuard(run)) {
+    closeFreezePool(run);
+    return closeHandles(run);
+  }
+  freezeEach(run, { freezer, guard: run.guard!, pool });
   // A freeze that failed (EBUSY: someone else's freeze) or never happened is not the guard's to
   // thaw; the drops leave with the next turn of the event loop, right now.
   const froze = new Set(run.frozen.map((m) => m.mountPoint));
@@ -994,6 +1079,7 @@ export async function thawTargets(run: PreparedRun): Promise<void> {
   thawFrozen(run);
   await releaseGuard(run);
   closeHandles(run);
+  closeFreezePool(run);
   run.log.release();
   run.output.release();
   if (run.guard) {
@@ -1101,6 +1187,7 @@ export function buildResult(run: RunState): RunResult {
  */
 export function finishRun(run: RunState): RunResult {
   run.guardProcess?.dismiss();
+  closeFreezePool(run);
   const result = buildResult(run);
   const { exitCode } = result;
   run.log.record(exitCode === 0 ? "info" : exitCode === 1 ? "warning" : "error", "result", {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { planFreeze, type PlanOptions } from "../../src/freeze_targets.ts";
+import { freezeLevels, planFreeze, type PlanOptions } from "../../src/freeze_targets.ts";
 import { parseMountinfo } from "../../src/mountinfo.ts";
 import { ROOT } from "../helpers.ts";
 
@@ -135,4 +135,48 @@ Deno.test("a list: a path that is not a mount point, and a filesystem that canno
   ]);
   assert.match(plan.problems[0].message, /lies on the filesystem mounted at \/var\/lib\/mysql/);
   assert.match(plan.problems[3].message, /lies on the filesystem mounted at \/; list that/);
+});
+
+const levelPoints = (levels: ReturnType<typeof freezeLevels>) =>
+  levels.map((level) => level.map((t) => t.mountPoint));
+
+Deno.test("levels: independent filesystems share a level; a mount and the one under it never do", () => {
+  const plan = planFreeze(mounts, { mounts: "auto", exclude: [], loopBacking: noLoops });
+  assert.deepEqual(levelPoints(freezeLevels(plan.targets, noLoops)), [
+    ["/var/lib/mysql/binlog", "/mnt/images/vm", "/mnt/my data", "/boot", "/data"],
+    ["/var/lib/mysql"],
+    ["/"],
+  ]);
+});
+
+Deno.test("levels: a loop filesystem goes in a level before the one holding its image; chains stay in order", () => {
+  const chain = parseMountinfo([
+    "1 0 8:1 / / rw - ext4 /dev/sda1 rw",
+    "2 1 7:1 / /a rw - ext4 /dev/loop1 rw",
+    "3 1 7:2 / /b rw - ext4 /dev/loop2 rw",
+    "4 1 7:3 / /c rw - ext4 /dev/loop3 rw",
+    "5 1 8:2 / /d rw - ext4 /dev/sdb1 rw",
+  ].join("\n")).mounts;
+  const backing: Record<string, string> = { "/dev/loop3": "7:2", "/dev/loop2": "7:1" };
+  const loopBacking: PlanOptions["loopBacking"] = (s) =>
+    backing[s] ? { device: backing[s], file: "x" } : undefined;
+  const plan = planFreeze(chain, { mounts: "auto", exclude: [], loopBacking });
+  assert.deepEqual(levelPoints(freezeLevels(plan.targets, loopBacking)), [
+    ["/c", "/d"],
+    ["/b"],
+    ["/a"],
+    ["/"],
+  ]);
+});
+
+Deno.test("levels: an explicit list in the wrong order keeps that order (one level each)", () => {
+  const plan = planFreeze(mounts, {
+    mounts: ["/var/lib/mysql", "/var/lib/mysql/binlog", "/boot"],
+    exclude: [],
+    loopBacking: noLoops,
+  });
+  assert.deepEqual(levelPoints(freezeLevels(plan.targets, noLoops)), [
+    ["/var/lib/mysql", "/boot"],
+    ["/var/lib/mysql/binlog"],
+  ]);
 });
