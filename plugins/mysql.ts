@@ -93,6 +93,10 @@ async function connect(
     password,
     connectTimeout: driverConnectMs(config),
     multipleStatements: false,
+    // Rows parsed by mysql2's static parser, not by code it generates from the server's column
+    // definitions and compiles with new Function (~0.5 MiB less peak RSS; no code built from
+    // what the server sends).
+    disableEval: true,
   });
   const cancel = () => core.destroy();
   signal.addEventListener("abort", cancel, { once: true });
