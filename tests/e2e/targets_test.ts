@@ -2,7 +2,7 @@
  * The cross-compiled binaries: `deno task build --target ...` builds them with
  * checksums beside them; the arm64 binary runs under qemu-user-static
  * (`--version`, and `check` on a sample config with a loop-mounted freeze
- * target). The musl binary is checked for its interpreter (it needs musl's
+ * target, and the freeze pool's worker thread). The musl binary is checked for its interpreter (it needs musl's
  * libstdc++, which Debian does not ship, to run).
  */
 import assert from "node:assert/strict";
@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { putConfig, ROOT, secureDir } from "../helpers.ts";
-import { makeLoopFs } from "../loop.ts";
+import { type LoopFs, makeLoopFs } from "../loop.ts";
 
 const deno = join(ROOT, "node_modules", "deno", "deno");
 const QEMU = "/usr/bin/qemu-aarch64-static";
@@ -38,7 +38,7 @@ function interpreter(binary: string): string {
   return out.match(/Requesting program interpreter: ([^\]]+)/)?.[1] ?? "";
 }
 
-Deno.test("linux-arm64: built with a checksum, runs --version and check under qemu", () => {
+Deno.test("linux-arm64: built with a checksum, runs --version, check and the freeze pool's worker under qemu", () => {
   const binary = build("linux-arm64");
   assertChecksum(binary);
   assert.equal(interpreter(binary), "/lib/ld-linux-aarch64.so.1");
@@ -55,6 +55,7 @@ Deno.test("linux-arm64: built with a checksum, runs --version and check under qe
 
   const { dir, cleanup } = secureDir("arm64-");
   const fs = makeLoopFs({ dir, name: "data" });
+  let second: LoopFs | undefined;
   try {
     const config = putConfig(dir, {
       pluginName: "ScriptRunner",
@@ -70,7 +71,29 @@ Deno.test("linux-arm64: built with a checksum, runs --version and check under qe
       report.freezeTargets.map((t: { mountPoint: string }) => t.mountPoint),
       [fs.mountPoint],
     );
+
+    // The freeze pool's worker (a second entrypoint of the bundle) loads in the arm64 binary: with
+    // two targets, the syncfs of the second runs on worker thread 1. (Under qemu-user without
+    // binfmt_misc the guard, a re-exec of the binary, cannot start, so nothing is frozen here.)
+    second = makeLoopFs({ dir, name: "second" });
+    const log = join(dir, "log", "pool.jsonl");
+    const two = putConfig(dir, {
+      pluginName: "ScriptRunner",
+      freeze: { mounts: [fs.mountPoint, second.mountPoint] },
+      snapshot: { command: ["/bin/true"] },
+      stateDir: join(dir, "state"),
+      log: { file: log, level: "debug" },
+    }, "two.json");
+    const ran = emulate(["run", "--json", "--config", two]);
+    const synced = readFileSync(log, "utf8").trim().split("\n").map((l) => JSON.parse(l))
+      .filter((r) => r.event === "syncfs");
+    assert.deepEqual(
+      synced.map((r) => [r.mount, r.ok, r.thread]),
+      [[fs.mountPoint, true, 0], [second.mountPoint, true, 1]],
+      ran.stdout + ran.stderr,
+    );
   } finally {
+    second?.cleanup();
     fs.cleanup();
     cleanup();
   }
