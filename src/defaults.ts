@@ -22,5 +22,8 @@ export const GUARD_RELEASE_TIMEOUT_MS = 5_000;
  */
 export const FREEZE_POOL_MAX_WORKERS = 7;
 
-/** How long the freeze step waits for the pool's threads (started during quiesce) to be up. */
+/**
+ * How long after their start (during quiesce) the freeze pool's threads may take to be up; a
+ * freeze step that comes later does not wait for them.
+ */
 export const FREEZE_POOL_READY_TIMEOUT_MS = 2_000;

@@ -38,7 +38,11 @@ export type PoolResult =
 export interface FreezePool {
   /** How many worker threads (the calling thread takes part too). */
   readonly workers: number;
-  /** Resolves true once every worker has loaded libc, false after `timeoutMs` or on an error. */
+  /**
+   * Resolves true once every worker has loaded libc; false on an error, or
+   * when they are not all up `timeoutMs` after the pool started (so a caller
+   * that comes late never waits).
+   */
   ready(timeoutMs: number): Promise<boolean>;
   /**
    * Runs `op` on every descriptor, concurrently, and blocks until all are
@@ -241,13 +245,17 @@ export function startFreezePool(
     worker.postMessage({ buffer, capacity, thread } satisfies PoolStart);
   }
   const all = Promise.all(answers).then((oks) => oks.every(Boolean));
+  const startedAt = performance.now();
   let usable = false;
   return {
     workers: options.workers,
     async ready(timeoutMs) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const late = new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), timeoutMs);
+        timer = setTimeout(
+          () => resolve(false),
+          Math.max(0, startedAt + timeoutMs - performance.now()),
+        );
       });
       usable = !closed && await Promise.race([all, late]);
       clearTimeout(timer);
