@@ -78,7 +78,7 @@ import {
   writeFreezeMarker,
 } from "./recover.ts";
 import { shortSecretWarnings } from "./secrets.ts";
-import { takeSnapshot } from "./snapshot.ts";
+import { type HandshakeReader, takeSnapshot } from "./snapshot.ts";
 import { runStaged } from "./stages.ts";
 import type {
   PluginConfig,
@@ -946,7 +946,11 @@ export async function freezeTargets(run: PreparedRun): Promise<void> {
  * await snapshotStep(run, process.stdin);
  * ```
  */
-export async function snapshotStep(run: PreparedRun, stdin: Readable): Promise<void> {
+export async function snapshotStep(
+  run: PreparedRun,
+  stdin: Readable,
+  handshake?: HandshakeReader,
+): Promise<void> {
   const continueOnFailure = run.config.continueBackupOnFailure;
   const allowed = !run.interrupt.signal.aborted && (!run.freezeFailed || continueOnFailure);
   if (!allowed) {
@@ -974,6 +978,7 @@ export async function snapshotStep(run: PreparedRun, stdin: Readable): Promise<v
     log: (level, event, fields) => run.log.record(level, event, fields),
     announce: (event) => run.output.handshake(event),
     stdin,
+    handshake,
   });
   if (run.snapshot.error) run.errors.push(run.snapshot.error);
   if (run.snapshot.taken) {

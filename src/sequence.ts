@@ -28,6 +28,7 @@ import {
   thawTargets,
   watchSignals,
 } from "./run_steps.ts";
+import { type HandshakeReader, openHandshake } from "./snapshot.ts";
 
 export type { MountReport, PluginReport, RunResult } from "./protocol.ts";
 export { newRunId, type RunDeps } from "./run_steps.ts";
@@ -77,12 +78,16 @@ export async function runBackup(
   const unwatch = watchSignals(run);
   try {
     const prepared = await prepareRun(run, options);
+    let handshake: HandshakeReader | undefined;
     try {
+      // The external handshake's reader is built before quiesce: neither in the quiesced →
+      // frozen gap nor in the frozen window (about a millisecond).
+      if (prepared.method.kind === "external") handshake = await openHandshake(options.stdin);
       await quiesceAll(prepared);
       if (snapshotWanted(prepared)) {
         try {
           await freezeTargets(prepared);
-          await snapshotStep(prepared, options.stdin);
+          await snapshotStep(prepared, options.stdin, handshake);
         } finally {
           await thawTargets(prepared);
         }
@@ -90,6 +95,7 @@ export async function runBackup(
     } catch (error) {
       recordInternalError(run.errors, error, true);
     } finally {
+      handshake?.close();
       await resumeAll(prepared);
     }
   } catch (error) {

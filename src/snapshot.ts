@@ -35,10 +35,16 @@ export interface SnapshotContext {
   announce(event: HandshakeFrozen): void;
   /** Lines from the caller (external). */
   stdin: Readable;
+  /**
+   * The caller's lines, already being read (external; {@linkcode openHandshake}
+   * before the freeze, so that setting up the reader is not in the frozen
+   * window). Without it, `stdin` is opened here.
+   */
+  handshake?: HandshakeReader;
 }
 
 /** What the caller answered, or why there is no answer. */
-type Answer = { line?: HandshakeAnswer; why?: "timeout" | "eof" | "abort" };
+export type CallerAnswer = { line?: HandshakeAnswer; why?: "timeout" | "eof" | "abort" };
 
 /** Waits one turn of the event loop's poll phase, so input already in the pipe is read. */
 const pollOnce = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -61,7 +67,14 @@ function answerReader(stdin: Readable) {
     closed = true;
     onClose?.();
   });
+  const stop = () => {
+    onLine = () => {};
+    onClose = undefined;
+    lines.removeAllListeners();
+    lines.close();
+  };
   return {
+    stop,
     /** Every line received so far (before the announcement). */
     async early(): Promise<string[]> {
       await pollOnce();
@@ -69,15 +82,12 @@ function answerReader(stdin: Readable) {
       return early.splice(0);
     },
     /** The answer after the announcement, the timeout, EOF, or an abort. */
-    answer(timeoutMs: number, signal: AbortSignal): Promise<Answer> {
+    answer(timeoutMs: number, signal: AbortSignal): Promise<CallerAnswer> {
       return new Promise((resolve) => {
-        const done = (value: Answer) => {
+        const done = (value: CallerAnswer) => {
           clearTimeout(timer);
           signal.removeEventListener("abort", onAbort);
-          onLine = () => {};
-          onClose = undefined;
-          lines.removeAllListeners();
-          lines.close();
+          stop();
           resolve(value);
         };
         const timer = setTimeout(() => done({ why: "timeout" }), timeoutMs);
@@ -90,6 +100,53 @@ function answerReader(stdin: Readable) {
         onClose = () => done({ why: "eof" });
         if (closed) done({ why: "eof" });
       });
+    },
+  };
+}
+
+/** The caller's side of the external handshake, read from before the `frozen` line. */
+export interface HandshakeReader {
+  /** Every line received so far (before the announcement), after draining what is in the pipe. */
+  early(): Promise<string[]>;
+  /** The answer after the announcement, the timeout, EOF, or an abort. */
+  answer(timeoutMs: number, signal: AbortSignal): Promise<CallerAnswer>;
+  /** Stops reading (again: nothing). */
+  close(): void;
+}
+
+/**
+ * Starts reading the caller's lines for the external handshake. `run` opens it
+ * before the freeze: building the reader (the runtime's stdin stream, readline)
+ * takes about a millisecond, which would otherwise be spent while the
+ * filesystems are frozen, before the `frozen` line. Lines that arrive before
+ * the announcement are still discarded ({@linkcode HandshakeReader.early}).
+ * Close it when done (`takeSnapshot` does after the answer).
+ *
+ * @example
+ * ```ts
+ * import process from "node:process";
+ * import { openHandshake } from "./snapshot.ts";
+ * const handshake = await openHandshake(process.stdin);
+ * try {
+ *   console.log(await handshake.early());
+ * } finally {
+ *   handshake.close();
+ * }
+ * ```
+ */
+export async function openHandshake(stdin: Readable): Promise<HandshakeReader> {
+  // A character-device stdin (virtio-serial) is read directly, not through the runtime's stream.
+  const input = await handshakeInput(stdin);
+  const reader = answerReader(input);
+  let open = true;
+  return {
+    early: reader.early,
+    answer: reader.answer,
+    close() {
+      if (!open) return;
+      open = false;
+      reader.stop();
+      if (input !== stdin) input.destroy();
     },
   };
 }
@@ -122,9 +179,7 @@ export async function takeSnapshot(
   const elapsed = () => Math.round(performance.now() - started);
   const limit = `${method.timeoutInSeconds} s`;
   if (method.kind === "external") {
-    // A character-device stdin (virtio-serial) is read directly, not through the runtime's stream.
-    const input = await handshakeInput(ctx.stdin);
-    const reader = answerReader(input);
+    const reader = ctx.handshake ?? await openHandshake(ctx.stdin);
     const early = await reader.early();
     if (early.length > 0) {
       ctx.log("warning", "snapshot-input-discarded", {
@@ -136,7 +191,7 @@ export async function takeSnapshot(
     }
     ctx.announce({ event: "frozen", runId: ctx.runId, mounts: ctx.mounts });
     const answer = await reader.answer(method.timeoutInSeconds * 1000, ctx.signal);
-    if (input !== ctx.stdin) input.destroy();
+    reader.close();
     ctx.log("info", "snapshot-answer", {
       answer: answer.line ?? answer.why,
       durationMs: elapsed(),

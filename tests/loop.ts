@@ -33,12 +33,20 @@ const MKFS: Record<string, (image: string) => string[]> = {
  * ```
  */
 export function makeLoopFs(
-  options: { dir: string; name: string; sizeMiB?: number; fsType?: string; image?: string },
+  options: {
+    dir: string;
+    name: string;
+    sizeMiB?: number;
+    fsType?: string;
+    image?: string;
+    /** Where a new image file is made (default `dir`): e.g. a tmpfs, so that the loop device's flushes cost nothing. */
+    imageDir?: string;
+  },
 ): LoopFs {
   const { dir, name, sizeMiB = 32, fsType = "ext4" } = options;
   const mountPoint = join(dir, name);
   // With `image`, an existing image (a snapshot copy) is attached instead of a new one.
-  const image = options.image ?? join(dir, `${name}.img`);
+  const image = options.image ?? join(options.imageDir ?? dir, `${name}.img`);
   if (!options.image) {
     execFileSync("truncate", ["-s", `${sizeMiB}M`, image]);
     const [command, ...args] = MKFS[fsType](image);
