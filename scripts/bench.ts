@@ -4,7 +4,7 @@
  * Everything measured is the compiled binary (`dist/vmsnap`) doing the real
  * thing; the only filesystems frozen are loop filesystems this script makes.
  *
- * Usage (root): deno task bench [--rounds N] [--only startup,gap,stall,mariadb,rss,kill]
+ * Usage (root): deno task bench [--rounds N] [--only startup,gap,stall,chr,mariadb,rss,kill]
  *                                [--stall-fs 1,8]
  *
  *   startup  `vmsnap --version` and `vmsnap check` against a hello world compiled
@@ -14,6 +14,7 @@
  *            are frozen: `vmsnap run --external` answered at once, a bare
  *            FIFREEZE/FITHAW (Python fcntl.ioctl), qemu-ga over QMP
  *            (guest-fsfreeze-freeze-list with our loop mounts only)
+ *   chr      the external answer read from a character-device stdin (virtio-serial's kind)
  *   mariadb  the longest commit of a steady writer during a `run` with the mysql
  *            plugin and a 500 ms snapshot command
  *   rss      peak RSS of `run` with one plugin of each type, and the binary's size
@@ -52,7 +53,7 @@ const root = join(new URL(".", import.meta.url).pathname, "..");
 const BIN = join(root, "dist", "vmsnap");
 const BUN = join(root, "node_modules", "bun", "bin", "bun.exe");
 const PYTHON = "/usr/bin/python3";
-const SECTIONS = ["startup", "gap", "stall", "mariadb", "rss", "kill"] as const;
+const SECTIONS = ["startup", "gap", "stall", "chr", "mariadb", "rss", "kill"] as const;
 type Section = typeof SECTIONS[number];
 
 const { values } = parseArgs({
@@ -1022,6 +1023,60 @@ async function benchStall(dir: string, shm: string) {
   }
 }
 
+/**
+ * The external answer read from a character device (a VM's virtio-serial port; here a TUN device
+ * in a private network namespace, tests/char_stdin.py), answered at once: how long the frozen
+ * window waits for vmsnap to pick the answer up.
+ */
+async function benchCharStdin(dir: string, shm: string) {
+  const fs = makeLoopFs({ dir, name: "chr", sizeMiB: 64, imageDir: shm });
+  try {
+    const config = scriptConfig(dir, "chr", {
+      freeze: { mounts: [fs.mountPoint] },
+      snapshot: { external: { timeoutInSeconds: 30 } },
+    });
+    const answer: number[] = [];
+    const frozen: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const child = spawn("unshare", [
+        "-n",
+        PYTHON,
+        join(root, "tests", "char_stdin.py"),
+        BIN,
+        "run",
+        "--external",
+        "--json",
+        "--config",
+        config,
+      ], { env: ENV, stdio: ["pipe", "pipe", "ignore"] });
+      let result: Record<string, unknown> | undefined;
+      createInterface({ input: child.stdout! }).on("line", (line) => {
+        let event: Record<string, unknown>;
+        try {
+          event = JSON.parse(line);
+        } catch {
+          return;
+        }
+        if (event.event === "frozen") child.stdin!.write("snapshot-done\n");
+        if (event.event === "result") result = event;
+      });
+      const code = await new Promise((resolve) => child.on("close", resolve));
+      if (code !== 0 || !result) throw new Error(`char-device run exited ${code}`);
+      answer.push((result.snapshot as { durationMs: number }).durationMs);
+      frozen.push((result.freeze as { frozenMs: number }).frozenMs);
+    }
+    table(
+      "The external answer on a character-device stdin (virtio-serial's kind: a TUN device), answered at once (ms)",
+      [
+        { what: "`frozen` line → the answer read (snapshot.durationMs)", samples: answer },
+        { what: "the frozen window (freeze.frozenMs)", samples: frozen },
+      ],
+    );
+  } finally {
+    fs.cleanup();
+  }
+}
+
 async function benchMariaDb(dir: string) {
   const db = dbDir();
   const server = await startMariaDb(db.dir);
@@ -1299,6 +1354,7 @@ try {
   if (only.has("startup")) benchStartup(work.dir);
   if (only.has("gap")) await benchGap(work.dir, shm);
   if (only.has("stall")) await benchStall(work.dir, shm);
+  if (only.has("chr")) await benchCharStdin(work.dir, shm);
   if (only.has("mariadb")) await benchMariaDb(work.dir);
   if (only.has("rss")) await benchRss(work.dir);
   if (only.has("kill")) await benchKill(work.dir);

@@ -18,7 +18,7 @@ import {
 } from "./protocol.ts";
 import { describeKill, runProcess } from "./process_runner.ts";
 import { SCRIPT_PATH } from "../plugins/script_runner.ts";
-import { handshakeInput } from "./stdio.ts";
+import { expectInputSoon, handshakeInput } from "./stdio.ts";
 
 /** How to take the snapshot. */
 export type SnapshotMethod = SnapshotConfig;
@@ -140,7 +140,11 @@ export async function openHandshake(stdin: Readable): Promise<HandshakeReader> {
   const reader = answerReader(input);
   let open = true;
   return {
-    early: reader.early,
+    early() {
+      // The answer is due from now on: a polled device is read every few ms, not every 20.
+      expectInputSoon(input);
+      return reader.early();
+    },
     answer: reader.answer,
     close() {
       if (!open) return;

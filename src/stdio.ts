@@ -26,8 +26,16 @@ import { isatty } from "node:tty";
 import { statusFlagsSetter } from "./libc.ts";
 
 const O_NONBLOCK = 0o4000;
-/** How long to wait before reading again when nothing is there. */
+/** How long to wait before reading again when nothing is there (before the answer is due). */
 const POLL_MS = 20;
+/**
+ * Once the answer is due ({@linkcode expectInputSoon}: the filesystems are frozen), the wait
+ * starts at 1 ms and doubles up to this: the answer is picked up within ~1 ms when the caller
+ * answers at once, within ANSWER_POLL_MS when it takes longer.
+ */
+const ANSWER_POLL_MS = 4;
+/** What expectInputSoon does for each polling stream. */
+const hurry = new WeakMap<Readable, () => void>();
 
 /** The file status flags of one of this process's descriptors, from /proc (no FFI). */
 function statusFlags(fd: number): number | undefined {
@@ -89,29 +97,56 @@ async function pollingReader(): Promise<Readable | undefined> {
   if (flags === undefined || !setFlags?.(0, flags | O_NONBLOCK)) return undefined;
   const buffer = Buffer.alloc(64 * 1024);
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let cap = POLL_MS;
+  let delay = POLL_MS;
+  const attempt = () => {
+    timer = undefined;
+    let bytes: number;
+    try {
+      bytes = readSync(0, buffer, 0, buffer.length, null);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "EAGAIN" && code !== "EINTR") return void stream.destroy(error as Error);
+      timer = setTimeout(attempt, delay);
+      delay = Math.min(delay * 2, cap);
+      return;
+    }
+    delay = Math.min(1, cap);
+    stream.push(bytes > 0 ? Buffer.from(buffer.subarray(0, bytes)) : null);
+  };
   const stream: Readable = new Readable({
-    read() {
-      const attempt = () => {
-        timer = undefined;
-        let bytes: number;
-        try {
-          bytes = readSync(0, buffer, 0, buffer.length, null);
-        } catch (error) {
-          const code = (error as NodeJS.ErrnoException).code;
-          if (code === "EAGAIN" || code === "EINTR") timer = setTimeout(attempt, POLL_MS);
-          else stream.destroy(error as Error);
-          return;
-        }
-        stream.push(bytes > 0 ? Buffer.from(buffer.subarray(0, bytes)) : null);
-      };
-      attempt();
-    },
+    read: attempt,
     destroy(error, callback) {
       clearTimeout(timer);
       callback(error);
     },
   });
+  hurry.set(stream, () => {
+    cap = ANSWER_POLL_MS;
+    delay = 1;
+    if (timer === undefined) return; // not waiting (reading, or nothing asked yet)
+    clearTimeout(timer);
+    attempt();
+  });
   return stream;
+}
+
+/**
+ * Says that input is due now on a stream from {@linkcode handshakeInput} (the
+ * `frozen` line is about to go out): a polled character device is read again
+ * at once and then every 1–4 ms instead of every 20 ms, so that the answer is
+ * not left waiting while the filesystems are frozen. Nothing for other streams.
+ *
+ * @example
+ * ```ts
+ * import process from "node:process";
+ * import { expectInputSoon, handshakeInput } from "./stdio.ts";
+ * const input = await handshakeInput(process.stdin);
+ * expectInputSoon(input);
+ * ```
+ */
+export function expectInputSoon(stream: Readable): void {
+  hurry.get(stream)?.();
 }
 
 /**
