@@ -61,6 +61,8 @@ export interface FreezeConfig {
   exclude: string[];
   /** The guard thaws everything after this long. */
   maxFrozenSeconds: number;
+  /** Expedited RCU grace periods around the FIFREEZE calls (src/rcu_expedite.ts). */
+  expediteRcu: boolean;
 }
 
 /** How the snapshot is taken. */
@@ -252,6 +254,7 @@ const VMSNAP_FIELDS: Record<string, Field> = {
         max: 3600,
         default: DEFAULT_MAX_FROZEN_SECONDS,
       },
+      expediteRcu: { type: "boolean", default: false },
     },
   },
   snapshot: snapshotSpec,
@@ -523,6 +526,7 @@ function buildConfig(
       mounts: freeze.mounts ?? "auto",
       exclude: freeze.exclude ?? [],
       maxFrozenSeconds: freeze.maxFrozenSeconds ?? DEFAULT_MAX_FROZEN_SECONDS,
+      expediteRcu: freeze.expediteRcu ?? false,
     },
     snapshot: buildSnapshot(values.snapshot as Record<string, unknown> | undefined, ctx),
     plugins,

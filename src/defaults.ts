@@ -7,6 +7,9 @@
 /** `snapshot.timeoutInSeconds` (command and external) when the config does not set it. */
 export const DEFAULT_SNAPSHOT_TIMEOUT_SECONDS = 60;
 
+/** The kernel's switch for expedited RCU grace periods (`freeze.expediteRcu`). */
+export const RCU_EXPEDITED_PATH = "/sys/kernel/rcu_expedited";
+
 /** `freeze.maxFrozenSeconds` when the config does not set it. */
 export const DEFAULT_MAX_FROZEN_SECONDS = 60;
 

@@ -32,6 +32,7 @@ import {
 import type { ArmMessage, GuardMessage, GuardReport, GuardRequest, GuardThaw } from "./protocol.ts";
 import { selfCommand } from "./self.ts";
 import { GUARD_RELEASE_TIMEOUT_MS, GUARD_START_TIMEOUT_MS } from "./defaults.ts";
+import { restoreGracePeriods } from "./rcu_expedite.ts";
 
 export type { ArmMessage, GuardReport, GuardThaw } from "./protocol.ts";
 
@@ -151,6 +152,8 @@ export async function guardMain(): Promise<number> {
       if (arm) {
         // The agent died: thaw now, and tell the next run (the filesystems are writable again).
         thawAll("agent-died");
+        // It may have died between expediting grace periods and putting the setting back.
+        if (arm.restoreRcuExpedited) restoreGracePeriods();
         leaveReport();
         // One more round shortly after, for a freeze that was in flight when the agent died.
         // Only a round that found something new writes the report again: a recovery may have

@@ -37,6 +37,11 @@ export interface ArmMessage {
   mountIds?: Record<string, number>;
   maxFrozenMs: number;
   stateDir: string;
+  /**
+   * The agent sets `/sys/kernel/rcu_expedited` from 0 to 1 around its
+   * FIFREEZE calls (`freeze.expediteRcu`): if it dies, the guard puts 0 back.
+   */
+  restoreRcuExpedited?: boolean;
 }
 
 /** Agent → guard: the agent's own thaw of `froze` is done; check them once more and exit. */
@@ -172,6 +177,11 @@ export interface FreezeReport {
   mounts: MountReport[];
   frozenMs: number;
   guard?: { pid: number; steppedIn?: GuardReport };
+  /**
+   * With `freeze.expediteRcu`: `set` (0 → 1 around the FIFREEZE calls, then 0
+   * again), `already` (the machine's own setting, left alone), `unavailable`.
+   */
+  rcuExpedited?: "set" | "already" | "unavailable";
 }
 
 /** The result object: the last line of `--json` output, and what the log ends with. */

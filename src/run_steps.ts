@@ -80,6 +80,7 @@ import {
 import { shortSecretWarnings } from "./secrets.ts";
 import { type HandshakeReader, takeSnapshot } from "./snapshot.ts";
 import { runStaged } from "./stages.ts";
+import { expediteGracePeriods, readGracePeriods } from "./rcu_expedite.ts";
 import type {
   PluginConfig,
   PluginDefinition,
@@ -737,6 +738,10 @@ export async function armGuard(run: PreparedRun): Promise<boolean> {
       mountIds,
       maxFrozenMs: run.config.freeze.maxFrozenSeconds * 1000,
       stateDir: run.config.stateDir,
+      // The guard puts the 0 back if this agent dies between setting it and putting it back.
+      ...(run.config.freeze.expediteRcu && readGracePeriods().value === "0"
+        ? { restoreRcuExpedited: true }
+        : {}),
     });
     run.freeze.guard = { pid: run.guard.pid };
     return true;
@@ -833,7 +838,29 @@ function freezeEach(
   // From here until the thaw is confirmed, nothing is written to any filesystem.
   run.log.hold();
   run.output.hold();
-  run.frozenAt = performance.now();
+  const expedite = run.config.freeze.expediteRcu ? expediteGracePeriods() : undefined;
+  if (expedite) {
+    run.freeze.rcuExpedited = expedite.state;
+    run.log.record(expedite.error ? "warning" : "debug", "rcu-expedite", {
+      state: expedite.state,
+      error: expedite.error,
+    });
+  }
+  try {
+    run.frozenAt = performance.now();
+    freezeByLevel(run, { freezer, guard, pool });
+  } finally {
+    // Only the FIFREEZE calls wait for grace periods: the machine's setting is back before the snapshot.
+    expedite?.restore();
+  }
+}
+
+/** Freezes level after level (each level's calls together), stopping after a failed level. */
+function freezeByLevel(
+  run: PreparedRun,
+  options: { freezer: Freezer; guard: GuardClient; pool?: FreezePool },
+): void {
+  const { freezer, guard, pool } = options;
   for (const [index, level] of run.levels.entries()) {
     const ops = runOnHandles({
       freezer,

@@ -26,7 +26,12 @@ Deno.test("Azure's sample config is accepted as is, with Azure's defaults", () =
   assert.equal(config.continueBackupOnFailure, true);
   assert.equal(config.fsFreezeEnabled, true);
   assert.deepEqual(config.plugins, []);
-  assert.deepEqual(config.freeze, { mounts: "auto", exclude: [], maxFrozenSeconds: 60 });
+  assert.deepEqual(config.freeze, {
+    mounts: "auto",
+    exclude: [],
+    maxFrozenSeconds: 60,
+    expediteRcu: false,
+  });
   assert.deepEqual(config.log, { file: "/var/log/vmsnap/vmsnap.jsonl", level: "info" });
   assert.equal(config.stateDir, "/var/lib/vmsnap");
   assert.equal(config.snapshot, null);
