@@ -655,6 +655,12 @@ async function benchGap(dir: string, shm: string) {
         }),
       ]),
     ) as Record<Backing, string>;
+    // The opt-in freeze.expediteRcu (RCU grace periods expedited for the FIFREEZE calls), clean fs.
+    const rcuConfig = scriptConfig(dir, "gap-rcu", {
+      freeze: { mounts: [fss.tmpfs.mountPoint], expediteRcu: true },
+      snapshot: { command: [snap] },
+    });
+    const rcu = { gap: [] as number[], freezeCall: [] as number[], own: [] as number[] };
     const kinds = ["clean", "dirty"] as const;
     const empty = () => ({ clean: [] as number[], dirty: [] as number[] });
     const figures = Object.fromEntries(BACKINGS.map((b) => [b, {
@@ -693,6 +699,10 @@ async function benchGap(dir: string, shm: string) {
           f.floor[kind].push(bareFreeze([fs.mountPoint], true));
         }
       }
+      const { result, arrivals } = await runVmsnap(["run", "--json", "--config", rcuConfig]);
+      rcu.gap.push(arrivals.get("frozen")! - arrivals.get("quiesced")!);
+      rcu.freezeCall.push((result.freeze as { mounts: { freezeMs: number }[] }).mounts[0].freezeMs);
+      rcu.own.push(rcu.gap.at(-1)! - rcu.freezeCall.at(-1)!);
     }
     for (const backing of BACKINGS) {
       const f = figures[backing];
@@ -724,6 +734,14 @@ async function benchGap(dir: string, shm: string) {
         ],
       );
     }
+    table(
+      "quiesced → frozen on a tmpfs-backed loop with `freeze.expediteRcu` (opt-in), clean fs (ms)",
+      [
+        { what: "`quiesced` → `frozen` lines as read from the pipe", samples: rcu.gap },
+        { what: "its FIFREEZE call (freeze.mounts[0].freezeMs)", samples: rcu.freezeCall },
+        { what: "the gap minus its FIFREEZE call", samples: rcu.own },
+      ],
+    );
     const t = figures.tmpfs;
     const d = figures.disk;
     const med = (v: number[]) => stats(v).median;
@@ -740,6 +758,14 @@ async function benchGap(dir: string, shm: string) {
       `${ms(med(t.own.clean))} ms clean, ${ms(med(t.own.dirty))} ms with 8 MiB dirty`,
       med(t.own.clean) <= 10,
       "tmpfs-backed: the gap minus its FIFREEZE call (arming the guard, opening and syncfs of the target, the events)",
+    );
+    verdict(
+      "(quiesced → frozen ≤ 10 ms with freeze.expediteRcu, opt-in)",
+      `${ms(med(rcu.gap))} ms: its FIFREEZE call ${ms(med(rcu.freezeCall))}, vmsnap's own part ${
+        ms(med(rcu.own))
+      }`,
+      med(rcu.gap) <= 10,
+      "tmpfs-backed, clean fs, the same as above with the administrator's opt-in: /sys/kernel/rcu_expedited set for the length of the FIFREEZE calls",
     );
     verdicts.push(
       `| (quiesced → frozen on a disk-backed loop) | for reference: every method pays the disk's flushes | ${
@@ -758,6 +784,7 @@ const BARE_ROW = "bare FIFREEZE/FITHAW (Python fcntl.ioctl) after the script";
 const QGA_ROW = "qemu-ga guest-fsfreeze-freeze-list + thaw (fsfreeze hook)";
 const BARE_SYNC_ROW = "bare: the script, syncfs, then FIFREEZE/FITHAW";
 const BARE_NOSCRIPT_ROW = "bare FIFREEZE/FITHAW, no script (the kernel's floor)";
+const VMSNAP_RCU_ROW = "`vmsnap run --external` (pre-script) with `freeze.expediteRcu` (opt-in)";
 /** Every method's freeze starts this long after the dirty data was written (all are ready by then). */
 const IDLE_MS = 300;
 
@@ -821,6 +848,11 @@ async function benchStall(dir: string, shm: string) {
           freeze: { mounts },
           snapshot: { external: { timeoutInSeconds: 30 } },
         });
+        const rcuConfig = scriptConfig(dir, `stall${count}-${backing}-rcu`, {
+          preScriptLocation: preGo,
+          freeze: { mounts, expediteRcu: true },
+          snapshot: { external: { timeoutInSeconds: 30 } },
+        });
         const selfFreeze: number[] = [];
         const selfFrozen: number[] = [];
         const bareSelf: Record<string, number[]> = {};
@@ -836,32 +868,34 @@ async function benchStall(dir: string, shm: string) {
             },
           };
         };
+        const vmsnapMethod = (config: string, own: boolean) => async () => {
+          rmSync(readyFile, { force: true });
+          const run = startVmsnap(
+            ["run", "--external", "--json", "--config", config],
+            (event, child) => {
+              if (event.event === "frozen") child.stdin!.write("snapshot-done\n");
+            },
+          );
+          let failed: unknown;
+          run.done.catch((error) => (failed = error));
+          await scriptReady(() => failed);
+          return {
+            pid: run.child.pid!,
+            async go() {
+              go();
+              const { result } = await run.done;
+              const freeze = result.freeze as {
+                frozenMs: number;
+                mounts: { freezeMs: number }[];
+              };
+              if (!own) return;
+              selfFrozen.push(freeze.frozenMs);
+              selfFreeze.push(freeze.mounts.reduce((sum, m) => sum + m.freezeMs, 0));
+            },
+          };
+        };
         const methods: Record<string, () => Promise<ReadyMethod>> = {
-          vmsnap: async () => {
-            rmSync(readyFile, { force: true });
-            const run = startVmsnap(
-              ["run", "--external", "--json", "--config", config],
-              (event, child) => {
-                if (event.event === "frozen") child.stdin!.write("snapshot-done\n");
-              },
-            );
-            let failed: unknown;
-            run.done.catch((error) => (failed = error));
-            await scriptReady(() => failed);
-            return {
-              pid: run.child.pid!,
-              async go() {
-                go();
-                const { result } = await run.done;
-                const freeze = result.freeze as {
-                  frozenMs: number;
-                  mounts: { freezeMs: number }[];
-                };
-                selfFrozen.push(freeze.frozenMs);
-                selfFreeze.push(freeze.mounts.reduce((sum, m) => sum + m.freezeMs, 0));
-              },
-            };
-          },
+          vmsnap: vmsnapMethod(config, true),
           bare: bareMethod("bare", false, preGo),
           "bare+syncfs": bareMethod("bare+syncfs", true, preGo),
           "qemu-ga": async () => {
@@ -880,6 +914,7 @@ async function benchStall(dir: string, shm: string) {
             };
           },
           "bare, no script": bareMethod("bare, no script", false),
+          "vmsnap, expediteRcu": vmsnapMethod(rcuConfig, false),
         };
         const names = Object.keys(methods);
         const samples: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
@@ -931,6 +966,7 @@ async function benchStall(dir: string, shm: string) {
             { what: QGA_ROW, samples: samples["qemu-ga"] },
             { what: BARE_SYNC_ROW, samples: samples["bare+syncfs"] },
             { what: BARE_NOSCRIPT_ROW, samples: samples["bare, no script"] },
+            { what: VMSNAP_RCU_ROW, samples: samples["vmsnap, expediteRcu"] },
             ...traced("FIFREEZE, first entered → last returned (kernel trace)", "freeze"),
             ...traced(
               "its own frozen path, last FIFREEZE returned → first FITHAW entered (kernel trace)",
@@ -1005,6 +1041,13 @@ async function benchStall(dir: string, shm: string) {
       }, qemu-ga ${ms(fig(8, "tmpfs", QGA_ROW))} at 8 fs`,
       v8 <= 1.5 * v1,
       "tmpfs-backed: vmsnap's median at 8 filesystems against its median at 1",
+    );
+    verdicts.push(
+      `| (writer stall with freeze.expediteRcu, opt-in) | tmpfs-backed: as above, the administrator's opt-in | 1 fs: ${
+        ms(fig(1, "tmpfs", VMSNAP_RCU_ROW))
+      } ms (bare ${ms(b1)}, qemu-ga ${ms(q1)}); 8 fs: ${
+        ms(fig(8, "tmpfs", VMSNAP_RCU_ROW))
+      } ms | |`,
     );
     const dv1 = fig(1, "disk", VMSNAP_ROW);
     const dv8 = fig(8, "disk", VMSNAP_ROW);
