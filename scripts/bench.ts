@@ -575,7 +575,7 @@ function benchStartup(dir: string) {
   const h = stats(runs.hello).median;
   const v = t.get("`vmsnap --version`")!.median;
   const c = t.get("`vmsnap check` (script-only config)")!.median;
-  const wall = "wall time from spawn to exit, median, interleaved with the hello world's runs";
+  const wall = "wall time, median";
   verdict(
     "start-up ≤ 2× hello world",
     `${ms(v)} ms = ${ratio(v, h)} of ${ms(h)} ms`,
@@ -751,13 +751,13 @@ async function benchGap(dir: string, shm: string) {
         ms(med(t.floor.clean))
       }), vmsnap's own part ${ms(med(t.own.clean))}; 8 MiB dirty ${ms(med(t.gap.dirty))}`,
       med(t.gap.clean) <= 10,
-      "tmpfs-backed, clean fs: the gap as the caller reads it. The loop device's flush costs nothing there, so the gap is the kernel's FIFREEZE plus vmsnap's own path",
+      "tmpfs-backed loop, clean fs",
     );
     verdict(
       "(vmsnap's own part of the gap ≤ 10 ms)",
       `${ms(med(t.own.clean))} ms clean, ${ms(med(t.own.dirty))} ms with 8 MiB dirty`,
       med(t.own.clean) <= 10,
-      "tmpfs-backed: the gap minus its FIFREEZE call (arming the guard, opening and syncfs of the target, the events)",
+      "tmpfs-backed: the gap − its FIFREEZE",
     );
     verdict(
       "(quiesced → frozen ≤ 10 ms with freeze.expediteRcu, opt-in)",
@@ -765,10 +765,10 @@ async function benchGap(dir: string, shm: string) {
         ms(med(rcu.own))
       }`,
       med(rcu.gap) <= 10,
-      "tmpfs-backed, clean fs, the same as above with the administrator's opt-in: /sys/kernel/rcu_expedited set for the length of the FIFREEZE calls",
+      "as above, opt-in",
     );
     verdicts.push(
-      `| (quiesced → frozen on a disk-backed loop) | for reference: every method pays the disk's flushes | ${
+      `| (quiesced → frozen on a disk-backed loop) | disk-backed (reference) | ${
         ms(med(d.gap.clean))
       } ms clean (FIFREEZE ${ms(med(d.freezeCall.clean))}, a bare one ${ms(med(d.floor.clean))}); ${
         ms(med(d.gap.dirty))
@@ -1023,8 +1023,7 @@ async function benchStall(dir: string, shm: string) {
     const b1 = fig(1, "tmpfs", BARE_ROW);
     const q1 = fig(1, "tmpfs", QGA_ROW);
     const v8 = fig(8, "tmpfs", VMSNAP_ROW);
-    const basis =
-      "tmpfs-backed, 1 fs: median longest write(). The device's flush is free there; every method first runs the same quiesce script (vmsnap's pre-script, qemu-ga's fsfreeze hook, a script before the bare ioctl) and freezes after the same idle, so what differs is each method's own path";
+    const basis = "tmpfs-backed, 1 fs";
     verdict(
       "writer stall ≤ bare ioctl + 2 ms (1 fs)",
       `${ms(v1)} vs ${ms(b1)} ms${paths("tmpfs")}; the bare ioctl without a script: ${
@@ -1040,10 +1039,10 @@ async function benchStall(dir: string, shm: string) {
         ms(fig(8, "tmpfs", BARE_ROW))
       }, qemu-ga ${ms(fig(8, "tmpfs", QGA_ROW))} at 8 fs`,
       v8 <= 1.5 * v1,
-      "tmpfs-backed: vmsnap's median at 8 filesystems against its median at 1",
+      "tmpfs-backed, 8 fs vs 1",
     );
     verdicts.push(
-      `| (writer stall with freeze.expediteRcu, opt-in) | tmpfs-backed: as above, the administrator's opt-in | 1 fs: ${
+      `| (writer stall with freeze.expediteRcu, opt-in) | tmpfs-backed, opt-in | 1 fs: ${
         ms(fig(1, "tmpfs", VMSNAP_RCU_ROW))
       } ms (bare ${ms(b1)}, qemu-ga ${ms(q1)}); 8 fs: ${
         ms(fig(8, "tmpfs", VMSNAP_RCU_ROW))
@@ -1052,7 +1051,7 @@ async function benchStall(dir: string, shm: string) {
     const dv1 = fig(1, "disk", VMSNAP_ROW);
     const dv8 = fig(8, "disk", VMSNAP_ROW);
     verdicts.push(
-      `| (writer stall on disk-backed loops) | for reference: every method pays the host disk's flushes | 1 fs: vmsnap ${
+      `| (writer stall on disk-backed loops) | disk-backed (reference) | 1 fs: vmsnap ${
         ms(dv1)
       }, bare ${ms(fig(1, "disk", BARE_ROW))}, qemu-ga ${ms(fig(1, "disk", QGA_ROW))} ms${
         paths("disk")
@@ -1196,7 +1195,7 @@ async function benchMariaDb(dir: string) {
         ms(stats(parts.snapshot).median)
       } ms for \`sleep 0.5\`); ${ms(s - 500)} ms over 500 ms`,
       over <= 50,
-      "the longest commit minus the snapshot command's own time in the same run, median",
+      "longest commit − snapshot time",
     );
   } finally {
     await server.stop();
@@ -1429,6 +1428,23 @@ Sections: ${[...only].join(", ")}. Binary: dist/vmsnap, ${
 | target | judged on | measured | |
 | --- | --- | --- | --- |
 ${verdicts.join("\n")}
+
+How the targets are judged. Start-up and \`check\` are wall times from spawn to exit, medians,
+interleaved with the hello world's runs (the CPU-time row is for reference: the machine's load
+inflates it far less). The quiesced → frozen gap and the writer stalls are judged on loop
+filesystems whose image lives on tmpfs: the loop device's flushes cost nothing there, so what
+remains is the kernel's FIFREEZE and each method's own path. On the disk-backed loops, the rows
+marked "reference", every method also pays the host disk's flushes. The gap is read by the caller
+from the \`quiesced\` and \`frozen\` lines; "vmsnap's own part" is that gap less its FIFREEZE call
+(arming the guard, opening and syncing the target, the events). A writer stall is the median, over
+trials, of the longest \`write()\` of writers on each frozen filesystem; every method first runs the
+same quiesce script (vmsnap's pre-script, qemu-ga's fsfreeze hook, a script before the bare ioctl)
+and freezes after the same idle time, methods interleaved, so what differs is each method's own
+path. The 8-filesystem target compares vmsnap's median at 8 filesystems with its median at 1. Rows
+marked "opt-in" run with \`freeze.expediteRcu\` (/sys/kernel/rcu_expedited set for the length of
+the FIFREEZE calls), beside the default that the verdicts use. The MariaDB commit stall is the
+longest commit of a steady writer minus the snapshot command's own time in the same run, median.
+Peak RSS is GNU time's \`%M\` (the largest process of the run: the agent).
 
 ## Figures
 ${report.join("\n")}
