@@ -36,6 +36,15 @@ import { redact } from "./secrets.ts";
 
 /** Bytes of records held in memory while frozen: this much of the first, as much of the latest. */
 const HOLD_BYTES = 2 * 1024 * 1024;
+/**
+ * Records taken while frozen but not formatted yet (formatting is JSON and
+ * redaction, kept out of the frozen window's critical moments): past this
+ * many, they are formatted into the held lines at once, so memory stays bounded.
+ */
+const DEFERRED_MAX = 64;
+
+/** A record taken while frozen, formatted later: level, event, fields, when (ms since the epoch). */
+type Deferred = [LogLevel, string, Record<string, unknown>, number];
 
 function lstatOrUndefined(path: string): Stats | undefined {
   try {
@@ -138,6 +147,7 @@ export class EventLog {
   readonly stats: LogStats = { written: 0, lost: 0, dropped: 0, heldMs: 0 };
   #logger: Logger;
   #held: Held | undefined;
+  #deferred: Deferred[] = [];
   #fd: number | undefined;
   #size = 0;
   #maxBytes: number;
@@ -173,6 +183,26 @@ export class EventLog {
    * ```
    */
   record(level: LogLevel, event: string, fields: Record<string, unknown> = {}): void {
+    if (this.#held) {
+      // Frozen: only noted here; formatted when the log is released (or when many are waiting).
+      this.#deferred.push([level, event, fields, Date.now()]);
+      if (this.#deferred.length >= DEFERRED_MAX) this.#formatDeferred();
+      return;
+    }
+    this.#emit(level, event, fields);
+  }
+
+  /** Formats the records noted while frozen, in order, with the time each was taken. */
+  #formatDeferred(): void {
+    const deferred = this.#deferred;
+    this.#deferred = [];
+    for (const [level, event, fields, at] of deferred) {
+      // The sink puts "@timestamp" first; this value (when the record was taken) replaces its own.
+      this.#emit(level, event, { ...fields, "@timestamp": new Date(at).toISOString() });
+    }
+  }
+
+  #emit(level: LogLevel, event: string, fields: Record<string, unknown>): void {
     const properties = { ...fields, event };
     switch (level) {
       case "debug":
@@ -195,6 +225,7 @@ export class EventLog {
   release(): void {
     const held = this.#held;
     if (!held) return;
+    this.#formatDeferred();
     this.#held = undefined;
     this.stats.heldMs = Math.max(this.stats.heldMs, Math.round(performance.now() - held.since));
     for (const line of held.head) this.#write(line);

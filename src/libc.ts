@@ -20,12 +20,15 @@ const F_SETFL = 4;
 const FD_CLOEXEC = 1;
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
+const FIONREAD = 0x541b;
 
 interface Libc {
   closeRange(first: number, last: number, flags: number): number;
   setCloexec(fd: number): number;
   setStatusFlags(fd: number, flags: number): number;
   peerCred(fd: number): { pid: number; uid: number; gid: number } | undefined;
+  /** ioctl(fd, FIONREAD): bytes waiting to be read; undefined when the call failed. */
+  bytesWaiting(fd: number): number | undefined;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -37,7 +40,9 @@ async function bunLibc(): Promise<Libc> {
     close_range: { args: ["u32", "u32", "i32"], returns: "i32" },
     fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
     getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
+    ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
   });
+  const waiting = new Int32Array(1);
   return {
     closeRange: (first, last, flags) => lib.symbols.close_range(first, last, flags),
     setCloexec: (fd) => lib.symbols.fcntl(fd, F_SETFD, FD_CLOEXEC),
@@ -54,6 +59,8 @@ async function bunLibc(): Promise<Libc> {
       );
       return ok === 0 ? { pid: cred[0], uid: cred[1], gid: cred[2] } : undefined;
     },
+    bytesWaiting: (fd) =>
+      lib.symbols.ioctl(fd, FIONREAD, ffi.ptr(waiting)) === 0 ? waiting[0] : undefined,
   };
 }
 
@@ -62,7 +69,9 @@ function denoLibc(): Libc {
     close_range: { parameters: ["u32", "u32", "i32"], result: "i32" },
     fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
     getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+    ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   });
+  const waiting = new Int32Array(1);
   return {
     closeRange: (first, last, flags) => lib.symbols.close_range(first, last, flags),
     setCloexec: (fd) => lib.symbols.fcntl(fd, F_SETFD, FD_CLOEXEC),
@@ -73,6 +82,8 @@ function denoLibc(): Libc {
       const ok = lib.symbols.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, length);
       return ok === 0 ? { pid: cred[0], uid: cred[1], gid: cred[2] } : undefined;
     },
+    bytesWaiting: (fd) =>
+      lib.symbols.ioctl(fd, BigInt(FIONREAD), waiting) === 0 ? waiting[0] : undefined,
   };
 }
 
@@ -167,4 +178,31 @@ export async function peerCredentials(
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A synchronous `ioctl(fd, FIONREAD)` (the bytes waiting in a pipe or socket,
+ * not yet read by anyone), once FFI has loaded; undefined where it cannot.
+ * The counter returns undefined when the call failed (not a pipe, socket or
+ * terminal).
+ *
+ * @example
+ * ```ts
+ * import { waitingBytesCounter } from "./libc.ts";
+ * const waiting = await waitingBytesCounter();
+ * if (waiting?.(0) === 0) console.log("nothing unread in stdin's pipe");
+ * ```
+ */
+export async function waitingBytesCounter(): Promise<
+  ((fd: number) => number | undefined) | undefined
+> {
+  const c = await libc();
+  if (!c) return undefined;
+  return (fd) => {
+    try {
+      return c.bytesWaiting(fd);
+    } catch {
+      return undefined;
+    }
+  };
 }

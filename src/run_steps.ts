@@ -66,6 +66,7 @@ import type {
   MountReport,
   PluginReport,
   Recovery,
+  RunEvent,
   RunResult,
   SnapshotOutcome,
 } from "./protocol.ts";
@@ -222,6 +223,8 @@ export interface PreparedRun extends RunState {
   freezer?: Freezer;
   /** Each target opened once (verified against the plan): freeze, thaw and confirm go through it. */
   handles: Map<string, FreezeHandle>;
+  /** Events that wait for the thaw (written right after FITHAW, not in the frozen window). */
+  afterThaw?: RunEvent[];
 }
 
 /** A step found that the run cannot go on (the reason, coded, is also in `run.errors`). */
@@ -944,12 +947,12 @@ export async function freezeTargets(run: PreparedRun): Promise<void> {
   }
   freezeEach(run, { freezer, guard: run.guard!, pool });
   // A freeze that failed (EBUSY: someone else's freeze) or never happened is not the guard's to
-  // thaw; the drops leave with the next turn of the event loop, right now.
+  // thaw; the drops leave with the next turn of the event loop, right now. When every target
+  // froze there is nothing to drop, and no turn is spent while frozen.
   const froze = new Set(run.frozen.map((m) => m.mountPoint));
-  for (const target of run.targets) {
-    if (!froze.has(target.mountPoint)) run.guard!.drop(target.mountPoint);
-  }
-  await new Promise((resolve) => setImmediate(resolve));
+  const drops = run.targets.filter((target) => !froze.has(target.mountPoint));
+  for (const target of drops) run.guard!.drop(target.mountPoint);
+  if (drops.length > 0) await new Promise((resolve) => setImmediate(resolve));
   if (run.frozen.length > 0) await run.deps.pause("frozen", run.interrupt.signal);
   if (run.freezeFailed) {
     thawFrozen(run);
@@ -1009,11 +1012,14 @@ export async function snapshotStep(
   });
   if (run.snapshot.error) run.errors.push(run.snapshot.error);
   if (run.snapshot.taken) {
-    run.output.event({
+    const taken: RunEvent = {
       event: "snapshot-taken",
       runId: run.runId,
       durationMs: run.snapshot.durationMs,
-    });
+    };
+    // Still frozen: the line goes out right after the thaw's FITHAW calls (before `thawed`).
+    if (run.frozen.some((m) => m.thawed === undefined)) (run.afterThaw ??= []).push(taken);
+    else run.output.event(taken);
   }
 }
 
@@ -1109,6 +1115,7 @@ export async function releaseGuard(run: PreparedRun): Promise<void> {
 export async function thawTargets(run: PreparedRun): Promise<void> {
   if (run.frozen.length > 0) await run.deps.pause("thaw", run.interrupt.signal);
   thawFrozen(run);
+  for (const event of run.afterThaw?.splice(0) ?? []) run.output.event(event);
   await releaseGuard(run);
   closeHandles(run);
   closeFreezePool(run);

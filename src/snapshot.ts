@@ -19,6 +19,7 @@ import {
 import { describeKill, runProcess } from "./process_runner.ts";
 import { SCRIPT_PATH } from "../plugins/script_runner.ts";
 import { expectInputSoon, handshakeInput } from "./stdio.ts";
+import { waitingBytesCounter } from "./libc.ts";
 
 /** How to take the snapshot. */
 export type SnapshotMethod = SnapshotConfig;
@@ -75,10 +76,16 @@ function answerReader(stdin: Readable) {
   };
   return {
     stop,
-    /** Every line received so far (before the announcement). */
-    async early(): Promise<string[]> {
-      await pollOnce();
-      await pollOnce();
+    /**
+     * Every line received so far (before the announcement). `unread` tells how
+     * many bytes wait unread in stdin: 0 means every byte sent so far has
+     * already reached the lines above (no turn of the event loop is spent).
+     */
+    async early(unread?: () => number | undefined): Promise<string[]> {
+      if (unread?.() !== 0) {
+        await pollOnce();
+        await pollOnce();
+      }
       return early.splice(0);
     },
     /** The answer after the announcement, the timeout, EOF, or an abort. */
@@ -87,7 +94,11 @@ function answerReader(stdin: Readable) {
         const done = (value: CallerAnswer) => {
           clearTimeout(timer);
           signal.removeEventListener("abort", onAbort);
-          stop();
+          // Later lines are ignored from now on; closing readline waits for the thaw (the
+          // caller's close(), or the next turn), so the answer goes straight on to FITHAW.
+          onLine = () => {};
+          onClose = undefined;
+          setImmediate(stop);
           resolve(value);
         };
         const timer = setTimeout(() => done({ why: "timeout" }), timeoutMs);
@@ -138,12 +149,15 @@ export async function openHandshake(stdin: Readable): Promise<HandshakeReader> {
   // A character-device stdin (virtio-serial) is read directly, not through the runtime's stream.
   const input = await handshakeInput(stdin);
   const reader = answerReader(input);
+  // stdin read by the runtime's stream (a pipe, a socket): how much the stream has not read yet.
+  const fd = (stdin as { fd?: unknown }).fd;
+  const waiting = input === stdin && fd === 0 ? await waitingBytesCounter() : undefined;
   let open = true;
   return {
     early() {
       // The answer is due from now on: a polled device is read every few ms, not every 20.
       expectInputSoon(input);
-      return reader.early();
+      return reader.early(waiting && (() => waiting(0)));
     },
     answer: reader.answer,
     close() {
@@ -195,7 +209,8 @@ export async function takeSnapshot(
     }
     ctx.announce({ event: "frozen", runId: ctx.runId, mounts: ctx.mounts });
     const answer = await reader.answer(method.timeoutInSeconds * 1000, ctx.signal);
-    reader.close();
+    // A reader handed in is closed by its owner (after the thaw, off the frozen window).
+    if (!ctx.handshake) reader.close();
     ctx.log("info", "snapshot-answer", {
       answer: answer.line ?? answer.why,
       durationMs: elapsed(),
