@@ -82,7 +82,12 @@ export async function runBackup(
     try {
       // The external handshake's reader is built before quiesce: neither in the quiesced →
       // frozen gap nor in the frozen window (about a millisecond).
-      if (prepared.method.kind === "external") handshake = await openHandshake(options.stdin);
+      if (prepared.method.kind === "external") {
+        handshake = await openHandshake(options.stdin);
+        // The `frozen` line must not be stdout's first write: the runtime builds its stdout
+        // stream on first use (a millisecond or more), which would fall in the frozen window.
+        options.streams.stdout("");
+      }
       await quiesceAll(prepared);
       if (snapshotWanted(prepared)) {
         try {
