@@ -103,7 +103,8 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 
 type Stats = { n: number; median: number; p95: number; max: number; min: number };
 function stats(samples: number[]): Stats {
-  const s = [...samples].sort((a, b) => a - b);
+  // A lost trial (NaN: a writer that had to be killed) is left out; n says how many counted.
+  const s = samples.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
   const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
   const median = s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
   return { n: s.length, median, p95: at(0.95), max: s.at(-1)!, min: s[0] };
@@ -339,9 +340,16 @@ async function startWriter(files: string[]): Promise<Writer> {
   return {
     async stop() {
       child.kill("SIGTERM");
+      // A writer that does not answer within 10 s (seen once: its SIGTERM handler never ran) is
+      // killed and its trial counted as lost, rather than holding the bench for minutes.
+      const late = setTimeout(() => {
+        console.error(`bench: writer ${child.pid} ignored SIGTERM for 10 s: SIGKILL, trial lost`);
+        child.kill("SIGKILL");
+      }, 10_000);
       const last = await lines.next();
       await exited; // its files are closed: the filesystems can be unmounted
-      return Number(String(last.value).split(" ")[0]);
+      clearTimeout(late);
+      return last.done ? NaN : Number(String(last.value).split(" ")[0]);
     },
   };
 }
