@@ -263,7 +263,7 @@ export async function pluginProblems<C extends PluginConfig>(
  * ```ts
  * import { freezePlan } from "./preflight.ts";
  * import { readMounts } from "./mountinfo.ts";
- * const { plan, problems } = freezePlan({ freeze: { mounts: ["/data"], exclude: [], maxFrozenSeconds: 10 } }, () => readMounts());
+ * const { plan, problems } = freezePlan({ freeze: { mounts: ["/data"], exclude: [], maxFrozenSeconds: 10, expediteRcu: false } }, () => readMounts());
  * ```
  */
 export function freezePlan(
