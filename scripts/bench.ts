@@ -38,7 +38,6 @@ import {
 } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
-import net from "node:net";
 import process from "node:process";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
@@ -48,6 +47,7 @@ import { type LoopFs, makeLoopFs as makeTestLoopFs } from "../tests/loop.ts";
 import { put, putConfig, secureDir } from "../tests/helpers.ts";
 import { dbDir, startMariaDb, startPostgres, startRedis } from "../tests/db_servers.ts";
 import { startMongoWireServer } from "../tests/mongo_wire_server.ts";
+import { type QemuGa, startQemuGa as startTestQemuGa } from "../tests/qemu_ga.ts";
 
 const root = join(new URL(".", import.meta.url).pathname, "..");
 const BIN = join(root, "dist", "vmsnap");
@@ -355,10 +355,11 @@ async function startWriter(files: string[]): Promise<Writer> {
 }
 
 /**
- * qemu-ga on a unix socket of ours, driven over QMP (freeze-list only); with `hook`, its fsfreeze
- * hook (-F: run with "freeze" before the freeze, "thaw" after the thaw).
+ * The tests' qemu-ga (tests/qemu_ga.ts: a unix socket of ours, a private mount namespace holding
+ * only the bench's own test mounts, QMP with freeze-list only) with `hook` as its fsfreeze hook;
+ * installed from Debian first when missing.
  */
-async function startQemuGa(dir: string, hook?: string) {
+function startQemuGa(dir: string, hook: string): Promise<QemuGa> {
   if (!existsSync("/usr/sbin/qemu-ga")) {
     console.log("bench: installing qemu-guest-agent (Debian) for the qemu-ga baseline");
     execFileSync("apt-get", ["install", "-y", "-qq", "qemu-guest-agent"], {
@@ -366,68 +367,7 @@ async function startQemuGa(dir: string, hook?: string) {
       env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
     });
   }
-  const socket = join(dir, "qga.sock");
-  const state = join(dir, "qga-state");
-  mkdirSync(state, { mode: 0o700 });
-  // guest-fsfreeze-thaw thaws every frozen filesystem qemu-ga can see, other people's test
-  // filesystems included. So qemu-ga runs in a private mount namespace without the other test
-  // mounts (theirs made later never appear in it); ours are made before it starts.
-  const hideOthers = `awk '{print $5}' /proc/self/mountinfo | ` +
-    `grep -E '^/var/lib/vmsnap-(test|dbtest|bench)/' | grep -v "^$1/" | sort -r | ` +
-    `while read -r m; do umount -l "$m"; done; shift; exec "$@"`;
-  const child = spawn("unshare", [
-    "--mount",
-    "--propagation",
-    "private",
-    "/bin/sh",
-    "-c",
-    hideOthers,
-    "sh",
-    dir,
-    "/usr/sbin/qemu-ga",
-    "-m",
-    "unix-listen",
-    "-p",
-    socket,
-    "-t",
-    state,
-    "-f",
-    join(dir, "qga.pid"),
-    ...(hook ? [`--fsfreeze-hook=${hook}`] : []),
-  ], { stdio: "ignore" });
-  for (let i = 0; !existsSync(socket); i++) {
-    if (i > 500 || child.exitCode !== null) throw new Error("qemu-ga did not start");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  const connection = net.connect(socket);
-  await new Promise((resolve, reject) => connection.once("connect", resolve).once("error", reject));
-  const pending: ((line: string) => void)[] = [];
-  createInterface({ input: connection }).on("line", (line) => pending.shift()?.(line));
-  const qmp = (execute: string, args?: Record<string, unknown>) => {
-    // Plain guest-fsfreeze-freeze freezes every filesystem of this machine: never.
-    if (execute === "guest-fsfreeze-freeze") throw new Error("refused: use freeze-list");
-    return new Promise<unknown>((resolve, reject) => {
-      pending.push((line) => {
-        const reply = JSON.parse(line);
-        if (reply.error) reject(new Error(`${execute}: ${JSON.stringify(reply.error)}`));
-        else resolve(reply.return);
-      });
-      connection.write(`${JSON.stringify({ execute, ...(args ? { arguments: args } : {}) })}\n`);
-    });
-  };
-  return {
-    qmp,
-    pid: child.pid!,
-    async stop() {
-      try {
-        if (await qmp("guest-fsfreeze-status") === "frozen") await qmp("guest-fsfreeze-thaw");
-      } catch {
-        // stopping anyway
-      }
-      connection.destroy();
-      child.kill("SIGTERM");
-    },
-  };
+  return startTestQemuGa({ dir, hook, keep: [dir] });
 }
 
 // ── the kernel's own timestamps of FIFREEZE and FITHAW (tracefs) ─────────────
@@ -804,7 +744,7 @@ interface ReadyMethod {
 
 async function benchStall(dir: string, shm: string) {
   const all = { tmpfs: [] as LoopFs[], disk: [] as LoopFs[] };
-  let ga: Awaited<ReturnType<typeof startQemuGa>> | undefined;
+  let ga: QemuGa | undefined;
   let trace: IoctlTrace | undefined;
   // vmsnap's pre-script says it runs (ready), then waits for the bench's "go" line on a FIFO.
   const fifo = join(dir, "go.fifo");

@@ -77,7 +77,7 @@ export async function startQemuGa(
     "awk '{print $5}' /proc/self/mountinfo | sort -r | while read -r m; do",
     '  case "$m" in',
     ...keep.map((k) => `    ${k}*) ;;`),
-    '    /var/lib/vmsnap-test/*|/var/lib/vmsnap-dbtest/*|/tmp/*) umount -l "$m" 2>/dev/null ;;',
+    '    /var/lib/vmsnap-test/*|/var/lib/vmsnap-dbtest/*|/var/lib/vmsnap-bench/*|/tmp/*) umount -l "$m" 2>/dev/null ;;',
     "  esac",
     "done",
     'exec "$@"',
