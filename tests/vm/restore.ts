@@ -21,6 +21,7 @@ import {
 import { join } from "node:path";
 import process from "node:process";
 import { waitFor } from "../helpers.ts";
+import { makeLoopFs } from "../loop.ts";
 import { PG_BIN } from "../db_servers.ts";
 
 /** One check's outcome. */
@@ -71,24 +72,9 @@ export function openSnapshot(image: string, dir: string, name: string): OpenedSn
   const started = performance.now();
   execFileSync("qemu-img", ["convert", "-U", "-f", "qcow2", "-O", "raw", image, raw]);
   const convertMs = performance.now() - started;
-  const device = execFileSync("losetup", ["--find", "--show", raw], { encoding: "utf8" }).trim();
-  const mountPoint = join(dir, name);
-  mkdirSync(mountPoint, { recursive: true, mode: 0o755 });
-  try {
-    execFileSync("mount", [device, mountPoint], { stdio: "pipe" });
-  } catch (error) {
-    spawnSync("losetup", ["-d", device]);
-    throw error;
-  }
-  return {
-    mountPoint,
-    convertMs,
-    cleanup() {
-      spawnSync("umount", [mountPoint], { stdio: "ignore" });
-      spawnSync("losetup", ["-d", device], { stdio: "ignore" });
-      rmSync(raw, { force: true });
-    },
-  };
+  // The raw copy attached as an existing image: its cleanup unmounts, detaches and removes it.
+  const fs = makeLoopFs({ dir, name, image: raw });
+  return { mountPoint: fs.mountPoint, convertMs, cleanup: fs.cleanup };
 }
 
 function alive(pid: number): boolean {
