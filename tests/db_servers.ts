@@ -21,7 +21,7 @@ import { join } from "node:path";
 import { connect, createServer, type Socket } from "node:net";
 import { type LoopFs, makeLoopFs } from "./loop.ts";
 import assert from "node:assert/strict";
-import { codes, resultOf, runBin, startBin, waitFor } from "./helpers.ts";
+import { alive, codes, resultOf, runBin, startBin, waitFor } from "./helpers.ts";
 import type { RunFixture } from "./run_fixture.ts";
 
 /**
@@ -82,15 +82,6 @@ export interface DbServer {
   kill(): void;
 }
 
-function exited(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch {
-    return true;
-  }
-}
-
 /**
  * MariaDB on its own loop filesystem, socket `<mount>/mysqld.sock`, binary
  * logging on. With `image`, the server starts on a copy of another server's
@@ -145,7 +136,7 @@ export async function startMariaDb(
   const pid = server.pid!;
   try {
     await waitFor("MariaDB to accept connections", () => {
-      if (exited(pid)) throw new Error(`mariadbd exited; see ${join(fs.mountPoint, "error.log")}`);
+      if (!alive(pid)) throw new Error(`mariadbd exited; see ${join(fs.mountPoint, "error.log")}`);
       return existsSync(socket) &&
         spawnSync("mariadb", ["--no-defaults", `--socket=${socket}`, "-e", "SELECT 1"]).status ===
           0;
@@ -161,9 +152,9 @@ export async function startMariaDb(
     socket,
     sql,
     async stop() {
-      if (!exited(pid)) {
+      if (alive(pid)) {
         process.kill(pid, "SIGTERM");
-        await waitFor("mariadbd to stop", () => exited(pid), 30_000).catch(() =>
+        await waitFor("mariadbd to stop", () => !alive(pid), 30_000).catch(() =>
           process.kill(pid, "SIGKILL")
         );
       }
@@ -256,7 +247,7 @@ export async function startPostgres(
     ]).trim();
   try {
     await waitFor("PostgreSQL to accept connections", () => {
-      if (exited(pid)) throw new Error("postgres exited");
+      if (!alive(pid)) throw new Error("postgres exited");
       return spawnSync(join(PG_BIN, "pg_isready"), ["-h", fs.mountPoint, "-p", String(port)])
         .status === 0;
     }, 30_000);
@@ -273,9 +264,9 @@ export async function startPostgres(
     logFile,
     sql,
     async stop() {
-      if (!exited(pid)) {
+      if (alive(pid)) {
         process.kill(pid, "SIGINT"); // fast shutdown
-        await waitFor("postgres to stop", () => exited(pid), 30_000).catch(() =>
+        await waitFor("postgres to stop", () => !alive(pid), 30_000).catch(() =>
           process.kill(pid, "SIGKILL")
         );
       }
@@ -426,7 +417,7 @@ export async function startRedis(
     const server = spawn("redis-server", args, { stdio: "ignore", detached: true });
     pid = server.pid!;
     await waitFor("redis-server to accept connections", () => {
-      if (exited(pid)) {
+      if (!alive(pid)) {
         throw new Error(`redis-server exited; see ${join(fs.mountPoint, "redis.log")}`);
       }
       return existsSync(socket) && spawnSync("redis-cli", ["-s", socket, "PING"]).stdout?.toString()
@@ -434,9 +425,9 @@ export async function startRedis(
     }, 30_000);
   };
   const stopServer = async () => {
-    if (!exited(pid)) {
+    if (alive(pid)) {
       process.kill(pid, "SIGTERM");
-      await waitFor("redis-server to stop", () => exited(pid), 30_000).catch(() =>
+      await waitFor("redis-server to stop", () => !alive(pid), 30_000).catch(() =>
         process.kill(pid, "SIGKILL")
       );
     }
@@ -444,7 +435,7 @@ export async function startRedis(
   try {
     await start();
   } catch (error) {
-    if (pid && !exited(pid)) process.kill(pid, "SIGKILL");
+    if (pid && alive(pid)) process.kill(pid, "SIGKILL");
     fs.cleanup();
     throw error;
   }

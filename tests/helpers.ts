@@ -128,6 +128,16 @@ export function startBin(
   return { child, done, stdout: () => stdout, stderr: () => stderr };
 }
 
+/** Whether a process with this pid exists (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Polls until the predicate holds; throws after the timeout. */
 export async function waitFor(
   what: string,

@@ -9,21 +9,12 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { runBin, startBin, timeToWrite, waitFor } from "../helpers.ts";
+import { alive, runBin, startBin, timeToWrite, waitFor } from "../helpers.ts";
 import { dbDir, mariadbWrite, startMariaDb } from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
 import { lastResult } from "../hook_agent.ts";
 
 const SLEEP = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function holderPid(stateDir: string): number {
   return JSON.parse(readFileSync(join(stateDir, "hook", "holder.json"), "utf8")).pid;

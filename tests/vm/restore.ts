@@ -20,7 +20,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { waitFor } from "../helpers.ts";
+import { alive, waitFor } from "../helpers.ts";
 import { makeLoopFs } from "../loop.ts";
 import { PG_BIN } from "../db_servers.ts";
 
@@ -75,15 +75,6 @@ export function openSnapshot(image: string, dir: string, name: string): OpenedSn
   // The raw copy attached as an existing image: its cleanup unmounts, detaches and removes it.
   const fs = makeLoopFs({ dir, name, image: raw });
   return { mountPoint: fs.mountPoint, convertMs, cleanup: fs.cleanup };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function stopServer(pid: number, signal: NodeJS.Signals): Promise<void> {
