@@ -15,15 +15,15 @@
  * @module
  */
 import process from "node:process";
-import { exitAfterOutput, main } from "./src/cli.ts";
+import { exitAfterOutput, main } from "./src/cli/main.ts";
 
-export { main } from "./src/cli.ts";
-export { type CheckReport, formatCheckReport, runChecks } from "./src/check.ts";
-export { type Config, DEFAULT_CONFIG_PATH, loadConfig, parseConfig } from "./src/config.ts";
+export { main } from "./src/cli/main.ts";
+export { type CheckReport, formatCheckReport, runChecks } from "./src/preflight/check.ts";
+export { type Config, DEFAULT_CONFIG_PATH, loadConfig, parseConfig } from "./src/config/config.ts";
 export { CODES, type Problem, VmsnapError } from "./src/errors.ts";
-export { type FreezeTarget, planFreeze } from "./src/freeze_targets.ts";
-export { parseMountinfo, readMounts } from "./src/mountinfo.ts";
-export { checkFile, resolveSecurely } from "./src/permissions.ts";
+export { type FreezeTarget, planFreeze } from "./src/freeze/plan.ts";
+export { parseMountinfo, readMounts } from "./src/sys/mountinfo.ts";
+export { checkFile, resolveSecurely } from "./src/sys/permissions.ts";
 export { VERSION } from "./src/version.ts";
 
 if (import.meta.main) {

@@ -9,10 +9,10 @@
 import { readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { processStart } from "../src/lock.ts";
-import { checkFile } from "../src/permissions.ts";
+import { processStart } from "../src/state/lock.ts";
+import { checkFile } from "../src/sys/permissions.ts";
 import { addSecret } from "../src/secrets.ts";
-import type { Field } from "../src/schema.ts";
+import type { Field } from "../src/config/schema.ts";
 import { type Code, type Problem, toProblem, VmsnapError } from "../src/errors.ts";
 import type {
   LockMarker,

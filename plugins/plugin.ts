@@ -8,8 +8,8 @@
  * @module
  */
 import type { Problem } from "../src/errors.ts";
-import type { LogLevel } from "../src/log_level.ts";
-import type { Field, Location, ValidationContext } from "../src/schema.ts";
+import type { LogLevel } from "../src/config/log_level.ts";
+import type { Field, Location, ValidationContext } from "../src/config/schema.ts";
 
 /** What every plugin's config has. */
 export interface PluginConfig {

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Problem } from "../src/errors.ts";
-import { childPath, type Field, type Location, reportAt } from "../src/schema.ts";
+import { childPath, type Field, type Location, reportAt } from "../src/config/schema.ts";
 import {
   locateProblems,
   type NormalizeContext,

@@ -7,8 +7,8 @@
  * @module
  */
 import { statSync } from "node:fs";
-import { checkFile, checkInterpreter, FIXED_PATH } from "../src/permissions.ts";
-import { describeKill, runProcess } from "../src/process_runner.ts";
+import { checkFile, checkInterpreter, FIXED_PATH } from "../src/sys/permissions.ts";
+import { describeKill, runProcess } from "../src/sys/process_runner.ts";
 import type { PluginEnv, RunError, StepResult } from "./plugin.ts";
 import type { Code, Problem } from "../src/errors.ts";
 

@@ -140,8 +140,8 @@ export const BUN_BUILD_FLAGS = [
   "--compile-exec-argv=--smol",
 ] as const;
 
-/** The freeze pool's worker (src/freeze_pool.ts loads it with `new Worker`): built in as an entrypoint. */
-const WORKER = "src/freeze_worker.ts";
+/** The freeze pool's worker (src/freeze/pool.ts loads it with `new Worker`): built in as an entrypoint. */
+const WORKER = "src/freeze/worker.ts";
 
 /** Writes `<file>.sha256` in `sha256sum` format and returns the digest. */
 function writeChecksum(file: string): string {
@@ -173,7 +173,7 @@ function build(outfile: string, target?: Target): void {
       const runtime = runtimeFor(target);
       if (runtime) args.push(`--compile-executable-path=${runtime}`);
     }
-    // The freeze pool's worker thread is a second entrypoint (src/freeze_pool.ts).
+    // The freeze pool's worker thread is a second entrypoint (src/freeze/pool.ts).
     args.push("mod.ts", WORKER);
   }
   const result = spawnSync(command, args, { cwd: root, stdio: "inherit" });

@@ -33,7 +33,7 @@ import { dirname, join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
-import { bashCompletion, manPage } from "../src/manual.ts";
+import { bashCompletion, manPage } from "../src/cli/manual.ts";
 import { VERSION } from "../src/version.ts";
 
 const root = join(dirname(new URL(import.meta.url).pathname), "..");

@@ -8,7 +8,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { configJsonSchemaText } from "../src/json_schema.ts";
+import { configJsonSchemaText } from "../src/config/json_schema.ts";
 
 const file = join(dirname(new URL(import.meta.url).pathname), "..", "docs", "vmsnap.schema.json");
 writeFileSync(file, configJsonSchemaText());

@@ -13,9 +13,9 @@
  *
  * @module
  */
-import type { Consistency } from "./consistency.ts";
+import type { Consistency } from "./run/consistency.ts";
 import type { Problem } from "./errors.ts";
-import type { LogStats } from "./event_log.ts";
+import type { LogStats } from "./state/event_log.ts";
 import type { RunError, StepResult } from "../plugins/plugin.ts";
 
 // ── the guard ────────────────────────────────────────────────────────────────

@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import { readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Ran } from "./helpers.ts";
-import type { HookResult } from "../src/holder.ts";
+import type { HookResult } from "../src/hook/holder.ts";
 
 /** The environment agents give their hooks (root's minimal PATH). */
 export const AGENT_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C" };

@@ -11,7 +11,7 @@ import { runBin } from "../helpers.ts";
 import { dbDir, mariadbWrite, startMariaDb } from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
 import { DEBIAN_FSFREEZE_HOOK, startQemuGa } from "../qemu_ga.ts";
-import type { HookResult } from "../../src/holder.ts";
+import type { HookResult } from "../../src/hook/holder.ts";
 
 Deno.test({
   name:

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { parseConfig } from "../../src/config.ts";
+import { parseConfig } from "../../src/config/config.ts";
 import { spawnSync } from "node:child_process";
 import { BIN, json, put, runBin, secureDir } from "../helpers.ts";
 import { dbDir, startMariaDb, startPostgres } from "../db_servers.ts";

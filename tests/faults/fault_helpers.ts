@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { findByEnvironment } from "../../src/process_runner.ts";
+import { findByEnvironment } from "../../src/sys/process_runner.ts";
 import { BIN, timeToWrite, waitFor } from "../helpers.ts";
 import { mariadbWrite } from "../db_servers.ts";
 

@@ -18,13 +18,13 @@ import {
 import { join } from "node:path";
 import { BIN, codes, json, resultOf, runBin, startBin, waitFor } from "../helpers.ts";
 import { figure } from "../proof.ts";
-import { readLastResult } from "../../src/last_result.ts";
+import { readLastResult } from "../../src/state/last_result.ts";
 import { makeLoopFs } from "../loop.ts";
 import { type RunFixture, runFixture } from "../run_fixture.ts";
 import { assertCleanAfterFault } from "./fault_helpers.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
-/** The log's size limit (src/event_log.ts) and the generations it keeps. */
+/** The log's size limit (src/state/event_log.ts) and the generations it keeps. */
 const MAX_BYTES = 10 * 1024 * 1024;
 
 /** What every scenario leaves: nothing frozen, no process of the run, no lock, no marker. */

@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { parseConfig } from "../../src/config.ts";
+import { parseConfig } from "../../src/config/config.ts";
 import { CODES } from "../../src/errors.ts";
 import { put, runBin, secureDir } from "../helpers.ts";
 import { figure } from "../proof.ts";

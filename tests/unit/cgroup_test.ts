@@ -7,7 +7,7 @@ import {
   createProcessCgroup,
   findCgroup2,
   joinAndExecArgv,
-} from "../../src/cgroup.ts";
+} from "../../src/sys/cgroup.ts";
 import { secureDir, waitFor } from "../helpers.ts";
 
 const V1 = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu";

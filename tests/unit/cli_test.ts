@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { commandHelp, generalHelp, main, parseInvocation, UsageError } from "../../src/cli.ts";
-import { DEFAULT_CONFIG_PATH } from "../../src/config.ts";
+import { commandHelp, generalHelp, main, parseInvocation, UsageError } from "../../src/cli/main.ts";
+import { DEFAULT_CONFIG_PATH } from "../../src/config/config.ts";
 import { CODES } from "../../src/errors.ts";
 import { VERSION } from "../../src/version.ts";
 import { ROOT } from "../helpers.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseConfig } from "../../src/config.ts";
+import { parseConfig } from "../../src/config/config.ts";
 import type { Problem } from "../../src/errors.ts";
 import type { ScriptConfig } from "../../plugins/script.ts";
 import { ROOT } from "../helpers.ts";

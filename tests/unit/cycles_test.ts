@@ -3,8 +3,8 @@ import { findCycles, projectGraph } from "../../scripts/check_cycles.ts";
 
 Deno.test("the cycle check finds a cycle of type imports and names it shortest first", () => {
   const graph = new Map<string, Set<string>>([
-    ["plugins/plugin.ts", new Set(["src/config.ts", "src/errors.ts"])],
-    ["src/config.ts", new Set(["plugins/registry.ts"])],
+    ["plugins/plugin.ts", new Set(["src/config/config.ts", "src/errors.ts"])],
+    ["src/config/config.ts", new Set(["plugins/registry.ts"])],
     ["plugins/registry.ts", new Set(["plugins/mysql.ts"])],
     ["plugins/mysql.ts", new Set(["plugins/plugin.ts"])],
     ["src/errors.ts", new Set()],
@@ -12,11 +12,11 @@ Deno.test("the cycle check finds a cycle of type imports and names it shortest f
   assert.deepEqual(findCycles(graph), [[
     "plugins/mysql.ts",
     "plugins/plugin.ts",
-    "src/config.ts",
+    "src/config/config.ts",
     "plugins/registry.ts",
     "plugins/mysql.ts",
   ]]);
-  graph.get("plugins/plugin.ts")!.delete("src/config.ts");
+  graph.get("plugins/plugin.ts")!.delete("src/config/config.ts");
   assert.deepEqual(findCycles(graph), []);
 });
 

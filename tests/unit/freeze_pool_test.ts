@@ -5,7 +5,7 @@ import {
   type FreezeHandle,
   type FreezePool,
   runOnHandles,
-} from "../../src/freeze.ts";
+} from "../../src/freeze/freezer.ts";
 import { secureDir, timeToWrite } from "../helpers.ts";
 import { type LoopFs, makeLoopFs } from "../loop.ts";
 

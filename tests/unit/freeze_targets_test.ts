@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { freezeLevels, planFreeze, type PlanOptions } from "../../src/freeze_targets.ts";
-import { parseMountinfo } from "../../src/mountinfo.ts";
+import { freezeLevels, planFreeze, type PlanOptions } from "../../src/freeze/plan.ts";
+import { parseMountinfo } from "../../src/sys/mountinfo.ts";
 import { ROOT } from "../helpers.ts";
 
 const { mounts } = parseMountinfo(

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createFreezer, ERRNO, thawAndConfirm } from "../../src/freeze.ts";
+import { createFreezer, ERRNO, thawAndConfirm } from "../../src/freeze/freezer.ts";
 import { secureDir, timeToWrite } from "../helpers.ts";
 import { makeLoopFs } from "../loop.ts";
 

@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { createFreezer } from "../../src/freeze.ts";
-import { type GuardReport, guardReportPath, startGuard } from "../../src/guard.ts";
-import { selfCommand } from "../../src/self.ts";
+import { createFreezer } from "../../src/freeze/freezer.ts";
+import { type GuardReport, guardReportPath, startGuard } from "../../src/freeze/guard.ts";
+import { selfCommand } from "../../src/sys/self.ts";
 import { secureDir, timeToWrite, waitFor } from "../helpers.ts";
 import { makeLoopFs } from "../loop.ts";
 

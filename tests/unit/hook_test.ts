@@ -6,10 +6,10 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { openSync } from "node:fs";
-import { byStage, runStaged } from "../../src/stages.ts";
-import { askHolder, holderPaths, listenForHooks, liveHolder } from "../../src/holder_channel.ts";
-import { closeOnExecAbove2 } from "../../src/libc.ts";
-import { parseInvocation, UsageError } from "../../src/cli.ts";
+import { byStage, runStaged } from "../../src/run/stages.ts";
+import { askHolder, holderPaths, listenForHooks, liveHolder } from "../../src/hook/channel.ts";
+import { closeOnExecAbove2 } from "../../src/sys/libc.ts";
+import { parseInvocation, UsageError } from "../../src/cli/main.ts";
 import { secureDir } from "../helpers.ts";
 
 Deno.test("byStage: lowest stage first, stable within a stage, missing stage is 0", () => {

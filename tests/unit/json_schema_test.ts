@@ -10,8 +10,8 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "jsonc-parser";
-import { configJsonSchema, configJsonSchemaText } from "../../src/json_schema.ts";
-import { parseConfig } from "../../src/config.ts";
+import { configJsonSchema, configJsonSchemaText } from "../../src/config/json_schema.ts";
+import { parseConfig } from "../../src/config/config.ts";
 import { ROOT } from "../helpers.ts";
 
 Deno.test("docs/vmsnap.schema.json is up to date (else: deno task schema)", () => {

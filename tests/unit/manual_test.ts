@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { bashCompletion, manPage } from "../../src/manual.ts";
-import { COMMANDS, GLOBAL_OPTIONS } from "../../src/cli.ts";
+import { bashCompletion, manPage } from "../../src/cli/manual.ts";
+import { COMMANDS, GLOBAL_OPTIONS } from "../../src/cli/main.ts";
 import { CODES } from "../../src/errors.ts";
 import { secureDir } from "../helpers.ts";
 

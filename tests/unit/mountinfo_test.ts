@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseMountinfo, readMounts, unescapeMountPath } from "../../src/mountinfo.ts";
+import { parseMountinfo, readMounts, unescapeMountPath } from "../../src/sys/mountinfo.ts";
 import { ROOT } from "../helpers.ts";
 
 const fixture = (name: string) => readFileSync(join(ROOT, "tests", "fixtures", name), "utf8");

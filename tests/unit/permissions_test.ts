@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { chmodSync, mkdirSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
-import { runChecks } from "../../src/check.ts";
-import { checkFile, resolveSecurely } from "../../src/permissions.ts";
+import { runChecks } from "../../src/preflight/check.ts";
+import { checkFile, resolveSecurely } from "../../src/sys/permissions.ts";
 import { put, secureDir } from "../helpers.ts";
 import { PERMISSION_CASES } from "../permission_cases.ts";
 

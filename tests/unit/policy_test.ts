@@ -11,12 +11,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { PassThrough } from "node:stream";
-import type { Freezer } from "../../src/freeze.ts";
-import type { GuardClient } from "../../src/guard.ts";
-import type { Mount } from "../../src/mountinfo.ts";
+import type { Freezer } from "../../src/freeze/freezer.ts";
+import type { GuardClient } from "../../src/freeze/guard.ts";
+import type { Mount } from "../../src/sys/mountinfo.ts";
 import type { RunResult, SnapshotOutcome } from "../../src/protocol.ts";
-import { PRODUCTION_DEPS, type RunDeps } from "../../src/run_steps.ts";
-import { runBackup } from "../../src/sequence.ts";
+import { PRODUCTION_DEPS, type RunDeps } from "../../src/run/steps.ts";
+import { runBackup } from "../../src/run/sequence.ts";
 import { secureDir } from "../helpers.ts";
 import type { PluginDefinition, StepResult } from "../../plugins/plugin.ts";
 

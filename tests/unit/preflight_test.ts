@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DEFAULT_SNAPSHOT_TIMEOUT_SECONDS } from "../../src/defaults.ts";
-import { snapshotMethod } from "../../src/preflight.ts";
+import { snapshotMethod } from "../../src/preflight/preflight.ts";
 
 Deno.test("snapshotMethod: --external and --snapshot-command keep their own kind's timeout, not the other's", () => {
   const command = {

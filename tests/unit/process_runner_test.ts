@@ -3,7 +3,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { rmdirSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { runProcess } from "../../src/process_runner.ts";
+import { runProcess } from "../../src/sys/process_runner.ts";
 import { put, ROOT, secureDir, waitFor } from "../helpers.ts";
 import { makeLoopFs } from "../loop.ts";
 
@@ -190,7 +190,7 @@ Deno.test("under Bun (the binary's runtime, whose spawn throws ENOEXEC), a file 
     const script = put(join(dir, "noshebang"), 'echo "ran $1"\n', 0o700);
     const probe = put(
       join(dir, "probe.ts"),
-      `import { runProcess } from ${JSON.stringify(join(ROOT, "src", "process_runner.ts"))};
+      `import { runProcess } from ${JSON.stringify(join(ROOT, "src", "sys", "process_runner.ts"))};
 for (const isolation of ["tag", "auto"] as const) {
   const r = await runProcess({ argv: [${
         JSON.stringify(script)

@@ -10,11 +10,15 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { achievedConsistency, exitCodeFor, requestedConsistency } from "../../src/consistency.ts";
+import {
+  achievedConsistency,
+  exitCodeFor,
+  requestedConsistency,
+} from "../../src/run/consistency.ts";
 import { VmsnapError } from "../../src/errors.ts";
-import { EventLog } from "../../src/event_log.ts";
-import { readLastResult, writeLastResult } from "../../src/last_result.ts";
-import { acquireRunLock } from "../../src/lock.ts";
+import { EventLog } from "../../src/state/event_log.ts";
+import { readLastResult, writeLastResult } from "../../src/state/last_result.ts";
+import { acquireRunLock } from "../../src/state/lock.ts";
 import { addSecret } from "../../src/secrets.ts";
 import { secureDir } from "../helpers.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { escapeForTerminal } from "../../src/terminal.ts";
+import { escapeForTerminal } from "../../src/sys/terminal.ts";
 
 Deno.test("escapeForTerminal: ESC, BEL, CR, DEL, C1 and bidi controls escaped; newline, tab and text kept", () => {
   assert.equal(

@@ -1,0 +1,473 @@
+/**
+ * A small validator over the syntax tree of a JSONC document. Each value is
+ * checked where it stands, so every problem names its JSON path and its line
+ * and column, and all problems are collected instead of stopping at the first.
+ * The config ({@link ./config.ts}) and every plugin describe their keys with
+ * these specs.
+ *
+ * @module
+ */
+import type { Node } from "jsonc-parser";
+import type { Code, Problem } from "../errors.ts";
+import { closest, didYouMean } from "./suggest.ts";
+
+/** A 1-based line and column in the config file. */
+export interface Location {
+  line: number;
+  column: number;
+}
+
+/** Turns offsets into line and column (1-based, columns count UTF-16 units). */
+export class SourceMap {
+  #lineStarts: number[] = [0];
+  #text: string;
+
+  constructor(text: string) {
+    this.#text = text;
+    for (let i = 0; i < text.length; i++) {
+      if (text.charCodeAt(i) === 10) this.#lineStarts.push(i + 1);
+    }
+  }
+
+  /** The location of a character offset. */
+  at(offset: number): Location {
+    let low = 0;
+    let high = this.#lineStarts.length - 1;
+    while (low < high) {
+      const mid = (low + high + 1) >> 1;
+      if (this.#lineStarts[mid] <= offset) low = mid;
+      else high = mid - 1;
+    }
+    return { line: low + 1, column: offset - this.#lineStarts[low] + 1 };
+  }
+
+  /** The text of a node as written (a number's literal: `1.0` stays `1.0`). */
+  raw(node: Node): string {
+    return this.#text.slice(node.offset, node.offset + node.length);
+  }
+}
+
+/** Where validation writes what it finds. */
+export interface ValidationContext {
+  /** The config file, named in every message. */
+  file: string;
+  source: SourceMap;
+  problems: Problem[];
+  warnings: Problem[];
+  /**
+   * What Azure's framework tolerates (an unknown key it ignores, a value it
+   * clamps or converts): a problem for `check`, a warning for `run`, which
+   * reads the config the way Azure does. Without this list they are problems.
+   */
+  lenient?: Problem[];
+  /** JSON path → location of the value, for later checks (permissions) to point at. */
+  locations: Map<string, Location>;
+}
+
+/** A string; optionally an absolute path, or one of a list of words. */
+export interface StringSpec {
+  type: "string";
+  absolutePath?: boolean;
+  oneOf?: readonly string[];
+  /** Refuse "" (by default "" is allowed). */
+  nonEmpty?: boolean;
+}
+/** An integer within bounds. */
+export interface IntegerSpec {
+  type: "integer";
+  min?: number;
+  max?: number;
+  /**
+   * Out-of-range integers that Azure's framework accepts are brought to the
+   * bound as a lenient finding (`ConfigValueClamped`) instead of a problem.
+   * Each side says, for the message, what Azure does with such a value.
+   */
+  clamp?: { below?: string; above?: string };
+}
+/** true or false. */
+export interface BooleanSpec {
+  type: "boolean";
+}
+/** An array whose items all follow one spec. */
+export interface ArraySpec {
+  type: "array";
+  items: Spec;
+  minItems?: number;
+}
+/** An object with known keys; unknown keys are problems, `ignored` keys warnings. */
+export interface ObjectSpec {
+  type: "object";
+  fields: Record<string, Field>;
+  /** Keys accepted for compatibility that have no effect: key → why. */
+  ignored?: Record<string, string>;
+  /**
+   * Set on an object Azure's framework reads too (the top level). What its
+   * JSON reader tolerates becomes a lenient finding: an unknown key (ignored)
+   * and a key given twice (the last wins). Not for `strict` keys (vmsnap's
+   * own, which Azure never reads): a near-miss of one, or one given twice,
+   * stays a problem, because ignoring it would silently change what is
+   * frozen, snapshotted or quiesced.
+   */
+  azure?: { strict: readonly string[] };
+}
+/** Anything else: the function validates and reports itself. */
+export interface CustomSpec {
+  type: "custom";
+  validate(node: Node, path: string, ctx: ValidationContext): unknown;
+}
+/** Any spec. */
+export type Spec = StringSpec | IntegerSpec | BooleanSpec | ArraySpec | ObjectSpec | CustomSpec;
+/** A key of an object: its spec, its default, whether it must be present. */
+export type Field = Spec & { default?: unknown; required?: boolean };
+
+/** `parent.key`, or `parent["odd key"]` for keys that are not identifiers. */
+export function childPath(parent: string, key: string | number): string {
+  if (typeof key === "number") return `${parent}[${key}]`;
+  if (!/^[A-Za-z_$][\w$-]*$/.test(key)) return `${parent}[${JSON.stringify(key)}]`;
+  return parent === "" ? key : `${parent}.${key}`;
+}
+
+/**
+ * Records a problem at a node: the message is prefixed with `file:line:column:`.
+ *
+ * @example
+ * ```ts
+ * import { report } from "./schema.ts";
+ * // report(ctx, { node, path: "plugins[0].name", code: "DuplicatePluginName", message: "…", warning: false });
+ * ```
+ */
+export function report(ctx: ValidationContext, finding: Finding & { node?: Node }): void {
+  const { node, ...rest } = finding;
+  record(ctx, node ? ctx.source.at(node.offset) : undefined, rest);
+}
+
+/**
+ * Records a problem at a config path visited before (its location was kept in
+ * `ctx.locations`), for checks that run after the syntax tree is gone. `near`
+ * is a path to point at when `path` itself was not in the file (a default).
+ */
+export function reportAt(ctx: ValidationContext, finding: Finding & { near?: string }): void {
+  const { near, ...rest } = finding;
+  const at = ctx.locations.get(rest.path) ?? (near ? ctx.locations.get(near) : undefined);
+  record(ctx, at, rest);
+}
+
+/** How much a finding weighs: a problem unless marked (see {@linkcode ValidationContext}). */
+export interface Severity {
+  /** Worth knowing; nothing stops. */
+  warning?: boolean;
+  /** Tolerated by Azure's framework: a problem for `check`, a warning for `run`. */
+  lenient?: boolean;
+}
+
+/** One finding: the config path, its code, what it says, and how much it weighs. */
+export interface Finding extends Severity {
+  path: string;
+  code: Code;
+  message: string;
+}
+
+/** Adds a problem (or warning), its message prefixed with `file:line:column:`. */
+function record(ctx: ValidationContext, at: Location | undefined, finding: Finding): void {
+  const { path, code, message } = finding;
+  const where = at ? `${ctx.file}:${at.line}:${at.column}` : ctx.file;
+  const problem: Problem = { code, message: `${where}: ${message}`, path: path || undefined };
+  if (at) Object.assign(problem, at);
+  if (finding.lenient && ctx.lenient) problem.lenient = true;
+  const list = finding.warning
+    ? ctx.warnings
+    : finding.lenient && ctx.lenient
+    ? ctx.lenient
+    : ctx.problems;
+  list.push(problem);
+}
+
+/** Describes a node's value for a message: `"30" (a string)`. */
+function describe(node: Node): string {
+  switch (node.type) {
+    case "string": {
+      const text = String(node.value);
+      const shown = text.length > 60 ? `${text.slice(0, 57)}...` : text;
+      return `${JSON.stringify(shown)} (a string)`;
+    }
+    case "number":
+      return `${node.value} (a number)`;
+    case "boolean":
+      return `${node.value} (a boolean)`;
+    case "null":
+      return "null";
+    case "array":
+      return "an array";
+    case "object":
+      return "an object";
+    default:
+      return node.type;
+  }
+}
+
+/** What a spec expects, in words. */
+function expected(spec: Spec): string {
+  switch (spec.type) {
+    case "string":
+      if (spec.oneOf) return `one of ${spec.oneOf.map((w) => JSON.stringify(w)).join(", ")}`;
+      return spec.absolutePath ? "an absolute path (a string starting with /)" : "a string";
+    case "integer": {
+      const range = spec.max !== undefined
+        ? ` from ${spec.min ?? 0} to ${spec.max}`
+        : spec.min !== undefined
+        ? ` of at least ${spec.min}`
+        : "";
+      return `an integer${range}`;
+    }
+    case "boolean":
+      return "true or false";
+    case "array":
+      return `an array of ${expected(spec.items).replace(/^an? /, "")}s`;
+    case "object":
+      return "an object";
+    case "custom":
+      return "a valid value";
+  }
+}
+
+/** A fix hint for a value of the wrong type that is close to right. */
+function typeHint(node: Node, spec: Spec): string {
+  if (node.type === "string") {
+    const text = String(node.value).trim();
+    if (spec.type === "integer" && /^-?\d+$/.test(text)) {
+      return ` Fix: write ${text} without quotes.`;
+    }
+    if (spec.type === "boolean" && /^(true|false)$/i.test(text)) {
+      return ` Fix: write ${text.toLowerCase()} without quotes.`;
+    }
+    if (spec.type === "array") return ` Fix: put it in a list: [${JSON.stringify(node.value)}].`;
+  }
+  return "";
+}
+
+/**
+ * Validates one value against a spec. Returns the value (with defaults filled
+ * in for objects) or undefined when it is invalid; problems go to `ctx`.
+ *
+ * @example
+ * ```ts
+ * import { parseTree } from "jsonc-parser";
+ * import { SourceMap, validate } from "./schema.ts";
+ * const text = '{"n": 5}';
+ * const ctx = { file: "x.json", source: new SourceMap(text), problems: [], warnings: [], locations: new Map() };
+ * validate(parseTree(text)!, { type: "object", fields: { n: { type: "integer", max: 3 } } }, "", ctx);
+ * // ctx.problems[0].code === "InvalidConfigValue"
+ * ```
+ */
+export function validate(node: Node, spec: Spec, path: string, ctx: ValidationContext): unknown {
+  if (path) ctx.locations.set(path, ctx.source.at(node.offset));
+  const wrongType = () => {
+    report(ctx, {
+      node,
+      path,
+      code: "InvalidConfigType",
+      message: `${path || "the config"} must be ${expected(spec)}, found ${describe(node)}.${
+        typeHint(node, spec)
+      }`,
+    });
+    return undefined;
+  };
+  switch (spec.type) {
+    case "string": {
+      if (node.type !== "string") return wrongType();
+      const value = String(node.value);
+      if (value.includes("\0")) {
+        report(ctx, {
+          node,
+          path,
+          code: "InvalidConfigValue",
+          message: `${path} contains a NUL byte. Fix: remove it.`,
+        });
+        return undefined;
+      }
+      if (spec.oneOf && !spec.oneOf.includes(value)) {
+        report(ctx, {
+          node,
+          path,
+          code: "InvalidConfigValue",
+          message: `${path} must be ${expected(spec)}, found ${describe(node)}.${
+            didYouMean(value, spec.oneOf)
+          }`,
+        });
+        return undefined;
+      }
+      if (spec.nonEmpty && value === "") {
+        report(ctx, {
+          node,
+          path,
+          code: "InvalidConfigValue",
+          message: `${path} must not be empty.`,
+        });
+        return undefined;
+      }
+      if (spec.absolutePath && value !== "" && !value.startsWith("/")) {
+        report(ctx, {
+          node,
+          path,
+          code: "RelativePath",
+          message: `${path} is the relative path ${
+            JSON.stringify(value)
+          }; vmsnap runs from / and needs an absolute path. Fix: write the full path, starting with /.`,
+        });
+        return undefined;
+      }
+      return value;
+    }
+    case "integer": {
+      if (node.type !== "number") return wrongType();
+      const value = Number(node.value);
+      const below = spec.min !== undefined && value < spec.min;
+      const above = spec.max !== undefined && value > spec.max;
+      const azure = below ? spec.clamp?.below : above ? spec.clamp?.above : undefined;
+      if (Number.isInteger(value) && azure !== undefined) {
+        const bound = (below ? spec.min : spec.max)!;
+        report(ctx, {
+          node,
+          path,
+          code: "ConfigValueClamped",
+          message: `${path} is ${
+            ctx.source.raw(node)
+          }; ${azure}: vmsnap run uses ${bound} (and warns). Fix: write ${bound}${
+            below ? " or more" : " or less"
+          }.`,
+          lenient: true,
+        });
+        return bound;
+      }
+      if (!Number.isInteger(value) || below || above || !Number.isSafeInteger(value)) {
+        report(ctx, {
+          node,
+          path,
+          code: "InvalidConfigValue",
+          message: `${path} must be ${expected(spec)}, found ${describe(node)}.`,
+        });
+        return undefined;
+      }
+      return value;
+    }
+    case "boolean":
+      return node.type === "boolean" ? Boolean(node.value) : wrongType();
+    case "array": {
+      if (node.type !== "array") return wrongType();
+      const items = node.children ?? [];
+      if (spec.minItems !== undefined && items.length < spec.minItems) {
+        report(ctx, {
+          node,
+          path,
+          code: "InvalidConfigValue",
+          message: `${path} must have at least ${spec.minItems} item(s), found ${items.length}.`,
+        });
+        return undefined;
+      }
+      const values = items.map((item, i) => validate(item, spec.items, childPath(path, i), ctx));
+      return values.some((v) => v === undefined) ? undefined : values;
+    }
+    case "object":
+      return node.type === "object" ? validateObject(node, spec, path, ctx) : wrongType();
+    case "custom":
+      return spec.validate(node, path, ctx);
+  }
+}
+
+/** The properties of an object node as [key, key node, value node], in order. */
+export function properties(node: Node): [string, Node, Node][] {
+  const out: [string, Node, Node][] = [];
+  for (const property of node.children ?? []) {
+    const [keyNode, valueNode] = property.children ?? [];
+    if (keyNode && valueNode) out.push([String(keyNode.value), keyNode, valueNode]);
+  }
+  return out;
+}
+
+/**
+ * Validates an object node: known keys against their specs (defaults for the
+ * missing ones and the invalid ones), unknown keys with a suggestion, duplicate
+ * keys, missing required keys. Always returns an object so that later checks
+ * can go on; whether it was valid is in `ctx.problems`.
+ */
+export function validateObject(
+  node: Node,
+  spec: ObjectSpec,
+  path: string,
+  ctx: ValidationContext,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const known = Object.keys(spec.fields);
+  const entries = properties(node);
+  // Every JSON reader Azure's framework and vmsnap know keeps the last of a key given twice.
+  const last = new Map(entries.map(([key, keyNode]) => [key, keyNode]));
+  const strict = (key: string) => !spec.azure || spec.azure.strict.includes(key);
+  for (const [key, keyNode, valueNode] of entries) {
+    const keyPath = childPath(path, key);
+    const winner = last.get(key)!;
+    if (winner !== keyNode) {
+      const at = ctx.source.at(winner.offset);
+      report(ctx, {
+        node: keyNode,
+        path: keyPath,
+        code: "DuplicateConfigKey",
+        message:
+          `${keyPath} is given twice; the later one (line ${at.line}) wins, as in Azure's JSON reader${
+            strict(key) ? "" : ", and vmsnap run uses it (and warns)"
+          }. Fix: delete the one you do not mean.`,
+        lenient: !strict(key),
+      });
+      continue;
+    }
+    if (Object.hasOwn(spec.fields, key)) {
+      out[key] = validate(valueNode, spec.fields[key], keyPath, ctx);
+    } else if (spec.ignored && Object.hasOwn(spec.ignored, key)) {
+      report(ctx, {
+        node: keyNode,
+        path: keyPath,
+        code: "IgnoredConfigKey",
+        message: `${keyPath} is accepted for compatibility with Azure's sample and ignored: ${
+          spec.ignored[key]
+        }`,
+        warning: true,
+      });
+    } else {
+      const near = closest(key, known);
+      const lenient = near === undefined ? spec.azure !== undefined : !strict(near);
+      report(ctx, {
+        node: keyNode,
+        path: keyPath,
+        code: "UnknownConfigKey",
+        message: `unknown key ${JSON.stringify(key)}${path ? ` in ${path}` : ""}${
+          lenient ? "; Azure's framework ignores it, and vmsnap run does the same (and warns)" : ""
+        }.${didYouMean(key, known)} Fix: correct the spelling or remove the key.`,
+        lenient,
+      });
+    }
+  }
+  for (const [key, field] of Object.entries(spec.fields)) {
+    if (out[key] !== undefined) continue;
+    if (!last.has(key) && field.required) {
+      report(ctx, {
+        node,
+        path: childPath(path, key),
+        code: "MissingConfigKey",
+        message: `${path || "the config"} needs the key ${JSON.stringify(key)} (${
+          expected(field)
+        }).`,
+      });
+    }
+    if (field.default !== undefined) out[key] = defaultOf(field);
+  }
+  return out;
+}
+
+/** A field's default; for an object, its fields' defaults filled in. */
+function defaultOf(field: Field): unknown {
+  if (field.type !== "object") return structuredClone(field.default);
+  const out: Record<string, unknown> = { ...(field.default as Record<string, unknown>) };
+  for (const [key, inner] of Object.entries(field.fields)) {
+    if (out[key] === undefined && inner.default !== undefined) out[key] = defaultOf(inner);
+  }
+  return out;
+}
