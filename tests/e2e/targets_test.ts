@@ -2,8 +2,9 @@
  * The cross-compiled binaries: `deno task build --target ...` builds them with
  * checksums beside them; the arm64 binary runs under qemu-user-static
  * (`--version`, and `check` on a sample config with a loop-mounted freeze
- * target, and the freeze pool's worker thread). The musl binary is checked for its interpreter (it needs musl's
- * libstdc++, which Debian does not ship, to run).
+ * target, and the freeze pool's worker thread). The musl binary is checked for its interpreter and
+ * the libraries it needs (musl's libstdc++, which Debian does not ship, so it is not run:
+ * docs/install.md).
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
@@ -108,4 +109,9 @@ Deno.test("linux-x64 and linux-x64-musl: built with checksums for their loaders"
   const musl = build("linux-x64-musl");
   assertChecksum(musl);
   assert.equal(interpreter(musl), "/lib/ld-musl-x86_64.so.1");
+  // docs/install.md says what the musl binary needs at run time (and why it is untested): these.
+  const needed = execFileSync("readelf", ["-d", musl], { encoding: "utf8" })
+    .split("\n")
+    .flatMap((line) => line.match(/\(NEEDED\).*\[(.+)\]/)?.[1] ?? []);
+  assert.deepEqual(needed.sort(), ["libc.musl-x86_64.so.1", "libstdc++.so.6"]);
 });
