@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { discoverQemuGa } from "../../src/hook/discover/qemu_ga.ts";
+import { discoverQemuGa, qemuGaProblems } from "../../src/hook/discover/qemu_ga.ts";
 import { parseQemuGaArgs } from "../../src/hook/discover/qemu_ga_args.ts";
 import { type Distro, distroRoot } from "../distro_roots.ts";
 
@@ -324,4 +324,33 @@ Deno.test("parseQemuGaArgs: -F takes only an attached path; short and long optio
     ]),
     { config: "/c.conf", blocked: ["guest-exec", "a", "b"], allowed: ["guest-ping"] },
   );
+});
+
+Deno.test("qemuGaProblems: none on the RPM layouts and Debian; SUSE and Alpine name the hook scripts looked at and --hook-dir", () => {
+  for (const distro of ["debian12", "rhel8", "rhel9", "fedora"] as const) {
+    const { root, cleanup } = distroRoot(distro);
+    try {
+      assert.deepEqual(qemuGaProblems(discoverQemuGa({ root })), [], distro);
+    } finally {
+      cleanup();
+    }
+  }
+  for (const distro of ["suse", "alpine"] as const) {
+    const { root, cleanup } = distroRoot(distro);
+    try {
+      const [problem, ...rest] = qemuGaProblems(discoverQemuGa({ root }));
+      assert.deepEqual(rest, []);
+      assert.match(problem, /--hook-dir/);
+      assert.match(problem, /\/etc\/qemu\/fsfreeze-hook, \/etc\/qemu-ga\/fsfreeze-hook/);
+    } finally {
+      cleanup();
+    }
+  }
+  const { root, cleanup } = distroRoot("al2023");
+  try {
+    const problems = qemuGaProblems(discoverQemuGa({ root }));
+    assert.match(problems[0], /no qemu-guest-agent service.*--agent-config/);
+  } finally {
+    cleanup();
+  }
 });

@@ -366,3 +366,42 @@ export function discoverQemuGa(options: { root: string }): QemuGaSetup {
   };
   return { ...partial, enable: chooseEnable(root, partial), looked: [...new Set(looked)] };
 }
+
+/**
+ * What stands between this setup and qemu-ga running vmsnap's hook, each
+ * with the fix (and the flag that names a path vmsnap could not find); empty
+ * when the hook can be installed as found.
+ *
+ * @example
+ * ```ts
+ * import { discoverQemuGa, qemuGaProblems } from "./qemu_ga.ts";
+ * for (const p of qemuGaProblems(discoverQemuGa({ root: "/" }))) console.log(p);
+ * ```
+ */
+export function qemuGaProblems(setup: QemuGaSetup): string[] {
+  const problems: string[] = [];
+  const looked = (paths: string[]) => `looked at: ${paths.join(", ")}`;
+  if (setup.service.kind === "none") {
+    problems.push(
+      `no qemu-guest-agent service was found (${
+        looked(setup.looked.filter((p) => /qemu-guest-agent/.test(p)))
+      }). Fix: install the qemu-guest-agent package, or name qemu-ga's config with --agent-config.`,
+    );
+  }
+  if (!setup.hookDir.path || !setup.hookDir.exists) {
+    const scripts = setup.looked.filter((p) => p.endsWith("/fsfreeze-hook"));
+    problems.push(
+      `no hook directory that qemu-ga's fsfreeze hook runs was found: ${setup.hookDir.detail} (${
+        looked(scripts)
+      }). Fix: name it with --hook-dir.`,
+    );
+  }
+  if (setup.rpc.blockedFreeze.length > 0) {
+    problems.push(
+      `${setup.rpc.detail}, so no freeze reaches the hook. Fix: allow them in ${
+        setup.service.envFiles.find((f) => f.found)?.path ?? setup.service.path ?? setup.config.path
+      }.`,
+    );
+  }
+  return problems;
+}
