@@ -15,7 +15,7 @@
  * @module
  */
 import process from "node:process";
-import { exitAfterOutput, main } from "./src/cli/main.ts";
+import { cli } from "./src/cli/main.ts";
 
 export { main } from "./src/cli/main.ts";
 export { type CheckReport, formatCheckReport, runChecks } from "./src/preflight/check.ts";
@@ -27,5 +27,5 @@ export { checkFile, resolveSecurely } from "./src/sys/permissions.ts";
 export { VERSION } from "./src/version.ts";
 
 if (import.meta.main) {
-  exitAfterOutput(await main(process.argv.slice(2)));
+  await cli(process.argv.slice(2));
 }

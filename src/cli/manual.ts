@@ -1,11 +1,12 @@
 /**
  * The man page (`vmsnap.1`) and the bash completion, generated from the
- * command table in {@link ./main.ts}: the same source as `--help`, so a
+ * command table in {@link ./commands/mod.ts}: the same source as `--help`, so a
  * command added there appears in all three.
  *
  * @module
  */
-import { COMMANDS, GLOBAL_OPTIONS, type OptionSpec } from "./main.ts";
+import { GLOBAL_OPTIONS, type OptionSpec } from "./command.ts";
+import { COMMANDS } from "./commands/mod.ts";
 import { CODES } from "../errors.ts";
 import {
   DEFAULT_CONFIG_PATH,

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { commandHelp, generalHelp, main, parseInvocation, UsageError } from "../../src/cli/main.ts";
+import { parseInvocation } from "../../src/cli/args.ts";
+import { UsageError } from "../../src/cli/command.ts";
+import { commandHelp, generalHelp } from "../../src/cli/help.ts";
+import { main } from "../../src/cli/main.ts";
 import { DEFAULT_CONFIG_PATH } from "../../src/config/config.ts";
 import { CODES } from "../../src/errors.ts";
 import { VERSION } from "../../src/version.ts";

@@ -9,7 +9,8 @@ import { openSync } from "node:fs";
 import { byStage, runStaged } from "../../src/run/stages.ts";
 import { askHolder, holderPaths, listenForHooks, liveHolder } from "../../src/hook/channel.ts";
 import { closeOnExecAbove2 } from "../../src/sys/libc.ts";
-import { parseInvocation, UsageError } from "../../src/cli/main.ts";
+import { parseInvocation } from "../../src/cli/args.ts";
+import { UsageError } from "../../src/cli/command.ts";
 import { secureDir } from "../helpers.ts";
 
 Deno.test("byStage: lowest stage first, stable within a stage, missing stage is 0", () => {

@@ -7,7 +7,8 @@ import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { bashCompletion, manPage } from "../../src/cli/manual.ts";
-import { COMMANDS, GLOBAL_OPTIONS } from "../../src/cli/main.ts";
+import { GLOBAL_OPTIONS } from "../../src/cli/command.ts";
+import { COMMANDS } from "../../src/cli/commands/mod.ts";
 import { CODES } from "../../src/errors.ts";
 import { secureDir } from "../helpers.ts";
 
