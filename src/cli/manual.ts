@@ -85,7 +85,7 @@ function prose(text: string): string[] {
  */
 export function manPage(options: { date: string; version?: string }): string {
   const version = options.version ?? VERSION;
-  const lines = [
+  return [
     `.TH VMSNAP 1 "${options.date}" "vmsnap ${roff(version)}" "System Administration"`,
     ".nh",
     ".ad l",
@@ -104,24 +104,44 @@ export function manPage(options: { date: string; version?: string }): string {
       "It never leaves a filesystem frozen or a database locked, never freezes what was not planned, keeps the reason every failure happened, and never runs a file that a non-root user could have changed.",
     ),
     ".SH COMMANDS",
-  ];
-  for (const [name, command] of Object.entries(COMMANDS)) {
-    lines.push(
-      `.SS ${roff(name)}`,
-      `\\fB${roff(command.usage)}\\fR`,
-      ".PP",
-      roff(command.summary[0].toUpperCase() + command.summary.slice(1)) + ".",
-      ".PP",
-      ...prose(command.description),
-    );
-    if (Object.keys(command.options).length) {
-      lines.push(".PP", "Options:", ".RS 4", ...optionItems(command.options), ".RE");
-    }
-  }
-  lines.push(
+    ...commandSections(),
     ".SH OPTIONS",
     "Every command takes these:",
     ...optionItems(GLOBAL_OPTIONS),
+    ...exitStatus(),
+    ...environmentAndFiles(),
+    ".SH ERROR CODES",
+    "Every problem carries a stable code; where Azure Backup has a name for it, it is Azure's.",
+    ...Object.entries(CODES).flatMap(([code, info]) => [
+      ".TP",
+      `.B ${roff(code)}`,
+      `${roff(info.summary)} Fix: ${roff(info.fix)}`,
+    ]),
+    ".SH SEE ALSO",
+    ".BR fsfreeze (8),",
+    ".BR systemd.timer (5),",
+    ".BR systemctl (1)",
+  ].join("\n") + "\n";
+}
+
+/** One subsection per command: usage, summary, description, options. */
+function commandSections(): string[] {
+  return Object.entries(COMMANDS).flatMap(([name, command]) => [
+    `.SS ${roff(name)}`,
+    `\\fB${roff(command.usage)}\\fR`,
+    ".PP",
+    roff(command.summary[0].toUpperCase() + command.summary.slice(1)) + ".",
+    ".PP",
+    ...prose(command.description),
+    ...(Object.keys(command.options).length
+      ? [".PP", "Options:", ".RS 4", ...optionItems(command.options), ".RE"]
+      : []),
+  ]);
+}
+
+/** EXIT STATUS. */
+function exitStatus(): string[] {
+  return [
     ".SH EXIT STATUS",
     ".TP",
     ".B 0",
@@ -135,6 +155,12 @@ export function manPage(options: { date: string; version?: string }): string {
     ".TP",
     ".B 64",
     "Usage error: an unknown command or option (the nearest valid word is suggested).",
+  ];
+}
+
+/** ENVIRONMENT and FILES. */
+function environmentAndFiles(): string[] {
+  return [
     ".SH ENVIRONMENT",
     ".TP",
     ".B VMSNAP_CONFIG",
@@ -166,19 +192,7 @@ export function manPage(options: { date: string; version?: string }): string {
     ".TP",
     ".I vmsnap.service\\fR, \\fIvmsnap.timer",
     "The systemd units: a oneshot \\fBvmsnap run\\fR and its schedule (disabled until enabled).",
-    ".SH ERROR CODES",
-    "Every problem carries a stable code; where Azure Backup has a name for it, it is Azure's.",
-    ...Object.entries(CODES).flatMap(([code, info]) => [
-      ".TP",
-      `.B ${roff(code)}`,
-      `${roff(info.summary)} Fix: ${roff(info.fix)}`,
-    ]),
-    ".SH SEE ALSO",
-    ".BR fsfreeze (8),",
-    ".BR systemd.timer (5),",
-    ".BR systemctl (1)",
-  );
-  return lines.join("\n") + "\n";
+  ];
 }
 
 /**

@@ -1,9 +1,27 @@
 /**
- * `vmsnap init`: a commented starter config for this VM.
+ * `vmsnap init [--detect] [--dry-run]`: a commented starter config for this
+ * VM (../starter_config.ts), with `--detect` a plugin entry for each database
+ * server running here (../detect_databases.ts). Written root-only (0600) and
+ * never over an existing file (O_EXCL).
  *
  * @module
  */
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fchmodSync,
+  mkdirSync,
+  openSync,
+  writeSync,
+} from "node:fs";
+import { dirname } from "node:path";
+import process from "node:process";
+import { VmsnapError } from "../../errors.ts";
 import { EXIT } from "../../exit_codes.ts";
+import { type FreezeTarget, planFreeze } from "../../freeze/plan.ts";
+import { readMounts } from "../../sys/mountinfo.ts";
+import type { FoundDatabase } from "../detect_databases.ts";
 import type { CommandSpec, GivenOptions, Invocation } from "../command.ts";
 import type { Io } from "../io.ts";
 
@@ -53,9 +71,8 @@ export function parse(given: GivenOptions): InitArgs {
  * ```
  */
 export async function handler(args: Invocation & InitArgs, io: Io): Promise<number> {
-  const { formatInit, initConfig } = await import("../init.ts");
   try {
-    const outcome = initConfig({
+    const outcome = await initConfig({
       configPath: args.configPath,
       detect: args.detect,
       dryRun: args.dryRun,
@@ -68,4 +85,105 @@ export async function handler(args: Invocation & InitArgs, io: Io): Promise<numb
     io.stderr(`vmsnap init: [${code}] ${(error as Error).message}\n`);
     return EXIT.degraded;
   }
+}
+
+/** What `vmsnap init` did. */
+export interface InitOutcome {
+  path: string;
+  written: boolean;
+  text: string;
+  targets: FreezeTarget[];
+  databases: FoundDatabase[];
+}
+
+/** The refusal to touch an existing config. */
+function configExists(configPath: string): VmsnapError {
+  return new VmsnapError(
+    "ConfigExists",
+    `${configPath} already exists; vmsnap init never overwrites a config. Fix: vmsnap init --dry-run --config ${configPath} to see the starter, and merge what you need by hand, or move the file away.`,
+  );
+}
+
+/**
+ * Builds the starter config and writes it (unless dry-run). Throws
+ * `ConfigExists` rather than touch an existing file.
+ *
+ * @example
+ * ```ts
+ * import { initConfig } from "./init.ts";
+ * const outcome = await initConfig({ configPath: "/etc/azure/VMSnapshotScriptPluginConfig.json", detect: true, dryRun: true });
+ * console.log(outcome.text);
+ * ```
+ */
+export async function initConfig(
+  options: { configPath: string; detect: boolean; dryRun: boolean },
+): Promise<InitOutcome> {
+  const { configPath } = options;
+  if (existsSync(configPath)) throw configExists(configPath);
+  const plan = planFreeze(readMounts(), { mounts: "auto", exclude: [] });
+  const databases = options.detect
+    ? (await import("../detect_databases.ts")).detectDatabases()
+    : [];
+  const text = (await import("../starter_config.ts")).starterConfig({
+    configPath,
+    targets: plan.targets,
+    databases,
+    detect: options.detect,
+  });
+  const outcome = { path: configPath, written: false, text, targets: plan.targets, databases };
+  if (options.dryRun) return outcome;
+  if (process.getuid?.() !== 0) {
+    throw new VmsnapError(
+      "NotRoot",
+      `vmsnap init writes a root-owned config and must run as root. Fix: sudo vmsnap init, or vmsnap init --dry-run to see it.`,
+    );
+  }
+  writeNewConfig(configPath, text);
+  return { ...outcome, written: true };
+}
+
+/** Creates the config, root-only, refusing a file (or a link) that appeared meanwhile. */
+function writeNewConfig(configPath: string, text: string): void {
+  mkdirSync(dirname(configPath), { recursive: true, mode: 0o700 });
+  let fd: number;
+  try {
+    fd = openSync(
+      configPath,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      0o600,
+    );
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EEXIST") throw configExists(configPath);
+    throw error;
+  }
+  try {
+    fchmodSync(fd, 0o600);
+    writeSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * What `vmsnap init` prints after writing (the config itself goes to stdout
+ * with --dry-run).
+ *
+ * @example
+ * ```ts
+ * import { formatInit } from "./init.ts";
+ * formatInit({ path: "/etc/azure/x.json", written: true, text: "", targets: [], databases: [] });
+ * ```
+ */
+export function formatInit(outcome: InitOutcome): string {
+  const dbs = outcome.databases.map((d) =>
+    `${d.process} (${d.sockets[0] ?? `port ${d.ports[0]}`})`
+  );
+  return [
+    `${outcome.written ? "wrote" : "would write"} ${outcome.path} (root, 0600)`,
+    `  freeze: ${outcome.targets.map((t) => t.mountPoint).join(", ") || "nothing"}`,
+    `  databases: ${dbs.join(", ") || "none found"}`,
+    "Next: follow the comments in the file (users, GRANTs, password files), then",
+    `  vmsnap check --connect --config ${outcome.path}`,
+    "  systemctl enable --now vmsnap.timer",
+  ].join("\n");
 }
