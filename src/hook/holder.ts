@@ -45,7 +45,7 @@ import {
   RunStopped,
   thawTargets,
 } from "../run/steps.ts";
-import { recordRun } from "../state/status.ts";
+import { recordRun } from "../state/record.ts";
 import type { RunError } from "../../plugins/plugin.ts";
 
 /** What the freeze hook hands the holder (in `VMSNAP_HOLDER`). */

@@ -52,7 +52,7 @@ import type { OutputStreams } from "../run/output.ts";
 import { describeRecovery, recoverAll } from "../state/recover.ts";
 import { redact } from "../secrets.ts";
 import { selfCommand } from "../sys/self.ts";
-import { recordPlaces } from "../state/status.ts";
+import { recordPlaces } from "../state/record.ts";
 import { newRunId } from "../run/steps.ts";
 
 /** What `vmsnap hook` was asked to do. */

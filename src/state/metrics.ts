@@ -24,8 +24,11 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
-import type { Consistency } from "../run/consistency.ts";
+import type { RunResult } from "../protocol.ts";
 import { VERSION } from "../version.ts";
+
+/** A consistency level, as the result says it. */
+type Consistency = RunResult["consistency"];
 
 /** What the metrics are made of: a run's or a hook's result (the fields both have). */
 export interface ResultForMetrics {

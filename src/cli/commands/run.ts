@@ -82,7 +82,7 @@ export async function handler(args: Invocation & RunArgs, io: Io): Promise<numbe
     streams: { stdout: io.stdout, stderr: io.stderr },
     stdin: (io.stdin ?? process.stdin) as Readable,
   });
-  const { recordRun } = await import("../../state/status.ts");
+  const { recordRun } = await import("../../state/record.ts");
   for (const line of recordRun(result, { configPath: args.configPath })) {
     io.stderr(`vmsnap: ${line}\n`);
   }
