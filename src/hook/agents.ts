@@ -1,62 +1,30 @@
 /**
- * The backup agents `vmsnap hook` and `vmsnap install` know: whether each
- * freezes the filesystems itself, and how long it waits for its hook
- * (how each calls it: docs/hooks.md).
+ * The backup agents `vmsnap hook` and `vmsnap install` know, one file each
+ * in agents/: whether it freezes the filesystems itself, how long it waits
+ * for its hook, and what install puts in place for it (how each calls the
+ * hook: docs/hooks.md). Adding an agent: a file in agents/, its name in
+ * {@linkcode AgentName}, its entry here.
  *
  * @module
  */
+import type { AgentName, AgentSpec } from "./agents/agent.ts";
+import { qemuGa } from "./agents/qemu_ga.ts";
+import { vmware } from "./agents/vmware.ts";
+import { azure } from "./agents/azure.ts";
+import { gcp } from "./agents/gcp.ts";
+import { aws } from "./agents/aws.ts";
+import { generic } from "./agents/generic.ts";
 
-/** An agent's name, as given to `--for`. */
-export type AgentName = "qemu-ga" | "vmware" | "azure" | "gcp" | "aws" | "generic";
+export type { AgentName, AgentSpec } from "./agents/agent.ts";
 
-/** What vmsnap knows about one agent. */
-export interface AgentSpec {
-  name: AgentName;
-  title: string;
-  /** The agent freezes the filesystems itself after the freeze hook (the holder must not). */
-  freezes: boolean;
-  /** How long the hook waits at most, unless --timeout says otherwise (below the agent's own limit). */
-  timeoutSeconds: number;
-}
-
-/** Every agent, by name. */
+/** Every agent, by name, in the order of the help. */
 export const AGENTS: Record<AgentName, AgentSpec> = {
-  "qemu-ga": {
-    name: "qemu-ga",
-    title: "QEMU guest agent (Proxmox, libvirt --quiesce, OpenStack)",
-    freezes: true,
-    timeoutSeconds: 60,
-  },
-  vmware: {
-    name: "vmware",
-    title: "VMware Tools (open-vm-tools)",
-    freezes: true,
-    timeoutSeconds: 60,
-  },
-  azure: {
-    name: "azure",
-    title: "Azure Backup (VMSnapshot extension)",
-    freezes: true,
-    timeoutSeconds: 25,
-  },
-  gcp: {
-    name: "gcp",
-    title: "Google Cloud guest agent",
-    freezes: false,
-    timeoutSeconds: 55,
-  },
-  aws: {
-    name: "aws",
-    title: "AWS Data Lifecycle Manager (SSM document)",
-    freezes: false,
-    timeoutSeconds: 55,
-  },
-  generic: {
-    name: "generic",
-    title: "any other caller of a pre and a post command",
-    freezes: false,
-    timeoutSeconds: 60,
-  },
+  "qemu-ga": qemuGa,
+  vmware,
+  azure,
+  gcp,
+  aws,
+  generic,
 };
 
 /** The agent names, in the order of the help. */
