@@ -5,7 +5,7 @@
  * @module
  */
 import { CODES } from "../errors.ts";
-import { EXIT } from "../exit_codes.ts";
+import { EXIT, EXIT_KINDS } from "../exit_codes.ts";
 import { didYouMean } from "../config/suggest.ts";
 import { VERSION } from "../version.ts";
 import { entry, GLOBAL_OPTIONS, type Invocation, type OptionSpec } from "./command.ts";
@@ -47,8 +47,8 @@ export function generalHelp(): string {
     "names), read as JSONC (comments and trailing commas allowed), with optional extensions:",
     "freeze, snapshot, plugins, log, stateDir. `vmsnap help check` lists what is checked.",
     "",
-    "Exit codes: 0 success; 1 check found problems / snapshot at lower consistency;",
-    "            2 no snapshot taken; 64 usage error.",
+    "Exit codes, by kind, the same for every command (`vmsnap help COMMAND` says which it uses):",
+    ...EXIT_KINDS.map((kind) => `  ${String(kind.code).padEnd(3)} ${kind.summary}`),
     `Error codes: ${
       Object.keys(CODES).length
     } stable codes, listed with their fixes in docs/errors.md (man vmsnap too).`,

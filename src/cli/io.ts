@@ -12,6 +12,8 @@
  */
 import { writeSync } from "node:fs";
 import process from "node:process";
+import { VmsnapError } from "../errors.ts";
+import { exitCodeOf } from "../exit_codes.ts";
 import { journalWriter, stderrIsJournal } from "./journal.ts";
 
 /** Where output goes; tests and the binary use the process's streams. */
@@ -141,4 +143,34 @@ export function exitAfterOutput(code: number, mode: OutputMode): void {
   (process.stdin as { unref?: () => void }).unref?.();
   process.stdin.destroy();
   setTimeout(() => process.exit(code), OUTPUT_GRACE_MS).unref();
+}
+
+/**
+ * A command stopped by an error: `vmsnap COMMAND: [Code] message` on stderr
+ * (the error's code, else `fallback`; with `stack`, the stack of an error
+ * vmsnap did not expect). Returns its exit code by kind: 64 for a usage
+ * error, else 2.
+ *
+ * @example
+ * ```ts
+ * import { reportFailure } from "./io.ts";
+ * const io = { stdout: (t: string) => console.log(t), stderr: (t: string) => console.error(t), env: {} };
+ * reportFailure(io, "init", new Error("disk full"), { fallback: "InternalError" }); // 2
+ * ```
+ */
+export function reportFailure(
+  io: Io,
+  command: string,
+  error: unknown,
+  how: { fallback: string; stack?: boolean },
+): number {
+  const own = (error as { code?: unknown } | undefined)?.code;
+  const code = typeof own === "string" ? own : how.fallback;
+  const message = error instanceof Error ? error.message : String(error);
+  const stack = how.stack && error instanceof Error && !(error instanceof VmsnapError)
+    ? (error.stack ?? "").split("\n").filter((line) => /^\s+at /.test(line)).map((l) => `\n${l}`)
+      .join("")
+    : "";
+  io.stderr(`vmsnap ${command}: [${code}] ${message}${stack}\n`);
+  return exitCodeOf(code);
 }

@@ -7,7 +7,7 @@
  */
 import { EXIT } from "../exit_codes.ts";
 import { type ParsedInvocation, parseInvocation } from "./args.ts";
-import { entry, UsageError } from "./command.ts";
+import { type CommandModule, entry, UsageError } from "./command.ts";
 import { COMMAND_MODULES, HIDDEN_COMMANDS } from "./commands/mod.ts";
 import { showHelp } from "./help.ts";
 import {
@@ -16,6 +16,7 @@ import {
   type Io,
   type OutputMode,
   processIo,
+  reportFailure,
   streamingIo,
 } from "./io.ts";
 
@@ -64,9 +65,22 @@ async function dispatch(argv: string[], given?: Io): Promise<Outcome> {
     return { code: showHelp(invocation, io), mode: "direct" };
   }
   const command = COMMAND_MODULES[invocation.command]; // a known name: parseInvocation checked it
-  if (!command.streams) return { code: await command.handler(invocation, io), mode: "direct" };
-  const streamed = given ? io : await streamingIo();
-  return { code: await command.handler(invocation, streamed), mode: "streams" };
+  const mode = command.streams ? "streams" : "direct";
+  const out = command.streams && !given ? await streamingIo() : io;
+  return { code: await handle(command, invocation, out), mode };
+}
+
+/** Runs the command's handler; an error it did not expect is said with its stack: exit 2. */
+async function handle(
+  command: CommandModule,
+  invocation: ParsedInvocation,
+  io: Io,
+): Promise<number> {
+  try {
+    return await command.handler(invocation, io);
+  } catch (error) {
+    return reportFailure(io, invocation.command, error, { fallback: "InternalError", stack: true });
+  }
 }
 
 /** The invocation, or undefined after a usage error was written (JSON too with --json). */

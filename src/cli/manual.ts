@@ -8,6 +8,7 @@
 import { GLOBAL_OPTIONS, type OptionSpec } from "./command.ts";
 import { COMMANDS } from "./commands/mod.ts";
 import { CODES } from "../errors.ts";
+import { EXIT_KINDS } from "../exit_codes.ts";
 import {
   DEFAULT_CONFIG_PATH,
   DEFAULT_LOG_FILE,
@@ -139,22 +140,12 @@ function commandSections(): string[] {
   ]);
 }
 
-/** EXIT STATUS. */
+/** EXIT STATUS: the kinds, each with what it means for each command. */
 function exitStatus(): string[] {
   return [
     ".SH EXIT STATUS",
-    ".TP",
-    ".B 0",
-    "Success: the snapshot was taken at the consistency asked for; check found no problem.",
-    ".TP",
-    ".B 1",
-    "The snapshot was taken at a lower consistency; check found problems.",
-    ".TP",
-    ".B 2",
-    "No snapshot was taken.",
-    ".TP",
-    ".B 64",
-    "Usage error: an unknown command or option (the nearest valid word is suggested).",
+    "The same kinds for every command:",
+    ...EXIT_KINDS.flatMap((kind) => [".TP", `.B ${kind.code}`, roff(kind.detail)]),
   ];
 }
 

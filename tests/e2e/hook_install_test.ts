@@ -290,7 +290,7 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
     });
     await t.step("generic has nothing to install; an unknown agent is a usage error", async () => {
       const generic = await runBin(["install", "--for", "generic", "--root", dir]);
-      assert.equal(generic.code, 2);
+      assert.equal(generic.code, 64);
       assert.match(generic.stderr, /nothing to install/);
       const typo = await runBin(["install", "--for", "vmwar"]);
       assert.equal(typo.code, 64);

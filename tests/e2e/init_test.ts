@@ -72,7 +72,7 @@ Deno.test("init --detect: MariaDB and PostgreSQL found, config written once, its
 
     // Never over an existing config.
     const again = await runBin(["init", "--detect", "--config", config]);
-    assert.equal(again.code, 1);
+    assert.equal(again.code, 2);
     assert.match(again.stderr, /\[ConfigExists\]/);
     assert.equal(readFileSync(config, "utf8"), text);
 
@@ -118,7 +118,7 @@ Deno.test("init as another user than root writes nothing and says NotRoot", () =
       "--config",
       config,
     ], { encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });
-    assert.equal(ran.status, 1, ran.stdout + ran.stderr);
+    assert.equal(ran.status, 2, ran.stdout + ran.stderr);
     assert.match(ran.stderr, /\[NotRoot\]/);
     assert.throws(() => statSync(config));
   } finally {

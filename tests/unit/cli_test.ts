@@ -127,3 +127,18 @@ Deno.test("docs/errors.md lists every code with its fix", () => {
     "a code listed twice or one not in CODES",
   );
 });
+
+Deno.test("main: an error a command did not expect is said with its stack, exit 2", async () => {
+  const err: string[] = [];
+  const io = {
+    stdout: () => {
+      throw new TypeError("the output is gone");
+    },
+    stderr: (t: string) => err.push(t),
+    env: {},
+  };
+  assert.equal(await main(["version"], io), 2);
+  const said = err.join("");
+  assert.match(said, /^vmsnap version: \[InternalError\] the output is gone\n/);
+  assert.match(said, /\n\s+at /, "the stack follows");
+});

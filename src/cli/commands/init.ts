@@ -23,7 +23,7 @@ import { type FreezeTarget, planFreeze } from "../../freeze/plan.ts";
 import { readMounts } from "../../sys/mountinfo.ts";
 import type { FoundDatabase } from "../detect_databases.ts";
 import type { CommandSpec, GivenOptions, Invocation } from "../command.ts";
-import type { Io } from "../io.ts";
+import { type Io, reportFailure } from "../io.ts";
 
 /** `vmsnap init`'s help. */
 export const spec: CommandSpec = {
@@ -34,7 +34,8 @@ export const spec: CommandSpec = {
 vmsnap check would freeze here (listed explicitly), and with --detect a plugin entry
 for each MariaDB/MySQL, PostgreSQL and MongoDB server running, with a password-file
 placeholder and, in a comment, the user and GRANT it needs. Never overwrites a file
-(ConfigExists). --dry-run prints the config instead of writing it.`,
+(ConfigExists). --dry-run prints the config instead of writing it.
+Exit 0 when written (or printed); 2 when nothing was written (ConfigExists, NotRoot).`,
   options: {
     detect: { type: "boolean", help: "find the database servers running here (root)" },
     "dry-run": { type: "boolean", help: "print the config, write nothing" },
@@ -61,7 +62,8 @@ export function parse(given: GivenOptions): InitArgs {
 }
 
 /**
- * Writes the starter config and says what is next, or prints it (--dry-run).
+ * Writes the starter config and says what is next, or prints it (--dry-run):
+ * exit 0; nothing written: exit 2.
  *
  * @example
  * ```ts
@@ -81,9 +83,7 @@ export async function handler(args: Invocation & InitArgs, io: Io): Promise<numb
     else io.stdout(outcome.text);
     return EXIT.ok;
   } catch (error) {
-    const code = (error as { code?: string }).code ?? "InternalError";
-    io.stderr(`vmsnap init: [${code}] ${(error as Error).message}\n`);
-    return EXIT.degraded;
+    return reportFailure(io, "init", error, { fallback: "InternalError" });
   }
 }
 

@@ -10,7 +10,7 @@ import type { AgentName } from "../../hook/agents.ts";
 import { EXIT } from "../../exit_codes.ts";
 import type { CommandSpec, GivenOptions, Invocation, OptionSpec } from "../command.ts";
 import { FOR_OPTION, readAgent } from "../agent_option.ts";
-import type { Io } from "../io.ts";
+import { type Io, reportFailure } from "../io.ts";
 
 /** The options of install and uninstall. */
 export const INSTALL_OPTIONS: Record<string, OptionSpec> = {
@@ -25,7 +25,9 @@ export const spec: CommandSpec = {
   usage: "vmsnap install --for AGENT [--config PATH] [--root DIR] [--dry-run]",
   description: `Puts in place the files through which AGENT calls vmsnap hook, and prints every
 change. Idempotent; whatever was there is backed up to /var/backups/vmsnap first and
-restored by vmsnap uninstall. --root DIR installs under a prefix. See docs/hooks.md.`,
+restored by vmsnap uninstall. --root DIR installs under a prefix. See docs/hooks.md.
+Exit 0 when done (or nothing to change); 2 when it failed, the error naming the file;
+64 for --for generic, which has nothing to install.`,
   options: INSTALL_OPTIONS,
 };
 
@@ -69,8 +71,9 @@ export function handler(args: Invocation & InstallArgs, io: Io): Promise<number>
 }
 
 /**
- * install or uninstall: the changes printed (JSON with --json), or the coded
- * error on stderr.
+ * install or uninstall: the changes printed (JSON with --json), exit 0; or
+ * the coded error on stderr, exit 2 (64 for `--for generic`, which has
+ * nothing to install).
  *
  * @example
  * ```ts
@@ -96,8 +99,6 @@ export async function changeAgentFiles(
     io.stdout(`${formatInstall(done, { command, ...options, json: args.json })}\n`);
     return EXIT.ok;
   } catch (error) {
-    const code = (error as { code?: string }).code ?? "InstallFailed";
-    io.stderr(`vmsnap ${command}: [${code}] ${(error as Error).message}\n`);
-    return EXIT.failed;
+    return reportFailure(io, command, error, { fallback: "InstallFailed" });
   }
 }

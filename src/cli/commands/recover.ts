@@ -10,7 +10,7 @@ import process from "node:process";
 import { describeRecovery, recoverAll, type Recovery } from "../../state/recover.ts";
 import { trustedStateDir } from "../../preflight/preflight.ts";
 import type { Problem } from "../../errors.ts";
-import { EXIT } from "../../exit_codes.ts";
+import { EXIT, exitCodeOf } from "../../exit_codes.ts";
 import { redact } from "../../secrets.ts";
 import { escapeForTerminal } from "../../sys/terminal.ts";
 import type { CommandSpec, Invocation } from "../command.ts";
@@ -25,7 +25,8 @@ export const spec: CommandSpec = {
 died), kills processes that run started, releases database locks that outlive their
 connection (MongoDB's fsync lock), and shows what the freeze guard did. Every vmsnap
 start does the same first; this command only does that, and says so.
-Exit 0 when everything left was undone (or nothing was left), 1 when something could not be.`,
+Exit 0 when everything left was undone (or nothing was left), 1 when something could not be,
+2 when it refused (not root, an untrusted config or stateDir).`,
   options: {},
 };
 
@@ -43,7 +44,7 @@ export async function handler(args: Invocation, io: Io): Promise<number> {
   const refuse = (problems: Problem[]) => {
     for (const p of problems) io.stderr(`vmsnap recover: [${p.code}] ${redact(p.message)}\n`);
     if (args.json) io.stdout(`${redact(JSON.stringify({ ok: false, problems }))}\n`);
-    return EXIT.failed;
+    return exitCodeOf(problems[0].code);
   };
   if (process.getuid?.() !== 0) {
     return refuse([{

@@ -14,7 +14,8 @@ export { parse } from "./install.ts";
 export const spec: CommandSpec = {
   summary: "remove what vmsnap install put in place and restore what was there",
   usage: "vmsnap uninstall --for AGENT [--root DIR] [--dry-run]",
-  description: "Undoes vmsnap install --for AGENT, restoring the backed-up files.",
+  description: `Undoes vmsnap install --for AGENT, restoring the backed-up files.
+Exit 0 when done (or nothing to undo); 2 when it failed, the error naming the file.`,
   options: INSTALL_OPTIONS,
 };
 
