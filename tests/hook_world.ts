@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { alive, type Ran, runBin, waitFor } from "./helpers.ts";
@@ -200,5 +200,19 @@ export function nestedLoops(dir: string, names = ["inner"]): {
   };
 }
 
-/** Whether a path exists (for readable assertions). */
-export const exists = (path: string): boolean => existsSync(path);
+/** The children of a process whose command line contains `text` (`__guard`, `__holder`). */
+export function childrenMatching(pid: number, text: string): number[] {
+  let children: string[];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(" ");
+  } catch {
+    return [];
+  }
+  return children.filter(Boolean).map(Number).filter((child) => {
+    try {
+      return readFileSync(`/proc/${child}/cmdline`, "utf8").includes(text);
+    } catch {
+      return false;
+    }
+  });
+}

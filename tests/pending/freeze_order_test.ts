@@ -36,7 +36,7 @@ import {
 } from "../helpers.ts";
 import { makeLoopFs } from "../loop.ts";
 import { runFixture } from "../run_fixture.ts";
-import { endHolds, holderPid, hook, nestedLoops, sleep } from "../hook_world.ts";
+import { childrenMatching, endHolds, holderPid, hook, nestedLoops, sleep } from "../hook_world.ts";
 
 const options = { sanitizeResources: false, sanitizeOps: false };
 
@@ -63,17 +63,7 @@ async function endsWithin(
 }
 
 /** The pid of the guard among a process's children. */
-function guardOf(pid: number): number | undefined {
-  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(" ")
-    .filter(Boolean).map(Number);
-  return children.find((c) => {
-    try {
-      return readFileSync(`/proc/${c}/cmdline`, "utf8").includes("__guard");
-    } catch {
-      return false;
-    }
-  });
-}
+const guardOf = (pid: number): number | undefined => childrenMatching(pid, "__guard")[0];
 
 Deno.test({
   ...options,

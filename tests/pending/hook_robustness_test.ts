@@ -30,6 +30,7 @@ import { dbDir, mariadbWrite, startRedis, timedCommand } from "../db_servers.ts"
 import { runFixture } from "../run_fixture.ts";
 import { lastResult } from "../hook_agent.ts";
 import {
+  childrenMatching,
   dbWorld,
   endHolds,
   heldWrite,
@@ -408,17 +409,7 @@ Deno.test({
         let guard: number | undefined;
         const until = performance.now() + 20_000;
         while (guard === undefined && run.child.exitCode === null && performance.now() < until) {
-          try {
-            for (
-              const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(" ")
-            ) {
-              if (c && readFileSync(`/proc/${c}/cmdline`, "utf8").includes("__guard")) {
-                guard = Number(c);
-              }
-            }
-          } catch {
-            // the process is going
-          }
+          guard = childrenMatching(pid, "__guard")[0];
         }
         assert.ok(guard, "the run started its guard");
         process.kill(guard, "SIGKILL");
@@ -474,15 +465,7 @@ Deno.test({
       const holder = holderPid(w.state);
 
       await t.step("no guard process during a VMware hold (VMware freezes, not vmsnap)", () => {
-        const children = readFileSync(`/proc/${holder}/task/${holder}/children`, "utf8").trim()
-          .split(" ").filter(Boolean);
-        const guards = children.filter((c) => {
-          try {
-            return readFileSync(`/proc/${c}/cmdline`, "utf8").includes("__guard");
-          } catch {
-            return false;
-          }
-        });
+        const guards = childrenMatching(holder, "__guard");
         assert.deepEqual(guards, [], "an unused guard process lives through the hold");
       });
 
