@@ -96,28 +96,7 @@ export async function startQemuGa(
     if (exited) throw new Error(`qemu-ga exited: ${output}`);
     return existsSync(socket);
   });
-  const connection = net.connect(socket);
-  await new Promise<void>((resolve, reject) => {
-    connection.once("connect", resolve);
-    connection.once("error", reject);
-  });
-  const pending: ((line: string) => void)[] = [];
-  createInterface({ input: connection }).on("line", (line) => pending.shift()?.(line));
-  const qmp = (execute: string, args?: Record<string, unknown>) => {
-    if (execute === "guest-fsfreeze-freeze") {
-      throw new Error(
-        "guest-fsfreeze-freeze freezes every filesystem of this machine; use guest-fsfreeze-freeze-list",
-      );
-    }
-    return new Promise<unknown>((resolve, reject) => {
-      pending.push((line) => {
-        const reply = JSON.parse(line);
-        if (reply.error) reject(new Error(`${execute}: ${JSON.stringify(reply.error)}`));
-        else resolve(reply.return);
-      });
-      connection.write(`${JSON.stringify({ execute, ...(args ? { arguments: args } : {}) })}\n`);
-    });
-  };
+  const { qmp, close } = await qmpClient(socket);
   return {
     socket,
     pid: child.pid!,
@@ -131,11 +110,68 @@ export async function startQemuGa(
           // It is going anyway.
         }
       }
-      connection.destroy();
+      close();
       if (!exited) {
         child.kill("SIGTERM");
         await waitFor("qemu-ga to stop", () => exited, 10_000).catch(() => child.kill("SIGKILL"));
       }
     },
   };
+}
+
+/** A QMP connection to a qemu-ga socket. */
+export interface QmpClient {
+  /** Sends one command and resolves with its `return` (rejects on `error` or a lost connection). */
+  qmp(execute: string, args?: Record<string, unknown>): Promise<unknown>;
+  /** Whether the agent closed the connection (it died, or was restarted). */
+  closed(): boolean;
+  close(): void;
+}
+
+/**
+ * Connects to a qemu-ga unix socket. Refuses `guest-fsfreeze-freeze` (it would
+ * freeze every filesystem qemu-ga sees).
+ *
+ * @example
+ * ```ts
+ * import { qmpClient } from "./qemu_ga.ts";
+ * const { qmp, close } = await qmpClient("/var/lib/vmsnap-test/t-1/qga.sock");
+ * await qmp("guest-ping");
+ * close();
+ * ```
+ */
+export async function qmpClient(socket: string): Promise<QmpClient> {
+  const connection = net.connect(socket);
+  await new Promise<void>((resolve, reject) => {
+    connection.once("connect", resolve);
+    connection.once("error", reject);
+  });
+  let lost = false;
+  const pending: ((line: string | undefined) => void)[] = [];
+  connection.on("error", () => {});
+  connection.on("close", () => {
+    lost = true;
+    for (const answer of pending.splice(0)) answer(undefined);
+  });
+  createInterface({ input: connection }).on("line", (line) => pending.shift()?.(line));
+  const qmp = (execute: string, args?: Record<string, unknown>) => {
+    if (execute === "guest-fsfreeze-freeze") {
+      throw new Error(
+        "guest-fsfreeze-freeze freezes every filesystem of this machine; use guest-fsfreeze-freeze-list",
+      );
+    }
+    return new Promise<unknown>((resolve, reject) => {
+      if (lost) return reject(new Error(`${execute}: the agent closed the connection`));
+      pending.push((line) => {
+        if (line === undefined) {
+          return reject(new Error(`${execute}: the agent closed the connection`));
+        }
+        const reply = JSON.parse(line);
+        if (reply.error) reject(new Error(`${execute}: ${JSON.stringify(reply.error)}`));
+        else resolve(reply.return);
+      });
+      connection.write(`${JSON.stringify({ execute, ...(args ? { arguments: args } : {}) })}\n`);
+    });
+  };
+  return { qmp, closed: () => lost, close: () => connection.destroy() };
 }
