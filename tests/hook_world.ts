@@ -106,6 +106,8 @@ export interface DbWorld {
   state: string;
   /** The MariaDB plugin entry. */
   mysql: { type: string; name: string; socket: string };
+  /** What a private mount namespace (qemu-ga's) must keep to reach the fixture and the server. */
+  keep: string[];
   cleanup(): Promise<void>;
 }
 
@@ -121,6 +123,7 @@ export async function dbWorld(): Promise<DbWorld> {
     server,
     state,
     mysql: { type: "mysql", name: "shop", socket: server.socket },
+    keep: [f.dir, db.dir],
     async cleanup() {
       await endHolds(state);
       await server.stop();
