@@ -12,7 +12,8 @@ import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { alive, type Ran, runBin, waitFor } from "./helpers.ts";
+import { alive, put, type Ran, runBin, waitFor } from "./helpers.ts";
+import { agentCall } from "./hook_agent.ts";
 import { dbDir, mariadbWrite, startMariaDb } from "./db_servers.ts";
 import { type RunFixture, runFixture } from "./run_fixture.ts";
 import { DEBIAN_FSFREEZE_HOOK, type QemuGa, startQemuGa } from "./qemu_ga.ts";
@@ -218,4 +219,75 @@ export function childrenMatching(pid: number, text: string): number[] {
       return false;
     }
   });
+}
+
+/** An agent's own calls of the hook files `vmsnap install --for <agent>` put under a prefix. */
+export interface AgentHooks {
+  pre(): Promise<Ran>;
+  post(): Promise<Ran>;
+}
+
+/**
+ * Installs the hook for `agent` under `<f.dir>/root-<agent>` and returns the
+ * calls the agent itself makes (research/agents.md): VMware Tools runs
+ * `"<backupScripts.d/vmsnap>" freeze|thaw` through `bash -c`; Azure's
+ * ScriptRunner `sh <location>`; Google's guest agent execs `pre.sh DISKS`
+ * with `[Snapshots] timeout_in_seconds`; AWS's SSM agent runs the document's
+ * script with `{{ command }}` set. All with no stdin and output read to EOF.
+ */
+export async function agentHooks(
+  f: RunFixture,
+  config: string,
+  agent: "vmware" | "azure" | "gcp" | "aws",
+): Promise<AgentHooks> {
+  const prefix = join(f.dir, `root-${agent}`);
+  mkdirSync(prefix, { recursive: true, mode: 0o755 });
+  if (agent === "azure") {
+    put(
+      join(prefix, "etc/azure/VMSnapshotScriptPluginConfig.json"),
+      JSON.stringify({ pluginName: "ScriptRunner", timeoutInSeconds: 30, fsFreezeEnabled: true }),
+      0o600,
+    );
+  }
+  if (agent === "gcp") {
+    put(
+      join(prefix, "etc/default/instance_configs.cfg"),
+      "[Snapshots]\nenabled = true\ntimeout_in_seconds = 60\n",
+      0o644,
+    );
+  }
+  const root = agent === "aws" ? [] : ["--root", prefix];
+  const installed = await runBin(["install", "--for", agent, ...root, "--config", config]);
+  assert.equal(installed.code, 0, installed.stdout + installed.stderr);
+  const call = (argv: string[]) => () => agentCall(argv);
+  switch (agent) {
+    case "vmware": {
+      const script = join(prefix, "etc/vmware-tools/backupScripts.d/vmsnap");
+      return {
+        pre: call(["/bin/bash", "-c", `"${script}" freeze`]),
+        post: call(["/bin/bash", "-c", `"${script}" thaw`]),
+      };
+    }
+    case "azure":
+      return {
+        pre: call(["sh", join(prefix, "etc/azure/vmsnap-pre.sh")]),
+        post: call(["sh", join(prefix, "etc/azure/vmsnap-post.sh")]),
+      };
+    case "gcp":
+      return {
+        pre: call([join(prefix, "etc/google/snapshots/pre.sh"), "disk-1"]),
+        post: call([join(prefix, "etc/google/snapshots/post.sh"), "disk-1"]),
+      };
+    case "aws": {
+      const document = JSON.parse(installed.stdout.slice(installed.stdout.indexOf("\n{") + 1));
+      const lines: string[] = document.mainSteps[0].inputs.runCommand;
+      const script = (command: string) =>
+        put(
+          join(prefix, `ssm-${command}.sh`),
+          lines.join("\n").replaceAll("{{ command }}", command),
+          0o700,
+        );
+      return { pre: call(["sh", script("pre-script")]), post: call(["sh", script("post-script")]) };
+    }
+  }
 }

@@ -23,6 +23,7 @@ import { qmpClient } from "../qemu_ga.ts";
 import { privateSystem } from "../private_system.ts";
 import { fakeSystemd } from "../fake_systemd.ts";
 import {
+  agentHooks,
   dbWorld,
   endHolds,
   heldWrite,
@@ -162,20 +163,15 @@ Deno.test({
       // qemu-ga snapshot takes seconds; Azure: the script timeout (30) plus safefreeze's 60 s;
       // GCP: 60 s per script; AWS: DLM's script timeout (10-120 s) and an EBS snapshot is taken
       // when initiated; VMware: its 15-minute quiesce limit.
-      const bounds: Record<string, number> = {
-        "qemu-ga": 120,
-        azure: 150,
-        gcp: 150,
-        aws: 150,
-        vmware: 900,
-      };
+      const bounds = { azure: 150, gcp: 150, aws: 150, vmware: 900 } as const;
       for (const [agent, bound] of Object.entries(bounds)) {
         await t.step(`${agent}: the effective limit is stated, at most ${bound} s`, async () => {
-          const freeze = await hook("freeze", agent, config);
+          const calls = await agentHooks(w.f, config, agent as keyof typeof bounds);
+          const freeze = await calls.pre();
           assert.equal(freeze.code, 0, freeze.stderr);
           const limit = numberIn(freeze.stderr, HOLD_LIMIT);
           const { text } = await statusOf(config);
-          await hook("thaw", agent, config);
+          await calls.post();
           await endHolds(w.state);
           assert.ok(
             limit !== undefined && limit <= bound,
@@ -188,6 +184,25 @@ Deno.test({
           );
         });
       }
+
+      await t.step(
+        "qemu-ga (a real freeze-list): status states a limit of at most 120 s",
+        async () => {
+          const ga = await qemuGaWithHook(w.f, config, w.keep);
+          try {
+            assert.equal(await ga.qmp("guest-fsfreeze-freeze-list", { mountpoints: [w.f.mp] }), 1);
+            const { text } = await statusOf(config);
+            const limit = numberIn(text.stdout, /a hold is in progress[^\n]*?\b(\d+) s\b/);
+            assert.ok(
+              limit !== undefined && limit <= 120,
+              `status during qemu-ga's hold states its limit (at most 120 s: a disk-only snapshot takes seconds):\n${text.stdout}`,
+            );
+          } finally {
+            await ga.stop();
+            await endHolds(w.state);
+          }
+        },
+      );
 
       await t.step("check states the effective limit", async () => {
         const check = await runBin(["check", "--config", config]);
@@ -309,10 +324,11 @@ Deno.test({
             { fsFreezeEnabled: false, plugins: [w.mysql], hook: { maxHoldSeconds: 3 } },
             "late.json",
           );
-          assert.equal((await hook("pre", "azure", late)).code, 0);
+          const azure = await agentHooks(w.f, late, "azure");
+          assert.equal((await azure.pre()).code, 0);
           await waitFor("the hold's limit", () => !holderInfo(w.state), 15_000);
           // Azure always runs its post-script after its snapshot attempt (handle.py).
-          const post = await hook("post", "azure", late);
+          const post = await azure.post();
           assert.match(post.stderr, /HoldTimeout/, post.stderr);
           assert.doesNotMatch(post.stderr, /HookAborted/);
           const { text } = await statusOf(late);
