@@ -84,19 +84,24 @@ export function hook(event: string, agent: string, config: string, extra: string
   return runBin(["hook", event, "--for", agent, "--config", config, ...extra]);
 }
 
-/** A write to MariaDB started now: asserted to wait `waitMs`; resolves with its duration. */
+/**
+ * A write to MariaDB started now, asserted to wait `waitMs` (held by the
+ * hold); `write` resolves with its duration (Infinity past `limitMs`). Wrapped
+ * in an object: an async function returning the promise itself would make its
+ * caller wait for the write.
+ */
 export async function heldWrite(
   socket: string,
   id: number,
   options: { waitMs?: number; limitMs?: number } = {},
-): Promise<Promise<number>> {
+): Promise<{ write: Promise<number> }> {
   const write = mariadbWrite(socket, `INSERT INTO app.t VALUES (${id})`, options.limitMs ?? 20_000);
   const first = await Promise.race([
     write.then(() => "finished"),
     sleep(options.waitMs ?? 800).then(() => "waiting"),
   ]);
   assert.equal(first, "waiting", "the write waits while the hold lasts");
-  return write;
+  return { write };
 }
 
 /** A test world: the run fixture (its loop mount), and MariaDB with `app.t`. */

@@ -220,7 +220,7 @@ Deno.test({
           assert.equal(freeze.code, 0, freeze.stderr);
           const limit = numberIn(freeze.stderr, HOLD_LIMIT)!;
           assert.ok(limit <= 120, `qemu-ga's limit ${limit} s`);
-          const write = await heldWrite(w.server.socket, 10, { limitMs: (limit + 15) * 1000 });
+          const { write } = await heldWrite(w.server.socket, 10, { limitMs: (limit + 15) * 1000 });
           const ms = await write;
           assert.ok(ms <= (limit + 10) * 1000, `the lock ended with the hold (${ms} ms)`);
         },
