@@ -8,8 +8,11 @@
  * @module
  */
 import type { Problem } from "../src/errors.ts";
+import type { StepResult } from "../src/protocol.ts";
 import type { LogLevel } from "../src/config/log_level.ts";
 import type { Field, Location, ValidationContext } from "../src/config/schema.ts";
+
+export type { NotHeld, RunError, StepResult } from "../src/protocol.ts";
 
 /** What every plugin's config has. */
 export interface PluginConfig {
@@ -31,34 +34,6 @@ export interface NormalizeContext {
 export interface CheckContext {
   /** Where a JSON path of the config stands in the file. */
   locate(path: string): Location | undefined;
-}
-
-/** An error met while running, for the result: a {@linkcode Problem} (one type for both). */
-export type RunError = Problem;
-
-/** The outcome of a plugin's quiesce or resume. */
-export interface StepResult {
-  ok: boolean;
-  /** Nothing to do (for example no post-script configured). */
-  skipped?: boolean;
-  durationMs: number;
-  errors: RunError[];
-  /** Facts for the result: attempts, positions, versions. */
-  facts: Record<string, unknown>;
-  /** Quiesced, but writes were not held until the snapshot (see {@linkcode NotHeld}). */
-  notHeld?: NotHeld;
-}
-
-/**
- * A quiesce that did not hold writes (Redis's BGSAVE only): the snapshot may
- * miss writes after it, so the run is at most filesystem-consistent, with a
- * `PluginNotHeld` warning.
- */
-export interface NotHeld {
-  /** Why, in words, naming the plugin. */
-  reason: string;
-  /** The config asked for it (a mode): the run then asks for no more than the freeze gives. */
-  chosen: boolean;
 }
 
 /** What a running plugin gets from the sequence. */

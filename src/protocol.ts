@@ -9,14 +9,13 @@
  *   stdout and reads one {@linkcode HandshakeAnswer} line from stdin.
  *
  * Types only: every module that writes or reads one of these streams takes
- * them from here, and so do the tests.
+ * them from here, and so do the tests. This module is the shared vocabulary
+ * at the bottom of the layers (docs/architecture.md): it imports nothing but
+ * src/errors.ts, and the plugins, the log and the run take their types from it.
  *
  * @module
  */
-import type { Consistency } from "./run/consistency.ts";
 import type { Problem } from "./errors.ts";
-import type { LogStats } from "./state/event_log.ts";
-import type { RunError, StepResult } from "../plugins/plugin.ts";
 
 // ── the guard ────────────────────────────────────────────────────────────────
 
@@ -99,6 +98,49 @@ export type HandshakeAnswer = "snapshot-done" | "snapshot-failed";
 export const HANDSHAKE_ANSWERS: readonly HandshakeAnswer[] = ["snapshot-done", "snapshot-failed"];
 
 // ── the run's result ─────────────────────────────────────────────────────────
+
+/** A consistency level, best first. */
+export type Consistency = "application" | "filesystem" | "crash" | "none";
+
+/** An error met while running, for the result: a {@linkcode Problem} (one type for both). */
+export type RunError = Problem;
+
+/**
+ * A quiesce that did not hold writes (Redis's BGSAVE only): the snapshot may
+ * miss writes after it, so the run is at most filesystem-consistent, with a
+ * `PluginNotHeld` warning.
+ */
+export interface NotHeld {
+  /** Why, in words, naming the plugin. */
+  reason: string;
+  /** The config asked for it (a mode): the run then asks for no more than the freeze gives. */
+  chosen: boolean;
+}
+
+/** The outcome of a plugin's quiesce or resume. */
+export interface StepResult {
+  ok: boolean;
+  /** Nothing to do (for example no post-script configured). */
+  skipped?: boolean;
+  durationMs: number;
+  errors: RunError[];
+  /** Facts for the result: attempts, positions, versions. */
+  facts: Record<string, unknown>;
+  /** Quiesced, but writes were not held until the snapshot (see {@linkcode NotHeld}). */
+  notHeld?: NotHeld;
+}
+
+/** What became of the log's records. */
+export interface LogStats {
+  written: number;
+  lost: number;
+  /** Records dropped from memory while frozen (past the hold budget); marked in the log. */
+  dropped: number;
+  /** The first write error, when records were lost. */
+  error?: string;
+  /** The longest time records waited in memory, in ms. */
+  heldMs: number;
+}
 
 /** One plugin in the result. */
 export interface PluginReport {

@@ -46,7 +46,7 @@ import {
   thawTargets,
 } from "../run/steps.ts";
 import { recordRun } from "../state/record.ts";
-import type { RunError } from "../../plugins/plugin.ts";
+import type { RunError } from "../protocol.ts";
 
 /** What the freeze hook hands the holder (in `VMSNAP_HOLDER`). */
 export interface HolderSpec {

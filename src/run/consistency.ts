@@ -7,9 +7,9 @@
  *
  * @module
  */
+import type { Consistency } from "../protocol.ts";
 
-/** A consistency level, best first. */
-export type Consistency = "application" | "filesystem" | "crash" | "none";
+export type { Consistency } from "../protocol.ts";
 
 /** The facts the verdict is made of. */
 export interface ConsistencyFacts {

@@ -33,6 +33,9 @@ import { type Problem, VmsnapError } from "../errors.ts";
 import { fileKind } from "../sys/file_type.ts";
 import { checkDirectory, ensureDirectory } from "../sys/permissions.ts";
 import { redact } from "../secrets.ts";
+import type { LogStats } from "../protocol.ts";
+
+export type { LogStats } from "../protocol.ts";
 
 /** Bytes of records held in memory while frozen: this much of the first, as much of the latest. */
 const HOLD_BYTES = 2 * 1024 * 1024;
@@ -127,18 +130,6 @@ export interface EventLogOptions {
   maxBytes?: number;
   /** Rotated files kept: file.1 … file.N (default 5). */
   keep?: number;
-}
-
-/** What became of the records. */
-export interface LogStats {
-  written: number;
-  lost: number;
-  /** Records dropped from memory while frozen (past the hold budget); marked in the log. */
-  dropped: number;
-  /** The first write error, when records were lost. */
-  error?: string;
-  /** The longest time records waited in memory, in ms. */
-  heldMs: number;
 }
 
 /** The run's structured log. */
