@@ -34,17 +34,11 @@ import {
   liveHolder,
 } from "./channel.ts";
 import type { RunResult } from "../protocol.ts";
-import {
-  finishRun,
-  freezeTargets,
-  newRun,
-  type PreparedRun,
-  prepareRun,
-  quiesceAll,
-  resumeAll,
-  RunStopped,
-  thawTargets,
-} from "../run/steps.ts";
+import { newRun, type PreparedRun, RunStopped } from "../run/state.ts";
+import { prepareRun } from "../run/prepare.ts";
+import { quiesceAll, resumeAll } from "../run/plugins.ts";
+import { freezeTargets, thawTargets } from "../run/freeze_step.ts";
+import { finishRun } from "../run/result.ts";
 import { recordRun } from "../state/record.ts";
 import type { RunError } from "../protocol.ts";
 
@@ -153,7 +147,7 @@ const SILENT = { stdout: () => {}, stderr: () => {} };
 
 /**
  * The holder's main: returns the exit code. Reads its orders from
- * `VMSNAP_HOLDER`. The hold is `run`'s steps (src/run/steps.ts) with the
+ * `VMSNAP_HOLDER`. The hold is `run`'s steps (src/run/) with the
  * snapshot left to the agent: prepare, quiesce (stage by stage), freeze for
  * agents that do not, then on the end of the hold thaw, resume and the
  * result.

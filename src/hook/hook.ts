@@ -53,7 +53,7 @@ import { describeRecovery, recoverAll } from "../state/recover.ts";
 import { redact } from "../secrets.ts";
 import { selfCommand } from "../sys/self.ts";
 import { recordPlaces } from "../state/record.ts";
-import { newRunId } from "../run/steps.ts";
+import { newRunId } from "../run/state.ts";
 
 /** What `vmsnap hook` was asked to do. */
 export interface HookOptions {

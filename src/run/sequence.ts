@@ -3,7 +3,7 @@
  *
  *   check → quiesce → freeze → snapshot → thaw → resume → report
  *
- * Each step is a function of src/run/steps.ts; this module only puts them in
+ * Each step is a function of its own module in src/run/; this module only puts them in
  * order and keeps the promises: every failure path thaws, every plugin whose
  * quiesce was attempted is resumed, every error is kept for the result.
  *
@@ -13,25 +13,18 @@ import type { Readable } from "node:stream";
 import type { LogLevel } from "../config/config.ts";
 import type { OutputStreams } from "./output.ts";
 import type { RunResult } from "../protocol.ts";
-import {
-  finishRun,
-  freezeTargets,
-  newRun,
-  prepareRun,
-  PRODUCTION_DEPS,
-  quiesceAll,
-  resumeAll,
-  type RunDeps,
-  RunStopped,
-  snapshotStep,
-  snapshotWanted,
-  thawTargets,
-  watchSignals,
-} from "./steps.ts";
+import { PRODUCTION_DEPS, type RunDeps } from "./deps.ts";
+import { newRun, RunStopped, watchSignals } from "./state.ts";
+import { prepareRun } from "./prepare.ts";
+import { quiesceAll, resumeAll, snapshotWanted } from "./plugins.ts";
+import { freezeTargets, thawTargets } from "./freeze_step.ts";
+import { snapshotStep } from "./snapshot_step.ts";
+import { finishRun } from "./result.ts";
 import { type HandshakeReader, openHandshake } from "./snapshot.ts";
 
 export type { MountReport, PluginReport, RunResult } from "../protocol.ts";
-export { newRunId, type RunDeps } from "./steps.ts";
+export type { RunDeps } from "./deps.ts";
+export { newRunId } from "./state.ts";
 
 /** What `vmsnap run` was asked to do. */
 export interface RunOptions {

@@ -15,7 +15,7 @@ import type { Freezer } from "../../src/freeze/freezer.ts";
 import type { GuardClient } from "../../src/freeze/guard.ts";
 import type { Mount } from "../../src/sys/mountinfo.ts";
 import type { RunResult, SnapshotOutcome } from "../../src/protocol.ts";
-import { PRODUCTION_DEPS, type RunDeps } from "../../src/run/steps.ts";
+import { PRODUCTION_DEPS, type RunDeps } from "../../src/run/deps.ts";
 import { runBackup } from "../../src/run/sequence.ts";
 import { secureDir } from "../helpers.ts";
 import type { PluginDefinition, StepResult } from "../../plugins/plugin.ts";

@@ -1,0 +1,257 @@
+/**
+ * Preparing a run: the preflight (root, the config, the snapshot method), the
+ * log, the run lock, recovery of what a dead run left, each plugin's checks,
+ * and the freeze plan.
+ *
+ * @module
+ */
+import process from "node:process";
+import { type Config, type LoadedConfig, type LogLevel, parseConfig } from "../config/config.ts";
+import { FREEZE_POOL_MAX_WORKERS } from "../defaults.ts";
+import { type Problem, VmsnapError, withFix } from "../errors.ts";
+import { EventLog } from "../state/event_log.ts";
+import type { FreezeHandle } from "../freeze/freezer.ts";
+import { freezeLevels } from "../freeze/plan.ts";
+import { acquireRunLock, type RunLock, unwritableStateDir } from "../state/lock.ts";
+import {
+  configFileProblems,
+  freezePlan,
+  logFileProblems,
+  nothingToFreeze,
+  readConfig,
+  rootProblems,
+  snapshotMethod,
+  snapshotMethodProblems,
+  syntaxProblems,
+  type Trust,
+} from "../preflight/preflight.ts";
+import type { Recovery } from "../protocol.ts";
+import {
+  describeRecovery,
+  recoverAll,
+  recoveredAnything,
+  thawLeftFrozen,
+} from "../state/recover.ts";
+import { type PreparedRun, type RunState, stopWith } from "./state.ts";
+import { preparePlugins } from "./plugins.ts";
+
+/** What preparing a run needs besides the run. */
+export interface PrepareOptions {
+  configPath: string;
+  /** `--log-level`, over the config's. */
+  logLevel?: LogLevel;
+  /** `--snapshot-command ARGV...`. */
+  snapshotCommand?: string[];
+  /** `--external`. */
+  external?: boolean;
+}
+
+/**
+ * The preflight of `run`, stopping at the first blocking problem (root, the
+ * config's permissions, syntax and values, the snapshot method, the run lock);
+ * then recovery of what a dead run left, each plugin's checks (a plugin that
+ * fails them does not run), and the freeze plan. Throws
+ * {@linkcode RunStopped} when the run cannot go on.
+ *
+ * @example
+ * ```ts
+ * import process from "node:process";
+ * import { newRun } from "./state.ts";
+ * import { prepareRun } from "./prepare.ts";
+ * const run = newRun({ json: true, streams: { stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) } });
+ * const prepared = await prepareRun(run, { configPath: "/etc/azure/VMSnapshotScriptPluginConfig.json", external: true });
+ * ```
+ */
+export async function prepareRun(run: RunState, options: PrepareOptions): Promise<PreparedRun> {
+  const { deps } = run;
+  run.output.say("check", options.configPath);
+  const notRoot = rootProblems(deps.isRoot());
+  if (notRoot.length) stopWith(run, notRoot);
+
+  // The config: readable, parseable, root's, valid. Otherwise no script runs at all.
+  const config = run.config = usableConfig(run, options);
+  // A dead run's freeze may hold the filesystem of stateDir or the log (on a VM: the root):
+  // thawed before anything is written there.
+  const thawed = await thawLeftFrozen(config.stateDir);
+
+  // The log, now that we know where it goes.
+  const logProblems = logFileProblems(config, deps.trust);
+  run.log = new EventLog({
+    runId: run.runId,
+    file: logProblems.length ? undefined : config.log.file,
+    level: options.logLevel ?? config.log.level,
+  });
+  if (logProblems.length) {
+    run.errors.push({ code: logProblems[0].code, message: logProblems[0].message });
+  }
+  run.log.record("info", "run-start", { config: options.configPath, pid: process.pid });
+
+  const method = snapshotMethod(config, options);
+  const noMethod = snapshotMethodProblems(method, options.configPath, deps.trust);
+  if (!method || noMethod.length > 0) stopWith(run, noMethod);
+
+  // The guard starts now, in parallel with the rest of the checks and quiesce; armed before the freeze.
+  if (config.fsFreezeEnabled) run.guardProcess = deps.spawnGuard();
+  const lock = takeLock(run, config);
+  await recoverLeftovers(run, config, lock, thawed);
+  await preparePlugins(run, config);
+  const freezeProblems = planTargets(run, config);
+  // The same object, now with its required fields: the caller's `run` sees every step's record.
+  const prepared: PreparedRun = Object.assign(run, {
+    config,
+    method,
+    lock,
+    freezeProblems,
+    frozen: [],
+    freezeFailed: false,
+    frozenAt: 0,
+    handles: new Map<string, FreezeHandle>(),
+  });
+  const failed = prepared.plugins.filter((p) => !p.runtime);
+  if (failed.length > 0 && !config.continueBackupOnFailure) {
+    stopWith(prepared, [{
+      code: failed[0].report.checks[0].code,
+      message: `plugin ${
+        failed[0].config.name
+      } failed its checks and continueBackupOnFailure is false: no snapshot was taken.`,
+    }]);
+  }
+  await startFreezePool(prepared);
+  return prepared;
+}
+
+/**
+ * With two targets or more, the freezer (FFI loaded now, not between quiesce
+ * and freeze) and its worker threads, started while the run quiesces: one
+ * fewer than the targets (this thread takes a job too), at most
+ * FREEZE_POOL_MAX_WORKERS. They are used only once they are all up.
+ */
+async function startFreezePool(run: PreparedRun): Promise<void> {
+  if (!run.config.fsFreezeEnabled || run.freezeProblems.length > 0 || run.targets.length < 2) {
+    return;
+  }
+  const freezer = run.freezer ??= await run.deps.createFreezer();
+  try {
+    run.freezePool = freezer.startPool?.({
+      workers: Math.min(FREEZE_POOL_MAX_WORKERS, run.targets.length - 1),
+      capacity: run.targets.length,
+    });
+  } catch (error) {
+    // No threads (a runtime without workers): frozen one after another, as with one target.
+    run.log.record("warning", "freeze-pool", { ok: false, error: (error as Error).message });
+  }
+}
+
+/**
+ * The config when it can be used: readable, parseable, root's, valid. When it
+ * cannot and the command line names a snapshot method anyway, the run goes on
+ * as Azure's framework does (no scripts, the default freeze, the problem
+ * reported, a lower consistency than asked); otherwise the run stops.
+ */
+function usableConfig(run: RunState, options: PrepareOptions): Config {
+  const blocking = configProblems(options.configPath, run.deps.trust);
+  if (blocking.loaded) {
+    // What Azure's framework tolerates, run accepts the same way, each with its warning.
+    run.warnings.push(...blocking.loaded.lenient, ...blocking.loaded.warnings);
+    return blocking.loaded.config;
+  }
+  const problems = blocking.problems.map(withFix);
+  if (!options.snapshotCommand && !options.external) {
+    if (!blocking.values) stopWith(run, problems);
+    run.errors.push(...problems.map(({ code, message }) => ({ code, message })));
+    stopWith(run, [invalidConfig(options.configPath, problems.length)]);
+  }
+  run.configFallback = true;
+  const [first, ...rest] = problems;
+  run.errors.push(
+    {
+      code: first.code,
+      message:
+        `${first.message} As Azure's framework does, the snapshot was taken anyway: no scripts were run, the default freeze (fsFreezeEnabled, freeze.mounts "auto") and the default stateDir and log were used, so the snapshot is at most filesystem-consistent.`,
+    },
+    ...rest.map(({ code, message }) => ({ code, message })),
+  );
+  return parseConfig("{}", options.configPath).config;
+}
+
+/**
+ * The config's blocking problems (unreadable, syntax, permissions, or its
+ * values: `values`), or the loaded config.
+ */
+function configProblems(
+  path: string,
+  trust: Trust,
+): { loaded?: LoadedConfig; problems: Problem[]; values?: true } {
+  const read = readConfig(path);
+  if (!read.loaded) return read;
+  const syntax = syntaxProblems(read.loaded);
+  if (syntax.length > 0) {
+    return {
+      problems: [{
+        code: "IncorrectJSONConfigFile",
+        message: syntax.map((p) => p.message).join("\n"),
+      }],
+    };
+  }
+  const permission = configFileProblems(path, trust);
+  if (permission.length > 0) return { problems: permission };
+  if (read.loaded.problems.length > 0) return { problems: read.loaded.problems, values: true };
+  return { loaded: read.loaded, problems: [] };
+}
+
+/** The one error that stands for a config's several problems (listed before it). */
+function invalidConfig(file: string, count: number): Problem {
+  return {
+    code: "InvalidConfig",
+    message:
+      `${file} has ${count} problem(s), listed above; nothing was run. Fix: run vmsnap check and correct them.`,
+  };
+}
+
+/** One run at a time: stateDir checked (created if missing), then the run lock. */
+function takeLock(run: RunState, config: Config): RunLock {
+  try {
+    run.deps.trust.ensureDirectory(config.stateDir, "stateDir");
+    return run.lock = acquireRunLock(config.stateDir, run.runId);
+  } catch (error) {
+    // A full or read-only stateDir is StateDirUnwritable, not an internal error.
+    const coded = error instanceof VmsnapError ? error : unwritableStateDir(config.stateDir, error);
+    if (coded) stopWith(run, [{ code: coded.code, message: coded.message }]);
+    throw error;
+  }
+}
+
+/** What an earlier run left: undone now, reported as warnings (a lock not released is an error). */
+async function recoverLeftovers(
+  run: RunState,
+  config: Config,
+  lock: RunLock,
+  thawed: Recovery["thawed"],
+): Promise<void> {
+  const recovered = await recoverAll(config.stateDir, { deadRun: lock.tookOverFrom, thawed });
+  if (!recoveredAnything(recovered)) return;
+  run.recovered = recovered;
+  run.log.record("warning", "recovered", { ...recovered });
+  for (const problem of describeRecovery(recovered)) {
+    run.warnings.push(problem);
+    run.output.say("recover", problem.message);
+  }
+  for (const left of recovered.pluginLocks.filter((l) => l.error)) {
+    run.errors.push({
+      code: "PluginResumeFailed",
+      message: `a lock left by run ${left.runId}: ${left.error}`,
+      plugin: left.plugin,
+    });
+  }
+}
+
+/** The freeze targets; returns the plan's problems (they fail the freeze, not the run). */
+function planTargets(run: RunState, config: Config): Problem[] {
+  if (!config.fsFreezeEnabled) return [];
+  const { plan, problems } = freezePlan(config, run.deps.readMounts);
+  if (!plan) return problems;
+  run.targets = plan.targets;
+  run.levels = freezeLevels(plan.targets);
+  run.warnings.push(...plan.warnings, ...nothingToFreeze(plan));
+  return problems;
+}
