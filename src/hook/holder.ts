@@ -168,11 +168,13 @@ export async function holderMain(): Promise<number> {
       configPath: spec.configPath,
       logLevel: spec.logLevel,
       external: true,
+      // Where the agent freezes, the holder must not (a second FIFREEZE fails or deadlocks).
+      agentFreezes: agent.freezes,
     });
   } catch (error) {
     if (!(error instanceof RunStopped)) throw error;
     const result = finishRun(run);
-    const stateDir = run.config?.stateDir;
+    const stateDir = run.setup.config?.stateDir;
     if (!stateDir) return 2;
     const paths = holderPaths(stateDir);
     const first = result.errors[0] ?? { code: "HolderFailed", message: "the holder stopped" };
@@ -187,19 +189,7 @@ export async function holderMain(): Promise<number> {
         : first.message,
     );
   }
-  // Where the agent freezes, the holder must not (a second FIFREEZE fails or deadlocks).
-  const freezeBy: HookInfo["freezeBy"] = agent.freezes
-    ? "agent"
-    : prepared.config.fsFreezeEnabled
-    ? "vmsnap"
-    : "nobody";
-  const agentFreezeAsked = agent.freezes && prepared.config.fsFreezeEnabled;
-  if (agent.freezes) {
-    prepared.config = { ...prepared.config, fsFreezeEnabled: false };
-    prepared.targets = [];
-    prepared.freezeProblems = [];
-  }
-  const { config } = prepared;
+  const { config, freezeBy, session } = prepared.setup;
   const paths = holderPaths(config.stateDir);
   const ending = new HoldEnding(prepared.interrupt);
   let attach: HolderConnection | undefined;
@@ -220,7 +210,7 @@ export async function holderMain(): Promise<number> {
       }
     });
   } catch (error) {
-    prepared.errors.push({
+    prepared.fail({
       code: "HolderFailed",
       message: `the holder could not listen on ${paths.socket}: ${(error as Error).message}`,
     });
@@ -236,7 +226,7 @@ export async function holderMain(): Promise<number> {
     peerCheck: server.peerCheck(),
   });
   const onSignal = (signal: string) => {
-    prepared.errors.push({
+    prepared.fail({
       code: "Interrupted",
       message: `the holder received ${signal}: it thawed what it froze and resumed every plugin.`,
     });
@@ -257,11 +247,11 @@ export async function holderMain(): Promise<number> {
     // Nothing is quiesced or frozen for a freeze hook that is gone (killed by its agent while the
     // holder prepared): it attaches as soon as the socket is there, or never.
     await Promise.race([attachedNow, ending.ended]);
-    if (!ending.by) await quiesceAll(prepared);
-    if (prepared.noSnapshot) ending.finish("quiesce-failed");
+    const quiesced = ending.by ? {} : await quiesceAll(prepared);
+    if (quiesced.noSnapshot) ending.finish("quiesce-failed");
     if (!ending.by && freezeBy === "vmsnap") {
       await freezeTargets(prepared);
-      if (prepared.freezeFailed && !config.continueBackupOnFailure) ending.finish("freeze-failed");
+      if (session.failed && !config.continueBackupOnFailure) ending.finish("freeze-failed");
     }
     if (!ending.by) await Promise.race([attachedNow, ending.ended]);
     if (!ending.by && attach && !attach.isClosed()) {
@@ -269,14 +259,14 @@ export async function holderMain(): Promise<number> {
       const answer = quiescedAnswer(prepared, freezeBy);
       prepared.log.record("info", "quiesced", { ...answer, event: undefined });
       // From here on the filesystems are (or are about to be) frozen: nothing goes to disk.
-      prepared.log.hold();
+      session.hold();
       attach.answer(answer as unknown as Record<string, unknown>);
       await ending.ended;
     } else if (!ending.by) {
       ending.finish("hook-gone");
     }
   } catch (error) {
-    prepared.errors.push({
+    prepared.fail({
       code: "InternalError",
       message: `internal error in the holder: ${
         (error as Error).stack ?? error
@@ -291,7 +281,7 @@ export async function holderMain(): Promise<number> {
   // The hold is ending: a signal now (the agent's service stopping) must not cut the thaw, the
   // resume (a MongoDB fsyncLock outlives its connection) or the result short. Said, then finished.
   const lateSignal = (signal: string) => {
-    prepared.warnings.push({
+    prepared.warn({
       code: "Interrupted",
       message:
         `the holder received ${signal} while it ended the hold: it finished thawing, resuming and recording first.`,
@@ -303,18 +293,20 @@ export async function holderMain(): Promise<number> {
   await thawTargets(prepared);
   await resumeAll(prepared);
   // The snapshot was the agent's: taken when it sent thaw/post.
-  prepared.snapshot = {
-    kind: "external",
+  const snapshot = {
+    kind: "external" as const,
     taken: by === "thaw",
     durationMs: Math.round(performance.now() - prepared.started),
     answer: by,
   };
   // The agent's freeze is what the config's fsFreezeEnabled asked for; it held if the agent said thaw.
-  if (freezeBy === "agent" && agentFreezeAsked) prepared.agentFreeze = { held: by === "thaw" };
+  const agentFreeze = freezeBy === "agent" && config.fsFreezeEnabled
+    ? { held: by === "thaw" }
+    : undefined;
   const ended = endError(by, config.hook.maxHoldSeconds);
-  if (ended) prepared.errors.push(ended);
+  if (ended) prepared.fail(ended);
   const result: HookResult = {
-    ...finishRun(prepared),
+    ...finishRun(prepared, { snapshot, agentFreeze }),
     mode: "hook",
     hook: {
       agent: spec.agent,
@@ -357,9 +349,9 @@ function quiescedAnswer(run: PreparedRun, freezeBy: HookInfo["freezeBy"]): Quies
       durationMs: p.report.quiesce?.durationMs ?? 0,
       ...(p.report.quiesce?.ok ? {} : { code: p.report.quiesce?.errors[0]?.code }),
     })),
-    frozen: run.frozen.filter((m) => !m.thawed).map((m) => m.mountPoint),
-    errors: run.errors,
-    maxHoldSeconds: run.config.hook.maxHoldSeconds,
+    frozen: run.setup.session.stillFrozen(),
+    errors: [...run.errors],
+    maxHoldSeconds: run.setup.config.hook.maxHoldSeconds,
   };
 }
 

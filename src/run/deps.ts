@@ -8,11 +8,11 @@
  */
 import process from "node:process";
 import { GUARD_START_TIMEOUT_MS } from "../defaults.ts";
-import { createFreezer, type Freezer } from "../freeze/freezer.ts";
-import { type GuardClient, type GuardProcess, spawnGuard, startGuard } from "../freeze/guard.ts";
+import { createFreezer } from "../freeze/freezer.ts";
+import { spawnGuard, startGuard } from "../freeze/guard.ts";
+import type { SessionDeps } from "../freeze/session.ts";
 import { type Mount, readMounts } from "../sys/mountinfo.ts";
 import { TRUST, type Trust } from "../preflight/preflight.ts";
-import type { ArmMessage } from "../protocol.ts";
 import { takeSnapshot } from "./snapshot.ts";
 import type { PluginDefinition } from "../../plugins/plugin.ts";
 import { PLUGINS } from "../../plugins/registry.ts";
@@ -21,13 +21,7 @@ import { PLUGINS } from "../../plugins/registry.ts";
 export type PausePoint = "quiesce" | "frozen" | "thaw" | "resume";
 
 /** What a run depends on, replaced in tests that run without root or real freezes. */
-export interface RunDeps {
-  /** The freezer (FFI ioctl, or `fsfreeze`). */
-  createFreezer(): Promise<Freezer>;
-  /** Starts and arms the freeze guard. */
-  startGuard(arm: ArmMessage): Promise<GuardClient>;
-  /** Starts a guard early, to be armed later (off the critical path between quiesce and freeze). */
-  spawnGuard(): GuardProcess;
+export interface RunDeps extends SessionDeps {
   /** The mount table. */
   readMounts(): Mount[];
   /** Plugin types by their `"type"` value. */

@@ -11,6 +11,7 @@ import { pluginProblems } from "../preflight/preflight.ts";
 import { runStaged } from "./stages.ts";
 import type { PreparedRun, RunPlugin, RunState } from "./state.ts";
 import type { PluginEnv } from "../../plugins/plugin.ts";
+import type { StepResult } from "../protocol.ts";
 
 /**
  * Each plugin's own checks: a plugin that fails them does not run.
@@ -40,17 +41,15 @@ export async function preparePlugins(run: RunState, config: Config): Promise<voi
       },
       runtime: problems.length ? undefined : definition.create(plugin),
     });
-    for (const p of problems) {
-      run.errors.push({ code: p.code, message: p.message, plugin: plugin.name });
-    }
+    for (const p of problems) run.fail({ code: p.code, message: p.message, plugin: plugin.name });
   }
 }
 
 function pluginEnv(run: PreparedRun, signal: AbortSignal): PluginEnv {
   return {
     runId: run.runId,
-    stateDir: run.config.stateDir,
-    configFile: run.config.file,
+    stateDir: run.setup.config.stateDir,
+    configFile: run.setup.config.file,
     signal,
     log: (level, event, fields) => run.log.record(level, event, fields),
   };
@@ -75,34 +74,13 @@ async function pluginStep(
     stageOf: (p) => p.config.stage,
     order: step === "quiesce" ? "ascending" : "descending",
     goOn: () =>
-      step === "resume" || (!signal.aborted && (!failed || run.config.continueBackupOnFailure)),
+      step === "resume" ||
+      (!signal.aborted && (!failed || run.setup.config.continueBackupOnFailure)),
     step: (group) =>
       Promise.all(group.map(async (p) => {
         const result = await p.runtime![step](pluginEnv(run, signal));
-        p.report[step] = result;
         if (!result.ok) failed = true;
-        run.errors.push(...result.errors);
-        if (result.notHeld) {
-          run.warnings.push({
-            code: "PluginNotHeld",
-            message: result.notHeld.reason,
-            plugin: p.config.name,
-          });
-        }
-        run.log.record(result.ok ? "info" : "error", step, {
-          plugin: p.config.name,
-          ok: result.ok,
-          durationMs: result.durationMs,
-          ...(p.config.stage ? { stage: p.config.stage } : {}),
-        });
-        const outcome = result.ok
-          ? (result.skipped
-            ? "nothing to do"
-            : result.notHeld
-            ? "ok, writes not held (PluginNotHeld)"
-            : "ok")
-          : result.errors[0]?.code;
-        run.output.say(step, `${p.config.name}: ${outcome} (${result.durationMs} ms)`);
+        recordStep(run, p, step, result);
       })).then(() => {}),
   });
   run.output.event({
@@ -112,29 +90,65 @@ async function pluginStep(
   });
 }
 
+/** One plugin's quiesce or resume: in its report, the run's errors, the log and the timeline. */
+function recordStep(
+  run: PreparedRun,
+  plugin: RunPlugin,
+  step: "quiesce" | "resume",
+  result: StepResult,
+): void {
+  const { name, stage } = plugin.config;
+  plugin.report[step] = result;
+  for (const error of result.errors) run.fail(error);
+  if (result.notHeld) {
+    run.warn({ code: "PluginNotHeld", message: result.notHeld.reason, plugin: name });
+  }
+  run.log.record(result.ok ? "info" : "error", step, {
+    plugin: name,
+    ok: result.ok,
+    durationMs: result.durationMs,
+    ...(stage ? { stage } : {}),
+  });
+  const outcome = result.ok
+    ? (result.skipped
+      ? "nothing to do"
+      : result.notHeld
+      ? "ok, writes not held (PluginNotHeld)"
+      : "ok")
+    : result.errors[0]?.code;
+  run.output.say(step, `${name}: ${outcome} (${result.durationMs} ms)`);
+}
+
+/** What quiesce leaves for the snapshot. */
+export interface Quiesced {
+  /** Why no snapshot may be taken (a failed quiesce without continueBackupOnFailure). */
+  noSnapshot?: string;
+}
+
 /**
  * Every ready plugin's pre step, in parallel. A failure with
- * `continueBackupOnFailure: false` sets `run.noSnapshot`.
+ * `continueBackupOnFailure: false` forbids the snapshot (`noSnapshot`).
  *
  * @example
  * ```ts
  * import { quiesceAll } from "./plugins.ts";
  * import type { PreparedRun } from "./state.ts";
  * declare const run: PreparedRun;
- * await quiesceAll(run);
+ * const { noSnapshot } = await quiesceAll(run);
  * ```
  */
-export async function quiesceAll(run: PreparedRun): Promise<void> {
+export async function quiesceAll(run: PreparedRun): Promise<Quiesced> {
   await run.deps.pause("quiesce", run.interrupt.signal);
-  if (run.interrupt.signal.aborted) return;
+  if (run.interrupt.signal.aborted) return {};
   const ready = run.plugins.filter((p) => p.runtime);
-  if (ready.length === 0) return;
+  if (ready.length === 0) return {};
   await pluginStep(run, ready, "quiesce", run.interrupt.signal);
   const failed = ready.find((p) => !p.report.quiesce?.ok);
-  if (failed && !run.config.continueBackupOnFailure) {
-    run.noSnapshot =
-      `plugin ${failed.config.name} failed to quiesce and continueBackupOnFailure is false`;
-  }
+  if (!failed || run.setup.config.continueBackupOnFailure) return {};
+  return {
+    noSnapshot:
+      `plugin ${failed.config.name} failed to quiesce and continueBackupOnFailure is false`,
+  };
 }
 
 /**
@@ -162,16 +176,17 @@ export async function resumeAll(run: PreparedRun): Promise<void> {
  *
  * @example
  * ```ts
- * import { snapshotWanted } from "./plugins.ts";
+ * import { quiesceAll, snapshotWanted } from "./plugins.ts";
  * import type { PreparedRun } from "./state.ts";
  * declare const run: PreparedRun;
- * if (snapshotWanted(run)) console.log("freezing");
+ * if (snapshotWanted(run, await quiesceAll(run))) console.log("freezing");
  * ```
  */
-export function snapshotWanted(run: PreparedRun): boolean {
+export function snapshotWanted(run: PreparedRun, quiesced: Quiesced): boolean {
   if (run.interrupt.signal.aborted) return false;
-  if (!run.noSnapshot) return true;
-  run.log.record("warning", "no-snapshot", { reason: run.noSnapshot });
-  run.output.say("snapshot", `skipped: ${run.noSnapshot}`);
+  const { noSnapshot } = quiesced;
+  if (!noSnapshot) return true;
+  run.log.record("warning", "no-snapshot", { reason: noSnapshot });
+  run.output.say("snapshot", `skipped: ${noSnapshot}`);
   return false;
 }

@@ -6,12 +6,16 @@
  * @module
  */
 import process from "node:process";
-import { type Config, type LoadedConfig, type LogLevel, parseConfig } from "../config/config.ts";
-import { FREEZE_POOL_MAX_WORKERS } from "../defaults.ts";
+import {
+  type Config,
+  type LoadedConfig,
+  type LogLevel,
+  parseConfig,
+  type SnapshotConfig,
+} from "../config/config.ts";
 import { type Problem, VmsnapError, withFix } from "../errors.ts";
 import { EventLog } from "../state/event_log.ts";
-import type { FreezeHandle } from "../freeze/freezer.ts";
-import { freezeLevels } from "../freeze/plan.ts";
+import { FreezeSession } from "../freeze/session.ts";
 import { acquireRunLock, type RunLock, unwritableStateDir } from "../state/lock.ts";
 import {
   configFileProblems,
@@ -27,12 +31,14 @@ import {
 } from "../preflight/preflight.ts";
 import type { Recovery } from "../protocol.ts";
 import {
+  clearFreezeMarker,
   describeRecovery,
   recoverAll,
   recoveredAnything,
   thawLeftFrozen,
+  writeFreezeMarker,
 } from "../state/recover.ts";
-import { type PreparedRun, type RunState, stopWith } from "./state.ts";
+import { isPrepared, type PreparedRun, type RunState, stopWith } from "./state.ts";
 import { preparePlugins } from "./plugins.ts";
 
 /** What preparing a run needs besides the run. */
@@ -44,6 +50,8 @@ export interface PrepareOptions {
   snapshotCommand?: string[];
   /** `--external`. */
   external?: boolean;
+  /** Hook mode for an agent that freezes the filesystems itself (qemu-ga, VMware, Azure). */
+  agentFreezes?: boolean;
 }
 
 /**
@@ -51,7 +59,8 @@ export interface PrepareOptions {
  * config's permissions, syntax and values, the snapshot method, the run lock);
  * then recovery of what a dead run left, each plugin's checks (a plugin that
  * fails them does not run), and the freeze plan. Throws
- * {@linkcode RunStopped} when the run cannot go on.
+ * {@linkcode RunStopped} when the run cannot go on; what it got to stays in
+ * `run.setup`.
  *
  * @example
  * ```ts
@@ -63,83 +72,88 @@ export interface PrepareOptions {
  * ```
  */
 export async function prepareRun(run: RunState, options: PrepareOptions): Promise<PreparedRun> {
-  const { deps } = run;
+  const { deps, setup } = run;
   run.output.say("check", options.configPath);
   const notRoot = rootProblems(deps.isRoot());
   if (notRoot.length) stopWith(run, notRoot);
 
   // The config: readable, parseable, root's, valid. Otherwise no script runs at all.
-  const config = run.config = usableConfig(run, options);
+  const config = setup.config = usableConfig(run, options);
+  // Who freezes is decided before anything is planned or started for a freeze.
+  setup.freezeBy = options.agentFreezes ? "agent" : config.fsFreezeEnabled ? "vmsnap" : "nobody";
   // A dead run's freeze may hold the filesystem of stateDir or the log (on a VM: the root):
   // thawed before anything is written there.
   const thawed = await thawLeftFrozen(config.stateDir);
-
-  // The log, now that we know where it goes.
-  const logProblems = logFileProblems(config, deps.trust);
-  run.log = new EventLog({
-    runId: run.runId,
-    file: logProblems.length ? undefined : config.log.file,
-    level: options.logLevel ?? config.log.level,
-  });
-  if (logProblems.length) {
-    run.errors.push({ code: logProblems[0].code, message: logProblems[0].message });
-  }
-  run.log.record("info", "run-start", { config: options.configPath, pid: process.pid });
-
-  const method = snapshotMethod(config, options);
-  const noMethod = snapshotMethodProblems(method, options.configPath, deps.trust);
-  if (!method || noMethod.length > 0) stopWith(run, noMethod);
-
-  // The guard starts now, in parallel with the rest of the checks and quiesce; armed before the freeze.
-  if (config.fsFreezeEnabled) run.guardProcess = deps.spawnGuard();
+  openLog(run, config, options);
+  setup.method = snapshotMethodOf(run, config, options);
+  const session = setup.session = openSession(run, config);
   const lock = takeLock(run, config);
   await recoverLeftovers(run, config, lock, thawed);
   await preparePlugins(run, config);
-  const freezeProblems = planTargets(run, config);
-  // The same object, now with its required fields: the caller's `run` sees every step's record.
-  const prepared: PreparedRun = Object.assign(run, {
-    config,
-    method,
-    lock,
-    freezeProblems,
-    frozen: [],
-    freezeFailed: false,
-    frozenAt: 0,
-    handles: new Map<string, FreezeHandle>(),
-  });
-  const failed = prepared.plugins.filter((p) => !p.runtime);
+  planTargets(run, config, session);
+  const failed = run.plugins.filter((p) => !p.runtime);
   if (failed.length > 0 && !config.continueBackupOnFailure) {
-    stopWith(prepared, [{
+    stopWith(run, [{
       code: failed[0].report.checks[0].code,
       message: `plugin ${
         failed[0].config.name
       } failed its checks and continueBackupOnFailure is false: no snapshot was taken.`,
     }]);
   }
-  await startFreezePool(prepared);
-  return prepared;
+  await session.startPool();
+  if (!isPrepared(run)) throw new Error("prepareRun: a part of the run's setup is missing");
+  return run;
+}
+
+/** The log, now that we know where it goes. */
+function openLog(run: RunState, config: Config, options: PrepareOptions): void {
+  const logProblems = logFileProblems(config, run.deps.trust);
+  run.log = new EventLog({
+    runId: run.runId,
+    file: logProblems.length ? undefined : config.log.file,
+    level: options.logLevel ?? config.log.level,
+  });
+  if (logProblems.length) {
+    run.fail({ code: logProblems[0].code, message: logProblems[0].message });
+  }
+  run.log.record("info", "run-start", { config: options.configPath, pid: process.pid });
+}
+
+/** The snapshot method (the command line's over the config's), or the run stops. */
+function snapshotMethodOf(run: RunState, config: Config, options: PrepareOptions): SnapshotConfig {
+  const method = snapshotMethod(config, options);
+  const noMethod = snapshotMethodProblems(method, options.configPath, run.deps.trust);
+  if (!method || noMethod.length > 0) stopWith(run, noMethod);
+  return method;
 }
 
 /**
- * With two targets or more, the freezer (FFI loaded now, not between quiesce
- * and freeze) and its worker threads, started while the run quiesces: one
- * fewer than the targets (this thread takes a job too), at most
- * FREEZE_POOL_MAX_WORKERS. They are used only once they are all up.
+ * The freeze session (src/freeze/session.ts): with vmsnap freezing, its guard
+ * starts now, in parallel with the rest of the checks and quiesce.
  */
-async function startFreezePool(run: PreparedRun): Promise<void> {
-  if (!run.config.fsFreezeEnabled || run.freezeProblems.length > 0 || run.targets.length < 2) {
-    return;
-  }
-  const freezer = run.freezer ??= await run.deps.createFreezer();
-  try {
-    run.freezePool = freezer.startPool?.({
-      workers: Math.min(FREEZE_POOL_MAX_WORKERS, run.targets.length - 1),
-      capacity: run.targets.length,
-    });
-  } catch (error) {
-    // No threads (a runtime without workers): frozen one after another, as with one target.
-    run.log.record("warning", "freeze-pool", { ok: false, error: (error as Error).message });
-  }
+function openSession(run: RunState, config: Config): FreezeSession {
+  const { stateDir } = config;
+  return new FreezeSession({
+    runId: run.runId,
+    stateDir,
+    enabled: run.setup.freezeBy === "vmsnap",
+    freeze: config.freeze,
+    deps: run.deps,
+    log: run.log,
+    alsoHold: [run.output],
+    marker: {
+      write(marker) {
+        try {
+          writeFreezeMarker(stateDir, marker);
+        } catch (error) {
+          throw unwritableStateDir(stateDir, error) ?? error;
+        }
+      },
+      clear: () => clearFreezeMarker(stateDir),
+    },
+    fail: run.fail,
+    warn: run.warn,
+  });
 }
 
 /**
@@ -152,25 +166,23 @@ function usableConfig(run: RunState, options: PrepareOptions): Config {
   const blocking = configProblems(options.configPath, run.deps.trust);
   if (blocking.loaded) {
     // What Azure's framework tolerates, run accepts the same way, each with its warning.
-    run.warnings.push(...blocking.loaded.lenient, ...blocking.loaded.warnings);
+    run.warn(...blocking.loaded.lenient, ...blocking.loaded.warnings);
     return blocking.loaded.config;
   }
   const problems = blocking.problems.map(withFix);
   if (!options.snapshotCommand && !options.external) {
     if (!blocking.values) stopWith(run, problems);
-    run.errors.push(...problems.map(({ code, message }) => ({ code, message })));
+    for (const { code, message } of problems) run.fail({ code, message });
     stopWith(run, [invalidConfig(options.configPath, problems.length)]);
   }
-  run.configFallback = true;
+  run.setup.configFallback = true;
   const [first, ...rest] = problems;
-  run.errors.push(
-    {
-      code: first.code,
-      message:
-        `${first.message} As Azure's framework does, the snapshot was taken anyway: no scripts were run, the default freeze (fsFreezeEnabled, freeze.mounts "auto") and the default stateDir and log were used, so the snapshot is at most filesystem-consistent.`,
-    },
-    ...rest.map(({ code, message }) => ({ code, message })),
-  );
+  run.fail({
+    code: first.code,
+    message:
+      `${first.message} As Azure's framework does, the snapshot was taken anyway: no scripts were run, the default freeze (fsFreezeEnabled, freeze.mounts "auto") and the default stateDir and log were used, so the snapshot is at most filesystem-consistent.`,
+  });
+  for (const { code, message } of rest) run.fail({ code, message });
   return parseConfig("{}", options.configPath).config;
 }
 
@@ -212,7 +224,7 @@ function invalidConfig(file: string, count: number): Problem {
 function takeLock(run: RunState, config: Config): RunLock {
   try {
     run.deps.trust.ensureDirectory(config.stateDir, "stateDir");
-    return run.lock = acquireRunLock(config.stateDir, run.runId);
+    return run.setup.lock = acquireRunLock(config.stateDir, run.runId);
   } catch (error) {
     // A full or read-only stateDir is StateDirUnwritable, not an internal error.
     const coded = error instanceof VmsnapError ? error : unwritableStateDir(config.stateDir, error);
@@ -230,14 +242,14 @@ async function recoverLeftovers(
 ): Promise<void> {
   const recovered = await recoverAll(config.stateDir, { deadRun: lock.tookOverFrom, thawed });
   if (!recoveredAnything(recovered)) return;
-  run.recovered = recovered;
+  run.setup.recovered = recovered;
   run.log.record("warning", "recovered", { ...recovered });
   for (const problem of describeRecovery(recovered)) {
-    run.warnings.push(problem);
+    run.warn(problem);
     run.output.say("recover", problem.message);
   }
   for (const left of recovered.pluginLocks.filter((l) => l.error)) {
-    run.errors.push({
+    run.fail({
       code: "PluginResumeFailed",
       message: `a lock left by run ${left.runId}: ${left.error}`,
       plugin: left.plugin,
@@ -245,13 +257,13 @@ async function recoverLeftovers(
   }
 }
 
-/** The freeze targets; returns the plan's problems (they fail the freeze, not the run). */
-function planTargets(run: RunState, config: Config): Problem[] {
-  if (!config.fsFreezeEnabled) return [];
+/**
+ * The freeze targets and the plan's problems (they fail the freeze, not the
+ * run), when vmsnap freezes.
+ */
+function planTargets(run: RunState, config: Config, session: FreezeSession): void {
+  if (run.setup.freezeBy !== "vmsnap") return;
   const { plan, problems } = freezePlan(config, run.deps.readMounts);
-  if (!plan) return problems;
-  run.targets = plan.targets;
-  run.levels = freezeLevels(plan.targets);
-  run.warnings.push(...plan.warnings, ...nothingToFreeze(plan));
-  return problems;
+  session.plan({ targets: plan?.targets ?? [], problems });
+  if (plan) run.warn(...plan.warnings, ...nothingToFreeze(plan));
 }

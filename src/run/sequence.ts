@@ -14,7 +14,7 @@ import type { LogLevel } from "../config/config.ts";
 import type { OutputStreams } from "./output.ts";
 import type { RunResult } from "../protocol.ts";
 import { PRODUCTION_DEPS, type RunDeps } from "./deps.ts";
-import { newRun, RunStopped, watchSignals } from "./state.ts";
+import { newRun, type RunState, RunStopped, watchSignals } from "./state.ts";
 import { prepareRun } from "./prepare.ts";
 import { quiesceAll, resumeAll, snapshotWanted } from "./plugins.ts";
 import { freezeTargets, thawTargets } from "./freeze_step.ts";
@@ -75,14 +75,14 @@ export async function runBackup(
     try {
       // The external handshake's reader is built before quiesce: neither in the quiesced →
       // frozen gap nor in the frozen window (about a millisecond).
-      if (prepared.method.kind === "external") {
+      if (prepared.setup.method.kind === "external") {
         handshake = await openHandshake(options.stdin);
         // The `frozen` line must not be stdout's first write: the runtime builds its stdout
         // stream on first use (a millisecond or more), which would fall in the frozen window.
         options.streams.stdout("");
       }
-      await quiesceAll(prepared);
-      if (snapshotWanted(prepared)) {
+      const quiesced = await quiesceAll(prepared);
+      if (snapshotWanted(prepared, quiesced)) {
         try {
           await freezeTargets(prepared);
           await snapshotStep(prepared, options.stdin, handshake);
@@ -91,13 +91,13 @@ export async function runBackup(
         }
       }
     } catch (error) {
-      recordInternalError(run.errors, error, true);
+      recordInternalError(run, error, true);
     } finally {
       handshake?.close();
       await resumeAll(prepared);
     }
   } catch (error) {
-    if (!(error instanceof RunStopped)) recordInternalError(run.errors, error, false);
+    if (!(error instanceof RunStopped)) recordInternalError(run, error, false);
   } finally {
     unwatch();
   }
@@ -105,13 +105,9 @@ export async function runBackup(
 }
 
 /** An error no step expected: kept for the result with its stack. */
-function recordInternalError(
-  errors: RunResult["errors"],
-  error: unknown,
-  started: boolean,
-): void {
+function recordInternalError(run: RunState, error: unknown, started: boolean): void {
   // Say only what happened: before the quiesce step, nothing was started and nothing undone.
-  errors.push({
+  run.fail({
     code: "InternalError",
     message: `internal error: ${(error as Error).stack ?? error}. Fix: report this with the log; ${
       started

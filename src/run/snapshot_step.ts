@@ -26,19 +26,19 @@ export async function snapshotStep(
   stdin: Readable,
   handshake?: HandshakeReader,
 ): Promise<void> {
-  const continueOnFailure = run.config.continueBackupOnFailure;
-  const allowed = !run.interrupt.signal.aborted && (!run.freezeFailed || continueOnFailure);
+  const { config, method, session } = run.setup;
+  const continueOnFailure = config.continueBackupOnFailure;
+  const allowed = !run.interrupt.signal.aborted && (!session.failed || continueOnFailure);
   if (!allowed) {
-    if (run.freezeFailed && !continueOnFailure) {
-      run.errors.push({
+    if (session.failed && !continueOnFailure) {
+      run.fail({
         code: "FreezeFailed",
         message: "the freeze failed and continueBackupOnFailure is false: no snapshot was taken.",
       });
     }
     return;
   }
-  const { method } = run;
-  const mounts = run.frozen.filter((m) => !m.thawed).map((m) => m.mountPoint);
+  const mounts = session.stillFrozen();
   if (method.kind !== "external" && mounts.length > 0) {
     run.output.event({ event: "frozen", runId: run.runId, mounts });
   }
@@ -46,7 +46,7 @@ export async function snapshotStep(
     "snapshot",
     method.kind === "command" ? method.command.join(" ") : "waiting for the caller (external)",
   );
-  run.snapshot = await run.deps.takeSnapshot(method, {
+  const snapshot = run.snapshot = await run.deps.takeSnapshot(method, {
     runId: run.runId,
     mounts,
     signal: run.interrupt.signal,
@@ -55,15 +55,14 @@ export async function snapshotStep(
     stdin,
     handshake,
   });
-  if (run.snapshot.error) run.errors.push(run.snapshot.error);
-  if (run.snapshot.taken) {
+  if (snapshot.error) run.fail(snapshot.error);
+  if (snapshot.taken) {
     const taken: RunEvent = {
       event: "snapshot-taken",
       runId: run.runId,
-      durationMs: run.snapshot.durationMs,
+      durationMs: snapshot.durationMs,
     };
     // Still frozen: the line goes out right after the thaw's FITHAW calls (before `thawed`).
-    if (run.frozen.some((m) => m.thawed === undefined)) (run.afterThaw ??= []).push(taken);
-    else run.output.event(taken);
+    session.whenThawed(() => run.output.event(taken));
   }
 }

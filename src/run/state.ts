@@ -1,6 +1,20 @@
 /**
- * A run from its start: its identity, output, log, errors and warnings, the
- * interrupt, and what each step records for the result.
+ * A run from its start: its identity, output, log, interrupt and
+ * dependencies; the errors and warnings it collects, each through one
+ * function (`fail`, `warn`); and the parts the steps fill in, each written by
+ * one module:
+ *
+ * - `setup` by src/run/prepare.ts: the config, the snapshot method, the lock,
+ *   what recovery did, who freezes, and the freeze session
+ *   (src/freeze/session.ts, which owns everything that exists only while
+ *   frozen);
+ * - `plugins` by src/run/plugins.ts: each configured plugin, its report and
+ *   runtime;
+ * - `snapshot` by src/run/snapshot_step.ts.
+ *
+ * The result (src/run/result.ts) is built from them. A run that stopped
+ * keeps what it had got to: the result needs it, and what was set up is let
+ * go at the end.
  *
  * @module
  */
@@ -9,20 +23,10 @@ import process from "node:process";
 import type { Config, LogLevel, SnapshotConfig } from "../config/config.ts";
 import { type Problem, VmsnapError } from "../errors.ts";
 import { EventLog } from "../state/event_log.ts";
-import type { FreezeHandle, FreezePool, Freezer } from "../freeze/freezer.ts";
-import type { FreezeTarget } from "../freeze/plan.ts";
-import type { GuardClient, GuardProcess } from "../freeze/guard.ts";
+import type { FreezeSession } from "../freeze/session.ts";
 import type { RunLock } from "../state/lock.ts";
 import { Output, type OutputStreams } from "./output.ts";
-import type {
-  FreezeReport,
-  MountReport,
-  PluginReport,
-  Recovery,
-  RunError,
-  RunEvent,
-  SnapshotOutcome,
-} from "../protocol.ts";
+import type { PluginReport, Recovery, RunError, SnapshotOutcome } from "../protocol.ts";
 import { PRODUCTION_DEPS, type RunDeps } from "./deps.ts";
 import type { PluginConfig, PluginRuntime } from "../../plugins/plugin.ts";
 
@@ -34,64 +38,75 @@ export interface RunPlugin {
   runtime?: PluginRuntime;
 }
 
-/** A run from its start: what every step, and the result, can rely on. */
-export interface RunState {
-  runId: string;
-  started: number;
-  output: Output;
-  log: EventLog;
-  errors: RunError[];
-  warnings: Problem[];
-  /** Aborts on the first SIGINT/SIGTERM/SIGHUP. */
-  interrupt: AbortController;
-  deps: RunDeps;
-  /** Set once the config is loaded (the result needs it even when the run stopped later). */
+/** Who freezes the filesystems: the agent (hook mode), vmsnap, or nobody (fsFreezeEnabled false). */
+export type FreezeBy = "agent" | "vmsnap" | "nobody";
+
+/** What preparing the run got to, written by src/run/prepare.ts only. */
+export interface RunSetup {
+  /** Set once the config is loaded (with `freezeBy`). */
   config?: Config;
-  lock?: RunLock;
-  /** The guard started early (not armed yet); dismissed at the end if never armed. */
-  guardProcess?: GuardProcess;
-  recovered?: Recovery;
-  plugins: RunPlugin[];
-  targets: FreezeTarget[];
-  /** The targets grouped into levels frozen one after another, each level concurrently. */
-  levels: FreezeTarget[][];
-  /** Worker threads for concurrent syncfs/FIFREEZE (two targets or more); closed after the thaw. */
-  freezePool?: FreezePool;
-  freeze: FreezeReport;
-  snapshot: SnapshotOutcome | null;
+  freezeBy?: FreezeBy;
   /**
    * The config could not be used and the command line named a snapshot
    * method: the run went on with the defaults, as Azure's framework does.
    */
   configFallback?: boolean;
-  /**
-   * Hook mode where the agent freezes (qemu-ga, VMware, Azure) and the config
-   * asked for a freeze: whether the agent's freeze held, by its word (a thaw
-   * after the freeze hook; `freezeFail` or no thaw is not held). vmsnap freezes
-   * nothing itself then; the result trusts the agent as it does for plugins.
-   */
-  agentFreeze?: { held: boolean };
+  method?: SnapshotConfig;
+  lock?: RunLock;
+  recovered?: Recovery;
+  /** Made once the method is known; with vmsnap freezing, its guard starts then. */
+  session?: FreezeSession;
 }
 
-/** A run whose preflight passed: config, method, lock and plugins are there. */
+/** A run from its start: what every step, and the result, can rely on. */
+export interface RunState {
+  readonly runId: string;
+  readonly started: number;
+  readonly output: Output;
+  /** In memory until the config names the file (src/run/prepare.ts opens it). */
+  log: EventLog;
+  /** Aborts on the first SIGINT/SIGTERM/SIGHUP. */
+  readonly interrupt: AbortController;
+  readonly deps: RunDeps;
+  /** The errors, in the order met (added through `fail` only). */
+  readonly errors: readonly RunError[];
+  /** The warnings (added through `warn` only). */
+  readonly warnings: readonly Problem[];
+  /** Records an error for the result. */
+  fail(problem: RunError): void;
+  /** Records warnings for the result. */
+  warn(...problems: Problem[]): void;
+  readonly setup: RunSetup;
+  readonly plugins: RunPlugin[];
+  /** The snapshot, once taken or tried (src/run/snapshot_step.ts). */
+  snapshot: SnapshotOutcome | null;
+}
+
+/** A run whose preflight passed: config, method, lock, plugins and freeze session are there. */
 export interface PreparedRun extends RunState {
-  config: Config;
-  method: SnapshotConfig;
-  lock: RunLock;
-  /** Problems of the freeze plan (they fail the freeze step, not the run). */
-  freezeProblems: Problem[];
-  /** Why no snapshot is taken although the run goes on to resume. */
-  noSnapshot?: string;
-  /** What this run froze, in freeze order. */
-  frozen: MountReport[];
-  freezeFailed: boolean;
-  frozenAt: number;
-  guard?: GuardClient;
-  freezer?: Freezer;
-  /** Each target opened once (verified against the plan): freeze, thaw and confirm go through it. */
-  handles: Map<string, FreezeHandle>;
-  /** Events that wait for the thaw (written right after FITHAW, not in the frozen window). */
-  afterThaw?: RunEvent[];
+  readonly setup: RunSetup & {
+    config: Config;
+    freezeBy: FreezeBy;
+    method: SnapshotConfig;
+    lock: RunLock;
+    session: FreezeSession;
+  };
+}
+
+/**
+ * True once everything a prepared run needs is there.
+ *
+ * @example
+ * ```ts
+ * import { isPrepared, type RunState } from "./state.ts";
+ * declare const run: RunState;
+ * if (isPrepared(run)) console.log(run.setup.config.stateDir);
+ * ```
+ */
+export function isPrepared(run: RunState): run is PreparedRun {
+  const { config, freezeBy, method, lock, session } = run.setup;
+  return config !== undefined && freezeBy !== undefined && method !== undefined &&
+    lock !== undefined && session !== undefined;
 }
 
 /** A step found that the run cannot go on (the reason, coded, is also in `run.errors`). */
@@ -138,21 +153,39 @@ export interface NewRunOptions {
  */
 export function newRun(options: NewRunOptions): RunState {
   const runId = options.runId ?? newRunId();
+  const errors: RunError[] = [];
+  const warnings: Problem[] = [];
   return {
     runId,
     started: performance.now(),
     output: new Output(options.json, options.streams),
     log: new EventLog({ runId, level: options.logLevel ?? "info" }),
-    errors: [],
-    warnings: [],
     interrupt: new AbortController(),
     deps: options.deps ?? PRODUCTION_DEPS,
+    errors,
+    warnings,
+    fail: (problem) => void errors.push(problem),
+    warn: (...problems) => void warnings.push(...problems),
+    setup: {},
     plugins: [],
-    targets: [],
-    levels: [],
-    freeze: { enabled: false, mounts: [], frozenMs: 0 },
     snapshot: null,
   };
+}
+
+/**
+ * Records the first of the problems and stops the run with it.
+ *
+ * @example
+ * ```ts
+ * import { newRun, stopWith } from "./state.ts";
+ * const run = newRun({ json: true, streams: { stdout: () => {}, stderr: () => {} } });
+ * stopWith(run, [{ code: "NotRoot", message: "vmsnap run must run as root." }]);
+ * ```
+ */
+export function stopWith(run: RunState, problems: Problem[]): never {
+  const [first] = problems;
+  run.fail({ code: first.code, message: first.message });
+  throw new RunStopped(first);
 }
 
 /**
@@ -172,7 +205,7 @@ export function watchSignals(run: RunState): () => void {
   const onSignal = (signal: string) => {
     run.log.record("warning", "signal", { signal });
     if (run.interrupt.signal.aborted) return;
-    run.errors.push({
+    run.fail({
       code: "Interrupted",
       message:
         `vmsnap received ${signal}: running scripts were stopped, filesystems thawed, applications resumed.`,
@@ -184,20 +217,4 @@ export function watchSignals(run: RunState): () => void {
   return () => {
     for (const s of signals) process.off(s, onSignal);
   };
-}
-
-/**
- * Records the first of the problems and stops the run with it.
- *
- * @example
- * ```ts
- * import { newRun, stopWith } from "./state.ts";
- * const run = newRun({ json: true, streams: { stdout: () => {}, stderr: () => {} } });
- * stopWith(run, [{ code: "NotRoot", message: "vmsnap run must run as root." }]);
- * ```
- */
-export function stopWith(run: RunState, problems: Problem[]): never {
-  const [first] = problems;
-  run.errors.push({ code: first.code, message: first.message });
-  throw new RunStopped(first);
 }
