@@ -70,9 +70,6 @@ export function errnoName(errno: number): string {
   return ERRNO_NAMES[errno] ?? `errno ${errno}`;
 }
 
-// deno-lint-ignore no-explicit-any
-const runtime = globalThis as any;
-
 function timed(run: () => number): FreezeOp {
   const started = performance.now();
   const result = run();
@@ -134,12 +131,12 @@ export function mountIdOf(fd: number): number | undefined {
   }
 }
 
-let cached: Promise<Freezer> | undefined;
+const cached = new Map<Freezer["method"], Promise<Freezer>>();
 
 /**
  * The freezer for this process: the ioctl through FFI, or `fsfreeze` when FFI
- * cannot be loaded. `VMSNAP_FREEZE_METHOD=fsfreeze` (or `method`) forces the
- * fallback.
+ * cannot be loaded. `method` `"fsfreeze"` forces the fallback (a test switch
+ * of the binary, src/run/test_switches.ts). One per method and process.
  *
  * @example
  * ```ts
@@ -149,12 +146,10 @@ let cached: Promise<Freezer> | undefined;
  * if (op.ok) freezer.thaw("/data");
  * ```
  */
-export function createFreezer(method?: Freezer["method"]): Promise<Freezer> {
-  if (method) return build(method);
-  cached ??= build(
-    runtime.process?.env?.VMSNAP_FREEZE_METHOD === "fsfreeze" ? "fsfreeze" : "ioctl",
-  );
-  return cached;
+export function createFreezer(method: Freezer["method"] = "ioctl"): Promise<Freezer> {
+  let freezer = cached.get(method);
+  if (!freezer) cached.set(method, freezer = build(method));
+  return freezer;
 }
 
 async function build(method: Freezer["method"]): Promise<Freezer> {

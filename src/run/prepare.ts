@@ -83,7 +83,7 @@ export async function prepareRun(run: RunState, options: PrepareOptions): Promis
   setup.freezeBy = options.agentFreezes ? "agent" : config.fsFreezeEnabled ? "vmsnap" : "nobody";
   // A dead run's freeze may hold the filesystem of stateDir or the log (on a VM: the root):
   // thawed before anything is written there.
-  const thawed = await thawLeftFrozen(config.stateDir);
+  const thawed = await thawLeftFrozen(config.stateDir, deps.createFreezer);
   openLog(run, config, options);
   setup.method = snapshotMethodOf(run, config, options);
   const session = setup.session = openSession(run, config);

@@ -25,6 +25,7 @@ import { loadConfig } from "../config/config.ts";
 import {
   createFreezer,
   EMERGENCY_THAW_ORDER,
+  type Freezer,
   inThawOrder,
   thawIfPlanned,
 } from "../freeze/freezer.ts";
@@ -189,7 +190,8 @@ export function findLeftovers(stateDir: string): Problem[] {
  * Thaws what a dead run left frozen (its freeze marker's mounts, when its
  * agent and guard both died), writing nothing: the caller may not write to
  * stateDir before this, since stateDir may sit on one of those filesystems.
- * Pass the outcome to {@linkcode recoverAll} as `thawed`.
+ * Pass the outcome to {@linkcode recoverAll} as `thawed`. `freezerOf` gives
+ * the freezer (the run's dependency; by default the ioctl's).
  *
  * @example
  * ```ts
@@ -199,16 +201,31 @@ export function findLeftovers(stateDir: string): Problem[] {
  * await recoverAll("/var/lib/vmsnap", { thawed });
  * ```
  */
-export async function thawLeftFrozen(stateDir: string): Promise<Recovery["thawed"]> {
+export async function thawLeftFrozen(
+  stateDir: string,
+  freezerOf: () => Promise<Freezer> = () => createFreezer(),
+): Promise<Recovery["thawed"]> {
   const marker = readJson<FreezeMarker>(markerPath(stateDir));
   if (!marker || ownerAlive(marker)) return [];
-  const freezer = await createFreezer();
+  const freezer = await freezerOf();
   // The emergency order, as the guard's: see ThawOrder in freeze.ts.
   return inThawOrder(marker.mounts, EMERGENCY_THAW_ORDER).map((mount) => ({
     runId: marker.runId,
     mount,
     ...thawIfPlanned(freezer, mount, marker.mountIds?.[mount]),
   }));
+}
+
+/** What a recovery is told besides the stateDir. */
+export interface RecoverOptions {
+  /** The owner of a stale run lock that the caller already took over (vmsnap run). */
+  deadRun?: LockOwner;
+  /** Who recovers, when it is not the start of a run or `recover`: the report is kept. */
+  keepFor?: string;
+  /** What {@linkcode thawLeftFrozen} already thawed. */
+  thawed?: Recovery["thawed"];
+  /** The freezer (the caller's dependency; by default the ioctl's). */
+  freezerOf?: () => Promise<Freezer>;
 }
 
 /**
@@ -227,13 +244,13 @@ export async function thawLeftFrozen(stateDir: string): Promise<Recovery["thawed
  */
 export async function recoverAll(
   stateDir: string,
-  options: { deadRun?: LockOwner; keepFor?: string; thawed?: Recovery["thawed"] } = {},
+  options: RecoverOptions = {},
 ): Promise<Recovery> {
   const recovery: Recovery = { thawed: [], guardReports: [], killed: [], pluginLocks: [] };
 
   // A freeze whose agent and guard both died: thawed first, before anything here writes to
   // stateDir (which may be on a filesystem that freeze holds).
-  recovery.thawed.push(...(options.thawed ?? await thawLeftFrozen(stateDir)));
+  recovery.thawed.push(...(options.thawed ?? await thawLeftFrozen(stateDir, options.freezerOf)));
   const marker = readJson<FreezeMarker>(markerPath(stateDir));
   if (marker && !ownerAlive(marker)) clearFreezeMarker(stateDir);
   if (!options.keepFor) recovery.earlier = takeKept(stateDir);
