@@ -34,7 +34,14 @@ import {
   liveHolder,
 } from "./channel.ts";
 import type { RunResult } from "../protocol.ts";
-import { newRun, type PreparedRun, RunStopped } from "../run/state.ts";
+import { PRODUCTION_DEPS, type RunDeps } from "../run/deps.ts";
+import {
+  type FreezeBy,
+  newRun,
+  type PreparedRun,
+  type RunState,
+  RunStopped,
+} from "../run/state.ts";
 import { prepareRun } from "../run/prepare.ts";
 import { quiesceAll, resumeAll } from "../run/plugins.ts";
 import { freezeTargets, thawTargets } from "../run/freeze_step.ts";
@@ -69,7 +76,7 @@ export type HoldEnd =
 export interface HookInfo {
   agent: AgentName;
   /** Who froze the filesystems: the agent, vmsnap's holder, or nobody (fsFreezeEnabled false). */
-  freezeBy: "agent" | "vmsnap" | "nobody";
+  freezeBy: FreezeBy;
   holderPid: number;
   /** How the thaw hook's peer was checked. */
   peerCheck: string;
@@ -119,6 +126,29 @@ class HoldEnding {
   }
 }
 
+/** The freeze hook's connection, once it attached (it attaches once). */
+class Attachment {
+  connection?: HolderConnection;
+  #resolve!: () => void;
+  readonly attached = new Promise<void>((resolve) => (this.#resolve = resolve));
+
+  accept(connection: HolderConnection): void {
+    this.connection = connection;
+    this.#resolve();
+  }
+}
+
+/** One hold, from the moment the holder listens. */
+interface Hold {
+  run: PreparedRun;
+  spec: HolderSpec;
+  server: HolderServer;
+  ending: HoldEnding;
+  attachment: Attachment;
+  /** Milliseconds from the holder's start to "quiesced", once the freeze hook was told. */
+  quiescedAfterMs?: number;
+}
+
 /** Leaves a reason for the freeze hook when the holder stops before it listens. */
 function failStart(dir: string, runId: string, code: Code, message: string): number {
   try {
@@ -145,31 +175,71 @@ async function holderSoon(paths: ReturnType<typeof holderPaths>) {
 /** Nowhere: the holder's stdout and stderr are /dev/null; what it says goes to the log. */
 const SILENT = { stdout: () => {}, stderr: () => {} };
 
+/** The environment variable that carries the freeze hook's {@linkcode HolderSpec}. */
+export const HOLDER_SPEC_VARIABLE = "VMSNAP_HOLDER";
+
 /**
- * The holder's main: returns the exit code. Reads its orders from
- * `VMSNAP_HOLDER`. The hold is `run`'s steps (src/run/) with the
- * snapshot left to the agent: prepare, quiesce (stage by stage), freeze for
- * agents that do not, then on the end of the hold thaw, resume and the
- * result.
+ * The holder's orders, as the freeze hook left them in its environment.
+ *
+ * @example
+ * ```ts
+ * import { holderSpecFromEnvironment } from "./holder.ts";
+ * const spec = holderSpecFromEnvironment();
+ * ```
+ */
+export function holderSpecFromEnvironment(
+  env: Record<string, string | undefined> = process.env,
+): HolderSpec {
+  return JSON.parse(env[HOLDER_SPEC_VARIABLE] ?? "{}") as HolderSpec;
+}
+
+/**
+ * The holder's main: returns the exit code. Its orders come from the freeze
+ * hook (`VMSNAP_HOLDER`), its dependencies are the run's. The hold is `run`'s
+ * steps (src/run/) with the snapshot left to the agent: prepare, quiesce
+ * (stage by stage), freeze for agents that do not, then on the end of the
+ * hold thaw, resume and the result.
  *
  * @example
  * ```ts
  * // Started by `vmsnap hook freeze` as `vmsnap __holder`; not for people.
+ * import { holderMain } from "./holder.ts";
+ * import { PRODUCTION_DEPS } from "../run/deps.ts";
+ * process.exitCode = await holderMain(PRODUCTION_DEPS);
  * ```
  */
-export async function holderMain(): Promise<number> {
-  const spec = JSON.parse(process.env.VMSNAP_HOLDER ?? "{}") as HolderSpec;
-  const agent = AGENTS[spec.agent];
-  const run = newRun({ json: false, streams: SILENT, logLevel: spec.logLevel, runId: spec.runId });
-  let prepared: PreparedRun;
+export async function holderMain(
+  deps: RunDeps = PRODUCTION_DEPS,
+  spec: HolderSpec = holderSpecFromEnvironment(),
+): Promise<number> {
+  const run = newRun({
+    json: false,
+    streams: SILENT,
+    logLevel: spec.logLevel,
+    runId: spec.runId,
+    deps,
+  });
+  const prepared = await prepareHold(run, spec);
+  if (typeof prepared === "number") return prepared;
+  const hold = await listen(prepared, spec);
+  if (typeof hold === "number") return hold;
+  await holdUntilEnd(hold);
+  return await endHold(hold);
+}
+
+/**
+ * `run`'s preparation, with who freezes decided first; when it stops, the
+ * reason is left for the freeze hook and the exit code returned.
+ */
+async function prepareHold(run: RunState, spec: HolderSpec): Promise<PreparedRun | number> {
   try {
-    // The snapshot is the agent's: "external" only satisfies the method check.
-    prepared = await prepareRun(run, {
+    return await prepareRun(run, {
       configPath: spec.configPath,
       logLevel: spec.logLevel,
+      // The snapshot is the agent's: "external" only satisfies the method check.
       external: true,
       // Where the agent freezes, the holder must not (a second FIFREEZE fails or deadlocks).
-      agentFreezes: agent.freezes,
+      agentFreezes: AGENTS[spec.agent].freezes,
     });
   } catch (error) {
     if (!(error instanceof RunStopped)) throw error;
@@ -189,18 +259,17 @@ export async function holderMain(): Promise<number> {
         : first.message,
     );
   }
-  const { config, freezeBy, session } = prepared.setup;
-  const paths = holderPaths(config.stateDir);
-  const ending = new HoldEnding(prepared.interrupt);
-  let attach: HolderConnection | undefined;
-  let attached: () => void = () => {};
-  const attachedNow = new Promise<void>((resolve) => (attached = resolve));
-  let server: HolderServer;
+}
+
+/** Listens for the hooks on the holder's socket; when it cannot, the exit code. */
+async function listen(run: PreparedRun, spec: HolderSpec): Promise<Hold | number> {
+  const paths = holderPaths(run.setup.config.stateDir);
+  const ending = new HoldEnding(run.interrupt);
+  const attachment = new Attachment();
   try {
-    server = await listenForHooks(paths, { runId: spec.runId, agent: spec.agent }, (c) => {
-      if (c.request.op === "attach" && !attach) {
-        attach = c;
-        attached();
+    const server = await listenForHooks(paths, { runId: spec.runId, agent: spec.agent }, (c) => {
+      if (c.request.op === "attach" && !attachment.connection) {
+        attachment.accept(c);
       } else if (c.request.op === "thaw") {
         ending.finish(c.request.event, c);
       } else if (c.request.op === "abort") {
@@ -209,94 +278,149 @@ export async function holderMain(): Promise<number> {
         c.answer({ event: "error", message: `unexpected request ${JSON.stringify(c.request)}` });
       }
     });
+    return { run, spec, server, ending, attachment };
   } catch (error) {
-    prepared.fail({
-      code: "HolderFailed",
-      message: `the holder could not listen on ${paths.socket}: ${(error as Error).message}`,
-    });
-    finishRun(prepared);
-    return failStart(paths.dir, spec.runId, "HolderFailed", prepared.errors.at(-1)!.message);
+    const message = `the holder could not listen on ${paths.socket}: ${(error as Error).message}`;
+    run.fail({ code: "HolderFailed", message });
+    finishRun(run);
+    return failStart(paths.dir, spec.runId, "HolderFailed", message);
   }
-  prepared.log.record("info", "hold-start", {
+}
+
+/**
+ * The hold itself: once the freeze hook attached, quiesce (and freeze, for
+ * agents that do not), tell the hook, and wait for the end (a thaw hook, the
+ * deadline, a signal, the hook gone).
+ */
+async function holdUntilEnd(hold: Hold): Promise<void> {
+  const { run, spec, server } = hold;
+  run.log.record("info", "hold-start", {
     agent: spec.agent,
     pid: process.pid,
     config: spec.configPath,
     agentArgs: spec.agentArgs,
-    freezeBy,
+    freezeBy: run.setup.freezeBy,
     peerCheck: server.peerCheck(),
   });
-  const onSignal = (signal: string) => {
-    prepared.fail({
-      code: "Interrupted",
-      message: `the holder received ${signal}: it thawed what it froze and resumed every plugin.`,
-    });
-    ending.finish("signal");
-  };
-  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-  for (const s of signals) process.on(s, onSignal);
-  const deadline = setTimeout(() => ending.finish("deadline"), config.hook.maxHoldSeconds * 1000);
-  // The freeze hook must attach in time, and stay until it is told.
-  const attachTimer = setTimeout(() => attach ?? ending.finish("hook-gone"), spec.attachTimeoutMs);
-  let quiescedAfterMs: number | undefined;
-  attachedNow.then(() => {
-    clearTimeout(attachTimer);
-    attach!.closed.then(() => quiescedAfterMs ?? ending.finish("hook-gone"));
-  });
-
+  const unwatch = watchHold(hold);
   try {
-    // Nothing is quiesced or frozen for a freeze hook that is gone (killed by its agent while the
-    // holder prepared): it attaches as soon as the socket is there, or never.
-    await Promise.race([attachedNow, ending.ended]);
-    const quiesced = ending.by ? {} : await quiesceAll(prepared);
-    if (quiesced.noSnapshot) ending.finish("quiesce-failed");
-    if (!ending.by && freezeBy === "vmsnap") {
-      await freezeTargets(prepared);
-      if (session.failed && !config.continueBackupOnFailure) ending.finish("freeze-failed");
-    }
-    if (!ending.by) await Promise.race([attachedNow, ending.ended]);
-    if (!ending.by && attach && !attach.isClosed()) {
-      quiescedAfterMs = Math.round(performance.now() - prepared.started);
-      const answer = quiescedAnswer(prepared, freezeBy);
-      prepared.log.record("info", "quiesced", { ...answer, event: undefined });
-      // From here on the filesystems are (or are about to be) frozen: nothing goes to disk.
-      session.hold();
-      attach.answer(answer as unknown as Record<string, unknown>);
-      await ending.ended;
-    } else if (!ending.by) {
-      ending.finish("hook-gone");
-    }
+    await quiesceAndTell(hold);
   } catch (error) {
-    prepared.fail({
+    run.fail({
       code: "InternalError",
       message: `internal error in the holder: ${
         (error as Error).stack ?? error
       }. Fix: report this with the log; filesystems were thawed and plugins resumed.`,
     });
-    ending.finish("internal-error");
+    hold.ending.finish("internal-error");
   } finally {
+    unwatch();
+  }
+}
+
+const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+
+/**
+ * What ends a hold besides a thaw hook: a signal, `hook.maxHoldSeconds`, a
+ * freeze hook that does not attach in time or goes away before it is told.
+ * Returns the function that stops watching.
+ */
+function watchHold(hold: Hold): () => void {
+  const { run, spec, ending, attachment } = hold;
+  const onSignal = (signal: string) => {
+    run.fail({
+      code: "Interrupted",
+      message: `the holder received ${signal}: it thawed what it froze and resumed every plugin.`,
+    });
+    ending.finish("signal");
+  };
+  for (const s of SIGNALS) process.on(s, onSignal);
+  const deadline = setTimeout(
+    () => ending.finish("deadline"),
+    run.setup.config.hook.maxHoldSeconds * 1000,
+  );
+  // The freeze hook must attach in time, and stay until it is told.
+  const attachTimer = setTimeout(
+    () => attachment.connection ?? ending.finish("hook-gone"),
+    spec.attachTimeoutMs,
+  );
+  attachment.attached.then(() => {
+    clearTimeout(attachTimer);
+    attachment.connection!.closed.then(() => hold.quiescedAfterMs ?? ending.finish("hook-gone"));
+  });
+  return () => {
     clearTimeout(deadline);
     clearTimeout(attachTimer);
-    for (const s of signals) process.off(s, onSignal);
+    for (const s of SIGNALS) process.off(s, onSignal);
+  };
+}
+
+/** Quiesces (and freezes), tells the waiting freeze hook, and waits for the end of the hold. */
+async function quiesceAndTell(hold: Hold): Promise<void> {
+  const { run, ending, attachment } = hold;
+  const { config, freezeBy, session } = run.setup;
+  // Nothing is quiesced or frozen for a freeze hook that is gone (killed by its agent while the
+  // holder prepared): it attaches as soon as the socket is there, or never.
+  await Promise.race([attachment.attached, ending.ended]);
+  const quiesced = ending.by ? {} : await quiesceAll(run);
+  if (quiesced.noSnapshot) ending.finish("quiesce-failed");
+  if (!ending.by && freezeBy === "vmsnap") {
+    await freezeTargets(run);
+    if (session.failed && !config.continueBackupOnFailure) ending.finish("freeze-failed");
   }
-  // The hold is ending: a signal now (the agent's service stopping) must not cut the thaw, the
-  // resume (a MongoDB fsyncLock outlives its connection) or the result short. Said, then finished.
+  if (!ending.by) await Promise.race([attachment.attached, ending.ended]);
+  const attach = attachment.connection;
+  if (!ending.by && attach && !attach.isClosed()) {
+    hold.quiescedAfterMs = Math.round(run.deps.now() - run.started);
+    const answer = quiescedAnswer(run);
+    run.log.record("info", "quiesced", { ...answer, event: undefined });
+    // From here on the filesystems are (or are about to be) frozen: nothing goes to disk.
+    session.hold();
+    attach.answer(answer as unknown as Record<string, unknown>);
+    await ending.ended;
+  } else if (!ending.by) {
+    ending.finish("hook-gone");
+  }
+}
+
+/**
+ * The end of the hold: thaw what the holder froze (and write what the log
+ * held), resume (stages descending), record the result, and answer every
+ * hook still waiting. A signal now (the agent's service stopping) must not cut
+ * the thaw, the resume (a MongoDB fsyncLock outlives its connection) or the
+ * result short: it is said, then finished.
+ */
+async function endHold(hold: Hold): Promise<number> {
+  const { run } = hold;
   const lateSignal = (signal: string) => {
-    prepared.warn({
+    run.warn({
       code: "Interrupted",
       message:
         `the holder received ${signal} while it ended the hold: it finished thawing, resuming and recording first.`,
     });
   };
-  for (const s of signals) process.on(s, lateSignal);
-  const by = ending.by ?? "abort";
-  // Thaw what the holder froze (and write what the log held), then resume, stages descending.
-  await thawTargets(prepared);
-  await resumeAll(prepared);
+  for (const s of SIGNALS) process.on(s, lateSignal);
+  const by = hold.ending.by ?? "abort";
+  await thawTargets(run);
+  await resumeAll(run);
+  const result = holdResult(hold, by);
+  // The last result (vmsnap status) and the metrics, as after a run.
+  recordRun(result, { configPath: hold.spec.configPath });
+  await answerAll(hold, result);
+  for (const s of SIGNALS) process.off(s, lateSignal);
+  return 0;
+}
+
+/** The result of the hold: `run`'s, with the agent's snapshot and freeze, and how the hold went. */
+function holdResult(hold: Hold, by: HoldEnd): HookResult {
+  const { run, spec, server, quiescedAfterMs } = hold;
+  const { config, freezeBy } = run.setup;
+  const heldMs = () => Math.round(run.deps.now() - run.started);
   // The snapshot was the agent's: taken when it sent thaw/post.
   const snapshot = {
     kind: "external" as const,
     taken: by === "thaw",
-    durationMs: Math.round(performance.now() - prepared.started),
+    durationMs: heldMs(),
     answer: by,
   };
   // The agent's freeze is what the config's fsFreezeEnabled asked for; it held if the agent said thaw.
@@ -304,9 +428,9 @@ export async function holderMain(): Promise<number> {
     ? { held: by === "thaw" }
     : undefined;
   const ended = endError(by, config.hook.maxHoldSeconds);
-  if (ended) prepared.fail(ended);
-  const result: HookResult = {
-    ...finishRun(prepared, { snapshot, agentFreeze }),
+  if (ended) run.fail(ended);
+  return {
+    ...finishRun(run, { snapshot, agentFreeze }),
     mode: "hook",
     hook: {
       agent: spec.agent,
@@ -317,31 +441,32 @@ export async function holderMain(): Promise<number> {
       agentArgs: spec.agentArgs,
       endedBy: by,
       ...(quiescedAfterMs !== undefined ? { quiescedAfterMs } : {}),
-      heldMs: Math.round(performance.now() - prepared.started),
+      heldMs: heldMs(),
     },
   };
-  // The last result (vmsnap status) and the metrics, as after a run.
-  recordRun(result, { configPath: spec.configPath });
+}
+
+/** Closes the socket and gives the result to every hook still connected, then lets it drain. */
+async function answerAll(hold: Hold, result: HookResult): Promise<void> {
+  const { server, ending, attachment, quiescedAfterMs } = hold;
   // No new connection from here (the files go); the open ones get the result.
   server.close();
   const answer = { event: "result", result };
   ending.connection?.answer(answer);
   // A freeze hook still waiting (quiesce failed, or it gave up) gets the result too.
-  if (attach && quiescedAfterMs === undefined) attach.answer(answer);
+  if (attachment.connection && quiescedAfterMs === undefined) attachment.connection.answer(answer);
   for (const c of ending.waiting) c.answer(answer);
   // Let the answers drain before the process goes.
   await new Promise((resolve) => setTimeout(resolve, 50));
-  for (const s of signals) process.off(s, lateSignal);
-  return 0;
 }
 
 /** What the waiting freeze hook is told. */
-function quiescedAnswer(run: PreparedRun, freezeBy: HookInfo["freezeBy"]): QuiescedAnswer {
+function quiescedAnswer(run: PreparedRun): QuiescedAnswer {
   return {
     event: "quiesced",
     runId: run.runId,
     holderPid: process.pid,
-    freezeBy,
+    freezeBy: run.setup.freezeBy,
     plugins: run.plugins.map((p) => ({
       name: p.config.name,
       stage: p.config.stage ?? 0,

@@ -14,7 +14,6 @@
  *
  * @module
  */
-import { spawn } from "node:child_process";
 import {
   existsSync,
   fstatSync,
@@ -35,7 +34,8 @@ import {
   rootProblems,
   syntaxProblems,
 } from "../preflight/preflight.ts";
-import type { HolderSpec, HookResult, QuiescedAnswer } from "./holder.ts";
+import type { HookResult, QuiescedAnswer } from "./holder.ts";
+import { type HolderProcess, type HookDeps, PRODUCTION_HOOK_DEPS } from "./deps.ts";
 import {
   askHolder,
   clearHolderFiles,
@@ -45,13 +45,10 @@ import {
   liveHolder,
 } from "./channel.ts";
 import { readLastResult } from "../state/last_result.ts";
-import { closeOnExecAbove2 } from "../sys/libc.ts";
 import { unwritableStateDir } from "../state/lock.ts";
-import { checkDirectory, ensureDirectory } from "../sys/permissions.ts";
 import type { OutputStreams } from "../run/output.ts";
 import { describeRecovery, recoverAll } from "../state/recover.ts";
 import { redact } from "../secrets.ts";
-import { selfCommand } from "../sys/self.ts";
 import { recordPlaces } from "../state/record.ts";
 import { newRunId } from "../run/state.ts";
 
@@ -72,15 +69,20 @@ export interface HookOptions {
 /** How long a hook whose recovery was cut short gives its last line to be written, then ends. */
 const ABANDONED_EXIT_MS = 500;
 
-/** A hook that stops with a coded error. */
-class HookStop extends Error {
-  constructor(readonly code: Code, message: string) {
-    super(message);
-  }
+/** One hook invocation: what it was asked, its dependencies, and its deadline (on `deps.now()`). */
+interface HookCall {
+  options: HookOptions;
+  deps: HookDeps;
+  deadline: number;
 }
 
+/** The milliseconds left before the hook's deadline. */
+const left = (call: HookCall) => call.deadline - call.deps.now();
+
 /**
- * Runs one hook invocation and returns its exit code.
+ * Runs one hook invocation and returns its exit code. `deps` replaces the
+ * uid, the clock, the permission rules, the freezer and the start of the
+ * holder (tests); by default the real ones.
  *
  * @example
  * ```ts
@@ -96,15 +98,16 @@ class HookStop extends Error {
  * });
  * ```
  */
-export async function runHook(options: HookOptions): Promise<number> {
-  const deadline = performance.now() +
-    (options.timeoutSeconds ?? AGENTS[options.agent].timeoutSeconds) * 1000;
+export async function runHook(
+  options: HookOptions,
+  deps: HookDeps = PRODUCTION_HOOK_DEPS,
+): Promise<number> {
+  const timeoutSeconds = options.timeoutSeconds ?? AGENTS[options.agent].timeoutSeconds;
+  const call = { options, deps, deadline: deps.now() + timeoutSeconds * 1000 };
   try {
-    return options.event === "freeze"
-      ? await freeze(options, deadline)
-      : await thaw(options, deadline);
+    return options.event === "freeze" ? await freeze(call) : await thaw(call);
   } catch (error) {
-    if (!(error instanceof HookStop)) throw error;
+    if (!(error instanceof VmsnapError)) throw error;
     say(options, {
       event: "hook-error",
       hook: options.event,
@@ -122,19 +125,22 @@ function say(options: HookOptions, json: Record<string, unknown>, text: string):
   else options.streams.stderr(`${redact(text)}\n`);
 }
 
+/** Stops the hook with the first problem, if any. */
+function stopOn(problems: Problem[]): void {
+  if (problems.length > 0) throw new VmsnapError(problems[0].code, problems[0].message);
+}
+
 /** The checks that stop a freeze before anything runs (run's preflight, src/preflight/preflight.ts). */
-function preflight(options: HookOptions): { stateDir: string } {
-  const stop = (problems: Problem[]) => {
-    if (problems.length > 0) throw new HookStop(problems[0].code, problems[0].message);
-  };
-  stop(rootProblems(process.getuid?.() === 0));
+function preflight(call: HookCall): { stateDir: string } {
+  const { options, deps } = call;
+  stopOn(rootProblems(deps.uid() === 0));
   const read = readConfig(options.configPath);
-  stop(read.problems);
+  stopOn(read.problems);
   const loaded = read.loaded!;
-  stop(syntaxProblems(loaded));
-  stop(configFileProblems(options.configPath));
+  stopOn(syntaxProblems(loaded));
+  stopOn(configFileProblems(options.configPath, deps.trust));
   if (loaded.problems.length > 0) {
-    throw new HookStop(
+    throw new VmsnapError(
       "InvalidConfig",
       `${options.configPath} has ${loaded.problems.length} problem(s), the first: ${
         loaded.problems[0].message
@@ -159,21 +165,23 @@ function deadHolder(paths: HolderPaths, stateDir: string): string | undefined {
  * before the hook's deadline (a dead run's database lock on a server that
  * does not answer): the hook must not wait for it (qemu-ga waits with no limit).
  */
-async function recoverAndSay(
-  options: HookOptions,
-  stateDir: string,
-  deadline: number,
-): Promise<boolean> {
+async function recoverAndSay(call: HookCall, stateDir: string): Promise<boolean> {
+  const { options, deps } = call;
   const paths = holderPaths(stateDir);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - performance.now()));
+    timer = setTimeout(() => resolve(undefined), Math.max(0, left(call)));
   });
   // Thaw first: what a dead holder left frozen may hold stateDir, where everything else writes.
   // The report is kept for the next run or recover: a stray thaw (qemu-ga -F runs the thaw hook on
   // every guest-fsfreeze-thaw) must not erase why a run died, nor may the freeze hook's stderr.
   const keepFor = `vmsnap hook ${options.event} (${options.agent})`;
-  const recovery = await Promise.race([recoverAll(stateDir, { keepFor }), late]);
+  const recovering = recoverAll(stateDir, {
+    keepFor,
+    freezerOf: deps.createFreezer,
+    plugins: deps.plugins,
+  });
+  const recovery = await Promise.race([recovering, late]);
   clearTimeout(timer);
   if (!recovery) {
     // The recovery goes on in this process (a connection to a server that does not answer) and
@@ -202,13 +210,14 @@ function recoveryCutShort(options: HookOptions, stateDir: string): string {
  * user could plant a "holder" that answers the thaw hook, or a marker that
  * recovery would act on as root. Read-only: nothing is written here.
  */
-function trustedHolderDir(stateDir: string, paths: HolderPaths): void {
+function trustedHolderDir(call: HookCall, stateDir: string, paths: HolderPaths): void {
+  const { checkDirectory } = call.deps.trust;
   const problems = [
     ...checkDirectory(stateDir, "stateDir"),
     ...checkDirectory(paths.dir, "the holder's directory"),
   ];
   if (problems.length > 0) {
-    throw new HookStop(
+    throw new VmsnapError(
       "InsecureDirectory",
       `${
         problems[0].message
@@ -222,104 +231,108 @@ function trustedHolderDir(stateDir: string, paths: HolderPaths): void {
  * read-only stateDir is StateDirUnwritable here, where the hook can say it
  * (the holder could not leave its reason there).
  */
-function stateDirWritable(stateDir: string, paths: HolderPaths): void {
+function stateDirWritable(call: HookCall, stateDir: string, paths: HolderPaths): void {
   try {
-    ensureDirectory(stateDir, "stateDir");
+    call.deps.trust.ensureDirectory(stateDir, "stateDir");
     mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
     const probe = join(paths.dir, `probe-${process.pid}`);
     writeFileSync(probe, "vmsnap\n", { mode: 0o600, flag: "wx" });
     rmSync(probe, { force: true });
   } catch (error) {
     const coded = error instanceof VmsnapError ? error : unwritableStateDir(stateDir, error);
-    if (coded) throw new HookStop(coded.code, coded.message);
+    if (coded) throw new VmsnapError(coded.code, coded.message, { cause: error });
     throw error;
   }
 }
 
-async function freeze(options: HookOptions, deadline: number): Promise<number> {
-  const { stateDir } = preflight(options);
+/**
+ * `freeze`/`pre`: the checks, recovery, then a holder that quiesces (and
+ * freezes, for agents that do not); the hook waits until it says so.
+ */
+async function freeze(call: HookCall): Promise<number> {
+  const { options } = call;
+  const { stateDir } = preflight(call);
   const paths = holderPaths(stateDir);
-  trustedHolderDir(stateDir, paths);
+  trustedHolderDir(call, stateDir, paths);
   const live = liveHolder(paths);
   if (live) {
-    throw new HookStop(
+    throw new VmsnapError(
       "HoldInProgress",
       `the holder of run ${live.runId} (pid ${live.pid}, for ${live.agent}, since ${live.since}) still holds; it was left intact and nothing else was done. Fix: send its thaw/post hook first, or wait for its hook.maxHoldSeconds.`,
     );
   }
-  if (!await recoverAndSay(options, stateDir, deadline)) {
-    throw new HookStop(
+  if (!await recoverAndSay(call, stateDir)) {
+    throw new VmsnapError(
       "HookTimeout",
       `${recoveryCutShort(options, stateDir)} Nothing was quiesced or frozen.`,
     );
   }
   // After the recovery: a filesystem a dead run left frozen would block any write here.
-  stateDirWritable(stateDir, paths);
+  stateDirWritable(call, stateDir, paths);
   const runId = newRunId();
-  const spec: HolderSpec = {
+  const holder = await call.deps.spawnHolder({
     runId,
     configPath: options.configPath,
     agent: options.agent,
     logLevel: options.logLevel,
-    attachTimeoutMs: Math.max(1000, deadline - performance.now()),
+    attachTimeoutMs: Math.max(1000, left(call)),
     agentArgs: options.agentArgs,
-  };
-  // The holder inherits nothing but /dev/null: an agent reading our output until EOF must not wait for it.
-  await closeOnExecAbove2();
-  const [command, ...args] = selfCommand(["__holder"]);
-  const child = spawn(command, args, {
-    detached: true,
-    stdio: "ignore",
-    cwd: "/",
-    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C", VMSNAP_HOLDER: JSON.stringify(spec) },
   });
-  let exited: number | null | undefined;
-  child.on("exit", (code) => (exited = code ?? -1));
-  child.on("error", () => (exited = -1));
-  child.unref();
-  const failure = () => startFailure(paths, runId, exited);
-  // Wait for the holder's socket, then attach and wait for "quiesced".
+  await holderListening(call, paths, runId, holder);
+  const reply = await askHolder(paths, { op: "attach" }, left(call));
+  if ("failed" in reply) {
+    if (reply.failed === "timeout") return await giveUp(paths, runId);
+    if (holder.exited() !== undefined) throw startFailure(paths, runId, holder.exited());
+    throw new VmsnapError("HolderFailed", `the holder did not answer: ${reply.detail}`);
+  }
+  if (reply.answer.event === "quiesced") {
+    sayQuiesced(options, reply.answer as unknown as QuiescedAnswer);
+    return 0;
+  }
+  return printResult(options, reply.answer.result as HookResult);
+}
+
+/** Waits for the holder's socket; it may exit (its reason left for us), or miss the deadline. */
+async function holderListening(
+  call: HookCall,
+  paths: HolderPaths,
+  runId: string,
+  holder: HolderProcess,
+): Promise<void> {
   while (!existsSync(paths.socket) || liveHolder(paths)?.runId !== runId) {
-    if (exited !== undefined) throw failure();
-    if (performance.now() > deadline) {
-      child.kill("SIGTERM");
-      throw new HookStop(
+    if (holder.exited() !== undefined) throw startFailure(paths, runId, holder.exited());
+    if (left(call) < 0) {
+      holder.stop();
+      throw new VmsnapError(
         "HookTimeout",
-        `the holder (pid ${child.pid}) was still preparing (the checks, recovering what an earlier run left) when the hook's timeout passed: it was stopped before it quiesced anything. Fix: run vmsnap check --config ${options.configPath}, and vmsnap recover; or raise --timeout within the agent's own limit.`,
+        `the holder (pid ${holder.pid}) was still preparing (the checks, recovering what an earlier run left) when the hook's timeout passed: it was stopped before it quiesced anything. Fix: run vmsnap check --config ${call.options.configPath}, and vmsnap recover; or raise --timeout within the agent's own limit.`,
       );
     }
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  const reply = await askHolder(paths, { op: "attach" }, deadline - performance.now());
-  if ("failed" in reply) {
-    if (reply.failed === "timeout") return await giveUp(paths, runId);
-    if (exited !== undefined) throw failure();
-    throw new HookStop("HolderFailed", `the holder did not answer: ${reply.detail}`);
-  }
-  if (reply.answer.event === "quiesced") {
-    const q = reply.answer as unknown as QuiescedAnswer;
-    const plugins = q.plugins.map((p) =>
-      `${p.name}${p.stage ? ` (stage ${p.stage})` : ""}: ${
-        p.ok ? "ok" : p.code ?? "failed"
-      } ${p.durationMs} ms`
-    );
-    const frozen = q.freezeBy === "vmsnap"
-      ? `froze ${q.frozen.join(", ") || "nothing"}`
-      : q.freezeBy === "agent"
-      ? `${options.agent} freezes now`
-      : "nothing frozen (fsFreezeEnabled is false)";
-    say(
-      { ...options, streams: clearOfFrozen(options.streams, q.frozen) },
-      reply.answer,
-      `vmsnap hook freeze (${options.agent}) run ${q.runId}: quiesced ${
-        plugins.join(", ") || "no plugin"
-      }; ${frozen}; holder pid ${q.holderPid} holds until thaw/post or ${q.maxHoldSeconds} s${
-        q.errors.length ? `\n${q.errors.map((e) => `  [${e.code}] ${e.message}`).join("\n")}` : ""
-      }`,
-    );
-    return 0;
-  }
-  return printResult(options, reply.answer.result as HookResult);
+}
+
+/** The freeze hook's line once everything is quiesced (and frozen, or the agent freezes next). */
+function sayQuiesced(options: HookOptions, q: QuiescedAnswer): void {
+  const plugins = q.plugins.map((p) =>
+    `${p.name}${p.stage ? ` (stage ${p.stage})` : ""}: ${
+      p.ok ? "ok" : p.code ?? "failed"
+    } ${p.durationMs} ms`
+  );
+  const frozen = q.freezeBy === "vmsnap"
+    ? `froze ${q.frozen.join(", ") || "nothing"}`
+    : q.freezeBy === "agent"
+    ? `${options.agent} freezes now`
+    : "nothing frozen (fsFreezeEnabled is false)";
+  say(
+    { ...options, streams: clearOfFrozen(options.streams, q.frozen) },
+    q as unknown as Record<string, unknown>,
+    `vmsnap hook freeze (${options.agent}) run ${q.runId}: quiesced ${
+      plugins.join(", ") || "no plugin"
+    }; ${frozen}; holder pid ${q.holderPid} holds until thaw/post or ${q.maxHoldSeconds} s${
+      q.errors.length ? `\n${q.errors.map((e) => `  [${e.code}] ${e.message}`).join("\n")}` : ""
+    }`,
+  );
 }
 
 /**
@@ -362,58 +375,68 @@ async function giveUp(paths: HolderPaths, runId: string): Promise<number> {
       (reply.answer.result as HookResult | undefined)?.status ?? "?"
     })`
     : `the holder did not confirm (${reply.detail})`;
-  throw new HookStop(
+  throw new VmsnapError(
     "HookTimeout",
     `the holder did not finish quiescing within the hook's timeout; ${detail}.`,
   );
 }
 
 /** Why the holder exited before it listened. */
-function startFailure(paths: HolderPaths, runId: string, exited: number | null | undefined) {
+function startFailure(paths: HolderPaths, runId: string, exited: number | undefined): VmsnapError {
   const file = join(paths.dir, `failed-${runId}.json`);
   try {
     const { code, message } = JSON.parse(readFileSync(file, "utf8"));
     rmSync(file, { force: true });
-    return new HookStop(code, message);
+    return new VmsnapError(code, message);
   } catch {
-    return new HookStop(
+    return new VmsnapError(
       "HolderFailed",
       `the holder exited (${exited}) before it listened. Fix: see the log.`,
     );
   }
 }
 
-async function thaw(options: HookOptions, deadline: number): Promise<number> {
+/** `thaw`/`post`/`freezeFail`: the holder ends its hold and answers with the result. */
+async function thaw(call: HookCall): Promise<number> {
+  const { options, deps } = call;
   // The config's stateDir, or the default when the config cannot be read: the holder must be found.
   const { stateDir } = recordPlaces(options.configPath);
   const paths = holderPaths(stateDir);
-  if (process.getuid?.() !== 0) {
-    throw new HookStop("NotRoot", `vmsnap hook must run as root (uid ${process.getuid?.()}).`);
+  if (deps.uid() !== 0) {
+    throw new VmsnapError("NotRoot", `vmsnap hook must run as root (uid ${deps.uid()}).`);
   }
-  trustedHolderDir(stateDir, paths);
+  trustedHolderDir(call, stateDir, paths);
   const request = { op: "thaw", event: options.event as "thaw" | "freezeFail" } as const;
   const reply = liveHolder(paths)
-    ? await askHolder(paths, request, Math.max(0, deadline - performance.now()))
+    ? await askHolder(paths, request, Math.max(0, left(call)))
     : { failed: "no-holder" as const, detail: "" };
   if ("answer" in reply && reply.answer.event === "result") {
     return printResult(options, reply.answer.result as HookResult);
   }
   if ("failed" in reply && reply.failed === "timeout") {
-    throw new HookStop(
+    throw new VmsnapError(
       "HookTimeout",
       reply.sent
         ? `the holder received the ${options.event} but did not finish within the hook's timeout: it goes on thawing what it froze and resuming every plugin (a slow post-script or database?); vmsnap status shows its result when it is done.`
         : `the holder did not answer the ${options.event} within the hook's timeout; it ends its hold by itself at hook.maxHoldSeconds.`,
     );
   }
-  // No holder: say why, as far as the last result tells, and recover.
+  throw await noHolder(call, stateDir, paths);
+}
+
+/** No holder to thaw: why, as far as the last result tells, after recovering. */
+async function noHolder(
+  call: HookCall,
+  stateDir: string,
+  paths: HolderPaths,
+): Promise<VmsnapError> {
   const last = readLastResult<HookResult>(stateDir);
   const lastHold = lastHolder(paths);
-  const recovered = await recoverAndSay(options, stateDir, deadline);
+  const recovered = await recoverAndSay(call, stateDir);
   let code: Code = "NoHolder";
   let why =
     `no holder is running for ${stateDir}: the freeze hook did not run, failed, or its hold already ended.`;
-  if (!recovered) why += ` And ${recoveryCutShort(options, stateDir)}`;
+  if (!recovered) why += ` And ${recoveryCutShort(call.options, stateDir)}`;
   if (last?.mode === "hook" && last.hook.endedBy !== "thaw" && last.hook.endedBy !== "freezeFail") {
     const ended = last.errors.find((e) =>
       ["HoldTimeout", "HookAborted", "HookTimeout", "Interrupted"].includes(e.code)
@@ -427,7 +450,7 @@ async function thaw(options: HookOptions, deadline: number): Promise<number> {
     why +=
       ` The holder of run ${lastHold.runId} (pid ${lastHold.pid}) died without a result: its database sessions ended with it.`;
   }
-  throw new HookStop(code, why);
+  return new VmsnapError(code, why);
 }
 
 /** Prints the result of a hold: one verdict line (and the errors), or the JSON with --json. */

@@ -1,7 +1,7 @@
 /**
  * What a run depends on: the freezer, the guard, the mount table, the plugin
- * registry, the root check, the fault-injection pause, the permission rules
- * and the snapshot taker. `PRODUCTION_DEPS` are the real ones (with the
+ * registry, the uid, the clock, the fault-injection pause, the permission
+ * rules and the snapshot taker. Hook mode takes the same (src/hook/deps.ts). `PRODUCTION_DEPS` are the real ones (with the
  * test-only switches of src/run/test_switches.ts read once); tests that run
  * without root or real freezes pass their own.
  *
@@ -28,8 +28,10 @@ export interface RunDeps extends SessionDeps {
   /** Plugin types by their `"type"` value. */
   // deno-lint-ignore no-explicit-any
   plugins: ReadonlyMap<string, PluginDefinition<any>>;
-  /** True when the process runs as root. */
-  isRoot(): boolean;
+  /** The uid the process runs as (root is 0). */
+  uid(): number | undefined;
+  /** The clock for the run's durations and the hook's deadlines, in ms (`performance.now()`). */
+  now(): number;
   /** The fault-injection pause (a no-op unless a test switch names the phase). */
   pause(phase: PausePoint, signal: AbortSignal): Promise<void>;
   /** The permission rules for the config, directories and snapshot command. */
@@ -55,7 +57,8 @@ export function productionDeps(switches: TestSwitches = readTestSwitches()): Run
     spawnGuard: () => spawnGuard(),
     readMounts: () => readMounts(switches.mountinfo),
     plugins: PLUGINS,
-    isRoot: () => process.getuid?.() === 0,
+    uid: () => process.getuid?.(),
+    now: () => performance.now(),
     pause: pauseFor(switches),
     trust: TRUST,
     takeSnapshot,

@@ -74,7 +74,7 @@ export interface PrepareOptions {
 export async function prepareRun(run: RunState, options: PrepareOptions): Promise<PreparedRun> {
   const { deps, setup } = run;
   run.output.say("check", options.configPath);
-  const notRoot = rootProblems(deps.isRoot());
+  const notRoot = rootProblems(deps.uid() === 0);
   if (notRoot.length) stopWith(run, notRoot);
 
   // The config: readable, parseable, root's, valid. Otherwise no script runs at all.
@@ -240,7 +240,11 @@ async function recoverLeftovers(
   lock: RunLock,
   thawed: Recovery["thawed"],
 ): Promise<void> {
-  const recovered = await recoverAll(config.stateDir, { deadRun: lock.tookOverFrom, thawed });
+  const recovered = await recoverAll(config.stateDir, {
+    deadRun: lock.tookOverFrom,
+    thawed,
+    plugins: run.deps.plugins,
+  });
   if (!recoveredAnything(recovered)) return;
   run.setup.recovered = recovered;
   run.log.record("warning", "recovered", { ...recovered });

@@ -103,7 +103,7 @@ export function buildResult(run: RunState, agent?: AgentOutcome): RunResult {
     snapshot: agent?.snapshot ?? run.snapshot,
     ...(recovered ? { recovered } : {}),
     log: { file: run.log.file, ...run.log.stats },
-    durationMs: Math.round(performance.now() - run.started),
+    durationMs: Math.round(run.deps.now() - run.started),
   };
 }
 

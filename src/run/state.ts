@@ -153,15 +153,16 @@ export interface NewRunOptions {
  */
 export function newRun(options: NewRunOptions): RunState {
   const runId = options.runId ?? newRunId();
+  const deps = options.deps ?? PRODUCTION_DEPS;
   const errors: RunError[] = [];
   const warnings: Problem[] = [];
   return {
     runId,
-    started: performance.now(),
+    started: deps.now(),
     output: new Output(options.json, options.streams),
     log: new EventLog({ runId, level: options.logLevel ?? "info" }),
     interrupt: new AbortController(),
-    deps: options.deps ?? PRODUCTION_DEPS,
+    deps,
     errors,
     warnings,
     fail: (problem) => void errors.push(problem),

@@ -33,7 +33,7 @@ import type { Problem } from "../errors.ts";
 import type { GuardReport, PluginLockRecovery, Recovery } from "../protocol.ts";
 import { clearStaleRunLock, type LockOwner, ownerAlive, processStart } from "./lock.ts";
 import { commandOf, findByEnvironment, killProcesses } from "../sys/process_runner.ts";
-import type { LockMarker } from "../../plugins/plugin.ts";
+import type { LockMarker, PluginDefinition } from "../../plugins/plugin.ts";
 import { PLUGINS } from "../../plugins/registry.ts";
 
 export type { PluginLockRecovery, Recovery } from "../protocol.ts";
@@ -226,6 +226,9 @@ export interface RecoverOptions {
   thawed?: Recovery["thawed"];
   /** The freezer (the caller's dependency; by default the ioctl's). */
   freezerOf?: () => Promise<Freezer>;
+  /** Plugin types by their `"type"` value (the caller's dependency; by default every plugin). */
+  // deno-lint-ignore no-explicit-any
+  plugins?: ReadonlyMap<string, PluginDefinition<any>>;
 }
 
 /**
@@ -298,7 +301,7 @@ export async function recoverAll(
     try {
       const { config } = loadConfig(lock.configFile);
       const plugin = config.plugins.find((p) => p.name === lock.plugin && p.type === lock.type);
-      const definition = PLUGINS.get(lock.type);
+      const definition = (options.plugins ?? PLUGINS).get(lock.type);
       if (!plugin || !definition?.recover) {
         throw new Error(
           `plugin ${lock.plugin} is no longer in ${lock.configFile}; release the lock by hand`,

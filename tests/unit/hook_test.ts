@@ -5,13 +5,18 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { openSync } from "node:fs";
+import { existsSync, openSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { byStage, runStaged } from "../../src/run/stages.ts";
 import { askHolder, holderPaths, listenForHooks, liveHolder } from "../../src/hook/channel.ts";
+import { type HookDeps, PRODUCTION_HOOK_DEPS } from "../../src/hook/deps.ts";
+import { runHook } from "../../src/hook/hook.ts";
+import { holderMain, type HolderSpec } from "../../src/hook/holder.ts";
+import { readLastResult } from "../../src/state/last_result.ts";
 import { closeOnExecAbove2 } from "../../src/sys/libc.ts";
 import { parseInvocation } from "../../src/cli/args.ts";
 import { UsageError } from "../../src/cli/command.ts";
-import { secureDir } from "../helpers.ts";
+import { putConfig, secureDir } from "../helpers.ts";
 
 Deno.test("byStage: lowest stage first, stable within a stage, missing stage is 0", () => {
   const items = [{ n: "db", s: 1 }, { n: "app" }, { n: "web", s: -1 }, { n: "cache", s: 1 }];
@@ -117,4 +122,114 @@ Deno.test("the command line: hook, install and uninstall", () => {
   assert.match(usage(["install", "--for", "vmwar"]), /Did you mean "vmware"/);
   assert.match(usage(["hook", "thaw", "--for", "gcp", "--timeout", "0"]), /--timeout must be/);
   assert.match(usage(["hook", "thaw", "--for", "gcp", "--root", "/x"]), /unknown option --root/);
+});
+
+/** Hook mode's dependencies with no guard and no holder process: a test fails if one is started. */
+function noProcesses(): HookDeps {
+  return {
+    ...PRODUCTION_HOOK_DEPS,
+    spawnGuard: () => assert.fail("no guard may be started"),
+    startGuard: () => assert.fail("no guard may be started"),
+    spawnHolder: () => assert.fail("no holder may be started"),
+  };
+}
+
+/** A hook's output lines, parsed (--json). */
+function lines(out: string[]): Record<string, unknown>[] {
+  return out.join("").trim().split("\n").map((line) => JSON.parse(line));
+}
+
+Deno.test("runHook takes its uid from its dependencies: a thaw hook that is not root says so and contacts nothing", async () => {
+  const out: string[] = [];
+  const code = await runHook({
+    event: "thaw",
+    agent: "gcp",
+    configPath: "/nonexistent/vmsnap.json",
+    json: true,
+    agentArgs: [],
+    streams: { stdout: (t) => void out.push(t), stderr: (t) => void out.push(t) },
+  }, { ...noProcesses(), uid: () => 1000 });
+  assert.equal(code, 2);
+  const [line] = lines(out);
+  assert.equal(line.code, "NotRoot");
+  assert.match(String(line.message), /uid 1000/);
+});
+
+Deno.test("runHook starts its holder through its dependencies: the orders it gets, and the reason of one that stops before it listens", async () => {
+  const { dir, cleanup } = secureDir("hook-");
+  try {
+    const stateDir = join(dir, "state");
+    const config = putConfig(dir, {
+      stateDir,
+      log: { file: join(dir, "log", "vmsnap.jsonl") },
+      metrics: { textfile: join(dir, "vmsnap.prom") },
+    });
+    const specs: HolderSpec[] = [];
+    const out: string[] = [];
+    const code = await runHook({
+      event: "freeze",
+      agent: "gcp",
+      configPath: config,
+      json: true,
+      timeoutSeconds: 20,
+      agentArgs: ["sdb"],
+      streams: { stdout: (t) => void out.push(t), stderr: (t) => void out.push(t) },
+    }, {
+      ...noProcesses(),
+      spawnHolder: (spec) => {
+        specs.push(spec);
+        // As a holder that stopped in its preflight: its reason for the hook, then exit 2.
+        const failed = join(holderPaths(stateDir).dir, `failed-${spec.runId}.json`);
+        writeFileSync(failed, JSON.stringify({ code: "AnotherRunInProgress", message: "busy" }));
+        return Promise.resolve({ pid: 4242, exited: () => 2, stop: () => {} });
+      },
+    });
+    assert.equal(code, 2);
+    assert.equal(specs.length, 1);
+    assert.deepEqual(
+      [specs[0].agent, specs[0].configPath, specs[0].agentArgs],
+      ["gcp", config, ["sdb"]],
+    );
+    assert.ok(specs[0].attachTimeoutMs > 10_000, String(specs[0].attachTimeoutMs));
+    const [line] = lines(out);
+    assert.deepEqual([line.event, line.code], ["hook-error", "AnotherRunInProgress"]);
+    assert.ok(!existsSync(join(holderPaths(stateDir).dir, `failed-${specs[0].runId}.json`)));
+  } finally {
+    cleanup();
+  }
+});
+
+Deno.test("the holder takes the run's dependencies: for an agent that freezes itself it starts no guard, and its clock is the one given", async () => {
+  const { dir, cleanup } = secureDir("holder-");
+  try {
+    const stateDir = join(dir, "state");
+    const config = putConfig(dir, {
+      fsFreezeEnabled: true,
+      freeze: { mounts: ["/nonexistent-mount"] },
+      stateDir,
+      log: { file: join(dir, "log", "vmsnap.jsonl") },
+      metrics: { textfile: join(dir, "vmsnap.prom") },
+    });
+    const spec: HolderSpec = {
+      runId: "20261126T050000Z-h0ld3r",
+      configPath: config,
+      agent: "qemu-ga",
+      attachTimeoutMs: 200,
+      agentArgs: [],
+    };
+    // No freeze hook attaches: the hold ends by itself ("hook-gone") and records its result.
+    assert.equal(await holderMain({ ...noProcesses(), now: () => 42 }, spec), 0);
+    const result = readLastResult(stateDir);
+    assert.equal(result.runId, spec.runId);
+    assert.deepEqual(
+      [result.mode, result.hook.agent, result.hook.freezeBy, result.hook.endedBy],
+      ["hook", "qemu-ga", "agent", "hook-gone"],
+    );
+    assert.ok(result.errors.some((e: { code: string }) => e.code === "HookAborted"));
+    // The agent's freeze: no plan of vmsnap's own (no FreezeMountNotFound for the missing mount).
+    assert.ok(!result.errors.some((e: { code: string }) => e.code === "FreezeMountNotFound"));
+    assert.deepEqual([result.durationMs, result.hook.heldMs], [0, 0]);
+  } finally {
+    cleanup();
+  }
 });

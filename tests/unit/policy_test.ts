@@ -151,7 +151,7 @@ function fakeDeps(script: Script, seen: Seen): RunDeps {
     },
     readMounts: () => MOUNTS.map(mount),
     plugins: new Map([["script", plugin]]),
-    isRoot: () => !script.notRoot,
+    uid: () => (script.notRoot ? 1000 : 0),
     pause: (phase) => {
       if (phase === "frozen" && script.signalWhileFrozen) process.emit("SIGTERM", "SIGTERM");
       return Promise.resolve();
