@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
@@ -25,6 +25,7 @@ import { createInterface } from "node:readline";
 import {
   createFreezer,
   EMERGENCY_THAW_ORDER,
+  type Freezer,
   inThawOrder,
   thawAndConfirm,
   thawIfPlanned,
@@ -35,6 +36,7 @@ import type {
   GuardReport,
   GuardRequest,
   GuardThaw,
+  ReleaseMessage,
 } from "../protocol.ts";
 import { selfCommand } from "../sys/self.ts";
 import { GUARD_RELEASE_TIMEOUT_MS, GUARD_START_TIMEOUT_MS } from "../defaults.ts";
@@ -49,8 +51,140 @@ export function guardReportPath(stateDir: string, runId: string): string {
 
 const REPEAT_THAW_MS = 50;
 
+/** Writes one message to the agent; an agent gone (pipe closed) is no reason to stop thawing. */
+function send(message: GuardMessage): void {
+  try {
+    process.stdout.write(`${JSON.stringify(message)}\n`);
+  } catch {
+    // The agent is gone; the pipe is closed. Keep thawing.
+  }
+}
+
+/** What the guard holds and has done: armed by the agent, released by it, or stepping in. */
+class Guard {
+  readonly #freezer: Freezer;
+  #arm?: ArmMessage;
+  /** What the agent froze (or is freezing), when it says so; else every planned mount. */
+  #held?: Set<string>;
+  #armedAt = 0;
+  released = false;
+  #report?: GuardReport;
+  /** A later round found something new; the report left in stateDir must be written again. */
+  #reportChanged = false;
+  #deadline?: ReturnType<typeof setTimeout>;
+  #repeat?: ReturnType<typeof setInterval>;
+
+  constructor(freezer: Freezer) {
+    this.#freezer = freezer;
+  }
+
+  /** Armed once: the deadline starts, after which it thaws, and keeps thawing until released. */
+  arm(message: ArmMessage): void {
+    if (this.#arm) return;
+    const arm = this.#arm = message;
+    this.#held = arm.held ? new Set(arm.held) : undefined;
+    this.#armedAt = performance.now();
+    this.#deadline = setTimeout(() => {
+      send({ event: "expired", report: this.#thawAll("deadline") });
+      // Keep thawing until released: a freeze blocked in the kernel may complete late.
+      this.#repeat = setInterval(() => this.#thawAll("deadline"), REPEAT_THAW_MS);
+    }, arm.maxFrozenMs);
+    send({ event: "armed", pid: process.pid });
+  }
+
+  /** The freeze of `mount` failed (maybe someone else's): never thaw it. */
+  drop(mount: string): void {
+    this.#held?.delete(mount);
+  }
+
+  /**
+   * The agent's thaw is done. An agent that says what it holds confirmed its
+   * own thaw: the guard disarms and thaws nothing more (a later freeze of the
+   * same mount is someone else's). An older agent: check what it froze once
+   * more, without counting it as stepping in.
+   */
+  release(message: ReleaseMessage): void {
+    this.released = true;
+    this.#stopTimers();
+    const froze = this.#held ? [] : message.froze ?? this.#arm?.mounts ?? [];
+    const leftovers = froze.filter((m) => thawAndConfirm(this.#freezer, m).wasFrozen);
+    send({ event: "released", leftovers });
+  }
+
+  /**
+   * The agent died (EOF on its pipe): thaw now and tell the next run (the
+   * filesystems are writable again), then once more shortly after, for a
+   * freeze that was in flight. Resolves with the exit code.
+   */
+  agentGone(): Promise<number> {
+    this.#stopTimers();
+    const arm = this.#arm;
+    if (!arm) return Promise.resolve(0);
+    this.#thawAll("agent-died");
+    // It may have died between expediting grace periods and putting the setting back.
+    if (arm.restoreRcuExpedited) restoreGracePeriods();
+    this.#leaveReport();
+    // Only a round that found something new writes the report again: a recovery may have shown
+    // and removed the first one already.
+    return new Promise((resolve) =>
+      setTimeout(() => {
+        this.#thawAll("agent-died");
+        if (this.#reportChanged) this.#leaveReport();
+        resolve(3);
+      }, REPEAT_THAW_MS)
+    );
+  }
+
+  #stopTimers(): void {
+    clearTimeout(this.#deadline);
+    clearInterval(this.#repeat);
+  }
+
+  /** Thaws what it holds, in the emergency order (freeze order: see ThawOrder in freezer.ts). */
+  #thawAll(reason: GuardReport["reason"]): GuardReport {
+    const arm = this.#arm;
+    const mounts = (arm?.mounts ?? []).filter((m) => !this.#held || this.#held.has(m));
+    const thawed = inThawOrder(mounts, EMERGENCY_THAW_ORDER).map((mount): GuardThaw => ({
+      mount,
+      ...thawIfPlanned(this.#freezer, mount, arm?.mountIds?.[mount]),
+    }));
+    if (!this.#report) {
+      this.#report = {
+        runId: arm?.runId ?? "",
+        reason,
+        at: new Date().toISOString(),
+        afterMs: Math.round(performance.now() - this.#armedAt),
+        thawed,
+      };
+      return this.#report;
+    }
+    // Later rounds: record any mount found frozen again (a freeze that completed late).
+    for (const t of thawed) {
+      const before = this.#report.thawed.find((r) => r.mount === t.mount);
+      if (before && t.wasFrozen && !before.wasFrozen) {
+        before.wasFrozen = true;
+        this.#reportChanged = true;
+      }
+    }
+    return this.#report;
+  }
+
+  /** The report for the next run, written whole, then renamed: a reader never sees half of it. */
+  #leaveReport(): void {
+    if (!this.#report || !this.#arm) return;
+    try {
+      const path = guardReportPath(this.#arm.stateDir, this.#arm.runId);
+      writeFileSync(`${path}.tmp`, JSON.stringify(this.#report), { mode: 0o600 });
+      renameSync(`${path}.tmp`, path);
+    } catch {
+      // Nothing more can be done; the thaw itself is what matters.
+    }
+  }
+}
+
 /**
- * The guard's main loop. Returns the exit code.
+ * The guard's main loop: its agent's requests on stdin, until it is released
+ * or the agent dies. Returns the exit code.
  *
  * @example
  * ```ts
@@ -58,66 +192,9 @@ const REPEAT_THAW_MS = 50;
  * ```
  */
 export async function guardMain(): Promise<number> {
-  const freezer = await createFreezer();
-  const send = (message: GuardMessage) => {
-    try {
-      process.stdout.write(`${JSON.stringify(message)}\n`);
-    } catch {
-      // The agent is gone; the pipe is closed. Keep thawing.
-    }
-  };
-  let arm: ArmMessage | undefined;
-  /** What the agent froze (or is freezing), when it says so; else every planned mount. */
-  let held: Set<string> | undefined;
-  let armedAt = 0;
-  let released = false;
-  let report: GuardReport | undefined;
-  /** A later round found something new; the report left in stateDir must be written again. */
-  let reportChanged = false;
-  let deadline: ReturnType<typeof setTimeout> | undefined;
-  let repeat: ReturnType<typeof setInterval> | undefined;
-
-  const thawAll = (reason: GuardReport["reason"]): GuardReport => {
-    // The emergency order (freeze order): see ThawOrder in freeze.ts.
-    const mounts = (arm?.mounts ?? []).filter((m) => !held || held.has(m));
-    const thawed = inThawOrder(mounts, EMERGENCY_THAW_ORDER).map((mount): GuardThaw => ({
-      mount,
-      ...thawIfPlanned(freezer, mount, arm?.mountIds?.[mount]),
-    }));
-    if (!report) {
-      report = {
-        runId: arm?.runId ?? "",
-        reason,
-        at: new Date().toISOString(),
-        afterMs: Math.round(performance.now() - armedAt),
-        thawed,
-      };
-    } else {
-      // Later rounds: record any mount found frozen again (a freeze that completed late).
-      for (const t of thawed) {
-        const before = report.thawed.find((r) => r.mount === t.mount);
-        if (before && t.wasFrozen && !before.wasFrozen) {
-          before.wasFrozen = true;
-          reportChanged = true;
-        }
-      }
-    }
-    return report;
-  };
-  const leaveReport = () => {
-    if (!report || !arm) return;
-    try {
-      // Written whole, then renamed: a reader never sees half a report.
-      const path = guardReportPath(arm.stateDir, arm.runId);
-      writeFileSync(`${path}.tmp`, JSON.stringify(report), { mode: 0o600 });
-      renameSync(`${path}.tmp`, path);
-    } catch {
-      // Nothing more can be done; the thaw itself is what matters.
-    }
-  };
-
+  const guard = new Guard(await createFreezer());
   const input = createInterface({ input: process.stdin, crlfDelay: Infinity });
-  const done = new Promise<number>((resolve) => {
+  return await new Promise<number>((resolve) => {
     input.on("line", (line) => {
       let message: GuardRequest;
       try {
@@ -125,56 +202,18 @@ export async function guardMain(): Promise<number> {
       } catch {
         return;
       }
-      if (message?.op === "arm" && !arm) {
-        arm = message;
-        held = arm.held ? new Set(arm.held) : undefined;
-        armedAt = performance.now();
-        deadline = setTimeout(() => {
-          send({ event: "expired", report: thawAll("deadline") });
-          // Keep thawing until released: a freeze blocked in the kernel may complete late.
-          repeat = setInterval(() => thawAll("deadline"), REPEAT_THAW_MS);
-        }, arm.maxFrozenMs);
-        send({ event: "armed", pid: process.pid });
-      } else if (message?.op === "drop") {
-        held?.delete(message.mount);
-      } else if (message?.op === "release") {
-        released = true;
-        clearTimeout(deadline);
-        clearInterval(repeat);
-        // An agent that says what it holds confirmed its own thaw: the guard disarms and thaws
-        // nothing more (a later freeze of the same mount is someone else's). An older agent: check
-        // what it froze once more, without counting it as stepping in.
-        const froze = held ? [] : message.froze ?? arm?.mounts ?? [];
-        const leftovers = froze.filter((m) => thawAndConfirm(freezer, m).wasFrozen);
-        send({ event: "released", leftovers });
+      if (message?.op === "arm") guard.arm(message);
+      else if (message?.op === "drop") guard.drop(message.mount);
+      else if (message?.op === "release") {
+        guard.release(message);
         input.close();
         resolve(0);
       }
     });
     input.on("close", () => {
-      if (released) return;
-      clearTimeout(deadline);
-      clearInterval(repeat);
-      if (arm) {
-        // The agent died: thaw now, and tell the next run (the filesystems are writable again).
-        thawAll("agent-died");
-        // It may have died between expediting grace periods and putting the setting back.
-        if (arm.restoreRcuExpedited) restoreGracePeriods();
-        leaveReport();
-        // One more round shortly after, for a freeze that was in flight when the agent died.
-        // Only a round that found something new writes the report again: a recovery may have
-        // shown and removed the first one already.
-        setTimeout(() => {
-          thawAll("agent-died");
-          if (reportChanged) leaveReport();
-          resolve(3);
-        }, REPEAT_THAW_MS);
-      } else {
-        resolve(0);
-      }
+      if (!guard.released) guard.agentGone().then(resolve);
     });
   });
-  return await done;
 }
 
 /** The agent's handle on its guard. */
@@ -229,6 +268,91 @@ export interface GuardProcess {
   dismiss(): void;
 }
 
+/** The agent's end of the pipes to a guard: its requests out, its messages in. */
+interface GuardLink {
+  request(message: GuardRequest): void;
+  /** The next message of this kind, or undefined when the guard exits or the time passes. */
+  waitFor<E extends GuardMessage["event"]>(
+    event: E,
+    timeoutMs: number,
+  ): Promise<Extract<GuardMessage, { event: E }> | undefined>;
+  /** The guard's report, once it stepped in at the deadline. */
+  expired(): GuardReport | undefined;
+  exited(): boolean;
+}
+
+function guardLink(child: ChildProcess): GuardLink {
+  let expiredReport: GuardReport | undefined;
+  const waiters: { event: GuardMessage["event"]; resolve(message: GuardMessage): void }[] = [];
+  let exited = false;
+  const exitWaiters: (() => void)[] = [];
+  child.on("exit", () => {
+    exited = true;
+    for (const w of exitWaiters.splice(0)) w();
+  });
+  createInterface({ input: child.stdout! }).on("line", (line) => {
+    let message: GuardMessage;
+    try {
+      message = JSON.parse(line);
+    } catch {
+      return;
+    }
+    if (message?.event === "expired") expiredReport = message.report;
+    for (const w of waiters.filter((w) => w.event === message?.event)) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(message);
+    }
+  });
+  return {
+    request: (message) => void child.stdin!.write(`${JSON.stringify(message)}\n`),
+    waitFor: <E extends GuardMessage["event"]>(event: E, timeoutMs: number) =>
+      new Promise<Extract<GuardMessage, { event: E }> | undefined>((resolve) => {
+        const timer = setTimeout(() => resolve(undefined), timeoutMs);
+        const done = () => {
+          clearTimeout(timer);
+          resolve(undefined);
+        };
+        if (exited) return done();
+        exitWaiters.push(done);
+        waiters.push({
+          event,
+          resolve: (m) => {
+            clearTimeout(timer);
+            resolve(m as Extract<GuardMessage, { event: E }>);
+          },
+        });
+      }),
+    expired: () => expiredReport,
+    exited: () => exited,
+  };
+}
+
+/** The agent's handle on an armed guard. */
+function guardClient(child: ChildProcess, link: GuardLink): GuardClient {
+  let released = false;
+  return {
+    pid: child.pid!,
+    expired: link.expired,
+    died: () => link.exited() && !released,
+    drop: (mount: string) => link.request({ op: "drop", mount }),
+    async release(froze: string[]) {
+      if (link.exited()) return [];
+      released = true;
+      link.request({ op: "release", froze });
+      const answer = await link.waitFor("released", GUARD_RELEASE_TIMEOUT_MS);
+      child.stdin!.end();
+      return answer?.leftovers ?? [];
+    },
+    kill() {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    },
+  };
+}
+
 /**
  * Starts a guard early (in parallel with the checks and quiesce), so that
  * arming it before the freeze costs one message, not a process start.
@@ -248,91 +372,26 @@ export function spawnGuard(): GuardProcess {
     stdio: ["pipe", "pipe", "ignore"],
     env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C" },
   });
-  let expiredReport: GuardReport | undefined;
-  const waiters: { event: GuardMessage["event"]; resolve(message: GuardMessage): void }[] = [];
-  let exited = false;
-  let released = false;
-  const exitWaiters: (() => void)[] = [];
-  child.on("exit", () => {
-    exited = true;
-    for (const w of exitWaiters.splice(0)) w();
-  });
-  createInterface({ input: child.stdout! }).on("line", (line) => {
-    let message: GuardMessage;
-    try {
-      message = JSON.parse(line);
-    } catch {
-      return;
-    }
-    if (message?.event === "expired") expiredReport = message.report;
-    for (const w of waiters.filter((w) => w.event === message?.event)) {
-      waiters.splice(waiters.indexOf(w), 1);
-      w.resolve(message);
-    }
-  });
-  const waitFor = <E extends GuardMessage["event"]>(event: E, timeoutMs: number) =>
-    new Promise<Extract<GuardMessage, { event: E }> | undefined>((resolve) => {
-      const timer = setTimeout(() => resolve(undefined), timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        resolve(undefined);
-      };
-      if (exited) return done();
-      exitWaiters.push(done);
-      waiters.push({
-        event,
-        resolve: (m) => {
-          clearTimeout(timer);
-          resolve(m as Extract<GuardMessage, { event: E }>);
-        },
-      });
-    });
-  const kill = () => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  };
+  const link = guardLink(child);
   child.stdin!.on("error", () => {});
   child.on("error", () => {});
   // The guard must not keep the agent alive, nor die with the agent's terminal.
   child.unref();
-  const request = (message: GuardRequest) => child.stdin!.write(`${JSON.stringify(message)}\n`);
+  const client = guardClient(child, link);
   let armed = false;
-  const arm = (message: ArmMessage, startTimeoutMs = GUARD_START_TIMEOUT_MS) => {
-    armed = true;
-    request(message);
-    return waitFor("armed", startTimeoutMs).then((answer): GuardClient => {
-      if (!answer) {
-        kill();
-        throw new Error(
-          `the freeze guard did not start within ${startTimeoutMs} ms (${command} __guard)`,
-        );
-      }
-      return client;
-    });
-  };
-  const client: GuardClient = {
-    pid: child.pid!,
-    expired: () => expiredReport,
-    died: () => exited && !released,
-    drop: (mount: string) => void request({ op: "drop", mount }),
-    async release(froze: string[]) {
-      if (exited) return [];
-      released = true;
-      request({ op: "release", froze });
-      const answer = await waitFor("released", GUARD_RELEASE_TIMEOUT_MS);
-      child.stdin!.end();
-      return answer?.leftovers ?? [];
-    },
-    kill,
-  };
   return {
     pid: child.pid,
-    arm,
+    async arm(message: ArmMessage, startTimeoutMs = GUARD_START_TIMEOUT_MS) {
+      armed = true;
+      link.request(message);
+      if (await link.waitFor("armed", startTimeoutMs)) return client;
+      client.kill();
+      throw new Error(
+        `the freeze guard did not start within ${startTimeoutMs} ms (${command} __guard)`,
+      );
+    },
     dismiss() {
-      if (!armed && !exited) child.stdin!.end();
+      if (!armed && !link.exited()) child.stdin!.end();
     },
   };
 }

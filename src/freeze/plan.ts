@@ -244,130 +244,154 @@ function dependencyOrder(
   return ordered;
 }
 
-/**
- * Plans the freeze from the mount table.
- *
- * @example
- * ```ts
- * import { planFreeze } from "./plan.ts";
- * import { readMounts } from "../sys/mountinfo.ts";
- * const plan = planFreeze(readMounts(), { mounts: "auto", exclude: ["/boot/**"] });
- * plan.targets.map((t) => t.mountPoint); // e.g. ["/data", "/"]
- * ```
- */
-export function planFreeze(all: readonly Mount[], options: PlanOptions): FreezePlan {
-  const loopBacking = options.loopBacking ?? sysfsLoopBacking;
-  const excludes = options.exclude.map((e) => ({ text: e, re: globToRegExp(trimSlash(e)) }));
-  const skipped: SkippedMount[] = [];
-  const problems: Problem[] = [];
-  const warnings: Problem[] = [];
-  const skippedIds = new Set<number>();
-  const skip = (m: Mount, reason: string) => {
-    skippedIds.add(m.mountId);
-    skipped.push({ mountPoint: m.mountPoint, fsType: m.fsType, source: m.source, reason });
-  };
+/** The mounts left out of the plan, with why. */
+class Skips {
+  readonly skipped: SkippedMount[] = [];
+  readonly ids = new Set<number>();
 
-  // Only the last mount at a mount point is visible; earlier ones are hidden under it.
-  const visible: Mount[] = [];
-  all.forEach((mount, i) => {
-    if (all.slice(i + 1).some((later) => later.mountPoint === mount.mountPoint)) {
-      skip(mount, "hidden under a later mount at the same mount point");
-    } else visible.push(mount);
-  });
-
-  const excludedDevices = new Map<string, string>();
-  for (const mount of visible) {
-    const hit = excludes.find((e) => e.re.test(mount.mountPoint));
-    if (hit) excludedDevices.set(mount.device, hit.text);
+  skip(m: Mount, reason: string): void {
+    this.ids.add(m.mountId);
+    this.skipped.push({ mountPoint: m.mountPoint, fsType: m.fsType, source: m.source, reason });
   }
+}
 
-  const mustPrecede = precedence(loopBacking);
-  const toTarget = (m: Mount): FreezeTarget => ({
+/** A mount as a freeze target. */
+function toTarget(m: Mount): FreezeTarget {
+  return {
     mountPoint: m.mountPoint,
     mountId: m.mountId,
     device: m.device,
     fsType: m.fsType,
     source: m.source,
+  };
+}
+
+/** Only the last mount at a mount point is visible; earlier ones are hidden under it. */
+function visibleMounts(all: readonly Mount[], skips: Skips): Mount[] {
+  const visible: Mount[] = [];
+  all.forEach((mount, i) => {
+    if (all.slice(i + 1).some((later) => later.mountPoint === mount.mountPoint)) {
+      skips.skip(mount, "hidden under a later mount at the same mount point");
+    } else visible.push(mount);
   });
+  return visible;
+}
 
-  if (options.mounts === "auto") {
-    const chosen = new Map<string, Mount>();
-    for (const mount of visible) {
-      const reason = unfreezable(mount);
-      if (reason) {
-        skip(mount, reason);
-        continue;
-      }
-      if (mount.mountOptions.includes("ro") || mount.superOptions.includes("ro")) {
-        skip(mount, "mounted read-only (nothing to flush)");
-        continue;
-      }
-      const excluded = excludedDevices.get(mount.device);
-      if (excluded !== undefined) {
-        skip(mount, `excluded by freeze.exclude ${JSON.stringify(excluded)}`);
-        continue;
-      }
-      const previous = chosen.get(mount.device);
-      if (!previous) {
-        chosen.set(mount.device, mount);
-        continue;
-      }
-      // One entry per filesystem: prefer the mount of its root, then the shortest path.
-      const better = (mount.root === "/") !== (previous.root === "/")
-        ? mount.root === "/"
-        : mount.mountPoint.length < previous.mountPoint.length;
-      const [keep, drop] = better ? [mount, previous] : [previous, mount];
-      chosen.set(mount.device, keep);
-      skip(drop, `same filesystem as ${keep.mountPoint} (bind mount or duplicate)`);
-    }
-    const targets = dependencyOrder([...chosen.values()].map(toTarget), mustPrecede);
-    return { targets, skipped, problems, warnings };
+/** The devices that `freeze.exclude` leaves out (any mount of them matches), with the pattern. */
+function excludedDevicesOf(visible: Mount[], exclude: readonly string[]): Map<string, string> {
+  const excludes = exclude.map((e) => ({ text: e, re: globToRegExp(trimSlash(e)) }));
+  const excludedDevices = new Map<string, string>();
+  for (const mount of visible) {
+    const hit = excludes.find((e) => e.re.test(mount.mountPoint));
+    if (hit) excludedDevices.set(mount.device, hit.text);
   }
+  return excludedDevices;
+}
 
-  // An explicit list: frozen in the order given, after checks.
+/**
+ * `"auto"`: every visible, writable, freezable filesystem not excluded, once
+ * (the mount of its root, else its shortest path), in dependency order.
+ */
+function autoTargets(
+  visible: Mount[],
+  excludedDevices: Map<string, string>,
+  skips: Skips,
+): FreezeTarget[] {
+  const chosen = new Map<string, Mount>();
+  for (const mount of visible) {
+    const excluded = excludedDevices.get(mount.device);
+    const reason = unfreezable(mount) ??
+      (mount.mountOptions.includes("ro") || mount.superOptions.includes("ro")
+        ? "mounted read-only (nothing to flush)"
+        : excluded !== undefined
+        ? `excluded by freeze.exclude ${JSON.stringify(excluded)}`
+        : undefined);
+    if (reason) {
+      skips.skip(mount, reason);
+      continue;
+    }
+    const previous = chosen.get(mount.device);
+    if (!previous) {
+      chosen.set(mount.device, mount);
+      continue;
+    }
+    // One entry per filesystem: prefer the mount of its root, then the shortest path.
+    const better = (mount.root === "/") !== (previous.root === "/")
+      ? mount.root === "/"
+      : mount.mountPoint.length < previous.mountPoint.length;
+    const [keep, drop] = better ? [mount, previous] : [previous, mount];
+    chosen.set(mount.device, keep);
+    skips.skip(drop, `same filesystem as ${keep.mountPoint} (bind mount or duplicate)`);
+  }
+  return [...chosen.values()].map(toTarget);
+}
+
+/** The problem with one entry of an explicit list, or the mount it names. */
+function listedMount(given: string, path: string, visible: Mount[]): Mount | Problem {
+  const point = trimSlash(given);
+  const mount = visible.find((m) => m.mountPoint === point);
+  if (!mount) {
+    const holder = visible.filter((m) => isBelow(point, m.mountPoint))
+      .sort((a, b) => b.mountPoint.length - a.mountPoint.length)[0];
+    const hint = holder
+      ? ` It lies on the filesystem mounted at ${holder.mountPoint}; list that mount point instead.`
+      : "";
+    return {
+      code: "FreezeMountNotFound",
+      message:
+        `${given} is not a mount point (not in /proc/self/mountinfo).${hint} Fix: mount it or correct freeze.mounts.`,
+      path,
+    };
+  }
+  const reason = unfreezable(mount);
+  if (!reason) return mount;
+  return {
+    code: "FreezeNotSupported",
+    message: `${given} cannot be frozen: ${reason}. Fix: remove it from freeze.mounts.`,
+    path,
+  };
+}
+
+/** An explicit list: frozen in the order given, after checks; each target with its list index. */
+function listedTargets(
+  mounts: readonly string[],
+  visible: Mount[],
+  excludedDevices: Map<string, string>,
+  skips: Skips,
+): { targets: FreezeTarget[]; listIndex: Map<FreezeTarget, number>; problems: Problem[] } {
   const targets: FreezeTarget[] = [];
   const listIndex = new Map<FreezeTarget, number>();
-  options.mounts.forEach((given, i) => {
-    const path = `freeze.mounts[${i}]`;
-    const point = trimSlash(given);
-    const mount = visible.find((m) => m.mountPoint === point);
-    if (!mount) {
-      const holder = visible.filter((m) => isBelow(point, m.mountPoint))
-        .sort((a, b) => b.mountPoint.length - a.mountPoint.length)[0];
-      const hint = holder
-        ? ` It lies on the filesystem mounted at ${holder.mountPoint}; list that mount point instead.`
-        : "";
-      problems.push({
-        code: "FreezeMountNotFound",
-        message:
-          `${given} is not a mount point (not in /proc/self/mountinfo).${hint} Fix: mount it or correct freeze.mounts.`,
-        path,
-      });
-      return;
-    }
-    const reason = unfreezable(mount);
-    if (reason) {
-      problems.push({
-        code: "FreezeNotSupported",
-        message: `${given} cannot be frozen: ${reason}. Fix: remove it from freeze.mounts.`,
-        path,
-      });
-      return;
-    }
+  const problems: Problem[] = [];
+  mounts.forEach((given, i) => {
+    const mount = listedMount(given, `freeze.mounts[${i}]`, visible);
+    if (!("mountId" in mount)) return void problems.push(mount);
     const excluded = excludedDevices.get(mount.device);
-    if (excluded !== undefined) {
-      skip(mount, `excluded by freeze.exclude ${JSON.stringify(excluded)}`);
-      return;
-    }
     const same = targets.find((t) => t.device === mount.device);
-    if (same) {
-      skip(mount, `same filesystem as ${same.mountPoint} (listed twice or a bind mount)`);
-      return;
+    if (excluded !== undefined) {
+      skips.skip(mount, `excluded by freeze.exclude ${JSON.stringify(excluded)}`);
+    } else if (same) {
+      skips.skip(mount, `same filesystem as ${same.mountPoint} (listed twice or a bind mount)`);
+    } else {
+      const target = toTarget(mount);
+      listIndex.set(target, i);
+      targets.push(target);
     }
-    const target = toTarget(mount);
-    listIndex.set(target, i);
-    targets.push(target);
   });
+  for (const mount of visible) {
+    if (!targets.some((t) => t.device === mount.device) && !skips.ids.has(mount.mountId)) {
+      skips.skip(mount, "not in freeze.mounts");
+    }
+  }
+  return { targets, listIndex, problems };
+}
+
+/** An explicit list that freezes a filesystem before one that depends on it: a warning each. */
+function orderWarnings(
+  targets: FreezeTarget[],
+  listIndex: Map<FreezeTarget, number>,
+  mustPrecede: (a: FreezeTarget, b: FreezeTarget) => boolean,
+): Problem[] {
+  const warnings: Problem[] = [];
   targets.forEach((later, j) => {
     for (const earlier of targets.slice(0, j)) {
       if (!mustPrecede(later, earlier)) continue;
@@ -382,10 +406,34 @@ export function planFreeze(all: readonly Mount[], options: PlanOptions): FreezeP
       });
     }
   });
-  for (const mount of visible) {
-    if (!targets.some((t) => t.device === mount.device) && !skippedIds.has(mount.mountId)) {
-      skip(mount, "not in freeze.mounts");
-    }
+  return warnings;
+}
+
+/**
+ * Plans the freeze from the mount table.
+ *
+ * @example
+ * ```ts
+ * import { planFreeze } from "./plan.ts";
+ * import { readMounts } from "../sys/mountinfo.ts";
+ * const plan = planFreeze(readMounts(), { mounts: "auto", exclude: ["/boot/**"] });
+ * plan.targets.map((t) => t.mountPoint); // e.g. ["/data", "/"]
+ * ```
+ */
+export function planFreeze(all: readonly Mount[], options: PlanOptions): FreezePlan {
+  const mustPrecede = precedence(options.loopBacking ?? sysfsLoopBacking);
+  const skips = new Skips();
+  const visible = visibleMounts(all, skips);
+  const excludedDevices = excludedDevicesOf(visible, options.exclude);
+  if (options.mounts === "auto") {
+    const targets = dependencyOrder(autoTargets(visible, excludedDevices, skips), mustPrecede);
+    return { targets, skipped: skips.skipped, problems: [], warnings: [] };
   }
-  return { targets, skipped, problems, warnings };
+  const listed = listedTargets(options.mounts, visible, excludedDevices, skips);
+  return {
+    targets: listed.targets,
+    skipped: skips.skipped,
+    problems: listed.problems,
+    warnings: orderWarnings(listed.targets, listed.listIndex, mustPrecede),
+  };
 }

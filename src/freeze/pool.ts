@@ -199,6 +199,77 @@ function workerUrl(): string {
     : new URL("./worker.ts", import.meta.url).href;
 }
 
+/** Starts the worker threads; resolves true once every one has loaded libc. */
+function startWorkers(
+  views: { buffer: SharedArrayBuffer; capacity: number; workers: number },
+): { threads: Worker[]; all: Promise<boolean> } {
+  const { buffer, capacity } = views;
+  const url = workerUrl();
+  const threads: Worker[] = [];
+  const answers: Promise<boolean>[] = [];
+  for (let thread = 1; thread <= views.workers; thread++) {
+    // smol: Bun's smaller heap (~2-3 MiB a worker); type module: Deno's workers.
+    const worker = new Worker(url, { type: "module", smol: true } as WorkerOptions);
+    // A pool must never keep the process alive (Bun; Deno's workers have no unref).
+    (worker as { unref?: () => void }).unref?.();
+    threads.push(worker);
+    answers.push(
+      new Promise<boolean>((resolve) => {
+        worker.onmessage = (event: MessageEvent<PoolReady>) => resolve(event.data?.ok === true);
+        worker.onerror = (event) => {
+          event.preventDefault?.();
+          resolve(false);
+        };
+      }),
+    );
+    worker.postMessage({ buffer, capacity, thread } satisfies PoolStart);
+  }
+  return { threads, all: Promise.all(answers).then((oks) => oks.every(Boolean)) };
+}
+
+/**
+ * One generation of jobs: the descriptors written, `helpers` workers woken,
+ * this thread's share done, then every worker waited for (Atomics.wait: no
+ * event-loop turn). Results in the order of `fds`.
+ */
+function runJobs(
+  views: PoolViews,
+  libc: FreezeLibc,
+  job: { op: PoolOp; fds: readonly number[]; stopOnFailure: boolean; helpers: number },
+): PoolResult[] {
+  const { control, jobs, ms } = views;
+  const { fds, helpers } = job;
+  fds.forEach((fd, i) => {
+    jobs[i * JOB_INTS] = fd;
+    jobs[i * JOB_INTS + 3] = 0;
+  });
+  control[OP] = OPS[job.op];
+  control[COUNT] = fds.length;
+  control[STRIDE] = helpers + 1;
+  control[DONE] = 0;
+  control[FAILED] = 0;
+  control[STOP_ON_FAILURE] = job.stopOnFailure ? 1 : 0;
+  if (helpers > 0) {
+    // The plain writes above are visible to a worker once it reads the new generation.
+    Atomics.add(control, GEN, 1);
+    Atomics.notify(control, GEN);
+  }
+  drain(views, libc, 0);
+  for (let done = Atomics.load(control, DONE); done < helpers; done = Atomics.load(control, DONE)) {
+    Atomics.wait(control, DONE, done);
+  }
+  return fds.map((_, i): PoolResult =>
+    jobs[i * JOB_INTS + 3] === STARTED
+      ? {
+        started: true,
+        result: jobs[i * JOB_INTS + 1],
+        ms: ms[i],
+        thread: jobs[i * JOB_INTS + 2],
+      }
+      : { started: false }
+  );
+}
+
 /**
  * Starts `workers` threads for up to `capacity` descriptors per call. Returns
  * at once: {@linkcode FreezePool.ready} says when they can be used. The
@@ -222,30 +293,9 @@ export function startFreezePool(
   const { capacity, libc } = options;
   const buffer = new SharedArrayBuffer(CONTROL_BYTES + capacity * (JOB_INTS * 4 + 8));
   const views = poolViews(buffer, capacity);
-  const { control, jobs, ms } = views;
-  const url = workerUrl();
-  const threads: Worker[] = [];
-  const answers: Promise<boolean>[] = [];
-  let closed = false;
-  for (let thread = 1; thread <= options.workers; thread++) {
-    // smol: Bun's smaller heap (~2-3 MiB a worker); type module: Deno's workers.
-    const worker = new Worker(url, { type: "module", smol: true } as WorkerOptions);
-    // A pool must never keep the process alive (Bun; Deno's workers have no unref).
-    (worker as { unref?: () => void }).unref?.();
-    threads.push(worker);
-    answers.push(
-      new Promise<boolean>((resolve) => {
-        worker.onmessage = (event: MessageEvent<PoolReady>) => resolve(event.data?.ok === true);
-        worker.onerror = (event) => {
-          event.preventDefault?.();
-          resolve(false);
-        };
-      }),
-    );
-    worker.postMessage({ buffer, capacity, thread } satisfies PoolStart);
-  }
-  const all = Promise.all(answers).then((oks) => oks.every(Boolean));
+  const { threads, all } = startWorkers({ buffer, capacity, workers: options.workers });
   const startedAt = performance.now();
+  let closed = false;
   let usable = false;
   return {
     workers: options.workers,
@@ -267,46 +317,14 @@ export function startFreezePool(
       }
       // Not ready (or closed): the calling thread does every job, in order.
       const helpers = usable && !closed ? threads.length : 0;
-      fds.forEach((fd, i) => {
-        jobs[i * JOB_INTS] = fd;
-        jobs[i * JOB_INTS + 3] = 0;
-      });
-      control[OP] = OPS[op];
-      control[COUNT] = fds.length;
-      control[STRIDE] = helpers + 1;
-      control[DONE] = 0;
-      control[FAILED] = 0;
-      control[STOP_ON_FAILURE] = stopOnFailure ? 1 : 0;
-      if (helpers > 0) {
-        // The plain writes above are visible to a worker once it reads the new generation.
-        Atomics.add(control, GEN, 1);
-        Atomics.notify(control, GEN);
-      }
-      drain(views, libc, 0);
-      for (
-        let done = Atomics.load(control, DONE);
-        done < helpers;
-        done = Atomics.load(control, DONE)
-      ) {
-        Atomics.wait(control, DONE, done);
-      }
-      return fds.map((_, i): PoolResult =>
-        jobs[i * JOB_INTS + 3] === STARTED
-          ? {
-            started: true,
-            result: jobs[i * JOB_INTS + 1],
-            ms: ms[i],
-            thread: jobs[i * JOB_INTS + 2],
-          }
-          : { started: false }
-      );
+      return runJobs(views, libc, { op, fds, stopOnFailure, helpers });
     },
     close() {
       if (closed) return;
       closed = true;
-      control[OP] = OPS.exit;
-      Atomics.add(control, GEN, 1);
-      Atomics.notify(control, GEN);
+      views.control[OP] = OPS.exit;
+      Atomics.add(views.control, GEN, 1);
+      Atomics.notify(views.control, GEN);
       for (const worker of threads) worker.terminate();
     },
   };

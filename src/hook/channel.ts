@@ -131,53 +131,11 @@ export async function listenForHooks(
   about: { runId: string; agent: string },
   onRequest: (connection: HolderConnection) => void,
 ): Promise<HolderServer> {
-  mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
-  chmodSync(paths.dir, 0o700);
-  const stat = lstatSync(paths.dir);
-  if (!stat.isDirectory() || stat.uid !== 0) {
-    throw new Error(`${paths.dir} is not a directory owned by root`);
-  }
-  clearHolderFiles(paths);
-  const token = randomBytes(32).toString("hex");
-  writeFileSync(paths.token, token, { mode: 0o600 });
+  const token = freshHolderDir(paths);
   let peerCheck = "SO_PEERCRED";
-  const server = net.createServer(async (socket) => {
-    socket.on("error", () => {});
-    const peer = await peerCredentials(socket);
-    if (peer === undefined) peerCheck = "token only";
-    else if (peer.uid !== 0) return socket.destroy();
-    let open = true;
-    const closed = new Promise<void>((resolve) => {
-      socket.on("close", () => {
-        open = false;
-        resolve();
-      });
-    });
-    const lines = createInterface({ input: socket, crlfDelay: Infinity });
-    lines.once("line", (line) => {
-      let message: { token?: string; request?: HolderRequest };
-      try {
-        message = JSON.parse(line);
-      } catch {
-        return socket.destroy();
-      }
-      const given = Buffer.from(String(message.token ?? ""));
-      const expected = Buffer.from(token);
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-        return socket.destroy();
-      }
-      if (!message.request) return socket.destroy();
-      onRequest({
-        request: message.request,
-        answer(answer) {
-          if (!open) return;
-          socket.end(`${JSON.stringify(answer)}\n`);
-        },
-        closed,
-        isClosed: () => !open,
-      });
-    });
-  });
+  const server = net.createServer((socket) =>
+    accept(socket, { token, onRequest, tokenOnly: () => (peerCheck = "token only") })
+  );
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(paths.socket, () => resolve());
@@ -198,6 +156,66 @@ export async function listenForHooks(
     },
     peerCheck: () => peerCheck,
   };
+}
+
+/** The root-only directory, cleared of an earlier holder's files, with a new token; returns it. */
+function freshHolderDir(paths: HolderPaths): string {
+  mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+  chmodSync(paths.dir, 0o700);
+  const stat = lstatSync(paths.dir);
+  if (!stat.isDirectory() || stat.uid !== 0) {
+    throw new Error(`${paths.dir} is not a directory owned by root`);
+  }
+  clearHolderFiles(paths);
+  const token = randomBytes(32).toString("hex");
+  writeFileSync(paths.token, token, { mode: 0o600 });
+  return token;
+}
+
+/**
+ * One accepted connection: closed unanswered unless its peer is root (or the
+ * runtime hides the peer: `tokenOnly`) and its first line carries the token
+ * and a request, which goes to `onRequest`.
+ */
+async function accept(
+  socket: net.Socket,
+  door: { token: string; onRequest(connection: HolderConnection): void; tokenOnly(): void },
+): Promise<void> {
+  socket.on("error", () => {});
+  const peer = await peerCredentials(socket);
+  if (peer === undefined) door.tokenOnly();
+  else if (peer.uid !== 0) return void socket.destroy();
+  let open = true;
+  const closed = new Promise<void>((resolve) => {
+    socket.on("close", () => {
+      open = false;
+      resolve();
+    });
+  });
+  const lines = createInterface({ input: socket, crlfDelay: Infinity });
+  lines.once("line", (line) => {
+    let message: { token?: string; request?: HolderRequest };
+    try {
+      message = JSON.parse(line);
+    } catch {
+      return socket.destroy();
+    }
+    const given = Buffer.from(String(message.token ?? ""));
+    const expected = Buffer.from(door.token);
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      return socket.destroy();
+    }
+    if (!message.request) return socket.destroy();
+    door.onRequest({
+      request: message.request,
+      answer(answer) {
+        if (!open) return;
+        socket.end(`${JSON.stringify(answer)}\n`);
+      },
+      closed,
+      isClosed: () => !open,
+    });
+  });
 }
 
 /** Why a request got no answer. */

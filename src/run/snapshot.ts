@@ -14,9 +14,10 @@ import {
   HANDSHAKE_ANSWERS,
   type HandshakeAnswer,
   type HandshakeFrozen,
+  type RunError,
   type SnapshotOutcome,
 } from "../protocol.ts";
-import { describeKill, runProcess } from "../sys/process_runner.ts";
+import { describeKill, type ProcessResult, runProcess } from "../sys/process_runner.ts";
 import { SCRIPT_PATH } from "../../plugins/script_runner.ts";
 import { expectInputSoon, handshakeInput } from "../sys/stdio.ts";
 import { waitingBytesCounter } from "../sys/libc.ts";
@@ -189,66 +190,88 @@ export async function openHandshake(stdin: Readable): Promise<HandshakeReader> {
  * );
  * ```
  */
-export async function takeSnapshot(
+export function takeSnapshot(
+  method: SnapshotMethod,
+  ctx: SnapshotContext,
+): Promise<SnapshotOutcome> {
+  return method.kind === "external"
+    ? externalSnapshot(method, ctx)
+    : commandSnapshot(method.command, method.timeoutInSeconds, ctx);
+}
+
+/** Milliseconds since `started`, rounded. */
+const since = (started: number) => Math.round(performance.now() - started);
+
+/** The external handshake: the `frozen` line, then the caller's answer. */
+async function externalSnapshot(
   method: SnapshotMethod,
   ctx: SnapshotContext,
 ): Promise<SnapshotOutcome> {
   const started = performance.now();
-  const elapsed = () => Math.round(performance.now() - started);
-  const limit = `${method.timeoutInSeconds} s`;
-  if (method.kind === "external") {
-    const reader = ctx.handshake ?? await openHandshake(ctx.stdin);
-    const early = await reader.early();
-    if (early.length > 0) {
-      ctx.log("warning", "snapshot-input-discarded", {
-        lines: early.length,
-        first: early.slice(0, 5).map((line) => line.slice(0, 200)),
-        note:
-          "the caller wrote this before vmsnap announced frozen; only an answer after it counts",
-      });
-    }
-    ctx.announce({ event: "frozen", runId: ctx.runId, mounts: ctx.mounts });
-    const answer = await reader.answer(method.timeoutInSeconds * 1000, ctx.signal);
-    // A reader handed in is closed by its owner (after the thaw, off the frozen window).
-    if (!ctx.handshake) reader.close();
-    ctx.log("info", "snapshot-answer", {
-      answer: answer.line ?? answer.why,
-      durationMs: elapsed(),
+  const reader = ctx.handshake ?? await openHandshake(ctx.stdin);
+  const early = await reader.early();
+  if (early.length > 0) {
+    ctx.log("warning", "snapshot-input-discarded", {
+      lines: early.length,
+      first: early.slice(0, 5).map((line) => line.slice(0, 200)),
+      note: "the caller wrote this before vmsnap announced frozen; only an answer after it counts",
     });
-    if (answer.line === "snapshot-done") {
-      return { kind: "external", taken: true, durationMs: elapsed(), answer: answer.line };
-    }
-    const message = answer.line === "snapshot-failed"
-      ? "the caller answered snapshot-failed. Fix: see the backup extension's log for why."
-      : answer.why === "eof"
-      ? "the caller closed stdin without answering snapshot-done. Fix: the caller must write snapshot-done or snapshot-failed and keep stdin open until then."
-      : answer.why === "abort"
-      ? "vmsnap received a signal while waiting for the caller."
-      : `the caller did not answer within ${limit} (snapshot.external.timeoutInSeconds). Fix: answer sooner or raise the timeout.`;
-    const code = answer.why === "timeout"
-      ? "SnapshotTimeout"
-      : answer.why === "abort"
-      ? "Interrupted"
-      : "SnapshotFailed";
-    return {
-      kind: "external",
-      taken: false,
-      durationMs: elapsed(),
-      answer: answer.line ?? answer.why,
-      error: { code, message: `external snapshot: ${message}` },
-    };
   }
-  const refused = snapshotCommandProblems(method.command);
+  ctx.announce({ event: "frozen", runId: ctx.runId, mounts: ctx.mounts });
+  const answer = await reader.answer(method.timeoutInSeconds * 1000, ctx.signal);
+  // A reader handed in is closed by its owner (after the thaw, off the frozen window).
+  if (!ctx.handshake) reader.close();
+  ctx.log("info", "snapshot-answer", {
+    answer: answer.line ?? answer.why,
+    durationMs: since(started),
+  });
+  if (answer.line === "snapshot-done") {
+    return { kind: "external", taken: true, durationMs: since(started), answer: answer.line };
+  }
+  return {
+    kind: "external",
+    taken: false,
+    durationMs: since(started),
+    answer: answer.line ?? answer.why,
+    error: noAnswer(answer, `${method.timeoutInSeconds} s`),
+  };
+}
+
+/** Why the caller's answer is not `snapshot-done`. */
+function noAnswer(answer: CallerAnswer, limit: string): RunError {
+  const message = answer.line === "snapshot-failed"
+    ? "the caller answered snapshot-failed. Fix: see the backup extension's log for why."
+    : answer.why === "eof"
+    ? "the caller closed stdin without answering snapshot-done. Fix: the caller must write snapshot-done or snapshot-failed and keep stdin open until then."
+    : answer.why === "abort"
+    ? "vmsnap received a signal while waiting for the caller."
+    : `the caller did not answer within ${limit} (snapshot.external.timeoutInSeconds). Fix: answer sooner or raise the timeout.`;
+  const code = answer.why === "timeout"
+    ? "SnapshotTimeout"
+    : answer.why === "abort"
+    ? "Interrupted"
+    : "SnapshotFailed";
+  return { code, message: `external snapshot: ${message}` };
+}
+
+/** The snapshot command: argv, no shell, its own timeout, its output in the log. */
+async function commandSnapshot(
+  command: string[],
+  timeoutInSeconds: number,
+  ctx: SnapshotContext,
+): Promise<SnapshotOutcome> {
+  const started = performance.now();
+  const refused = snapshotCommandProblems(command);
   if (refused.length > 0) {
     return {
       kind: "command",
       taken: false,
-      durationMs: elapsed(),
+      durationMs: since(started),
       error: { code: refused[0].code, message: refused[0].message },
     };
   }
   const result = await runProcess({
-    argv: method.command,
+    argv: command,
     env: {
       PATH: SCRIPT_PATH,
       LANG: "C",
@@ -256,12 +279,12 @@ export async function takeSnapshot(
       VMSNAP_RUN_ID: ctx.runId,
       VMSNAP_MOUNTS: ctx.mounts.join("\n"),
     },
-    timeoutMs: method.timeoutInSeconds * 1000,
+    timeoutMs: timeoutInSeconds * 1000,
     signal: ctx.signal,
     onLine: (stream, line) => ctx.log("info", "snapshot-output", { stream, line }),
   });
   ctx.log(result.exitCode === 0 ? "info" : "warning", "snapshot-command", {
-    command: method.command,
+    command,
     exitCode: result.exitCode,
     signal: result.signal,
     durationMs: result.durationMs,
@@ -275,30 +298,31 @@ export async function takeSnapshot(
   if (result.exitCode === 0 && !result.timedOut && !result.aborted) {
     return { ...outcome, taken: true };
   }
+  return {
+    ...outcome,
+    taken: false,
+    error: commandFailure(command, `${timeoutInSeconds} s`, result),
+  };
+}
+
+/** Why the snapshot command did not take the snapshot, with its last output. */
+function commandFailure(command: string[], limit: string, result: ProcessResult): RunError {
   const tail = [...result.tail.stdout.slice(-5), ...result.tail.stderr.slice(-5)];
   const output = tail.length ? ` Last output:\n    ${tail.join("\n    ")}` : "";
   if (result.timedOut) {
     return {
-      ...outcome,
-      taken: false,
-      error: {
-        code: "SnapshotTimeout",
-        message: `snapshot command ${
-          method.command[0]
-        } did not finish within ${limit} (snapshot.timeoutInSeconds); ${
-          describeKill(result, "the command")
-        }${output}\n  Fix: make it faster or raise snapshot.timeoutInSeconds.`,
-      },
+      code: "SnapshotTimeout",
+      message: `snapshot command ${
+        command[0]
+      } did not finish within ${limit} (snapshot.timeoutInSeconds); ${
+        describeKill(result, "the command")
+      }${output}\n  Fix: make it faster or raise snapshot.timeoutInSeconds.`,
     };
   }
   if (result.aborted) {
     return {
-      ...outcome,
-      taken: false,
-      error: {
-        code: "Interrupted",
-        message: "the snapshot command was stopped: vmsnap received a signal.",
-      },
+      code: "Interrupted",
+      message: "the snapshot command was stopped: vmsnap received a signal.",
     };
   }
   const how = result.spawnError
@@ -307,13 +331,9 @@ export async function takeSnapshot(
     ? `was killed by ${result.signal}`
     : `exited with code ${result.exitCode}`;
   return {
-    ...outcome,
-    taken: false,
-    error: {
-      code: "SnapshotFailed",
-      message: `snapshot command ${
-        method.command.join(" ")
-      } ${how}.${output}\n  Fix: run it by hand and read the log.`,
-    },
+    code: "SnapshotFailed",
+    message: `snapshot command ${
+      command.join(" ")
+    } ${how}.${output}\n  Fix: run it by hand and read the log.`,
   };
 }

@@ -150,18 +150,8 @@ export function findLeftovers(stateDir: string): Problem[] {
       }); its report is ${join(stateDir, name)}`,
     ));
   }
-  const owner = readJson<LockOwner>(join(stateDir, "run.lock"));
-  if (owner?.runId && !ownerAlive(owner)) {
-    const pids = findByEnvironment("VMSNAP_RUN_ID", owner.runId);
-    const running = pids.length
-      ? `; ${pids.length} process(es) it started still run: ${
-        pids.map((pid) => `${pid} (${commandOf(pid)})`).join(", ")
-      }`
-      : "";
-    found.push(left(
-      `run ${owner.runId} (pid ${owner.pid}, started ${owner.since}) died holding the run lock${running}`,
-    ));
-  }
+  const deadLock = deadRunLock(stateDir);
+  if (deadLock) found.push(left(deadLock));
   for (const name of stateEntries(stateDir, KEPT)) {
     const kept = readJson<KeptRecovery>(join(stateDir, name));
     if (!kept?.recovery) continue;
@@ -184,6 +174,19 @@ export function findLeftovers(stateDir: string): Problem[] {
     ));
   }
   return found;
+}
+
+/** A run lock whose owner died, with the processes it started that still run, in words. */
+function deadRunLock(stateDir: string): string | undefined {
+  const owner = readJson<LockOwner>(join(stateDir, "run.lock"));
+  if (!owner?.runId || ownerAlive(owner)) return undefined;
+  const pids = findByEnvironment("VMSNAP_RUN_ID", owner.runId);
+  const running = pids.length
+    ? `; ${pids.length} process(es) it started still run: ${
+      pids.map((pid) => `${pid} (${commandOf(pid)})`).join(", ")
+    }`
+    : "";
+  return `run ${owner.runId} (pid ${owner.pid}, started ${owner.since}) died holding the run lock${running}`;
 }
 
 /**
@@ -257,51 +260,66 @@ export async function recoverAll(
   const marker = readJson<FreezeMarker>(markerPath(stateDir));
   if (marker && !ownerAlive(marker)) clearFreezeMarker(stateDir);
   if (!options.keepFor) recovery.earlier = takeKept(stateDir);
+  recovery.guardReports.push(...takeGuardReports(stateDir));
+  // Under the lock's flock: never the lock of a run that is starting right now.
+  const dead = options.deadRun ?? clearStaleRunLock(stateDir);
+  if (dead?.runId) await killDeadRun(recovery, dead);
+  recovery.pluginLocks.push(...await releasePluginLocks(stateDir, options.plugins ?? PLUGINS));
+  if (!recovery.earlier?.length) delete recovery.earlier;
+  if (options.keepFor && recoveredAnything(recovery)) keep(stateDir, options.keepFor, recovery);
+  return recovery;
+}
 
-  // Reports of guards that stepped in.
+/** The reports of guards that stepped in, removed from stateDir (this recovery reports them). */
+function takeGuardReports(stateDir: string): GuardReport[] {
+  const reports: GuardReport[] = [];
   for (const name of stateEntries(stateDir, /^guard-.*\.json$/)) {
     const report = readJson<GuardReport>(join(stateDir, name));
-    if (report) recovery.guardReports.push(report);
+    if (report) reports.push(report);
     try {
       unlinkSync(join(stateDir, name));
     } catch {
       // gone
     }
   }
+  return reports;
+}
 
-  // The processes of a run whose agent died.
-  let dead = options.deadRun;
-  // Under the lock's flock: never the lock of a run that is starting right now.
-  dead ??= clearStaleRunLock(stateDir);
-  if (dead?.runId) {
-    recovery.deadRun = { runId: dead.runId, pid: dead.pid, since: dead.since };
-    const pids = findByEnvironment("VMSNAP_RUN_ID", dead.runId);
-    const commands = new Map(pids.map((pid) => [pid, commandOf(pid)]));
-    if (pids.length > 0) {
-      const outcome = await killProcesses({
-        find: () => findByEnvironment("VMSNAP_RUN_ID", dead!.runId),
-        graceMs: 1000,
-      });
-      // Only what is really gone counts as killed; the rest is said as it is.
-      for (const pid of pids) {
-        const entry = { runId: dead.runId, pid, command: commands.get(pid) ?? "?" };
-        if (outcome.survivors.includes(pid)) (recovery.unkillable ??= []).push(entry);
-        else recovery.killed.push(entry);
-      }
-    }
+/** The processes of a run whose agent died: killed (what the kill could not end is said so). */
+async function killDeadRun(recovery: Recovery, dead: LockOwner): Promise<void> {
+  recovery.deadRun = { runId: dead.runId, pid: dead.pid, since: dead.since };
+  const pids = findByEnvironment("VMSNAP_RUN_ID", dead.runId);
+  if (pids.length === 0) return;
+  const commands = new Map(pids.map((pid) => [pid, commandOf(pid)]));
+  const outcome = await killProcesses({
+    find: () => findByEnvironment("VMSNAP_RUN_ID", dead.runId),
+    graceMs: 1000,
+  });
+  // Only what is really gone counts as killed; the rest is said as it is.
+  for (const pid of pids) {
+    const entry = { runId: dead.runId, pid, command: commands.get(pid) ?? "?" };
+    if (outcome.survivors.includes(pid)) (recovery.unkillable ??= []).push(entry);
+    else recovery.killed.push(entry);
   }
+}
 
-  // Database locks that outlive their connection.
+/** Database locks that outlive their connection, released through their plugin. */
+async function releasePluginLocks(
+  stateDir: string,
+  // deno-lint-ignore no-explicit-any
+  plugins: ReadonlyMap<string, PluginDefinition<any>>,
+): Promise<PluginLockRecovery[]> {
+  const released: PluginLockRecovery[] = [];
   for (const name of stateEntries(stateDir, /^lock-.*\.json$/)) {
     const path = join(stateDir, name);
     const lock = readJson<LockMarker>(path);
     if (!lock || ownerAlive(lock)) continue;
     const entry: PluginLockRecovery = { plugin: lock.plugin, type: lock.type, runId: lock.runId };
-    recovery.pluginLocks.push(entry);
+    released.push(entry);
     try {
       const { config } = loadConfig(lock.configFile);
       const plugin = config.plugins.find((p) => p.name === lock.plugin && p.type === lock.type);
-      const definition = (options.plugins ?? PLUGINS).get(lock.type);
+      const definition = plugins.get(lock.type);
       if (!plugin || !definition?.recover) {
         throw new Error(
           `plugin ${lock.plugin} is no longer in ${lock.configFile}; release the lock by hand`,
@@ -315,9 +333,7 @@ export async function recoverAll(
       } (marker ${path} kept; the next vmsnap start tries again)`;
     }
   }
-  if (!recovery.earlier?.length) delete recovery.earlier;
-  if (options.keepFor && recoveredAnything(recovery)) keep(stateDir, options.keepFor, recovery);
-  return recovery;
+  return released;
 }
 
 /** Keeps a recovery's report for the next run or `recover` (best effort: stderr has it too). */
