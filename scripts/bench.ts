@@ -4,8 +4,9 @@
  * Everything measured is the compiled binary (`dist/vmsnap`) doing the real
  * thing; the only filesystems frozen are loop filesystems this script makes.
  *
- * Usage (root): deno task bench [--rounds N] [--only startup,gap,stall,chr,mariadb,rss,kill]
- *                                [--stall-fs 1,8]
+ * Usage (root): deno task bench [--rounds N] [--only startup,gap,stall,chr,mariadb,rss,kill,hook]
+ *                                [--stall-fs 1,8] [--hook-parts hooks,db,attempt,gap]
+ *                                [--out FILE]  (default bench/RESULTS.md; a partial run's own file)
  *
  *   startup  `vmsnap --version` and `vmsnap check` against a hello world compiled
  *            by the same Bun with the same flags
@@ -19,6 +20,9 @@
  *            plugin and a 500 ms snapshot command
  *   rss      peak RSS of `run` with one plugin of each type, and the binary's size
  *   kill     the agent SIGKILLed while frozen: how soon a blocked writer resumes
+ *   hook     hook mode beside each agent's own way (issue 23, bench/hook.ts): the freeze
+ *            and thaw hooks, MariaDB through a real qemu-ga, one script attempt, and the
+ *            quiesced → frozen gap against a bare FIFREEZE right after the same script
  *
  * @module
  */
@@ -48,12 +52,13 @@ import { put, putConfig, secureDir } from "../tests/helpers.ts";
 import { dbDir, startMariaDb, startPostgres, startRedis } from "../tests/db_servers.ts";
 import { startMongoWireServer } from "../tests/mongo_wire_server.ts";
 import { type QemuGa, startQemuGa as startTestQemuGa } from "../tests/qemu_ga.ts";
+import { benchHook, HOOK_PARTS } from "../bench/hook.ts";
 
 const root = join(new URL(".", import.meta.url).pathname, "..");
 const BIN = join(root, "dist", "vmsnap");
 const BUN = join(root, "node_modules", "bun", "bin", "bun.exe");
 const PYTHON = "/usr/bin/python3";
-const SECTIONS = ["startup", "gap", "stall", "chr", "mariadb", "rss", "kill"] as const;
+const SECTIONS = ["startup", "gap", "stall", "chr", "mariadb", "rss", "kill", "hook"] as const;
 type Section = typeof SECTIONS[number];
 
 const { values } = parseArgs({
@@ -62,6 +67,8 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "20" },
     only: { type: "string", default: SECTIONS.join(",") },
     "stall-fs": { type: "string", default: "1,8" },
+    "hook-parts": { type: "string", default: HOOK_PARTS.join(",") },
+    out: { type: "string", default: join(root, "bench", "RESULTS.md") },
   },
 });
 const rounds = Math.max(20, Number(values.rounds));
@@ -359,7 +366,7 @@ async function startWriter(files: string[]): Promise<Writer> {
  * only the bench's own test mounts, QMP with freeze-list only) with `hook` as its fsfreeze hook;
  * installed from Debian first when missing.
  */
-function startQemuGa(dir: string, hook: string): Promise<QemuGa> {
+function startQemuGa(dir: string, hook: string, keep = [dir]): Promise<QemuGa> {
   if (!existsSync("/usr/sbin/qemu-ga")) {
     console.log("bench: installing qemu-guest-agent (Debian) for the qemu-ga baseline");
     execFileSync("apt-get", ["install", "-y", "-qq", "qemu-guest-agent"], {
@@ -367,7 +374,7 @@ function startQemuGa(dir: string, hook: string): Promise<QemuGa> {
       env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
     });
   }
-  return startTestQemuGa({ dir, hook, keep: [dir] });
+  return startTestQemuGa({ dir, hook, keep });
 }
 
 // ── the kernel's own timestamps of FIFREEZE and FITHAW (tracefs) ─────────────
@@ -1348,6 +1355,27 @@ try {
   if (only.has("mariadb")) await benchMariaDb(work.dir);
   if (only.has("rss")) await benchRss(work.dir);
   if (only.has("kill")) await benchKill(work.dir);
+  if (only.has("hook")) {
+    await benchHook({
+      root,
+      bin: BIN,
+      dir: work.dir,
+      shm,
+      rounds,
+      parts: new Set(values["hook-parts"]!.split(",")),
+      table,
+      verdict,
+      stats,
+      ms,
+      note: (...lines) => report.push(...lines),
+      makeLoopFs,
+      startQemuGa: (o) => startQemuGa(o.dir, o.hook, o.keep),
+      bunBuild: (entry, outfile) =>
+        execFileSync(BUN, ["build", ...BUN_BUILD_FLAGS, "--outfile", outfile, entry], {
+          stdio: "ignore",
+        }),
+    });
+  }
 } finally {
   work.cleanup();
   rmSync(shm, { recursive: true, force: true });
@@ -1371,7 +1399,7 @@ Sections: ${[...only].join(", ")}. Binary: dist/vmsnap, ${
   (size / 1048576).toFixed(1)
 } MiB, built by \`deno task build\` at the start.
 
-## Targets (issue 12)
+## Targets (issues 12 and 23)
 
 | target | judged on | measured | |
 | --- | --- | --- | --- |
@@ -1398,5 +1426,5 @@ Peak RSS is GNU time's \`%M\` (the largest process of the run: the agent).
 ${report.join("\n")}
 
 ${analysis}`;
-writeFileSync(join(root, "bench", "RESULTS.md"), text);
-console.log("\nwrote bench/RESULTS.md");
+writeFileSync(values.out!, text);
+console.log(`\nwrote ${values.out}`);
