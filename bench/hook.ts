@@ -391,7 +391,10 @@ function reportHooks(kit: BenchKit, ways: Way[], figures: HookFigures[]): void {
           samples: ours.quiescedAfter,
           ratio: false,
         },
-        { what: "thaw: exec → the script's FIFO line, the agent's way", samples: shell.thawResumed },
+        {
+          what: "thaw: exec → the script's FIFO line, the agent's way",
+          samples: shell.thawResumed,
+        },
         { what: "thaw: exec → the script's FIFO line, vmsnap", samples: ours.thawResumed },
         { what: "thaw: exec → exit, the agent's way", samples: shell.thawExit },
         { what: "thaw: exec → exit, vmsnap", samples: ours.thawExit },
@@ -413,25 +416,27 @@ function reportHooks(kit: BenchKit, ways: Way[], figures: HookFigures[]): void {
 // ── MariaDB: the freeze and thaw hooks, and the commits through real qemu-ga ─
 
 /**
- * A qemu fsfreeze-hook.d script that quiesces MariaDB the way qemu's sample
- * scripts/qemu-guest-agent/fsfreeze-hook.d/mysql-flush.sh.sample does (written
- * here from its description, not copied): on freeze, a background client takes
- * FLUSH TABLES WITH READ LOCK and keeps it until a line comes on a FIFO; the
- * hook returns once MyISAM's key blocks and InnoDB's log are flushed (checked
- * by more clients, a second's sleep between checks). On thaw, the line is
- * written and the client unlocks.
+ * A qemu fsfreeze-hook.d script that quiesces MariaDB with FLUSH TABLES WITH
+ * READ LOCK, held by a background client until a line comes on a FIFO (the
+ * thaw writes it; the client then unlocks).
+ *
+ * - `sample`: the way qemu's sample
+ *   scripts/qemu-guest-agent/fsfreeze-hook.d/mysql-flush.sh.sample does it
+ *   (written here from its description, not copied): the hook returns once
+ *   MyISAM's key blocks and InnoDB's log are flushed, checked by more clients
+ *   with a second's sleep between checks.
+ * - `lean`: the hook returns as soon as the client says the lock is held
+ *   (the least a shell hook can do; a reference, not a target).
  */
-function flushHook(path: string, socket: string, fifo: string): string {
-  const sql = `${SQL.join(" ")} --socket=${socket} -uroot`;
-  return put(
-    path,
-    `#!/bin/sh
-SQL="${sql}"
-FIFO="${fifo}"
-case "$1" in
-freeze)
-  mkfifo "$FIFO" || exit 1
-  { printf 'FLUSH TABLES WITH READ LOCK;\\n'; read -r _ < "$FIFO"; printf 'UNLOCK TABLES;\\n'; rm -f "$FIFO"; } | $SQL &
+function flushHook(
+  path: string,
+  options: { socket: string; fifo: string; variant: "sample" | "lean" },
+): string {
+  const sql = `${SQL.join(" ")} --socket=${options.socket} -uroot`;
+  const hold = `read -r _ < "$FIFO"; printf 'UNLOCK TABLES;\\n'; rm -f "$FIFO"`;
+  const freeze = options.variant === "sample"
+    ? `  mkfifo "$FIFO" || exit 1
+  { printf 'FLUSH TABLES WITH READ LOCK;\\n'; ${hold}; } | $SQL &
   while [ "$(echo "SHOW STATUS LIKE 'Key_blocks_not_flushed'" | $SQL | tail -1 | cut -f 2)" -gt 0 ]; do
     sleep 1
   done
@@ -443,7 +448,19 @@ freeze)
     [ "$current" = "$flushed" ] && break
     sleep 1
   done
-  rm -f "$status"
+  rm -f "$status"`
+    : `  mkfifo "$FIFO" "$FIFO.held" || exit 1
+  { printf 'FLUSH TABLES WITH READ LOCK;\\nSELECT 1;\\n'; ${hold}; } | $SQL -N --unbuffered > "$FIFO.held" &
+  read -r _ < "$FIFO.held"
+  rm -f "$FIFO.held"`;
+  return put(
+    path,
+    `#!/bin/sh
+SQL="${sql}"
+FIFO="${options.fifo}"
+case "$1" in
+freeze)
+${freeze}
   ;;
 thaw)
   [ -p "$FIFO" ] || exit 1
@@ -455,16 +472,16 @@ esac
   );
 }
 
-/** The MariaDB ways: vmsnap's hook (qemu-ga and VMware), and the FTWRL shell hook (qemu-ga). */
-interface DbWays {
-  vmsnapQga: Way;
-  vmsnapVmware: Way;
-  shellQga: Way;
-  stateDir: string;
-  qgaPrefix: { vmsnap: string; shell: string };
+/** One way of quiescing MariaDB around an agent's freeze. */
+interface DbWay {
+  name: string;
+  way: Way;
+  /** For qemu-ga ways: the prefix whose etc/qemu/fsfreeze-hook a real qemu-ga runs. */
+  qgaPrefix?: string;
 }
 
-function dbWays(kit: BenchKit, dir: string, socket: string, mount: string): DbWays {
+/** vmsnap's hook (qemu-ga and VMware) and the two FTWRL shell hooks (qemu-ga). */
+function dbWays(kit: BenchKit, dir: string, socket: string, mount: string): DbWay[] {
   const stateDir = join(dir, "state");
   const config = putConfig(dir, {
     plugins: [{ type: "mysql", name: "shop", socket }],
@@ -472,21 +489,29 @@ function dbWays(kit: BenchKit, dir: string, socket: string, mount: string): DbWa
     stateDir,
     log: { file: join(dir, "log", "vmsnap.jsonl") },
   }, "db.json");
-  const shellPrefix = join(dir, "shell-qemu-ga");
-  const shellQga = shellWay("qemu-ga", shellPrefix);
-  flushHook(
-    join(shellPrefix, "etc/qemu/fsfreeze-hook.d/mysql-flush"),
-    socket,
-    join(dir, "mysql-flush.fifo"),
-  );
-  return {
-    vmsnapQga: vmsnapWay(kit, "qemu-ga", join(dir, "vmsnap-qemu-ga"), config),
-    vmsnapVmware: vmsnapWay(kit, "vmware", join(dir, "vmsnap-vmware"), config),
-    shellQga,
-    stateDir,
-    qgaPrefix: { vmsnap: join(dir, "vmsnap-qemu-ga"), shell: shellPrefix },
+  const shell = (variant: "sample" | "lean", name: string): DbWay => {
+    const prefix = join(dir, `${variant}-qemu-ga`);
+    const way = shellWay("qemu-ga", prefix);
+    flushHook(join(prefix, "etc/qemu/fsfreeze-hook.d/mysql-flush"), {
+      socket,
+      fifo: join(dir, `${variant}-flush.fifo`),
+      variant,
+    });
+    return { name, way, qgaPrefix: prefix };
   };
+  const qga = join(dir, "vmsnap-qemu-ga");
+  return [
+    { name: VMSNAP_QGA, way: vmsnapWay(kit, "qemu-ga", qga, config), qgaPrefix: qga },
+    shell("sample", SAMPLE_QGA),
+    shell("lean", LEAN_QGA),
+    { name: VMSNAP_VMWARE, way: vmsnapWay(kit, "vmware", join(dir, "vmsnap-vmware"), config) },
+  ];
 }
+
+const VMSNAP_QGA = "vmsnap's hook, mysql plugin (qemu-ga)";
+const SAMPLE_QGA = "FTWRL shell hook, qemu's sample's way (qemu-ga)";
+const LEAN_QGA = "FTWRL shell hook, lean: returns once locked (qemu-ga)";
+const VMSNAP_VMWARE = "vmsnap's hook, mysql plugin (VMware)";
 
 /** Figures of one MariaDB way: freeze hook, thaw hook to the INSERT returning and to exit. */
 interface DbFigures {
@@ -548,21 +573,16 @@ async function benchDb(kit: BenchKit): Promise<void> {
     );
     conn = await mysql.createConnection({ socketPath: server.socket, user: "root" });
     const ways = dbWays(kit, dir, server.socket, server.fs.mountPoint);
-    const list = [ways.vmsnapQga, ways.shellQga, ways.vmsnapVmware];
-    const figures = list.map(() => emptyDb());
+    const stateDir = join(dir, "state");
+    const figures = ways.map(() => emptyDb());
     for (let i = 0; i < kit.rounds; i++) {
-      for (let j = 0; j < list.length; j++) {
-        const k = (i + j) % list.length;
-        await dbHookTrial(list[k], {
-          conn,
-          stateDir: ways.stateDir,
-          figures: figures[k],
-          round: i,
-        });
+      for (let j = 0; j < ways.length; j++) {
+        const k = (i + j) % ways.length;
+        await dbHookTrial(ways[k].way, { conn, stateDir, figures: figures[k], round: i });
       }
     }
-    reportDbHooks(kit, list, figures);
-    await benchHeld(kit, { dir, db: db.dir, server, conn, ways });
+    reportDbHooks(kit, ways, figures);
+    await benchHeld(kit, { dir, db: db.dir, mount: server.fs.mountPoint, conn, stateDir, ways });
   } finally {
     await conn?.end();
     await server.stop();
@@ -570,30 +590,24 @@ async function benchDb(kit: BenchKit): Promise<void> {
   }
 }
 
-function reportDbHooks(kit: BenchKit, list: Way[], figures: DbFigures[]): void {
+function reportDbHooks(kit: BenchKit, ways: DbWay[], figures: DbFigures[]): void {
   const { ms } = kit;
-  const name = (w: Way) => `${w.vmsnap ? "vmsnap" : "FTWRL shell hook"} (${w.agent})`;
+  const of = (name: string) => figures[ways.findIndex((w) => w.name === name)];
   const rows: Row[] = [];
-  list.forEach((way, i) => {
-    const f = figures[i];
-    rows.push({ what: `freeze hook, exec → exit: ${name(way)}`, samples: f.freeze });
-    if (way.vmsnap) {
-      rows.push({
-        what: `of which the plugin's quiesce: ${name(way)}`,
-        samples: f.quiesce,
-        ratio: false,
-      });
-      rows.push({ what: `vmsnap's own part: ${name(way)}`, samples: f.own, ratio: false });
-    }
+  ways.forEach(({ name, way }, i) => {
+    rows.push({ what: `freeze hook, exec → exit: ${name}`, samples: figures[i].freeze });
+    if (!way.vmsnap) return;
+    rows.push({ what: `of which the plugin's quiesce: ${name}`, samples: figures[i].quiesce });
+    rows.push({ what: `vmsnap's own part (freeze − quiesce): ${name}`, samples: figures[i].own });
   });
-  list.forEach((way, i) => {
+  ways.forEach(({ name }, i) => {
     rows.push({
-      what: `thaw hook, exec → a blocked INSERT returns: ${name(way)}`,
+      what: `thaw hook, exec → a blocked INSERT returns: ${name}`,
       samples: figures[i].resumed,
     });
   });
-  list.forEach((way, i) => {
-    rows.push({ what: `thaw hook, exec → exit: ${name(way)}`, samples: figures[i].exit });
+  ways.forEach(({ name }, i) => {
+    rows.push({ what: `thaw hook, exec → exit: ${name}`, samples: figures[i].exit });
   });
   kit.table(
     "Hook mode, MariaDB: the freeze hook, and the thaw hook until the databases resume (ms)",
@@ -602,17 +616,20 @@ function reportDbHooks(kit: BenchKit, list: Way[], figures: DbFigures[]): void {
   kit.note(
     "",
     `A blocked INSERT returned before the thaw hook's process exited in ${
-      list.map((w, i) => `${figures[i].releasedFirst}/${figures[i].exit.length} (${name(w)})`)
+      ways.map(({ name }, i) => `${figures[i].releasedFirst}/${figures[i].exit.length} (${name})`)
         .join(", ")
     } trials.`,
   );
-  const vmware = median(kit, figures[2].resumed);
-  const qga = median(kit, figures[0].resumed);
+  const vmware = median(kit, of(VMSNAP_VMWARE).resumed);
   kit.verdict(
     "thaw hook exec → databases resumed ≤ 10 ms (median)",
-    `${ms(vmware)} ms through VMware's \`sh -c\`, ${ms(qga)} ms through Debian's fsfreeze-hook (the FTWRL shell hook ${
-      ms(median(kit, figures[1].resumed))
-    } ms); exit ${ms(median(kit, figures[2].exit))} ms`,
+    `${ms(vmware)} ms through VMware's \`sh -c\`, ${
+      ms(median(kit, of(VMSNAP_QGA).resumed))
+    } through Debian's fsfreeze-hook (FTWRL shell hooks: sample ${
+      ms(median(kit, of(SAMPLE_QGA).resumed))
+    }, lean ${ms(median(kit, of(LEAN_QGA).resumed))}); to its exit ${
+      ms(median(kit, of(VMSNAP_VMWARE).exit))
+    }`,
     vmware <= 10,
     "MariaDB, VMware's call",
   );
@@ -677,21 +694,22 @@ async function benchHeld(
   options: {
     dir: string;
     db: string;
-    server: { fs: LoopFs };
+    mount: string;
     conn: mysql.Connection;
-    ways: DbWays;
+    stateDir: string;
+    ways: DbWay[];
   },
 ): Promise<void> {
-  const { dir, ways } = options;
+  const ways = options.ways.filter((w) => w.qgaPrefix);
   const gas: QemuGa[] = [];
   try {
-    for (const name of ["vmsnap", "shell"] as const) {
-      const gaDir = join(dir, `qga-${name}`);
+    for (const [i, way] of ways.entries()) {
+      const gaDir = join(options.dir, `qga-${i}`);
       mkdirSync(gaDir, { mode: 0o700 });
       gas.push(
         await kit.startQemuGa({
           dir: gaDir,
-          hook: join(ways.qgaPrefix[name], "etc/qemu/fsfreeze-hook"),
+          hook: join(way.qgaPrefix!, "etc/qemu/fsfreeze-hook"),
           keep: [kit.dir, options.db],
         }),
       );
@@ -703,70 +721,64 @@ async function benchHeld(
       releasedVsReply: [],
     }));
     for (let i = 0; i < kit.rounds; i++) {
-      for (const k of i % 2 ? [1, 0] : [0, 1]) {
-        await heldTrial(gas[k], {
-          conn: options.conn,
-          mount: options.server.fs.mountPoint,
-          figures: figures[k],
-          round: i,
-        });
-        if (k === 0) await gone(heldWell(ways.stateDir, "qemu-ga MariaDB hold").hook.holderPid);
+      for (let j = 0; j < gas.length; j++) {
+        const k = (i + j) % gas.length;
+        await heldTrial(gas[k], { ...options, figures: figures[k], round: i });
+        if (ways[k].way.vmsnap) {
+          await gone(heldWell(options.stateDir, "qemu-ga MariaDB hold").hook.holderPid);
+        }
       }
     }
-    reportHeld(kit, figures);
+    reportHeld(kit, ways, figures);
   } finally {
     for (const ga of gas) await ga.stop();
   }
 }
 
-function reportHeld(kit: BenchKit, [ours, shell]: HeldFigures[]): void {
+function reportHeld(kit: BenchKit, ways: DbWay[], figures: HeldFigures[]): void {
   const { ms } = kit;
+  const of = (name: string) => figures[ways.findIndex((w) => w.name === name)];
+  const part = (what: string, pick: (f: HeldFigures) => number[]): Row[] =>
+    ways.map(({ name }, i) => ({
+      what: `${what}: ${name}`,
+      samples: pick(figures[i]),
+      ratio: false,
+    }));
   kit.table(
     `MariaDB commit stall through a real qemu-ga freeze (QMP freeze-list, ${SNAPSHOT_MS} ms for the snapshot, thaw; Debian's fsfreeze-hook; ms)`,
     [
-      { what: "longest commit: vmsnap's hook (mysql plugin)", samples: ours.stall },
-      { what: "longest commit: FTWRL shell hook (qemu's sample's way)", samples: shell.stall },
-      {
-        what: "freeze-list round trip (freeze hook + FIFREEZE): vmsnap",
-        samples: ours.freezeCall,
-        ratio: false,
-      },
-      { what: "freeze-list round trip: FTWRL shell hook", samples: shell.freezeCall, ratio: false },
-      {
-        what: "thaw round trip (FITHAW + thaw hook): vmsnap",
-        samples: ours.thawCall,
-        ratio: false,
-      },
-      { what: "thaw round trip: FTWRL shell hook", samples: shell.thawCall, ratio: false },
-      {
-        what: "the longest commit's end − the thaw reply: vmsnap (< 0: released before the hook ended)",
-        samples: ours.releasedVsReply,
-        ratio: false,
-      },
-      {
-        what: "the same: FTWRL shell hook",
-        samples: shell.releasedVsReply,
-        ratio: false,
-      },
+      ...ways.map(({ name }, i) => ({
+        what: `longest commit: ${name}`,
+        samples: figures[i].stall,
+      })),
+      ...part("freeze-list round trip (freeze hook + FIFREEZE)", (f) => f.freezeCall),
+      ...part("thaw round trip (FITHAW + thaw hook)", (f) => f.thawCall),
+      ...part(
+        "the longest commit's end − the thaw reply (< 0: before the hook ended)",
+        (f) => f.releasedVsReply,
+      ),
     ],
-    [{ name: "FTWRL shell hook", samples: shell.stall }],
+    [{ name: "qemu's sample's way", samples: of(SAMPLE_QGA).stall }],
   );
-  const v = median(kit, ours.stall);
-  const s = median(kit, shell.stall);
-  const before = ours.releasedVsReply.filter((d) => d < 0).length;
+  const v = median(kit, of(VMSNAP_QGA).stall);
+  const s = median(kit, of(SAMPLE_QGA).stall);
+  const released = of(VMSNAP_QGA).releasedVsReply;
+  const before = released.filter((d) => d < 0).length;
   kit.verdict(
     "MariaDB commit stall through vmsnap's qemu-ga hook ≤ the shell-hook FTWRL way's (median)",
-    `${ms(v)} vs ${ms(s)} ms (${SNAPSHOT_MS} ms of it the snapshot pause)`,
+    `${ms(v)} vs ${ms(s)} ms, ${SNAPSHOT_MS} of it the snapshot pause (the lean FTWRL hook: ${
+      ms(median(kit, of(LEAN_QGA).stall))
+    } ms)`,
     v <= s,
     "real qemu-ga, 1 fs",
   );
   kit.verdict(
     "(its lock released before the thaw hook exits)",
-    `${before} of ${ours.releasedVsReply.length} trials (the FTWRL shell hook: ${
-      shell.releasedVsReply.filter((d) => d < 0).length
-    })`,
-    before === ours.releasedVsReply.length,
-    "longest commit's end < the thaw reply",
+    `${before} of ${released.length} trials (FTWRL shell hooks: sample ${
+      of(SAMPLE_QGA).releasedVsReply.filter((d) => d < 0).length
+    }, lean ${of(LEAN_QGA).releasedVsReply.filter((d) => d < 0).length})`,
+    before === released.length,
+    "longest commit ends before the thaw reply",
   );
 }
 
@@ -945,7 +957,14 @@ async function benchGap(kit: BenchKit): Promise<void> {
         stateDir: join(dir, `state-${backing}`),
         log: { file: join(dir, "log", `${backing}.jsonl`) },
       }, `gap-${backing}.json`);
-      const f: GapFigures = { gap: [], freezeCall: [], bare: [], bareCall: [], cgroup: [], cgroupCall: [] };
+      const f: GapFigures = {
+        gap: [],
+        freezeCall: [],
+        bare: [],
+        bareCall: [],
+        cgroup: [],
+        cgroupCall: [],
+      };
       for (let i = 0; i < kit.rounds; i++) {
         await gapTrial(kit, { mount: fs.mountPoint, config, pre, f, round: i });
       }
@@ -967,7 +986,11 @@ function reportGap(kit: BenchKit, backing: string, f: GapFigures, expedited: str
         what: "bare, the script run in its own cgroup as vmsnap runs it",
         samples: f.cgroup,
       },
-      { what: "vmsnap: its FIFREEZE call (freeze.mounts[0].freezeMs)", samples: f.freezeCall, ratio: false },
+      {
+        what: "vmsnap: its FIFREEZE call (freeze.mounts[0].freezeMs)",
+        samples: f.freezeCall,
+        ratio: false,
+      },
       { what: "bare: its FIFREEZE call", samples: f.bareCall, ratio: false },
       { what: "bare in a cgroup: its FIFREEZE call", samples: f.cgroupCall, ratio: false },
     ],
@@ -979,7 +1002,9 @@ function reportGap(kit: BenchKit, backing: string, f: GapFigures, expedited: str
     `quiesced → frozen ≤ a bare FIFREEZE after the same script + 10 ms (${backing}-backed)`,
     `${ms(v)} vs ${ms(b)} ms (FIFREEZE ${ms(median(kit, f.freezeCall))} vs ${
       ms(median(kit, f.bareCall))
-    }); the bare one after a script in a cgroup ${ms(median(kit, f.cgroup))}; rcu_expedited ${expedited}`,
+    }); the bare one after a script in a cgroup ${
+      ms(median(kit, f.cgroup))
+    }; rcu_expedited ${expedited}`,
     v <= b + 10,
     `${backing}-backed loop`,
   );
