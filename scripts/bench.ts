@@ -1341,6 +1341,9 @@ execFileSync(join(root, "node_modules", "deno", "deno"), ["run", "-A", "scripts/
 });
 const started = new Date();
 const loadAtStart = load();
+const rcuExpedited = existsSync("/sys/kernel/rcu_expedited")
+  ? readFileSync("/sys/kernel/rcu_expedited", "utf8").trim()
+  : "?";
 const work = secureDir("bench-");
 // The images of the tmpfs-backed loop filesystems (gap, stall): a private directory in RAM.
 const shm = mkdtempSync("/dev/shm/vmsnap-bench-");
@@ -1394,7 +1397,8 @@ Written by \`deno task bench\` (scripts/bench.ts) from ${started.toISOString()} 
 }: ${cpus().length} cores (${
   cpus()[0]?.model ?? "?"
 }), Linux ${kernel}, Bun ${bun}, ${rounds}+ repetitions per figure,
-ext4 loop filesystems. The machine is shared: load average ${loadAtStart} at the start (1, 5, 15 min).
+ext4 loop filesystems. The machine is shared: load average ${loadAtStart} at the start (1, 5, 15 min);
+/sys/kernel/rcu_expedited ${rcuExpedited} (1 makes FIFREEZE's grace periods expedited for everyone).
 Sections: ${[...only].join(", ")}. Binary: dist/vmsnap, ${
   (size / 1048576).toFixed(1)
 } MiB, built by \`deno task build\` at the start.
