@@ -1390,6 +1390,25 @@ const kernel = execFileSync("uname", ["-r"], { encoding: "utf8" }).trim();
 const bun = execFileSync(BUN, ["--version"], { encoding: "utf8" }).trim();
 const analysisFile = join(root, "bench", "ANALYSIS.md");
 const analysis = existsSync(analysisFile) ? readFileSync(analysisFile, "utf8") : "";
+// How issue 12's targets are judged (the hook section says how its own are, under its tables).
+const issue12Prose = SECTIONS.some((section) => section !== "hook" && only.has(section))
+  ? `How the targets are judged. Start-up and \`check\` are wall times from spawn to exit, medians,
+interleaved with the hello world's runs (the CPU-time row is for reference: the machine's load
+inflates it far less). The quiesced → frozen gap and the writer stalls are judged on loop
+filesystems whose image lives on tmpfs: the loop device's flushes cost nothing there, so what
+remains is the kernel's FIFREEZE and each method's own path. On the disk-backed loops, the rows
+marked "reference", every method also pays the host disk's flushes. The gap is read by the caller
+from the \`quiesced\` and \`frozen\` lines; "vmsnap's own part" is that gap less its FIFREEZE call
+(arming the guard, opening and syncing the target, the events). A writer stall is the median, over
+trials, of the longest \`write()\` of writers on each frozen filesystem; every method first runs the
+same quiesce script (vmsnap's pre-script, qemu-ga's fsfreeze hook, a script before the bare ioctl)
+and freezes after the same idle time, methods interleaved, so what differs is each method's own
+path. The 8-filesystem target compares vmsnap's median at 8 filesystems with its median at 1. Rows
+marked "opt-in" run with \`freeze.expediteRcu\` (/sys/kernel/rcu_expedited set for the length of
+the FIFREEZE calls), beside the default that the verdicts use. The MariaDB commit stall is the
+longest commit of a steady writer minus the snapshot command's own time in the same run, median.
+Peak RSS is GNU time's \`%M\` (the largest process of the run: the agent).`
+  : "The hook section's targets are judged as its note under its tables says.";
 const text = `# Benchmark results
 
 Written by \`deno task bench\` (scripts/bench.ts) from ${started.toISOString()} to ${
@@ -1409,22 +1428,7 @@ Sections: ${[...only].join(", ")}. Binary: dist/vmsnap, ${
 | --- | --- | --- | --- |
 ${verdicts.join("\n")}
 
-How the targets are judged. Start-up and \`check\` are wall times from spawn to exit, medians,
-interleaved with the hello world's runs (the CPU-time row is for reference: the machine's load
-inflates it far less). The quiesced → frozen gap and the writer stalls are judged on loop
-filesystems whose image lives on tmpfs: the loop device's flushes cost nothing there, so what
-remains is the kernel's FIFREEZE and each method's own path. On the disk-backed loops, the rows
-marked "reference", every method also pays the host disk's flushes. The gap is read by the caller
-from the \`quiesced\` and \`frozen\` lines; "vmsnap's own part" is that gap less its FIFREEZE call
-(arming the guard, opening and syncing the target, the events). A writer stall is the median, over
-trials, of the longest \`write()\` of writers on each frozen filesystem; every method first runs the
-same quiesce script (vmsnap's pre-script, qemu-ga's fsfreeze hook, a script before the bare ioctl)
-and freezes after the same idle time, methods interleaved, so what differs is each method's own
-path. The 8-filesystem target compares vmsnap's median at 8 filesystems with its median at 1. Rows
-marked "opt-in" run with \`freeze.expediteRcu\` (/sys/kernel/rcu_expedited set for the length of
-the FIFREEZE calls), beside the default that the verdicts use. The MariaDB commit stall is the
-longest commit of a steady writer minus the snapshot command's own time in the same run, median.
-Peak RSS is GNU time's \`%M\` (the largest process of the run: the agent).
+${issue12Prose}
 
 ## Figures
 ${report.join("\n")}
