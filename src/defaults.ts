@@ -30,3 +30,23 @@ export const FREEZE_POOL_MAX_WORKERS = 7;
  * freeze step that comes later does not wait for them.
  */
 export const FREEZE_POOL_READY_TIMEOUT_MS = 2_000;
+
+/** `vmsnap verify`: how long a restored server may take to finish its recovery. */
+export const VERIFY_START_TIMEOUT_SECONDS = 900;
+
+/** `vmsnap verify`: how long one check (CHECK TABLE of everything, pg_amcheck) may take. */
+export const VERIFY_CHECK_TIMEOUT_SECONDS = 3600;
+
+/** `vmsnap verify`: the size of the tmpfs that holds the overlays' upper layers (tmpfs `size=`). */
+export const VERIFY_TMPFS_SIZE = "50%";
+
+/** `vmsnap verify`: the service user each restored database runs as. */
+export const VERIFY_SERVICE_USERS: Readonly<Record<string, string>> = {
+  mysql: "mysql",
+  postgresql: "postgres",
+  redis: "redis",
+  sqlite: "nobody",
+};
+
+/** `vmsnap verify`: a restored server's limits besides its address space (the machine's memory). */
+export const VERIFY_SERVER_LIMITS = { openFiles: 65_536, processes: 4_096 };

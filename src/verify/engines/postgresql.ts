@@ -1,0 +1,346 @@
+/**
+ * Restoring PostgreSQL: before the start, `pg_controldata` (the cluster's
+ * state, its latest checkpoint and timeline) and `pg_waldump` from the
+ * recorded checkpoint to the end of the WAL on the snapshot (the commits
+ * after the recorded position, and where the WAL ends); then `postgres` of
+ * the cluster's major version on the overlay, as `postgres`, with verify's
+ * own config and hba (trust on the private socket only), archiving and
+ * restore commands off, no preloaded libraries; crash recovery; then
+ * `pg_amcheck --all` where amcheck is installed.
+ *
+ * @module
+ */
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { PostgresEntry } from "../manifest.ts";
+import { RUN_DIR } from "../restore_root.ts";
+import type { Evidence } from "../verdict.ts";
+import {
+  type Engine,
+  logLines,
+  type RestoreContext,
+  type RestoreOutcome,
+  said,
+  timeoutProblem,
+  waitForServer,
+  writtenAfterRun,
+} from "./engine.ts";
+import { findTool } from "../tools.ts";
+
+const PORT = "5432";
+const CONF_DIR = `${RUN_DIR}/pg`;
+
+/** An LSN (`0/1A2B3C4`) as a number. */
+export function lsnValue(lsn: string): bigint {
+  const [high, low] = lsn.split("/");
+  return (BigInt(`0x${high}`) << 32n) + BigInt(`0x${low}`);
+}
+
+/** The cluster's major version (PG_VERSION). */
+function majorOf(ctx: Pick<RestoreContext, "reach" | "dataDir">): string | undefined {
+  try {
+    return readFileSync(ctx.reach(join(ctx.dataDir, "PG_VERSION")), "utf8").trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The bin directory of a major version. */
+function binDir(ctx: Pick<RestoreContext, "binaries">, major: string): string {
+  return (ctx.binaries.postgresBinDir ?? "/usr/lib/postgresql/{major}/bin").replace(
+    "{major}",
+    major,
+  );
+}
+
+/** What pg_controldata says. */
+interface Control {
+  state?: string;
+  checkpoint?: string;
+  redo?: string;
+  timeline?: number;
+}
+
+async function controlData(ctx: RestoreContext, bin: string): Promise<Control & { ran: string }> {
+  const ran = await ctx.sandbox.run([join(bin, "pg_controldata"), "-D", ctx.dataDir], {
+    root: ctx.root,
+    user: ctx.user,
+    timeoutMs: 60_000,
+  });
+  const field = (name: string) =>
+    new RegExp(`^${name.replace(/[()']/g, ".")}:\\s*(.*)$`, "m").exec(ran.stdout)?.[1]?.trim();
+  const tli = field("Latest checkpoint's TimeLineID");
+  return {
+    state: field("Database cluster state"),
+    checkpoint: field("Latest checkpoint location"),
+    redo: field("Latest checkpoint's REDO location"),
+    timeline: tli === undefined ? undefined : Number(tli),
+    ran: ran.code === 0 ? "" : said(ran),
+  };
+}
+
+/** The WAL on the snapshot from a position on: its end and the transaction records after `after`. */
+interface WalScan {
+  end?: string;
+  commits: { lsn: string; desc: string }[];
+  error?: string;
+}
+
+async function scanWal(
+  ctx: RestoreContext,
+  bin: string,
+  from: string,
+  timeline: number,
+  after: string,
+): Promise<WalScan> {
+  const ran = await ctx.sandbox.run([
+    join(bin, "pg_waldump"),
+    `--path=${join(ctx.dataDir, "pg_wal")}`,
+    `--timeline=${timeline}`,
+    `--start=${from}`,
+    "--rmgr=Transaction",
+  ], { root: ctx.root, user: ctx.user, timeoutMs: ctx.timeouts.checkMs });
+  const commits: WalScan["commits"] = [];
+  for (const line of ran.stdout.split("\n")) {
+    const m = /lsn: ([0-9A-F]+\/[0-9A-F]+),.*desc: ((?:COMMIT|COMMIT_PREPARED|PREPARE)\b.*)$/.exec(
+      line,
+    );
+    if (m && lsnValue(m[1]) >= lsnValue(after)) {
+      commits.push({ lsn: m[1], desc: m[2].slice(0, 80) });
+    }
+  }
+  const end = /error in WAL record at [0-9A-F]+\/[0-9A-F]+: .* at ([0-9A-F]+\/[0-9A-F]+)/.exec(
+    ran.stderr,
+  )?.[1] ?? (/could not find a valid record after ([0-9A-F]+\/[0-9A-F]+)/.exec(ran.stderr)?.[1]);
+  const error = end ? undefined : ran.stderr.trim().split("\n").slice(-2).join(" ");
+  return { end, commits, error };
+}
+
+/** The WAL position evidence, from the scan and the control file. */
+function walEvidence(entry: PostgresEntry, control: Control, scan: WalScan): Evidence[] {
+  const out: Evidence[] = [];
+  const recorded = lsnValue(entry.walLsn);
+  const later = control.redo !== undefined && lsnValue(control.redo) > recorded;
+  if (scan.end === undefined) {
+    out.push({
+      kind: later ? "position" : "check",
+      name: "the WAL from the recorded checkpoint is on the snapshot",
+      ok: false,
+      detail: `pg_waldump: ${scan.error}${
+        later
+          ? ` (the snapshot's own checkpoint ${control.redo} is after the recorded ${entry.walLsn}: a later snapshot)`
+          : ""
+      }`,
+    });
+    return out;
+  }
+  if (lsnValue(scan.end) < recorded && !later) {
+    out.push({
+      kind: "check",
+      name: "the WAL reaches the recorded position",
+      ok: false,
+      detail:
+        `the WAL on the snapshot ends at ${scan.end}, before the recorded ${entry.walLsn}: WAL the server had written is missing (truncated)`,
+    });
+    return out;
+  }
+  out.push({
+    kind: "position",
+    name: "no commit in the WAL after the recorded position",
+    ok: scan.commits.length === 0,
+    detail: scan.commits.length === 0
+      ? `the WAL ends at ${scan.end}; recorded ${entry.walLsn}`
+      : `${scan.commits.length} commit(s) after the recorded ${entry.walLsn} (first at ${
+        scan.commits[0].lsn
+      }: ${scan.commits[0].desc}); the WAL ends at ${scan.end}`,
+  });
+  return out;
+}
+
+/** Verify's own configuration files, and the data directory made startable. */
+async function prepare(ctx: RestoreContext): Promise<string[]> {
+  const notes: string[] = [];
+  const data = join(ctx.root, ctx.dataDir);
+  for (const stale of ["postmaster.pid", "standby.signal", "recovery.signal"]) {
+    if (existsSync(ctx.reach(join(ctx.dataDir, stale)))) {
+      await ctx.sandbox.run(["rm", "-f", join(data, stale)]);
+      if (stale !== "postmaster.pid") {
+        notes.push(`${stale} removed: restored as a primary by crash recovery`);
+      }
+    }
+  }
+  await ctx.sandbox.run(["chown", "-R", `${ctx.user}:`, data]);
+  // pg_wal and tablespaces may be links to other filesystems of the snapshot.
+  await ctx.sandbox.run([
+    "chown",
+    "-R",
+    "-H",
+    `${ctx.user}:`,
+    join(data, "pg_wal"),
+    join(data, "pg_tblspc"),
+  ]);
+  await ctx.sandbox.run(["chmod", "0700", data]);
+  await ctx.sandbox.run(["mkdir", "-p", join(ctx.root, CONF_DIR)]);
+  writeFileSync(ctx.reach(`${CONF_DIR}/postgresql.conf`), "");
+  writeFileSync(ctx.reach(`${CONF_DIR}/pg_hba.conf`), "local all all trust\n");
+  writeFileSync(ctx.reach(`${CONF_DIR}/pg_ident.conf`), "");
+  return notes;
+}
+
+/** The server's arguments: verify's config, no archiving, nothing preloaded, no network. */
+function serverArgs(ctx: RestoreContext): string[] {
+  const settings = {
+    config_file: `${CONF_DIR}/postgresql.conf`,
+    hba_file: `${CONF_DIR}/pg_hba.conf`,
+    ident_file: `${CONF_DIR}/pg_ident.conf`,
+    listen_addresses: "",
+    unix_socket_directories: RUN_DIR,
+    port: PORT,
+    archive_mode: "off",
+    archive_command: "",
+    restore_command: "",
+    shared_preload_libraries: "",
+    ssl: "off",
+    logging_collector: "off",
+    log_destination: "stderr",
+    shared_buffers: "64MB",
+    max_connections: "20",
+    autovacuum: "off",
+    fsync: "off",
+    jit: "off",
+    hot_standby: "on",
+  };
+  return ["-D", ctx.dataDir, ...Object.entries(settings).flatMap(([k, v]) => ["-c", `${k}=${v}`])];
+}
+
+/** pg_amcheck of every database, where amcheck is installed. */
+async function amcheck(ctx: RestoreContext, bin: string, major: string): Promise<Evidence> {
+  const name = "pg_amcheck --all (heap and B-tree indexes) is clean";
+  if (
+    !existsSync(`/usr/share/postgresql/${major}/extension/amcheck.control`) ||
+    !findTool(join(bin, "pg_amcheck"))
+  ) {
+    return { kind: "info", name, ok: true, detail: "amcheck is not installed here: not run" };
+  }
+  ctx.progress("check", { tool: "pg_amcheck" });
+  const ran = await ctx.sandbox.run([
+    join(bin, "pg_amcheck"),
+    "-h",
+    RUN_DIR,
+    "-p",
+    PORT,
+    "-U",
+    "postgres",
+    "--all",
+    "--install-missing",
+  ], { root: ctx.root, user: ctx.user, timeoutMs: ctx.timeouts.checkMs });
+  return {
+    kind: "check",
+    name,
+    ok: ran.code === 0,
+    detail: ran.code === 0 ? "no corruption found" : said(ran, 1200),
+  };
+}
+
+/** Starts the server and waits until it accepts connections. */
+async function start(ctx: RestoreContext, bin: string) {
+  ctx.progress("server-starting", { server: "postgres" });
+  const server = ctx.sandbox.start([join(bin, "postgres"), ...serverArgs(ctx)], {
+    root: ctx.root,
+    user: ctx.user,
+    limits: ctx.limits,
+  });
+  const up = await waitForServer(server, async () => {
+    const ran = await ctx.sandbox.run(
+      [
+        join(bin, "psql"),
+        "-X",
+        "-h",
+        RUN_DIR,
+        "-p",
+        PORT,
+        "-U",
+        "postgres",
+        "-Atc",
+        "SELECT pg_is_in_recovery()",
+      ],
+      { root: ctx.root, user: ctx.user, timeoutMs: 5_000 },
+    );
+    return ran.code === 0 && ran.stdout.trim() === "f";
+  }, ctx.timeouts.startMs);
+  return { server, up };
+}
+
+/** The `postgresql` restore. */
+export const postgresqlEngine: Engine = {
+  type: "postgresql",
+  missing(ctx) {
+    const major = majorOf(ctx);
+    if (!major) return [];
+    const bin = binDir(ctx, major);
+    return ["postgres", "pg_controldata", "pg_waldump", "psql"].filter((p) =>
+      !findTool(join(bin, p))
+    )
+      .map((p) => `${join(bin, p)} (postgresql-${major})`);
+  },
+  async restore(ctx): Promise<RestoreOutcome> {
+    const entry = ctx.entry as PostgresEntry | undefined;
+    const major = majorOf(ctx)!;
+    const bin = binDir(ctx, major);
+    const notes = await prepare(ctx);
+    const control = await controlData(ctx, bin);
+    const evidence: Evidence[] = [{
+      kind: "info",
+      name: "control file",
+      ok: control.ran === "",
+      detail: control.ran ||
+        `PostgreSQL ${major}, state "${control.state}", latest checkpoint ${control.checkpoint} (redo ${control.redo}), timeline ${control.timeline}`,
+    }];
+    for (const note of notes) {
+      evidence.push({ kind: "info", name: "restore", ok: true, detail: note });
+    }
+    let scan: WalScan | undefined;
+    if (entry) {
+      const from = entry.checkpointLsn ?? entry.walLsn;
+      scan = await scanWal(ctx, bin, from, entry.timeline, entry.walLsn);
+    }
+    const { server, up } = await start(ctx, bin);
+    try {
+      const log = server.output().stderr;
+      evidence.unshift({
+        kind: "start",
+        name: "postgres starts and finishes crash recovery",
+        ok: up.state === "ready",
+        detail: up.state === "ready"
+          ? `ready in ${Math.round(up.ms)} ms`
+          : `${up.state === "exited" ? "exited" : "not ready"} after ${Math.round(up.ms)} ms: ${
+            logLines(log, /FATAL|PANIC|ERROR|invalid|could not/i, 6).join(" | ") || log.slice(-600)
+          }`,
+      });
+      const recovery = logLines(
+        log,
+        /not properly shut down|redo starts|redo done|consistent recovery|invalid record|checkpoint record/i,
+      );
+      if (recovery.length) {
+        evidence.push({ kind: "info", name: "recovery", ok: true, detail: recovery.join(" | ") });
+      }
+      if (up.state === "timeout") return { evidence, error: timeoutProblem(ctx, "postgres") };
+      if (up.state !== "ready") return { evidence };
+      evidence.push(await amcheck(ctx, bin, major));
+      if (entry) {
+        evidence.push({
+          kind: "position",
+          name: "the timeline is the recorded one",
+          ok: control.timeline === entry.timeline,
+          detail: `snapshot ${control.timeline}, recorded ${entry.timeline}`,
+        });
+        evidence.push(...walEvidence(entry, control, scan!));
+      }
+      const late = writtenAfterRun(ctx, ctx.dataDir);
+      if (late) evidence.push(late);
+      return { evidence };
+    } finally {
+      await server.kill();
+    }
+  },
+};
