@@ -150,6 +150,8 @@ export interface Manifest {
   startedAt: string;
   /** The run's duration: the snapshot was taken before startedAt + 1 s + durationMs. */
   durationMs: number;
+  /** When the run ended, when the manifest is built at its end (a tighter bound than the above). */
+  finishedAt?: string;
   consistency: Consistency;
   requestedConsistency: Consistency;
   snapshotTaken: boolean;
@@ -192,8 +194,12 @@ export function runIdTime(runId: string): string | undefined {
  * snapshotDeadline({ startedAt: "2026-11-26T04:51:00.000Z", durationMs: 500 }); // 1795668661500
  * ```
  */
-export function snapshotDeadline(manifest: Pick<Manifest, "startedAt" | "durationMs">): number {
-  return Date.parse(manifest.startedAt) + 1000 + manifest.durationMs;
+export function snapshotDeadline(
+  manifest: Pick<Manifest, "startedAt" | "durationMs" | "finishedAt">,
+): number {
+  const bound = Date.parse(manifest.startedAt) + 1000 + manifest.durationMs;
+  const finished = manifest.finishedAt ? Date.parse(manifest.finishedAt) : NaN;
+  return Number.isNaN(finished) ? bound : Math.min(bound, finished);
 }
 
 /** A plugin report held its database from quiesce to resume. */
@@ -307,7 +313,12 @@ function databaseEntry(
 export function buildManifest(
   result: RunResult,
   deps: BuildDeps,
-  options: { source?: "run" | "hook"; stage?: "final" | "frozen" } = {},
+  options: {
+    source?: "run" | "hook";
+    stage?: "final" | "frozen";
+    /** The run just ended (the manifest is built by the run itself): its end, a tight bound. */
+    finishedAt?: Date;
+  } = {},
 ): Manifest {
   const databases: ManifestDatabase[] = [];
   const scripts: string[] = [];
@@ -345,6 +356,7 @@ export function buildManifest(
     source: options.source ?? "run",
     startedAt: runIdTime(result.runId) ?? new Date(Date.now() - result.durationMs).toISOString(),
     durationMs: result.durationMs,
+    ...(options.finishedAt ? { finishedAt: options.finishedAt.toISOString() } : {}),
     consistency: result.consistency,
     requestedConsistency: result.requestedConsistency,
     snapshotTaken: result.snapshotTaken,

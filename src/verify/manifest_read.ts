@@ -114,6 +114,10 @@ function checkManifest(c: Checker, m: Json): void {
     c.wrong.push(`$.startedAt "${started}" is not a time`);
   }
   c.field(m, "durationMs", "$", "number", true);
+  const finished = c.field(m, "finishedAt", "$", "string", false);
+  if (typeof finished === "string" && Number.isNaN(Date.parse(finished))) {
+    c.wrong.push(`$.finishedAt "${finished}" is not a time`);
+  }
   const filesystems = c.field(m, "filesystems", "$", "array", true);
   if (Array.isArray(filesystems)) {
     filesystems.forEach((f, i) => {

@@ -105,6 +105,27 @@ function rlimitArgs(limits: Limits): string[] {
   );
 }
 
+/**
+ * A user's uid and primary gid from /etc/passwd (the group need not share the
+ * user's name: Debian's nobody is in nogroup).
+ *
+ * @example
+ * ```ts
+ * import { userIds } from "./sandbox.ts";
+ * userIds("nobody"); // { uid: 65534, gid: 65534 }
+ * ```
+ */
+export function userIds(name: string): { uid: number; gid: number } {
+  for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
+    const [user, , uid, gid] = line.split(":");
+    if (user === name) return { uid: Number(uid), gid: Number(gid) };
+  }
+  throw new VerifyError(
+    "VerifyServerNotFound",
+    `the service user ${name} does not exist here. Fix: install the server's package (it creates the user), or name another user in the verify options (users).`,
+  );
+}
+
 /** The environment of everything run inside: nothing of verify's own. */
 const ENV = {
   PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -251,7 +272,8 @@ export class Sandbox {
     if (options.root) out.push(tool("chroot"), options.root);
     if (options.limits) out.push(tool("prlimit"), "--core=0", ...rlimitArgs(options.limits), "--");
     if (options.user) {
-      out.push(tool("setpriv"), `--reuid=${options.user}`, `--regid=${options.user}`);
+      const { uid, gid } = userIds(options.user);
+      out.push(tool("setpriv"), `--reuid=${uid}`, `--regid=${gid}`);
       out.push("--init-groups", "--inh-caps=-all", "--no-new-privs", "--");
     }
     if (options.nice) out.push(tool("nice"), "-n", String(options.nice));

@@ -57,7 +57,7 @@ import type { DatabaseReport, FilesystemReport, VerifyReport } from "./report.ts
 import { buildRestoreRoot, type Placement, placementOf, type RestoreRoot } from "./restore_root.ts";
 import { type Limits, Sandbox } from "./sandbox.ts";
 import { classifySource, type SnapshotSource } from "./sources.ts";
-import { exitCodeOf, lowest, type Verdict, verdictOf } from "./verdict.ts";
+import { type Evidence, exitCodeOf, lowest, type Verdict, verdictOf } from "./verdict.ts";
 
 /** What to verify and how. */
 export interface VerifyOptions {
@@ -465,6 +465,35 @@ function preflight(session: Session, list: Target[]): void {
   }
 }
 
+/**
+ * Position evidence for a database: the filesystem it is on was frozen at the
+ * snapshot (the run froze it, and its journal needs no replay). Without it,
+ * the read-only view (no journal replay) is older than what a restore would
+ * show, and the database's verdict cannot be better than crash-consistent.
+ */
+function frozenFilesystem(session: Session, vmPath: string): Evidence | undefined {
+  const at = placementOf(session.root!.placements, vmPath);
+  const manifest = session.found?.manifest;
+  if (!at || !manifest) return undefined;
+  const fs = at.placement.fs;
+  const journal = fs.evidence.find((e) => e.kind === "position");
+  const named = manifest.filesystems.find((f) => f.uuid && f.uuid === fs.uuid);
+  const why = !named?.frozen
+    ? `the run did not freeze it (UUID ${fs.uuid ?? "unknown"})`
+    : journal && !journal.ok
+    ? `${journal.detail}; the database was restored from the filesystem without its journal replayed`
+    : "";
+  return {
+    kind: "position",
+    name: "the filesystem it is on was frozen at the snapshot",
+    ok: why === "",
+    detail: why ||
+      `${named!.mountPoint}: frozen by run ${manifest.runId}${
+        journal ? ", no journal to replay" : ""
+      }`,
+  };
+}
+
 /** Restores one database and judges it. */
 async function restoreOne(session: Session, target: Target): Promise<DatabaseReport> {
   const started = performance.now();
@@ -501,6 +530,11 @@ async function restoreOne(session: Session, target: Target): Promise<DatabaseRep
   session.progress("database", { plugin: target.plugin, type: target.type });
   const outcome = await ENGINES[target.type].restore(ctx);
   await scratchFull(session, target);
+  const frozen = frozenFilesystem(
+    session,
+    target.entry?.type === "sqlite" ? target.entry.files[0].file : target.dataDir!,
+  );
+  if (frozen && !outcome.error) outcome.evidence.push(frozen);
   const held = !!target.entry?.held;
   return {
     ...base,

@@ -49,6 +49,13 @@ Deno.test({
       // Not quiesced, not frozen: the writer goes on while the image is copied.
       const crashCopy = join(db.dir, "crash.img");
       copyFileSync(server.fs.image, crashCopy);
+      // Frozen, but later than the run the manifest is of (no plugin: commits went on until the freeze).
+      const later = await snapshotByRun(f, {
+        mount: server.fs.mountPoint,
+        image: server.fs.image,
+        copy: join(db.dir, "later.img"),
+        plugins: [],
+      });
       await writer.stop();
 
       const stateDir = f.path("verify-state");

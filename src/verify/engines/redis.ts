@@ -161,7 +161,7 @@ function positions(
   const out: Evidence[] = [];
   if (entry.persistence === "rdb" && entry.lastsave !== undefined && files.ctime !== undefined) {
     // The save the run waited for began before LASTSAVE (its end); a later save began after it.
-    const ok = files.ctime <= entry.lastsave + 1 && files.ctime >= entry.lastsave - 600;
+    const ok = files.ctime <= entry.lastsave && files.ctime >= entry.lastsave - 600;
     out.push({
       kind: "position",
       name: "the RDB file is the save the run recorded (LASTSAVE)",
