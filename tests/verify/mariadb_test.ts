@@ -85,6 +85,15 @@ Deno.test({
       assert.notEqual(crash.report.verdict, "application-consistent", explain(crash.report));
       assert.ok(crash.code === 1 || crash.code === 2);
       assertNothingLeft(stateDir, [crashCopy]);
+
+      // The later frozen copy matches the run's filesystem by UUID, but not its positions.
+      const stale = await verify([later.copy, "--state-dir", stateDir]);
+      assert.equal(stale.report.manifest?.runId, snap.result.runId);
+      assert.equal(stale.report.verdict, "crash-consistent", explain(stale.report));
+      assert.equal(stale.code, 1);
+      const failed = stale.report.databases[0].evidence.filter((e) => !e.ok).map((e) => e.name);
+      assert.ok(failed.some((n) => /GTID/.test(n)), explain(stale.report));
+      assert.ok(failed.some((n) => /binary log ends/.test(n)), explain(stale.report));
     } finally {
       await server.stop();
       db.cleanup();

@@ -216,6 +216,7 @@ async function start(ctx: RestoreContext, binlog: string | undefined) {
     async () => (await client(ctx, "SELECT 1", 5_000)).code === 0,
     ctx.timeouts.startMs,
   );
+  if (up.state === "ready") ctx.progress("server-ready", { pid: server.pid() });
   let log = "";
   try {
     log = readFileSync(ctx.reach(ERROR_LOG), "utf8");

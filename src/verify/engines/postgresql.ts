@@ -268,6 +268,7 @@ async function start(ctx: RestoreContext, bin: string) {
     );
     return ran.code === 0 && ran.stdout.trim() === "f";
   }, ctx.timeouts.startMs);
+  if (up.state === "ready") ctx.progress("server-ready", { pid: server.pid() });
   return { server, up };
 }
 

@@ -259,6 +259,7 @@ export const redisEngine: Engine = {
         const ran = await cli(ctx, "PING");
         return ran.code === 0 && ran.stdout.trim() === "PONG";
       }, ctx.timeouts.startMs);
+      if (up.state === "ready") ctx.progress("server-ready", { pid: server.pid() });
       const log = server.output().stdout + server.output().stderr;
       const evidence: Evidence[] = [{
         kind: "start",
