@@ -46,7 +46,7 @@ import { sqliteEngine } from "./engines/sqlite.ts";
 import { mountSnapshot, type SnapshotFs } from "./filesystems.ts";
 import { Ledger, loopDevicesOf, processesIn, settle, sweepLeftovers } from "./ledger.ts";
 import type { ManifestDatabase } from "./manifest.ts";
-import { MAX_MANIFEST_BYTES } from "./manifest_read.ts";
+import { MAX_MANIFEST_BYTES, readManifestFile } from "./manifest_read.ts";
 import {
   chooseManifest,
   type FoundManifest,
@@ -687,6 +687,8 @@ export async function verifySnapshots(
       "no SNAPSHOT given. Fix: name the snapshot's device, image or directory.",
     );
   }
+  // A --manifest that cannot be used is an error before anything is mounted (whichever is used).
+  if (options.manifest) readManifestFile(options.manifest);
   const warnings = await sweepLeftovers(options.stateDir);
   const sources = options.snapshots.map((arg) => classifySource(arg));
   const session = new Session(options, deps, sources);
