@@ -163,8 +163,8 @@ export interface Manifest {
 
 /** What building a manifest needs from the machine. */
 export interface BuildDeps {
-  /** The UUID of a block device (blkid), or undefined. */
-  uuidOf(device: string): string | undefined;
+  /** The UUID of a mounted filesystem (blkid), from its device or its mount point, or undefined. */
+  uuidOf(mount: { device: string; mountPoint: string }): string | undefined;
   /** A file's text (a backup_label the plugin saved), or undefined. */
   readText(path: string): string | undefined;
 }
@@ -342,7 +342,7 @@ export function buildManifest(
   const filesystems = result.freeze.mounts.map((m) =>
     defined<ManifestFilesystem>({
       mountPoint: m.mountPoint,
-      uuid: deps.uuidOf(m.device),
+      uuid: deps.uuidOf(m),
       fsType: m.fsType,
       device: m.device,
       frozen: m.frozen && m.thawed !== false,

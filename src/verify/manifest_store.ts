@@ -25,6 +25,7 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
+import { readMounts } from "../sys/mountinfo.ts";
 import process from "node:process";
 import type { BuildDeps, Manifest } from "./manifest.ts";
 import { parseManifest, readManifestFile } from "./manifest_read.ts";
@@ -230,8 +231,10 @@ export function devicePath(device: string): string | undefined {
 export function machineBuildDeps(): BuildDeps {
   const blkid = findTool("blkid");
   return {
-    uuidOf(device) {
-      const path = devicePath(device);
+    uuidOf({ device, mountPoint }) {
+      // btrfs shows an anonymous device number (0:NN): its mount's source names the device.
+      const path = devicePath(device) ??
+        devicePath(readMounts().find((m) => m.mountPoint === mountPoint)?.source ?? "");
       if (!blkid || !path) return undefined;
       const out = spawnSync(blkid, ["-o", "value", "-s", "UUID", path], { encoding: "utf8" });
       return out.status === 0 && out.stdout.trim() ? out.stdout.trim() : undefined;

@@ -235,7 +235,7 @@ class Session {
       );
       for (const fs of found) {
         if (source.kind === "directory" && source.mount) {
-          fs.uuid = machineBuildDeps().uuidOf(source.mount.source);
+          fs.uuid = machineBuildDeps().uuidOf({ device: source.mount.device, mountPoint: source.mount.mountPoint });
         }
       }
       this.filesystems.push(...found);

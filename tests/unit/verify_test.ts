@@ -114,7 +114,7 @@ function result(runId = "20261208T030000Z-abcdef"): RunResult {
 }
 
 const deps = {
-  uuidOf: (device: string) => device === "7:3" ? "uuid-srv" : undefined,
+  uuidOf: (m: { device: string }) => m.device === "7:3" ? "uuid-srv" : undefined,
   readText: (path: string) =>
     path.endsWith("backup_label") ? "START WAL LOCATION: 0/3000028\n" : undefined,
 };

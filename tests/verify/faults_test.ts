@@ -121,6 +121,16 @@ Deno.test({
         },
       );
 
+      await t.step("a whole-disk image (MBR partition table) verifies its partition", async () => {
+        const disk = join(db.dir, "disk.img");
+        withPartitionTable(snap.copy, disk);
+        const ran = await verify([disk, ...manifest]);
+        assert.equal(ran.report.verdict, "application-consistent", explain(ran.report));
+        assert.equal(ran.report.filesystems[0].partition, 1);
+        assert.match(ran.report.filesystems[0].evidence[0].detail, /offset=1048576/);
+        assertNothingLeft(stateDir, [disk]);
+      });
+
       await t.step(
         "SIGKILL while the restored server runs leaves nothing; the next verify removes the record",
         async () => {
@@ -172,6 +182,28 @@ Deno.test({
     }
   },
 });
+
+/** A disk image: an MBR with one Linux partition at 1 MiB holding `fs` (no fdisk needed). */
+function withPartitionTable(fs: string, disk: string): void {
+  execFileSync("python3", [
+    "-c",
+    `
+import os, shutil, struct, sys
+fs, disk = sys.argv[1], sys.argv[2]
+sectors = os.path.getsize(fs) // 512
+mbr = bytearray(512)
+mbr[446:462] = struct.pack("<B3sB3sII", 0, b"\\0\\0\\0", 0x83, b"\\0\\0\\0", 2048, sectors)
+mbr[510:512] = b"\\x55\\xaa"
+with open(disk, "wb") as out:
+    out.write(mbr)
+    out.seek(2048 * 512)
+    with open(fs, "rb") as src:
+        shutil.copyfileobj(src, out)
+`,
+    fs,
+    disk,
+  ]);
+}
 
 /** Every mount's source as the host sees it. */
 function readFileMounts(): string {
