@@ -37,7 +37,8 @@ try {
     ...(values.scratch ? { scratch: values.scratch } : {}),
   }, {
     ...MACHINE_VERIFY_DEPS,
-    progress: (event) => process.stderr.write(`${JSON.stringify(event)}\n`),
+    progress: (event) =>
+      process.stderr.write(`${JSON.stringify({ ...event, ms: Math.round(performance.now()) })}\n`),
   });
   process.stdout.write(values.json ? `${JSON.stringify(report)}\n` : `${formatReport(report)}\n`);
   process.exitCode = report.exitCode;

@@ -13,7 +13,8 @@
 import { existsSync, lstatSync, readlinkSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import type { SnapshotFs } from "./filesystems.ts";
-import type { Sandbox } from "./sandbox.ts";
+import { type Sandbox, shellQuote } from "./sandbox.ts";
+import { VerifyError } from "./codes.ts";
 
 /** Host directories the root gets read-only (the servers' programs and libraries). */
 export const HOST_DIRS = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt"];
@@ -40,95 +41,80 @@ export interface RestoreRoot {
   metacopy: boolean;
 }
 
-/** Runs a command in the sandbox and throws with its output when it fails. */
-async function must(sandbox: Sandbox, argv: string[]): Promise<void> {
-  const ran = await sandbox.run(argv, { timeoutMs: 60_000 });
-  if (ran.code !== 0) {
-    throw new Error(`${argv.join(" ")} failed: ${ran.stderr.trim() || `exit ${ran.code}`}`);
-  }
-}
+/** A line of the build script. */
+type Line = string[] | { sh: string };
 
-/** Mounts one overlay; true when metacopy was accepted. */
-async function overlay(
-  sandbox: Sandbox,
-  lower: string,
-  scratch: string,
-  target: string,
-): Promise<boolean> {
-  const upper = join(scratch, "upper");
-  const work = join(scratch, "work");
-  await must(sandbox, ["mkdir", "-p", upper, work, target]);
+/** The overlay of one filesystem; prints `metacopy` when the kernel took it. */
+function overlay(lower: string, scratch: string, target: string): Line[] {
+  const [upper, work] = [join(scratch, "upper"), join(scratch, "work")];
   const base = `lowerdir=${lower},upperdir=${upper},workdir=${work}`;
-  const withMeta = await sandbox.run([
-    "mount",
-    "-t",
-    "overlay",
-    "-o",
-    `${base},metacopy=on,redirect_dir=on`,
-    "vmsnap-verify",
-    target,
-  ]);
-  if (withMeta.code === 0) return true;
-  await must(sandbox, ["mount", "-t", "overlay", "-o", base, "vmsnap-verify", target]);
-  return false;
+  const mount = (options: string) =>
+    ["mount", "-t", "overlay", "-o", options, "vmsnap-verify", target].map(shellQuote).join(" ");
+  return [
+    ["mkdir", "-p", upper, work, target],
+    // metacopy: a chown copies up metadata only (the data stays below until written).
+    {
+      sh: `if ${
+        mount(`${base},metacopy=on,redirect_dir=on`)
+      } 2>/dev/null; then echo metacopy; else ${mount(base)}; fi`,
+    },
+  ];
 }
 
-/** Binds this machine's program directories read-only into the root. */
-async function bindHost(sandbox: Sandbox, dir: string): Promise<void> {
+/** This machine's program directories, read-only, unless the snapshot has a link there. */
+function hostDirs(dir: string): Line[] {
+  const lines: Line[] = [];
   for (const name of HOST_DIRS) {
     const host = `/${name}`;
     if (!existsSync(host)) continue;
-    const target = join(dir, name);
-    const inRoot = sandbox.path(target);
+    const t = shellQuote(join(dir, name));
     if (lstatSync(host).isSymbolicLink()) {
-      // usrmerge: /bin -> usr/bin. The root gets the same link unless the snapshot has a directory there.
-      if (!existsSync(inRoot)) {
-        await must(sandbox, ["ln", "-sfn", readlinkSync(host), target]);
-        continue;
-      }
-      if (lstatSync(inRoot).isSymbolicLink()) continue;
-      await must(sandbox, ["mount", "--bind", "-o", "ro", realpathSync(host), target]);
-      continue;
+      // usrmerge: /bin -> usr/bin; a snapshot with a directory there gets the host's behind it.
+      const link = shellQuote(readlinkSync(host));
+      const real = shellQuote(realpathSync(host));
+      lines.push({
+        sh:
+          `if [ ! -e ${t} ] && [ ! -L ${t} ]; then ln -s ${link} ${t}; elif [ -d ${t} ] && [ ! -L ${t} ]; then mount --bind -o ro ${real} ${t}; fi`,
+      });
+    } else {
+      lines.push({
+        sh: `if [ ! -L ${t} ]; then mkdir -p ${t} && mount --bind -o ro ${
+          shellQuote(host)
+        } ${t}; fi`,
+      });
     }
-    if (existsSync(inRoot) && lstatSync(inRoot).isSymbolicLink()) continue;
-    await must(sandbox, ["mkdir", "-p", target]);
-    await must(sandbox, ["mount", "--bind", "-o", "ro", host, target]);
   }
+  return lines;
 }
 
 /** A private /dev, /proc, /tmp and /run. */
-async function privateSystem(sandbox: Sandbox, dir: string): Promise<void> {
+function privateSystem(dir: string): Line[] {
   const dev = join(dir, "dev");
-  await must(sandbox, ["mkdir", "-p", dev]);
-  await must(sandbox, ["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "vmsnap-dev", dev]);
+  const lines: Line[] = [
+    ["mkdir", "-p", dev],
+    ["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "vmsnap-dev", dev],
+  ];
   for (const node of DEVICES) {
     if (!existsSync(`/dev/${node}`)) continue;
-    await must(sandbox, ["touch", join(dev, node)]);
-    await must(sandbox, ["mount", "--bind", `/dev/${node}`, join(dev, node)]);
+    lines.push(["touch", join(dev, node)], ["mount", "--bind", `/dev/${node}`, join(dev, node)]);
   }
-  await must(sandbox, ["ln", "-s", "/proc/self/fd", join(dev, "fd")]);
-  await must(sandbox, ["mkdir", "-p", join(dev, "shm")]);
-  await must(sandbox, ["mount", "-t", "tmpfs", "-o", "mode=1777", "vmsnap-shm", join(dev, "shm")]);
-  await must(sandbox, ["mkdir", "-p", join(dir, "proc"), join(dir, "tmp"), join(dir, "run")]);
-  await must(sandbox, [
-    "mount",
-    "-t",
-    "proc",
-    "-o",
-    "nosuid,nodev,noexec",
-    "proc",
-    join(dir, "proc"),
-  ]);
-  await must(sandbox, ["mount", "-t", "tmpfs", "-o", "mode=1777", "vmsnap-tmp", join(dir, "tmp")]);
-  await must(sandbox, ["mount", "-t", "tmpfs", "-o", "mode=0755", "vmsnap-run", join(dir, "run")]);
-  // Sticky and open to all, as /tmp: each server (its own user) makes its socket and log here.
-  await must(sandbox, ["mkdir", "-p", "-m", "1777", join(dir, RUN_DIR)]);
+  lines.push(
+    ["ln", "-s", "/proc/self/fd", join(dev, "fd")],
+    ["mkdir", "-p", join(dev, "shm"), join(dir, "proc"), join(dir, "tmp"), join(dir, "run")],
+    ["mount", "-t", "tmpfs", "-o", "mode=1777", "vmsnap-shm", join(dev, "shm")],
+    ["mount", "-t", "proc", "-o", "nosuid,nodev,noexec", "proc", join(dir, "proc")],
+    ["mount", "-t", "tmpfs", "-o", "mode=1777", "vmsnap-tmp", join(dir, "tmp")],
+    ["mount", "-t", "tmpfs", "-o", "mode=0755", "vmsnap-run", join(dir, "run")],
+    // Sticky and open to all, as /tmp: each server (its own user) makes its socket and log here.
+    ["mkdir", "-p", "-m", "1777", join(dir, RUN_DIR)],
+  );
+  return lines;
 }
 
 /**
- * Builds the root at `dir`: overlays (upper layers under `scratch`) at each
- * placement's VM path, shallowest first, then the host's program
- * directories and the private system directories.
+ * Builds the root at `dir` in one script: overlays (upper layers under
+ * `scratch`) at each placement's VM path, shallowest first, then the host's
+ * program directories and the private system directories.
  *
  * @example
  * ```ts
@@ -143,19 +129,26 @@ export async function buildRestoreRoot(
   options: { dir: string; scratch: string; placements: Placement[] },
 ): Promise<RestoreRoot> {
   const { dir, scratch } = options;
-  await must(sandbox, ["mkdir", "-p", dir]);
   const placements = [...options.placements].sort((a, b) =>
     a.vmPath.split("/").filter(Boolean).length - b.vmPath.split("/").filter(Boolean).length
   );
-  let metacopy = true;
+  const lines: Line[] = [["mkdir", "-p", dir]];
+  let overlays = 0;
   for (const [i, placement] of placements.entries()) {
     if (!placement.fs.lower) continue;
     const target = placement.vmPath === "/" ? dir : join(dir, placement.vmPath);
-    metacopy = await overlay(sandbox, placement.fs.lower, join(scratch, `layer${i}`), target) &&
-      metacopy;
+    lines.push(...overlay(placement.fs.lower, join(scratch, `layer${i}`), target));
+    overlays++;
   }
-  await bindHost(sandbox, dir);
-  await privateSystem(sandbox, dir);
+  lines.push(...hostDirs(dir), ...privateSystem(dir));
+  const ran = await sandbox.script(lines);
+  if (ran.code !== 0) {
+    throw new VerifyError(
+      "VerifyNamespaceFailed",
+      `cannot build the restore root: ${ran.stderr.trim() || `exit ${ran.code}`}.`,
+    );
+  }
+  const metacopy = ran.stdout.split("\n").filter((l) => l === "metacopy").length === overlays;
   return { dir, placements, metacopy };
 }
 

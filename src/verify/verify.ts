@@ -235,7 +235,10 @@ class Session {
       );
       for (const fs of found) {
         if (source.kind === "directory" && source.mount) {
-          fs.uuid = machineBuildDeps().uuidOf({ device: source.mount.device, mountPoint: source.mount.mountPoint });
+          fs.uuid = machineBuildDeps().uuidOf({
+            device: source.mount.device,
+            mountPoint: source.mount.mountPoint,
+          });
         }
       }
       this.filesystems.push(...found);

@@ -53,8 +53,11 @@ function binlogBase(ctx: RestoreContext, entry: MysqlEntry | undefined): string 
 
 /** The server's arguments. */
 function serverArgs(ctx: RestoreContext, binlog: string | undefined): string[] {
+  // The redo log's own size: a different setting makes the server rewrite it (for nothing) first.
+  const redo = sizeOf(ctx.snapshotPath(join(ctx.dataDir, "ib_logfile0")));
   return [
-    "--no-defaults",
+    "--no-defaults", // first, or mariadbd refuses it
+    ...(redo && redo % (1 << 20) === 0 ? [`--innodb-log-file-size=${redo}`] : []),
     `--datadir=${ctx.dataDir}`,
     `--socket=${SOCKET}`,
     `--pid-file=${RUN_DIR}/mysqld.pid`,
