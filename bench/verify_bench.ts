@@ -28,7 +28,7 @@ import { snapshotByRun, verifyArgv } from "../tests/verify/fixtures.ts";
 /** One method's figures. */
 export interface VerifyBenchRow {
   engine: "mariadb" | "postgresql";
-  method: "vmsnap verify" | "by hand";
+  method: "vmsnap verify" | "vmsnap verify --scratch (disk)" | "by hand";
   /** Wall time, ms. */
   ms: number;
   /** Peak resident memory of the method's processes, MiB. */
@@ -105,15 +105,12 @@ async function measureVerify(
   image: string,
   manifest: string,
   stateDir: string,
+  scratch?: string,
 ): Promise<VerifyBenchRow> {
   const started = performance.now();
-  const child = spawn(
-    process.execPath,
-    verifyArgv([image, "--state-dir", stateDir, "--manifest", manifest]),
-    {
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
+  const args = [image, "--state-dir", stateDir, "--manifest", manifest];
+  if (scratch) args.push("--scratch", scratch);
+  const child = spawn(process.execPath, verifyArgv(args), { stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));
@@ -134,7 +131,7 @@ async function measureVerify(
   }
   return {
     engine,
-    method: "vmsnap verify",
+    method: scratch ? "vmsnap verify --scratch (disk)" : "vmsnap verify",
     ms: Math.round(performance.now() - started),
     rssMiB: Math.round(sample.peak.rss / MiB),
     scratchMiB: Math.round(sample.peak.scratch / MiB),

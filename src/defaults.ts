@@ -50,3 +50,6 @@ export const VERIFY_SERVICE_USERS: Readonly<Record<string, string>> = {
 
 /** `vmsnap verify`: a restored server's limits besides its address space (the machine's memory). */
 export const VERIFY_SERVER_LIMITS = { openFiles: 65_536, processes: 4_096 };
+
+/** `vmsnap verify`: how many reports `<stateDir>/verify/` keeps (the oldest go first). */
+export const VERIFY_REPORTS_KEPT = 100;

@@ -253,12 +253,11 @@ function databaseEntry(
     }
     case "mongodb": {
       const optime = facts.optime as { ts?: unknown; t?: unknown } | undefined;
+      const ts = optime?.ts === undefined ? undefined : String(optime.ts);
       return defined<MongoEntry>({
         ...base,
         type,
-        optime: optime && str(String(optime.ts ?? "")) !== undefined
-          ? { ts: String(optime.ts), t: Number(optime.t ?? -1) }
-          : undefined,
+        optime: ts ? { ts, t: Number(optime?.t ?? -1) } : undefined,
       });
     }
     case "redis":

@@ -26,7 +26,6 @@ type Json = Record<string, unknown>;
 /** Collects what is wrong, each with its JSON path. */
 class Checker {
   readonly wrong: string[] = [];
-  constructor(readonly source: string) {}
 
   field(object: Json, key: string, path: string, type: string, required: boolean): unknown {
     const value = object[key];
@@ -162,7 +161,7 @@ export function parseManifest(text: string, source: string): Manifest {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new VerifyError("VerifyManifestInvalid", `${source} is not a JSON object.`);
   }
-  const checker = new Checker(source);
+  const checker = new Checker();
   checkManifest(checker, value as Json);
   if (checker.wrong.length > 0) {
     throw new VerifyError(

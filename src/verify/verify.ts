@@ -20,6 +20,7 @@ import {
   existsSync,
   lstatSync,
   mkdirSync,
+  readdirSync,
   readFileSync,
   rmdirSync,
   rmSync,
@@ -31,6 +32,7 @@ import { dirname, join } from "node:path";
 import process from "node:process";
 import {
   VERIFY_CHECK_TIMEOUT_SECONDS,
+  VERIFY_REPORTS_KEPT,
   VERIFY_SERVER_LIMITS,
   VERIFY_SERVICE_USERS,
   VERIFY_START_TIMEOUT_SECONDS,
@@ -616,12 +618,17 @@ function overall(filesystems: FilesystemReport[], databases: DatabaseReport[]): 
     : verdict;
 }
 
-/** Writes the report to `<stateDir>/verify/<verifyId>.json` (0600). */
+/** Writes the report to `<stateDir>/verify/<verifyId>.json` (0600); the oldest beyond the kept number go. */
 function keep(stateDir: string, report: VerifyReport): string {
   const dir = join(stateDir, "verify");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const path = join(dir, `${report.verifyId}.json`);
   writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });
+  // Verify ids start with their UTC time: the name order is the time order.
+  const reports = readdirSync(dir).filter((n) => /^\d{8}T\d{6}Z-v[0-9a-f]+\.json$/.test(n)).sort();
+  for (const old of reports.slice(0, Math.max(0, reports.length - VERIFY_REPORTS_KEPT))) {
+    rmSync(join(dir, old), { force: true });
+  }
   return path;
 }
 

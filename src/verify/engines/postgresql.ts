@@ -29,6 +29,8 @@ import { findTool } from "../tools.ts";
 
 const PORT = "5432";
 const CONF_DIR = `${RUN_DIR}/pg`;
+/** A client's connection to the restored server: its private socket, as the superuser. */
+const CONNECT = ["-h", RUN_DIR, "-p", PORT, "-U", "postgres"];
 
 /** An LSN (`0/1A2B3C4`) as a number. */
 export function lsnValue(lsn: string): bigint {
@@ -225,12 +227,7 @@ async function amcheck(ctx: RestoreContext, bin: string, major: string): Promise
   ctx.progress("check", { tool: "pg_amcheck" });
   const ran = await ctx.sandbox.run([
     join(bin, "pg_amcheck"),
-    "-h",
-    RUN_DIR,
-    "-p",
-    PORT,
-    "-U",
-    "postgres",
+    ...CONNECT,
     "--all",
     "--install-missing",
   ], { root: ctx.root, user: ctx.user, timeoutMs: ctx.timeouts.checkMs });
@@ -255,12 +252,7 @@ async function start(ctx: RestoreContext, bin: string) {
       [
         join(bin, "psql"),
         "-X",
-        "-h",
-        RUN_DIR,
-        "-p",
-        PORT,
-        "-U",
-        "postgres",
+        ...CONNECT,
         "-Atc",
         "SELECT pg_is_in_recovery()",
       ],
