@@ -28,7 +28,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { totalmem } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, posix } from "node:path";
 import process from "node:process";
 import {
   VERIFY_CHECK_TIMEOUT_SECONDS,
@@ -262,7 +262,8 @@ class Session {
     const out: { path: string; text: string }[] = [];
     for (const fs of this.filesystems) {
       if (!fs.lower) continue;
-      const at = this.sandbox!.path(join(fs.lower, rel));
+      const at = this.walk(fs.lower, rel);
+      if (!at) continue;
       try {
         const stat = lstatSync(at);
         if (!stat.isFile() || stat.size > MAX_MANIFEST_BYTES) continue;
@@ -311,18 +312,39 @@ class Session {
     this.progress("root", { metacopy: this.root.metacopy });
   }
 
-  /** A VM path as verify reaches it in the root (the overlay). */
-  reach(vmPath: string): string {
-    return this.sandbox!.path(join(this.root!.dir, vmPath));
+  /**
+   * `base/relative` as this process reaches it in the sandbox, or undefined
+   * when a component is a symbolic link: reached from the host, a link in the
+   * snapshot would resolve on the host's files, never the snapshot's.
+   */
+  private walk(base: string, relative: string): string | undefined {
+    let at = base;
+    for (const part of relative.split("/").filter(Boolean)) {
+      at = join(at, part);
+      try {
+        if (lstatSync(this.sandbox!.path(at)).isSymbolicLink()) return undefined;
+      } catch {
+        break; // missing: so is everything below it
+      }
+    }
+    return this.sandbox!.path(join(base, relative));
   }
 
-  /** A VM path in the read-only snapshot itself. */
+  /** A VM path as verify reaches it in the root (the overlay), or {@linkcode REFUSED} through a link. */
+  reach(vmPath: string): string {
+    return this.walk(this.root!.dir, posix.normalize(`/${vmPath}`)) ?? REFUSED;
+  }
+
+  /** A VM path in the read-only snapshot itself (undefined off the snapshot or through a link). */
   snapshotPath(vmPath: string): string | undefined {
-    const at = placementOf(this.root!.placements, vmPath);
+    const at = placementOf(this.root!.placements, posix.normalize(`/${vmPath}`));
     if (!at) return undefined;
-    return this.sandbox!.path(join(at.placement.fs.lower!, at.relative));
+    return this.walk(at.placement.fs.lower!, at.relative);
   }
 }
+
+/** What {@linkcode Session.reach} gives for a path through a symbolic link: a path that never exists. */
+export const REFUSED = "/proc/vmsnap-verify-refused-symbolic-link";
 
 /** The verdict and evidence of each filesystem. */
 function judgeFilesystems(session: Session): FilesystemReport[] {

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { lstatSync } from "node:fs";
+import { existsSync, lstatSync } from "node:fs";
 import { newestFile } from "../discover.ts";
 import type { Manifest, ManifestDatabase } from "../manifest.ts";
 import { snapshotDeadline } from "../manifest.ts";
@@ -52,7 +52,11 @@ export interface RestoreContext {
   user: string;
   limits: Limits;
   timeouts: Timeouts;
-  /** A VM path as this process can reach it in the root (the overlay: the server's view). */
+  /**
+   * A VM path as this process can reach it in the root (the overlay: the
+   * server's view); a path that never exists when a component is a symbolic
+   * link (it would resolve on the host).
+   */
   reach(vmPath: string): string;
   /** A VM path in the snapshot itself (the read-only lower layer), when it is on one. */
   snapshotPath(vmPath: string): string | undefined;
@@ -204,6 +208,34 @@ export function writtenAfterRun(
       new Date(newest.mtimeMs).toISOString()
     }; the run ended by ${new Date(deadline).toISOString()}`,
   };
+}
+
+/**
+ * Runs a command as root inside the root (chroot) on VM paths, each of which
+ * must exist and have no symbolic link on the way: root never follows the
+ * snapshot's links (one to /proc/1/root would lead out of the root).
+ * Returns false, running nothing, when a path fails that.
+ *
+ * @example
+ * ```ts
+ * import { asRootOn } from "./engine.ts";
+ * import type { RestoreContext } from "./engine.ts";
+ * declare const ctx: RestoreContext;
+ * await asRootOn(ctx, ["chown", "-R", "mysql:"], [ctx.dataDir]);
+ * ```
+ */
+export async function asRootOn(
+  ctx: Pick<RestoreContext, "sandbox" | "root" | "reach">,
+  argv: string[],
+  vmPaths: string[],
+): Promise<boolean> {
+  const safe = vmPaths.filter((p) => existsSync(ctx.reach(p)));
+  if (safe.length === 0) return false;
+  const ran = await ctx.sandbox.run([...argv, "--", ...safe], {
+    root: ctx.root,
+    timeoutMs: 600_000,
+  });
+  return ran.code === 0;
 }
 
 /**

@@ -14,6 +14,7 @@ import type { MysqlEntry } from "../manifest.ts";
 import { RUN_DIR } from "../restore_root.ts";
 import type { Evidence } from "../verdict.ts";
 import {
+  asRootOn,
   type Engine,
   logLines,
   program,
@@ -205,9 +206,7 @@ async function start(ctx: RestoreContext, binlog: string | undefined) {
     ctx.dataDir,
     ...(binlog && !binlog.startsWith(`${ctx.dataDir}/`) ? [dirname(binlog)] : []),
   ];
-  for (const dir of dirs) {
-    await ctx.sandbox.run(["chown", "-R", `${ctx.user}:`, join(ctx.root, dir)]);
-  }
+  await asRootOn(ctx, ["chown", "-R", `${ctx.user}:`], dirs);
   ctx.progress("server-starting", { server: "mariadbd" });
   const server = ctx.sandbox.start([mariadbd, ...serverArgs(ctx, binlog)], {
     root: ctx.root,

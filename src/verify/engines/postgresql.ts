@@ -10,12 +10,13 @@
  *
  * @module
  */
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, posix } from "node:path";
 import type { PostgresEntry } from "../manifest.ts";
 import { RUN_DIR } from "../restore_root.ts";
 import type { Evidence } from "../verdict.ts";
 import {
+  asRootOn,
   type Engine,
   logLines,
   type RestoreContext,
@@ -41,7 +42,8 @@ export function lsnValue(lsn: string): bigint {
 /** The cluster's major version (PG_VERSION). */
 function majorOf(ctx: Pick<RestoreContext, "reach" | "dataDir">): string | undefined {
   try {
-    return readFileSync(ctx.reach(join(ctx.dataDir, "PG_VERSION")), "utf8").trim();
+    const text = readFileSync(ctx.reach(join(ctx.dataDir, "PG_VERSION")), "utf8").trim();
+    return /^\d{1,3}$/.test(text) ? text : undefined;
   } catch {
     return undefined;
   }
@@ -159,30 +161,44 @@ function walEvidence(entry: PostgresEntry, control: Control, scan: WalScan): Evi
   return out;
 }
 
+/** Where a symbolic link of the snapshot points (a VM path), if it is one. */
+function linkTarget(ctx: RestoreContext, vmLink: string): string | undefined {
+  const dir = ctx.reach(dirname(vmLink));
+  try {
+    return posix.resolve(dirname(vmLink), readlinkSync(join(dir, basename(vmLink))));
+  } catch {
+    return undefined; // not a link, or not there
+  }
+}
+
+/** pg_wal and the tablespaces when they are links to other places of the snapshot. */
+function linkedDirs(ctx: RestoreContext): string[] {
+  const tablespaces = join(ctx.dataDir, "pg_tblspc");
+  let oids: string[] = [];
+  try {
+    oids = readdirSync(ctx.reach(tablespaces));
+  } catch {
+    // none
+  }
+  return [join(ctx.dataDir, "pg_wal"), ...oids.map((oid) => join(tablespaces, oid))]
+    .map((link) => linkTarget(ctx, link)).filter((t): t is string => t !== undefined);
+}
+
 /** Verify's own configuration files, and the data directory made startable. */
 async function prepare(ctx: RestoreContext): Promise<string[]> {
   const notes: string[] = [];
-  const data = join(ctx.root, ctx.dataDir);
-  for (const stale of ["postmaster.pid", "standby.signal", "recovery.signal"]) {
-    if (existsSync(ctx.reach(join(ctx.dataDir, stale)))) {
-      await ctx.sandbox.run(["rm", "-f", join(data, stale)]);
-      if (stale !== "postmaster.pid") {
-        notes.push(`${stale} removed: restored as a primary by crash recovery`);
-      }
+  const stale = ["postmaster.pid", "standby.signal", "recovery.signal"].map((f) =>
+    join(ctx.dataDir, f)
+  );
+  for (const file of stale.slice(1)) {
+    if (existsSync(ctx.reach(file))) {
+      notes.push(`${file} removed: restored as a primary by crash recovery`);
     }
   }
-  await ctx.sandbox.run(["chown", "-R", `${ctx.user}:`, data]);
-  // pg_wal and tablespaces may be links to other filesystems of the snapshot.
-  await ctx.sandbox.run([
-    "chown",
-    "-R",
-    "-H",
-    `${ctx.user}:`,
-    join(data, "pg_wal"),
-    join(data, "pg_tblspc"),
-  ]);
-  await ctx.sandbox.run(["chmod", "0700", data]);
-  await ctx.sandbox.run(["mkdir", "-p", join(ctx.root, CONF_DIR)]);
+  await asRootOn(ctx, ["rm", "-f"], stale);
+  await asRootOn(ctx, ["chown", "-R", `${ctx.user}:`], [ctx.dataDir, ...linkedDirs(ctx)]);
+  await asRootOn(ctx, ["chmod", "0700"], [ctx.dataDir]);
+  await ctx.sandbox.run(["mkdir", "-p", CONF_DIR], { root: ctx.root });
   writeFileSync(ctx.reach(`${CONF_DIR}/postgresql.conf`), "");
   writeFileSync(ctx.reach(`${CONF_DIR}/pg_hba.conf`), "local all all trust\n");
   writeFileSync(ctx.reach(`${CONF_DIR}/pg_ident.conf`), "");
@@ -278,7 +294,13 @@ export const postgresqlEngine: Engine = {
   },
   async restore(ctx): Promise<RestoreOutcome> {
     const entry = ctx.entry as PostgresEntry | undefined;
-    const major = majorOf(ctx)!;
+    const major = majorOf(ctx);
+    if (!major) {
+      const detail = `${ctx.dataDir}/PG_VERSION is missing or not a version number`;
+      return {
+        evidence: [{ kind: "start", name: "the cluster's version is readable", ok: false, detail }],
+      };
+    }
     const bin = binDir(ctx, major);
     const notes = await prepare(ctx);
     const control = await controlData(ctx, bin);

@@ -16,6 +16,7 @@ import type { RedisEntry } from "../manifest.ts";
 import { RUN_DIR } from "../restore_root.ts";
 import type { Evidence } from "../verdict.ts";
 import {
+  asRootOn,
   type Engine,
   logLines,
   program,
@@ -243,7 +244,7 @@ export const redisEngine: Engine = {
   async restore(ctx): Promise<RestoreOutcome> {
     const entry = ctx.entry as RedisEntry | undefined;
     const persistence = persistenceOf(ctx, entry);
-    await ctx.sandbox.run(["chown", "-R", `${ctx.user}:`, join(ctx.root, ctx.dataDir)]);
+    await asRootOn(ctx, ["chown", "-R", `${ctx.user}:`], [ctx.dataDir]);
     const files = await checkFiles(ctx, entry, persistence);
     ctx.progress("server-starting", { server: "redis-server" });
     const server = ctx.sandbox.start([

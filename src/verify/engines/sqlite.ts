@@ -13,6 +13,7 @@ import { dirname } from "node:path";
 import type { SqliteEntry, SqliteFileEntry } from "../manifest.ts";
 import type { Evidence } from "../verdict.ts";
 import {
+  asRootOn,
   type Engine,
   program,
   type RestoreContext,
@@ -77,7 +78,9 @@ function fileEvidence(ctx: RestoreContext, recorded: SqliteFileEntry): Evidence[
       kind: "check",
       name: `${recorded.file} is an SQLite database`,
       ok: false,
-      detail: sizeOf(at) === undefined ? "missing on the snapshot" : "no SQLite 3 header",
+      detail: sizeOf(at) === undefined
+        ? "missing on the snapshot (or behind a symbolic link, which verify does not follow)"
+        : "no SQLite 3 header",
     }];
   }
   const out: Evidence[] = [];
@@ -125,14 +128,9 @@ function fileEvidence(ctx: RestoreContext, recorded: SqliteFileEntry): Evidence[
 /** `PRAGMA integrity_check` on the overlay copy, as the unprivileged user. */
 async function integrity(ctx: RestoreContext, file: string): Promise<Evidence> {
   const sqlite3 = program(ctx.binaries.sqlite3, "sqlite3")!;
-  await ctx.sandbox.run(["chown", `${ctx.user}:`, `${ctx.root}${dirname(file)}`]);
-  await ctx.sandbox.run([
-    "sh",
-    "-c",
-    'for f in "$0" "$0-wal" "$0-shm" "$0-journal"; do [ -e "$f" ] && chown "$1:" "$f"; done; true',
-    `${ctx.root}${file}`,
-    ctx.user,
-  ]);
+  // The directory too: SQLite makes its -shm (and may make a -wal) beside the file.
+  const own = ["", "-wal", "-shm", "-journal"].map((suffix) => `${file}${suffix}`);
+  await asRootOn(ctx, ["chown", `${ctx.user}:`], [dirname(file), ...own]);
   ctx.progress("check", { tool: "sqlite3", file });
   const ran = await ctx.sandbox.run([sqlite3, "-batch", file, "PRAGMA integrity_check"], {
     root: ctx.root,
