@@ -121,6 +121,21 @@ Deno.test({
         },
       );
 
+      await t.step(
+        "without a manifest, the databases found on the snapshot are at best crash-consistent",
+        async () => {
+          const ran = await verify([snap.copy, "--state-dir", f.path("empty-state")]);
+          assert.equal(ran.report.manifest, null);
+          assert.equal(ran.report.verdict, "crash-consistent", explain(ran.report));
+          assert.equal(ran.code, 1);
+          assert.equal(ran.report.databases[0].type, "redis");
+          assert.ok(
+            ran.report.databases[0].evidence.some((e) => /loads the AOF/.test(e.name) && e.ok),
+          );
+          assertNothingLeft(f.path("empty-state"), [snap.copy]);
+        },
+      );
+
       await t.step("a whole-disk image (MBR partition table) verifies its partition", async () => {
         const disk = join(db.dir, "disk.img");
         withPartitionTable(snap.copy, disk);
