@@ -75,6 +75,13 @@ export interface VerifyOptions {
   onSnapshotManifest?: string;
   /** Data directories (VM paths) by plugin name, where the manifest does not record them. */
   dataDirs?: Record<string, string>;
+  /**
+   * PostgreSQL in backup mode, by plugin name: the host directory its WAL is
+   * archived to. With it the cluster is restored as the backup was meant to
+   * be (its backup_label, WAL from the archive up to the backup's end); without
+   * it, by crash recovery.
+   */
+  walArchives?: Record<string, string>;
   binaries?: VerifyBinaries;
   /** Service users by database type (default mysql, postgres, redis, nobody). */
   users?: Record<string, string>;
@@ -552,6 +559,9 @@ async function restoreOne(session: Session, target: Target): Promise<DatabaseRep
     },
     reach: (p) => session.reach(p),
     snapshotPath: (p) => session.snapshotPath(p),
+    ...(options.walArchives?.[target.plugin]
+      ? { walArchive: options.walArchives[target.plugin] }
+      : {}),
     progress: (stage, detail) => session.progress(stage, { plugin: target.plugin, ...detail }),
   };
   session.progress("database", { plugin: target.plugin, type: target.type });

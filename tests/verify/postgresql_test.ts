@@ -6,7 +6,7 @@
  * are damaged.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, truncateSync } from "node:fs";
+import { chownSync, copyFileSync, mkdirSync, truncateSync } from "node:fs";
 import { join } from "node:path";
 import { waitFor } from "../helpers.ts";
 import { dbDir, startPostgres } from "../db_servers.ts";
@@ -14,6 +14,7 @@ import { runFixture } from "../run_fixture.ts";
 import { startWriter } from "../consistency/load.ts";
 import { lsnValue } from "../../src/verify/engines/postgresql.ts";
 import type { PostgresEntry } from "../../src/verify/manifest.ts";
+import { userIds } from "../../src/verify/sandbox.ts";
 import {
   assertNothingLeft,
   editImage,
@@ -187,6 +188,75 @@ Deno.test({
       assertNothingLeft(stateDir, [t.snap.copy]);
     } finally {
       await t.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...options,
+  name:
+    "verify: a PostgreSQL snapshot taken in backup mode restores from its backup_label and the WAL archive to the backup's end (application-consistent); without the archive, by crash recovery",
+  fn: async () => {
+    const f = runFixture();
+    const db = dbDir();
+    const archive = join(db.dir, "archive");
+    mkdirSync(archive, { mode: 0o700 });
+    chownSync(archive, userIds("postgres").uid, userIds("postgres").gid);
+    const pg = await startPostgres(db.dir, {
+      conf: ["archive_mode = on", `archive_command = 'cp %p ${archive}/%f'`],
+    });
+    try {
+      pg.sql("CREATE TABLE commits (seq int PRIMARY KEY)");
+      const writer = startWriter("postgresql", pg.socketDir, pg.port, db.dir);
+      await waitFor("the load", () => writer.acks() >= 100, 20_000);
+      const snap = await snapshotByRun(f, {
+        mount: pg.fs.mountPoint,
+        image: pg.fs.image,
+        copy: join(db.dir, "copy.img"),
+        plugins: [{
+          type: "postgresql",
+          name: "pg",
+          host: pg.socketDir,
+          port: pg.port,
+          mode: "backup",
+        }],
+      });
+      await writer.stop();
+      const entry = snap.manifest.databases[0] as PostgresEntry;
+      assert.match(entry.backupLabel ?? "", /^START WAL LOCATION/m);
+      const stateDir = f.path("verify-state");
+      const restored = await verify([
+        snap.copy,
+        "--state-dir",
+        stateDir,
+        "--manifest",
+        snap.manifestFile,
+        "--options",
+        JSON.stringify({ walArchives: { pg: archive } }),
+      ]);
+      assert.equal(restored.report.verdict, "application-consistent", explain(restored.report));
+      const end = restored.report.databases[0].evidence.find((e) => /backup's end/.test(e.name));
+      assert.equal(end?.ok, true, explain(restored.report));
+      assertNothingLeft(stateDir, [snap.copy]);
+
+      // Without the archive: crash recovery of the atomic snapshot; the writer committed after
+      // pg_backup_start, so the WAL holds commits after the recorded position.
+      const crash = await verify([
+        snap.copy,
+        "--state-dir",
+        stateDir,
+        "--manifest",
+        snap.manifestFile,
+      ]);
+      assert.ok(
+        crash.report.databases[0].evidence.some((e) => e.name === "backup mode"),
+        explain(crash.report),
+      );
+      assert.notEqual(crash.report.verdict, "damaged", explain(crash.report));
+    } finally {
+      await pg.stop();
+      db.cleanup();
+      f.cleanup();
     }
   },
 });

@@ -58,6 +58,8 @@ export interface RestoreContext {
    * link (it would resolve on the host).
    */
   reach(vmPath: string): string;
+  /** PostgreSQL in backup mode: the host directory of its archived WAL, to restore with its backup_label. */
+  walArchive?: string;
   /** A VM path in the snapshot itself (the read-only lower layer), when it is on one. */
   snapshotPath(vmPath: string): string | undefined;
   /** Says what is happening (for a progress display and tests). */

@@ -205,9 +205,64 @@ async function prepare(ctx: RestoreContext): Promise<string[]> {
   return notes;
 }
 
+/** Where the WAL archive is bound in the root. */
+const ARCHIVE = `${RUN_DIR}/wal-archive`;
+
+/**
+ * Backup mode with the WAL archive: the archive bound read-only into the
+ * root, the run's backup_label (and tablespace_map) and recovery.signal in
+ * the data directory. Returns the archive's path in the root, or a reason.
+ */
+async function prepareBackup(
+  ctx: RestoreContext,
+  entry: PostgresEntry,
+): Promise<string | Evidence> {
+  const fail = (detail: string): Evidence => ({
+    kind: "start",
+    name: "the backup's label and WAL archive are in place",
+    ok: false,
+    detail,
+  });
+  const bound = await ctx.sandbox.script([
+    ["mkdir", "-p", join(ctx.root, ARCHIVE)],
+    ["mount", "--bind", "-o", "ro", ctx.walArchive!, join(ctx.root, ARCHIVE)],
+  ]);
+  if (bound.code !== 0) return fail(`the WAL archive ${ctx.walArchive}: ${bound.stderr.trim()}`);
+  const files: [string, string | undefined][] = [
+    ["backup_label", entry.backupLabel],
+    ["tablespace_map", entry.tablespaceMap],
+    ["recovery.signal", ""],
+  ];
+  for (const [name, text] of files) {
+    if (text === undefined) continue;
+    try {
+      writeFileSync(ctx.reach(join(ctx.dataDir, name)), text, { mode: 0o600 });
+    } catch (error) {
+      return fail(`${name}: ${(error as Error).message}`);
+    }
+  }
+  await asRootOn(ctx, ["chown", `${ctx.user}:`], files.map(([name]) => join(ctx.dataDir, name)));
+  return ARCHIVE;
+}
+
+/** Backup mode: recovery reached the backup's end (a consistent state), the recorded stop position. */
+function backupEvidence(entry: PostgresEntry, log: string): Evidence {
+  const reached = /consistent recovery state reached at ([0-9A-F]+\/[0-9A-F]+)/.exec(log)?.[1];
+  const ok = reached !== undefined &&
+    (entry.backupStopLsn === undefined || lsnValue(reached) >= lsnValue(entry.backupStopLsn));
+  return {
+    kind: "position",
+    name: "recovery from the backup label reaches the backup's end",
+    ok,
+    detail: reached
+      ? `consistent at ${reached}; the backup stopped at ${entry.backupStopLsn ?? "(not recorded)"}`
+      : "no consistent recovery state in the server's log",
+  };
+}
+
 /** The server's arguments: verify's config, no archiving, nothing preloaded, no network. */
-function serverArgs(ctx: RestoreContext): string[] {
-  const settings = {
+function serverArgs(ctx: RestoreContext, archive?: string): string[] {
+  const settings: Record<string, string> = {
     config_file: `${CONF_DIR}/postgresql.conf`,
     hba_file: `${CONF_DIR}/pg_hba.conf`,
     ident_file: `${CONF_DIR}/pg_ident.conf`,
@@ -226,8 +281,17 @@ function serverArgs(ctx: RestoreContext): string[] {
     autovacuum: "off",
     fsync: "off",
     jit: "off",
-    hot_standby: "on",
+    // Off: with it on, archive recovery requires max_connections and others at the VM's values or above.
+    hot_standby: "off",
   };
+  if (archive) {
+    // The backup's own recovery: WAL from the archive, stopping where the backup became consistent.
+    Object.assign(settings, {
+      restore_command: `cp ${archive}/%f %p`,
+      recovery_target: "immediate",
+      recovery_target_action: "promote",
+    });
+  }
   return ["-D", ctx.dataDir, ...Object.entries(settings).flatMap(([k, v]) => ["-c", `${k}=${v}`])];
 }
 
@@ -256,9 +320,9 @@ async function amcheck(ctx: RestoreContext, bin: string, major: string): Promise
 }
 
 /** Starts the server and waits until it accepts connections. */
-async function start(ctx: RestoreContext, bin: string) {
+async function start(ctx: RestoreContext, bin: string, archive?: string) {
   ctx.progress("server-starting", { server: "postgres" });
-  const server = ctx.sandbox.start([join(bin, "postgres"), ...serverArgs(ctx)], {
+  const server = ctx.sandbox.start([join(bin, "postgres"), ...serverArgs(ctx, archive)], {
     root: ctx.root,
     user: ctx.user,
     limits: ctx.limits,
@@ -314,17 +378,32 @@ export const postgresqlEngine: Engine = {
     for (const note of notes) {
       evidence.push({ kind: "info", name: "restore", ok: true, detail: note });
     }
+    const archive = entry?.mode === "backup" && entry.backupLabel && ctx.walArchive
+      ? await prepareBackup(ctx, entry)
+      : undefined;
+    if (typeof archive === "object") return { evidence: [archive, ...evidence] };
+    if (entry?.mode === "backup" && !archive) {
+      evidence.push({
+        kind: "info",
+        name: "backup mode",
+        ok: true,
+        detail:
+          "restored by crash recovery: no WAL archive given (walArchives) to restore with the backup label",
+      });
+    }
     let scan: WalScan | undefined;
-    if (entry) {
+    if (entry && !archive) {
       const from = entry.checkpointLsn ?? entry.walLsn;
       scan = await scanWal(ctx, bin, from, entry.timeline, entry.walLsn);
     }
-    const { server, up } = await start(ctx, bin);
+    const { server, up } = await start(ctx, bin, archive);
     try {
       const log = server.output().stderr;
       evidence.unshift({
         kind: "start",
-        name: "postgres starts and finishes crash recovery",
+        name: archive
+          ? "postgres starts and recovers from the backup label and the WAL archive"
+          : "postgres starts and finishes crash recovery",
         ok: up.state === "ready",
         detail: up.state === "ready"
           ? `ready in ${Math.round(up.ms)} ms`
@@ -349,7 +428,9 @@ export const postgresqlEngine: Engine = {
           ok: control.timeline === entry.timeline,
           detail: `snapshot ${control.timeline}, recorded ${entry.timeline}`,
         });
-        evidence.push(...walEvidence(entry, control, scan!));
+        evidence.push(
+          ...(archive ? [backupEvidence(entry, log)] : walEvidence(entry, control, scan!)),
+        );
       }
       const late = writtenAfterRun(ctx, ctx.dataDir);
       if (late) evidence.push(late);
