@@ -216,84 +216,94 @@ function defined<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
-/** One database entry from a plugin's facts. */
-function databaseEntry(
-  type: string,
+/** The entry of one database type, from its plugin's facts (undefined: nothing usable). */
+type EntryBuilder = (
   base: DatabaseBase,
   facts: Record<string, unknown>,
   deps: BuildDeps,
-): ManifestDatabase | undefined {
-  switch (type) {
-    case "mysql":
-      return defined<MysqlEntry>({
-        ...base,
-        type,
-        flavor: facts.flavor === "mariadb" || facts.flavor === "mysql" ? facts.flavor : undefined,
-        binlog: facts.binlog === true,
-        binlogFile: str(facts.binlogFile),
-        binlogPosition: num(facts.binlogPosition),
-        gtidPosition: typeof facts.gtidPosition === "string" ? facts.gtidPosition : undefined,
-        logBinBasename: str(facts.logBinBasename),
-      });
-    case "postgresql": {
-      if (!str(facts.walLsn)) return undefined;
-      const label = str(facts.backupLabel);
-      const map = str(facts.tablespaceMap);
-      return defined<PostgresEntry>({
-        ...base,
-        type,
-        walLsn: String(facts.walLsn),
-        timeline: num(facts.timeline) ?? 1,
-        checkpointLsn: str(facts.checkpointLsn),
-        backupStartLsn: str(facts.backupStartLsn),
-        backupStopLsn: str(facts.backupStopLsn),
-        backupLabel: label ? deps.readText(label) : undefined,
-        tablespaceMap: map ? deps.readText(map) : undefined,
-      });
-    }
-    case "mongodb": {
-      const optime = facts.optime as { ts?: unknown; t?: unknown } | undefined;
-      const ts = optime?.ts === undefined ? undefined : String(optime.ts);
-      return defined<MongoEntry>({
-        ...base,
-        type,
-        optime: ts ? { ts, t: Number(optime?.t ?? -1) } : undefined,
-      });
-    }
-    case "redis":
-      return defined<RedisEntry>({
-        ...base,
-        type,
-        persistence: facts.persistence === "rdb" ? "rdb" : "aof",
-        consistentAt: facts.consistentAt === "snapshot" || facts.consistentAt === "bgsave"
-          ? facts.consistentAt
-          : undefined,
-        lastsave: num(facts.lastsave),
-        replicationOffset: num(facts.replicationOffset),
-        keys: num(facts.keys),
-        expires: num(facts.expires),
-        dbfilename: str(facts.dbfilename),
-        appenddirname: str(facts.appenddirname),
-        appendfilename: str(facts.appendfilename),
-      });
-    case "sqlite": {
-      const files = Array.isArray(facts.files) ? facts.files as Record<string, unknown>[] : [];
-      return {
-        ...base,
-        type,
-        files: files.filter((f) => str(f.file)).map((f) =>
-          defined<SqliteFileEntry>({
-            file: String(f.file),
-            journalMode: str(f.journalMode) ?? "unknown",
-            changeCounter: num(f.changeCounter),
-            pageCount: num(f.pageCount),
-          })
-        ),
-      };
-    }
-  }
-  return undefined;
-}
+) => ManifestDatabase | undefined;
+
+const mysqlEntry: EntryBuilder = (base, facts) =>
+  defined<MysqlEntry>({
+    ...base,
+    type: "mysql",
+    flavor: facts.flavor === "mariadb" || facts.flavor === "mysql" ? facts.flavor : undefined,
+    binlog: facts.binlog === true,
+    binlogFile: str(facts.binlogFile),
+    binlogPosition: num(facts.binlogPosition),
+    gtidPosition: typeof facts.gtidPosition === "string" ? facts.gtidPosition : undefined,
+    logBinBasename: str(facts.logBinBasename),
+  });
+
+const postgresEntry: EntryBuilder = (base, facts, deps) => {
+  if (!str(facts.walLsn)) return undefined;
+  // The files pg_backup_stop returned, copied in: the snapshot is restored with them later.
+  const label = str(facts.backupLabel);
+  const map = str(facts.tablespaceMap);
+  return defined<PostgresEntry>({
+    ...base,
+    type: "postgresql",
+    walLsn: String(facts.walLsn),
+    timeline: num(facts.timeline) ?? 1,
+    checkpointLsn: str(facts.checkpointLsn),
+    backupStartLsn: str(facts.backupStartLsn),
+    backupStopLsn: str(facts.backupStopLsn),
+    backupLabel: label ? deps.readText(label) : undefined,
+    tablespaceMap: map ? deps.readText(map) : undefined,
+  });
+};
+
+const mongoEntry: EntryBuilder = (base, facts) => {
+  const optime = facts.optime as { ts?: unknown; t?: unknown } | undefined;
+  const ts = optime?.ts === undefined ? undefined : String(optime.ts);
+  return defined<MongoEntry>({
+    ...base,
+    type: "mongodb",
+    optime: ts ? { ts, t: Number(optime?.t ?? -1) } : undefined,
+  });
+};
+
+const redisEntry: EntryBuilder = (base, facts) =>
+  defined<RedisEntry>({
+    ...base,
+    type: "redis",
+    persistence: facts.persistence === "rdb" ? "rdb" : "aof",
+    consistentAt: facts.consistentAt === "snapshot" || facts.consistentAt === "bgsave"
+      ? facts.consistentAt
+      : undefined,
+    lastsave: num(facts.lastsave),
+    replicationOffset: num(facts.replicationOffset),
+    keys: num(facts.keys),
+    expires: num(facts.expires),
+    dbfilename: str(facts.dbfilename),
+    appenddirname: str(facts.appenddirname),
+    appendfilename: str(facts.appendfilename),
+  });
+
+const sqliteEntry: EntryBuilder = (base, facts) => {
+  const files = Array.isArray(facts.files) ? facts.files as Record<string, unknown>[] : [];
+  return {
+    ...base,
+    type: "sqlite",
+    files: files.filter((f) => str(f.file)).map((f) =>
+      defined<SqliteFileEntry>({
+        file: String(f.file),
+        journalMode: str(f.journalMode) ?? "unknown",
+        changeCounter: num(f.changeCounter),
+        pageCount: num(f.pageCount),
+      })
+    ),
+  };
+};
+
+/** The entry builder of each database plugin type. */
+const ENTRIES: Record<string, EntryBuilder> = {
+  mysql: mysqlEntry,
+  postgresql: postgresEntry,
+  mongodb: mongoEntry,
+  redis: redisEntry,
+  sqlite: sqliteEntry,
+};
 
 /**
  * The manifest of a run (or hook hold), from its result. Database entries
@@ -335,7 +345,7 @@ export function buildManifest(
       version: facts.version === undefined ? undefined : String(facts.version),
       mode: str(facts.mode),
     });
-    const entry = databaseEntry(plugin.type, base, facts, deps);
+    const entry = ENTRIES[plugin.type]?.(base, facts, deps);
     if (entry) databases.push(entry);
   }
   const filesystems = result.freeze.mounts.map((m) =>

@@ -319,6 +319,97 @@ async function amcheck(ctx: RestoreContext, bin: string, major: string): Promise
   };
 }
 
+/** What is known before the server starts. */
+interface BeforeStart {
+  bin: string;
+  evidence: Evidence[];
+  control: Control;
+  /** Backup mode with the WAL archive: its path in the root. */
+  archive?: string;
+  /** The snapshot's WAL after the recorded position (crash recovery only). */
+  scan?: WalScan;
+}
+
+/** The data directory made startable, the control file, the WAL scan or the backup's set-up. */
+async function beforeStart(
+  ctx: RestoreContext,
+  major: string,
+): Promise<BeforeStart | { failed: Evidence[] }> {
+  const entry = ctx.entry as PostgresEntry | undefined;
+  const bin = binDir(ctx, major);
+  const notes = await prepare(ctx);
+  const control = await controlData(ctx, bin);
+  const evidence: Evidence[] = [{
+    kind: "info",
+    name: "control file",
+    ok: control.ran === "",
+    detail: control.ran ||
+      `PostgreSQL ${major}, state "${control.state}", latest checkpoint ${control.checkpoint} (redo ${control.redo}), timeline ${control.timeline}`,
+  }, ...notes.map((detail) => ({ kind: "info" as const, name: "restore", ok: true, detail }))];
+  const archive = entry?.mode === "backup" && entry.backupLabel && ctx.walArchive
+    ? await prepareBackup(ctx, entry)
+    : undefined;
+  if (typeof archive === "object") return { failed: [archive, ...evidence] };
+  if (entry?.mode === "backup" && !archive) {
+    evidence.push({
+      kind: "info",
+      name: "backup mode",
+      ok: true,
+      detail:
+        "restored by crash recovery: no WAL archive given (walArchives) to restore with the backup label",
+    });
+  }
+  const scan = entry && !archive
+    ? await scanWal(ctx, bin, entry.checkpointLsn ?? entry.walLsn, entry.timeline, entry.walLsn)
+    : undefined;
+  return { bin, evidence, control, archive, scan };
+}
+
+/** The restored server's evidence: its start and recovery, amcheck, the positions. */
+async function judge(
+  ctx: RestoreContext,
+  known: BeforeStart & { major: string; log: string; up: Awaited<ReturnType<typeof start>>["up"] },
+): Promise<RestoreOutcome> {
+  const { log, up, archive } = known;
+  const entry = ctx.entry as PostgresEntry | undefined;
+  const evidence: Evidence[] = [{
+    kind: "start",
+    name: archive
+      ? "postgres starts and recovers from the backup label and the WAL archive"
+      : "postgres starts and finishes crash recovery",
+    ok: up.state === "ready",
+    detail: up.state === "ready"
+      ? `ready in ${Math.round(up.ms)} ms`
+      : `${up.state === "exited" ? "exited" : "not ready"} after ${Math.round(up.ms)} ms: ${
+        logLines(log, /FATAL|PANIC|ERROR|invalid|could not/i, 6).join(" | ") || log.slice(-600)
+      }`,
+  }, ...known.evidence];
+  const recovery = logLines(
+    log,
+    /not properly shut down|redo starts|redo done|consistent recovery|invalid record|checkpoint record/i,
+  );
+  if (recovery.length) {
+    evidence.push({ kind: "info", name: "recovery", ok: true, detail: recovery.join(" | ") });
+  }
+  if (up.state === "timeout") return { evidence, error: timeoutProblem(ctx, "postgres") };
+  if (up.state !== "ready") return { evidence };
+  evidence.push(await amcheck(ctx, known.bin, known.major));
+  if (entry) {
+    evidence.push({
+      kind: "position",
+      name: "the timeline is the recorded one",
+      ok: known.control.timeline === entry.timeline,
+      detail: `snapshot ${known.control.timeline}, recorded ${entry.timeline}`,
+    });
+    evidence.push(
+      ...(archive ? [backupEvidence(entry, log)] : walEvidence(entry, known.control, known.scan!)),
+    );
+  }
+  const late = writtenAfterRun(ctx, ctx.dataDir);
+  if (late) evidence.push(late);
+  return { evidence };
+}
+
 /** Starts the server and waits until it accepts connections. */
 async function start(ctx: RestoreContext, bin: string, archive?: string) {
   ctx.progress("server-starting", { server: "postgres" });
@@ -357,7 +448,6 @@ export const postgresqlEngine: Engine = {
       .map((p) => `${join(bin, p)} (postgresql-${major})`);
   },
   async restore(ctx): Promise<RestoreOutcome> {
-    const entry = ctx.entry as PostgresEntry | undefined;
     const major = majorOf(ctx);
     if (!major) {
       const detail = `${ctx.dataDir}/PG_VERSION is missing or not a version number`;
@@ -365,76 +455,11 @@ export const postgresqlEngine: Engine = {
         evidence: [{ kind: "start", name: "the cluster's version is readable", ok: false, detail }],
       };
     }
-    const bin = binDir(ctx, major);
-    const notes = await prepare(ctx);
-    const control = await controlData(ctx, bin);
-    const evidence: Evidence[] = [{
-      kind: "info",
-      name: "control file",
-      ok: control.ran === "",
-      detail: control.ran ||
-        `PostgreSQL ${major}, state "${control.state}", latest checkpoint ${control.checkpoint} (redo ${control.redo}), timeline ${control.timeline}`,
-    }];
-    for (const note of notes) {
-      evidence.push({ kind: "info", name: "restore", ok: true, detail: note });
-    }
-    const archive = entry?.mode === "backup" && entry.backupLabel && ctx.walArchive
-      ? await prepareBackup(ctx, entry)
-      : undefined;
-    if (typeof archive === "object") return { evidence: [archive, ...evidence] };
-    if (entry?.mode === "backup" && !archive) {
-      evidence.push({
-        kind: "info",
-        name: "backup mode",
-        ok: true,
-        detail:
-          "restored by crash recovery: no WAL archive given (walArchives) to restore with the backup label",
-      });
-    }
-    let scan: WalScan | undefined;
-    if (entry && !archive) {
-      const from = entry.checkpointLsn ?? entry.walLsn;
-      scan = await scanWal(ctx, bin, from, entry.timeline, entry.walLsn);
-    }
-    const { server, up } = await start(ctx, bin, archive);
+    const before = await beforeStart(ctx, major);
+    if ("failed" in before) return { evidence: before.failed };
+    const { server, up } = await start(ctx, before.bin, before.archive);
     try {
-      const log = server.output().stderr;
-      evidence.unshift({
-        kind: "start",
-        name: archive
-          ? "postgres starts and recovers from the backup label and the WAL archive"
-          : "postgres starts and finishes crash recovery",
-        ok: up.state === "ready",
-        detail: up.state === "ready"
-          ? `ready in ${Math.round(up.ms)} ms`
-          : `${up.state === "exited" ? "exited" : "not ready"} after ${Math.round(up.ms)} ms: ${
-            logLines(log, /FATAL|PANIC|ERROR|invalid|could not/i, 6).join(" | ") || log.slice(-600)
-          }`,
-      });
-      const recovery = logLines(
-        log,
-        /not properly shut down|redo starts|redo done|consistent recovery|invalid record|checkpoint record/i,
-      );
-      if (recovery.length) {
-        evidence.push({ kind: "info", name: "recovery", ok: true, detail: recovery.join(" | ") });
-      }
-      if (up.state === "timeout") return { evidence, error: timeoutProblem(ctx, "postgres") };
-      if (up.state !== "ready") return { evidence };
-      evidence.push(await amcheck(ctx, bin, major));
-      if (entry) {
-        evidence.push({
-          kind: "position",
-          name: "the timeline is the recorded one",
-          ok: control.timeline === entry.timeline,
-          detail: `snapshot ${control.timeline}, recorded ${entry.timeline}`,
-        });
-        evidence.push(
-          ...(archive ? [backupEvidence(entry, log)] : walEvidence(entry, control, scan!)),
-        );
-      }
-      const late = writtenAfterRun(ctx, ctx.dataDir);
-      if (late) evidence.push(late);
-      return { evidence };
+      return await judge(ctx, { ...before, major, log: server.output().stderr, up });
     } finally {
       await server.kill();
     }

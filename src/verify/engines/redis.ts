@@ -61,68 +61,65 @@ function aofTarget(ctx: RestoreContext, entry: RedisEntry | undefined): string |
   return existsSync(ctx.reach(single)) ? single : undefined;
 }
 
-/** The file checkers, before the start. */
-async function checkFiles(
-  ctx: RestoreContext,
-  entry: RedisEntry | undefined,
-  persistence: "aof" | "rdb",
-): Promise<{ evidence: Evidence[]; ctime?: number; aofTail?: string }> {
-  const run = (tool: string, file: string) =>
-    ctx.sandbox.run([tool, file], {
-      root: ctx.root,
-      user: ctx.user,
-      timeoutMs: ctx.timeouts.checkMs,
-    });
-  if (persistence === "rdb") {
-    const file = join(ctx.dataDir, names(entry).dbfilename);
-    if (!existsSync(ctx.reach(file))) {
-      return {
-        evidence: [{
-          kind: "check",
-          name: "the RDB file is there",
-          ok: false,
-          detail: `${file} is missing`,
-        }],
-      };
-    }
-    const ran = await run(program(ctx.binaries.redisCheckRdb, "redis-check-rdb")!, file);
-    const ctime = /AUX FIELD ctime = '(\d+)'/.exec(ran.stdout)?.[1];
-    return {
-      evidence: [{
-        kind: "check",
-        name: "redis-check-rdb finds the RDB file sound",
-        ok: ran.code === 0 && /RDB looks OK/.test(ran.stdout),
-        detail: ran.code === 0 ? `${file}: RDB looks OK` : said(ran),
-      }],
-      ctime: ctime === undefined ? undefined : Number(ctime),
-    };
+/** What the file checkers found, before the start. */
+interface FileChecks {
+  evidence: Evidence[];
+  /** The RDB's creation time (its ctime field). */
+  ctime?: number;
+  /** What follows the last whole command of the AOF, when something does. */
+  aofTail?: string;
+}
+
+/** A checker as the service user, in the root. */
+function checker(ctx: RestoreContext, tool: string, file: string) {
+  return ctx.sandbox.run([tool, file], {
+    root: ctx.root,
+    user: ctx.user,
+    timeoutMs: ctx.timeouts.checkMs,
+  });
+}
+
+/** redis-check-rdb, and the RDB's creation time. */
+async function checkRdb(ctx: RestoreContext, entry: RedisEntry | undefined): Promise<FileChecks> {
+  const file = join(ctx.dataDir, names(entry).dbfilename);
+  if (!existsSync(ctx.reach(file))) {
+    const detail = `${file} is missing`;
+    return { evidence: [{ kind: "check", name: "the RDB file is there", ok: false, detail }] };
   }
+  const ran = await checker(ctx, program(ctx.binaries.redisCheckRdb, "redis-check-rdb")!, file);
+  const ctime = /AUX FIELD ctime = '(\d+)'/.exec(ran.stdout)?.[1];
+  return {
+    evidence: [{
+      kind: "check",
+      name: "redis-check-rdb finds the RDB file sound",
+      ok: ran.code === 0 && /RDB looks OK/.test(ran.stdout),
+      detail: ran.code === 0 ? `${file}: RDB looks OK` : said(ran),
+    }],
+    ctime: ctime === undefined ? undefined : Number(ctime),
+  };
+}
+
+/**
+ * redis-check-aof: its verdict is shown, not judged (a tail cut mid-command
+ * is what a crash leaves; whether the server loads it decides damage).
+ */
+async function checkAof(ctx: RestoreContext, entry: RedisEntry | undefined): Promise<FileChecks> {
   const target = aofTarget(ctx, entry);
   if (!target) {
-    return {
-      evidence: [{
-        kind: "check",
-        name: "the AOF is there",
-        ok: false,
-        detail: `no AOF under ${ctx.dataDir}`,
-      }],
-    };
+    const detail = `no AOF under ${ctx.dataDir}`;
+    return { evidence: [{ kind: "check", name: "the AOF is there", ok: false, detail }] };
   }
-  const ran = await run(program(ctx.binaries.redisCheckAof, "redis-check-aof")!, target);
+  const ran = await checker(ctx, program(ctx.binaries.redisCheckAof, "redis-check-aof")!, target);
   const bad =
     /AOF analyzed: filename=([^,]+), size=(\d+), ok_up_to=(\d+), ok_up_to_line=\d+, diff=(\d+)/
       .exec(ran.stdout.split("\n").filter((l) => /diff=[1-9]/.test(l)).join("\n"));
+  const detail = ran.code === 0
+    ? `${target}: all AOF files valid`
+    : bad
+    ? `${bad[1]} is valid up to byte ${bad[3]} of ${bad[2]} (${bad[4]} bytes after it)`
+    : said(ran);
   return {
-    evidence: [{
-      kind: "info",
-      name: "redis-check-aof",
-      ok: ran.code === 0,
-      detail: ran.code === 0
-        ? `${target}: all AOF files valid`
-        : bad
-        ? `${bad[1]} is valid up to byte ${bad[3]} of ${bad[2]} (${bad[4]} bytes after it)`
-        : said(ran),
-    }],
+    evidence: [{ kind: "info", name: "redis-check-aof", ok: ran.code === 0, detail }],
     aofTail: ran.code === 0
       ? undefined
       : bad
@@ -245,7 +242,7 @@ export const redisEngine: Engine = {
     const entry = ctx.entry as RedisEntry | undefined;
     const persistence = persistenceOf(ctx, entry);
     await asRootOn(ctx, ["chown", "-R", `${ctx.user}:`], [ctx.dataDir]);
-    const files = await checkFiles(ctx, entry, persistence);
+    const files = persistence === "rdb" ? await checkRdb(ctx, entry) : await checkAof(ctx, entry);
     ctx.progress("server-starting", { server: "redis-server" });
     const server = ctx.sandbox.start([
       program(ctx.binaries.redisServer, "redis-server")!,
