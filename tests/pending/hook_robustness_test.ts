@@ -34,7 +34,6 @@ import {
   childrenMatching,
   dbWorld,
   endHolds,
-  heldWrite,
   holderInfo,
   holderPid,
   hook,
