@@ -53,3 +53,40 @@ export const VERIFY_SERVER_LIMITS = { openFiles: 65_536, processes: 4_096 };
 
 /** `vmsnap verify`: how many reports `<stateDir>/verify/` keeps (the oldest go first). */
 export const VERIFY_REPORTS_KEPT = 100;
+
+// ── consistency groups (src/group/) ──────────────────────────────────────────
+
+/** An etcd call's deadline when its caller gives none. */
+export const ETCD_REQUEST_TIMEOUT_MS = 2_000;
+
+/** The longest one attempt on one etcd endpoint may take before the next endpoint is tried. */
+export const ETCD_ATTEMPT_TIMEOUT_MS = 1_000;
+
+/**
+ * The TTL of a group member's etcd lease: a member that dies, is stopped or
+ * loses etcd is seen as gone this long after its last keep-alive (etcd's
+ * minimum is about 2 s). Keep-alives go every third of it.
+ */
+export const GROUP_LEASE_TTL_SECONDS = 5;
+
+/**
+ * How long a member goes on without a keep-alive answer from etcd before it
+ * counts itself cut off and aborts (below the lease TTL, so that it gives up
+ * before the others count it gone).
+ */
+export const GROUP_ETCD_LOSS_MS = 3_000;
+
+/** How long members started independently have to join one group run. */
+export const GROUP_JOIN_TIMEOUT_SECONDS = 60;
+
+/** `group.barrierTimeoutSeconds` when the config does not set it. */
+export const GROUP_BARRIER_TIMEOUT_SECONDS = 30;
+
+/** How long a finished group run's records stay in etcd (a lease: etcd removes them). */
+export const GROUP_RETENTION_SECONDS = 7 * 24 * 3600;
+
+/** How many group runs a group keeps in etcd at most (older ones are deleted by the next run). */
+export const GROUP_KEEP_RUNS = 50;
+
+/** After its own release, how long a member waits for the others' reports before it says "pending". */
+export const GROUP_OUTCOME_WAIT_MS = 2_000;

@@ -370,6 +370,67 @@ export const CODES = {
     fix:
       "chown root:root and chmod 600 the config, chown root:root and chmod 700 stateDir, then run vmsnap recover again.",
   },
+  GroupEtcdUnreachable: {
+    summary:
+      "No etcd endpoint of group.etcd answered within the deadline, or this member lost etcd during a group run for longer than its bound (it thawed and resumed at once).",
+    fix:
+      "Check the endpoints (scheme, host, port), the network path and that etcd runs: vmsnap check --connect, etcdctl endpoint health.",
+  },
+  GroupEtcdAuthFailed: {
+    summary:
+      "etcd refused this member: wrong user or password, authentication enabled but no user configured, or the TLS handshake failed (CA, client certificate).",
+    fix:
+      "Check group.etcd's username and password file, caFile, certFile and keyFile against etcd's settings; vmsnap check --connect names the failing step.",
+  },
+  GroupEtcdPermissionDenied: {
+    summary:
+      "This member's etcd user may not read or write the group's keys (/vmsnap/groups/NAME/).",
+    fix:
+      "Grant the member's user the group's role: vmsnap group etcd-setup NAME prints the etcdctl commands.",
+  },
+  GroupEtcdError: {
+    summary: "etcd answered a request with an error; the message carries etcd's own.",
+    fix: "Read etcd's message and check the cluster's health (etcdctl endpoint health, its log).",
+  },
+  GroupTlsInvalid: {
+    summary:
+      "group.etcd's CA, client certificate or key is not valid PEM, or the key does not match the certificate.",
+    fix:
+      "Point caFile, certFile and keyFile at PEM files (openssl x509 -in FILE -noout; openssl pkey -in FILE -noout).",
+  },
+  GroupLate: {
+    summary:
+      "This member started after the group run it belonged to had ended (it did not join within the join window); it took no part and froze nothing.",
+    fix:
+      "Start the members closer together (the same timer, or one orchestrator), or raise the join window; vmsnap group status NAME shows why the run ended.",
+  },
+  GroupMembersMismatch: {
+    summary:
+      "The group run's member list differs from this member's group.members, or does not name this member: the group's configs disagree (the run was aborted).",
+    fix: "Give every member the same group.members list, with each member's own name in it.",
+  },
+  GroupMemberBusy: {
+    summary:
+      "The current group run already has a live member of this name: another VM configured with the same member name, or a vmsnap of this member that died less than a lease TTL ago.",
+    fix:
+      "Give each VM its own group.member name; after a crash, run again once the lease has expired (seconds).",
+  },
+  GroupAborted: {
+    summary:
+      "The group run was aborted (the message names the member and its reason): every member thawed and resumed at once, and the group has no consistent snapshot.",
+    fix: "Read the reason; vmsnap group status NAME shows each member's phase and result.",
+  },
+  GroupBarrierTimeout: {
+    summary:
+      "Not every member reached the group's barrier within its deadline (the message names the missing members); the group run was aborted.",
+    fix:
+      "Find out why those members were late or absent (their log, vmsnap group status NAME); raise barrierTimeoutSeconds or the join window if they are only slow.",
+  },
+  GroupMemberLost: {
+    summary:
+      "A member's etcd lease expired before it reported (its vmsnap died or was stopped, or it lost etcd); the group run was aborted.",
+    fix: "Read that member's own result and log (vmsnap status on it) to see what happened there.",
+  },
   InternalError: {
     summary: "vmsnap met an error it did not expect; it thawed and resumed what it had started.",
     fix: "Report it with the log file; the message carries the stack.",
