@@ -1,0 +1,144 @@
+/**
+ * Where a consistency group keeps its state in etcd: everything under one
+ * prefix per group, `/vmsnap/groups/<group>/`, so that an etcd role limited
+ * to that prefix is all a member's user needs.
+ *
+ * ```text
+ * /vmsnap/groups/<g>/current                       {"runId"}    the run members join now (run lease)
+ * /vmsnap/groups/<g>/meta/<runId>                  the run: its members, who created it, its leases
+ * /vmsnap/groups/<g>/run/<runId>/member/<m>        member m: its session, host, phases and timings
+ * /vmsnap/groups/<g>/run/<runId>/alive/<m>         on m's own lease: gone when m dies or ends
+ * /vmsnap/groups/<g>/run/<runId>/report/<m>        m's snapshot and consistency
+ * /vmsnap/groups/<g>/run/<runId>/abort             the first abort: who, why, in which phase
+ * ```
+ *
+ * @module
+ */
+import { VmsnapError } from "../errors.ts";
+
+/** The prefix of every group's keys. */
+export const GROUPS_PREFIX = "/vmsnap/groups/";
+
+/** What a group or member name may be: it becomes part of etcd keys, user and role names. */
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/**
+ * Refuses a group or member name that could not be part of a key (a `/`, a
+ * space, an empty name, over 63 characters).
+ *
+ * @example
+ * ```ts
+ * import { checkName } from "./keys.ts";
+ * checkName("group", "shop"); // fine
+ * // checkName("member", "db/1") throws InvalidConfigValue
+ * ```
+ */
+export function checkName(kind: "group" | "member", name: string): void {
+  if (!NAME.test(name)) {
+    throw new VmsnapError(
+      "InvalidConfigValue",
+      `${kind} name ${
+        JSON.stringify(name)
+      } is not allowed: use 1 to 63 letters, digits, ".", "_" or "-", starting with a letter or digit.`,
+    );
+  }
+}
+
+/** The keys of one group. */
+export interface GroupKeys {
+  /** Everything of the group (the role's prefix). */
+  prefix: string;
+  /** The run members join now. */
+  current: string;
+  /** Every run's meta record. */
+  metaPrefix: string;
+  meta(runId: string): string;
+  /** Everything of one run (what a member watches). */
+  runPrefix(runId: string): string;
+  member(runId: string, member: string): string;
+  alive(runId: string, member: string): string;
+  report(runId: string, member: string): string;
+  abort(runId: string): string;
+}
+
+/**
+ * The keys of group `group`.
+ *
+ * @example
+ * ```ts
+ * import { groupKeys } from "./keys.ts";
+ * groupKeys("shop").alive("20260101T020000Z-3f9a1c", "db1");
+ * // "/vmsnap/groups/shop/run/20260101T020000Z-3f9a1c/alive/db1"
+ * ```
+ */
+export function groupKeys(group: string): GroupKeys {
+  checkName("group", group);
+  const prefix = `${GROUPS_PREFIX}${group}/`;
+  const run = (runId: string) => `${prefix}run/${runId}/`;
+  return {
+    prefix,
+    current: `${prefix}current`,
+    metaPrefix: `${prefix}meta/`,
+    meta: (runId) => `${prefix}meta/${runId}`,
+    runPrefix: run,
+    member: (runId, member) => `${run(runId)}member/${member}`,
+    alive: (runId, member) => `${run(runId)}alive/${member}`,
+    report: (runId, member) => `${run(runId)}report/${member}`,
+    abort: (runId) => `${run(runId)}abort`,
+  };
+}
+
+/** What a key under a run's prefix is. */
+export type RunKey =
+  | { kind: "member" | "alive" | "report"; member: string }
+  | { kind: "abort" }
+  | { kind: "other" };
+
+/**
+ * What a key under `runPrefix` holds.
+ *
+ * @example
+ * ```ts
+ * import { parseRunKey } from "./keys.ts";
+ * parseRunKey("/vmsnap/groups/shop/run/r1/", "/vmsnap/groups/shop/run/r1/report/db1");
+ * // { kind: "report", member: "db1" }
+ * ```
+ */
+export function parseRunKey(runPrefix: string, key: string): RunKey {
+  if (!key.startsWith(runPrefix)) return { kind: "other" };
+  const rest = key.slice(runPrefix.length);
+  if (rest === "abort") return { kind: "abort" };
+  const [kind, member, ...more] = rest.split("/");
+  if (more.length > 0 || !member) return { kind: "other" };
+  if (kind === "member" || kind === "alive" || kind === "report") return { kind, member };
+  return { kind: "other" };
+}
+
+/**
+ * A new run ID: the creator's UTC time (to read, never compared) and
+ * random hex, e.g. `20260101T020000Z-3f9a1c`.
+ *
+ * @example
+ * ```ts
+ * import { newRunId } from "./keys.ts";
+ * newRunId(); // "20260101T020000Z-3f9a1c"
+ * ```
+ */
+export function newRunId(): string {
+  const time = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  return `${time}-${randomHex(3)}`;
+}
+
+/**
+ * `bytes` random bytes as hex.
+ *
+ * @example
+ * ```ts
+ * import { randomHex } from "./keys.ts";
+ * randomHex(8).length; // 16
+ * ```
+ */
+export function randomHex(bytes: number): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)))
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,152 @@
+/**
+ * Keeps a member's etcd leases alive while it takes part in a group run,
+ * and tells it, on its own monotonic clock, when it can no longer count on
+ * them: etcd said its lease is gone, or no keep-alive was confirmed for
+ * `lossMs`. Keep-alives go every third of the TTL (one request for all the
+ * leases), and every 250 ms after one fails.
+ *
+ * A lease granted or refreshed by a request sent at time `t` lives at least
+ * until `t + TTL` on etcd's side; {@linkcode LeaseKeeper.fresh} says whether
+ * that is still ahead, which a member checks before it passes a barrier (a
+ * member whose lease may have expired may already be counted lost by the
+ * others).
+ *
+ * @module
+ */
+import type { EtcdClient } from "./etcd.ts";
+
+/** Why the leases can no longer be counted on. */
+export type LeaseLoss =
+  | { kind: "unreachable"; sinceMs: number; error?: unknown }
+  | { kind: "expired" };
+
+/** What to keep alive and whom to tell. */
+export interface LeaseKeeperOptions {
+  client: EtcdClient;
+  /** The member's own lease: its expiry ends the member's part. */
+  own: string;
+  /** Leases kept alive alongside it (the run's). */
+  also?: string[];
+  /** The own lease's TTL as granted (seconds). */
+  ttlSeconds: number;
+  /** How long without a confirmed keep-alive counts as cut off from etcd (ms). */
+  lossMs: number;
+  /** When the own lease was granted (`performance.now()` before the grant was sent). */
+  grantedAt: number;
+  /** Called once, on the first loss. */
+  onLost(loss: LeaseLoss): void;
+  /** Called after each confirmed keep-alive. */
+  onConfirmed?(): void;
+}
+
+const RETRY_MS = 250;
+/** Kept off the lease's end in {@linkcode LeaseKeeper.fresh}: keep-alives take time to be applied. */
+const FRESH_MARGIN_MS = 250;
+
+/**
+ * Keeps leases alive (see the module doc).
+ *
+ * @example
+ * ```ts
+ * import { EtcdClient } from "./etcd.ts";
+ * import { LeaseKeeper } from "./lease_keeper.ts";
+ * const client = new EtcdClient({ endpoints: ["http://127.0.0.1:2379"] });
+ * const grantedAt = performance.now();
+ * const lease = await client.leaseGrant(5);
+ * const keeper = new LeaseKeeper({ client, own: lease.id, ttlSeconds: lease.ttl, lossMs: 3000,
+ *   grantedAt, onLost: (loss) => console.error("lost etcd:", loss.kind) });
+ * keeper.stop();
+ * ```
+ */
+export class LeaseKeeper {
+  /** When the last confirmed keep-alive (or the grant) was sent. */
+  confirmedAt: number;
+  /** Keep-alive requests sent. */
+  sent = 0;
+  #timer?: ReturnType<typeof setTimeout>;
+  #lossTimer?: ReturnType<typeof setTimeout>;
+  #lost = false;
+  #stopped = false;
+  #lastError: unknown;
+  readonly #options: LeaseKeeperOptions;
+  readonly #stopper = new AbortController();
+
+  constructor(options: LeaseKeeperOptions) {
+    this.#options = options;
+    this.confirmedAt = options.grantedAt;
+    this.#armLoss();
+    this.#schedule(this.#intervalMs());
+  }
+
+  /** Whether the own lease is surely alive on etcd's side now. */
+  fresh(): boolean {
+    const ttlMs = this.#options.ttlSeconds * 1000;
+    return !this.#lost && performance.now() < this.confirmedAt + ttlMs - FRESH_MARGIN_MS;
+  }
+
+  /** Whether a loss was reported. */
+  get lost(): boolean {
+    return this.#lost;
+  }
+
+  /** Stops keeping the leases alive (they expire after their TTL unless revoked). */
+  stop(): void {
+    this.#stopped = true;
+    this.#stopper.abort();
+    clearTimeout(this.#timer);
+    clearTimeout(this.#lossTimer);
+  }
+
+  #intervalMs(): number {
+    return Math.max(200, (this.#options.ttlSeconds * 1000) / 3);
+  }
+
+  #schedule(ms: number): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => void this.#tick(), ms);
+  }
+
+  async #tick(): Promise<void> {
+    const { client, own, also = [], lossMs } = this.#options;
+    const sentAt = performance.now();
+    this.sent++;
+    try {
+      const ttls = await client.leaseKeepAlive([own, ...also], {
+        signal: this.#stopper.signal,
+        timeoutMs: Math.min(lossMs, 1000),
+      });
+      if (this.#stopped) return;
+      if ((ttls.get(own) ?? 0) <= 0) return this.#lose({ kind: "expired" });
+      this.confirmedAt = sentAt;
+      this.#armLoss();
+      this.#schedule(this.#intervalMs());
+      this.#options.onConfirmed?.();
+    } catch (error) {
+      if (this.#stopped) return;
+      this.#lastError = error;
+      this.#schedule(RETRY_MS);
+    }
+  }
+
+  #armLoss(): void {
+    clearTimeout(this.#lossTimer);
+    if (this.#lost || this.#stopped) return;
+    const at = this.confirmedAt + this.#options.lossMs;
+    this.#lossTimer = setTimeout(() => {
+      this.#lose({
+        kind: "unreachable",
+        sinceMs: Math.round(performance.now() - this.confirmedAt),
+        error: this.#lastError,
+      });
+    }, Math.max(0, at - performance.now()));
+  }
+
+  #lose(loss: LeaseLoss): void {
+    if (this.#lost) return;
+    this.#lost = true;
+    clearTimeout(this.#lossTimer);
+    // Unreachable: the keep-alives go on, so that the member may still write its abort and report.
+    if (loss.kind === "expired") this.stop();
+    this.#options.onLost(loss);
+  }
+}
