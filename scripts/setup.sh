@@ -18,6 +18,9 @@ packages+=(qemu-user-static libc6-arm64-cross binutils lintian systemd man-db gr
 packages+=(mmdebstrap qemu-system-x86 qemu-utils)
 # External handshake over a character device (tests/char_stdin.py: a TUN device in a network namespace).
 packages+=(python3 iproute2)
+# Consistency groups (issue 24): the tests start their own etcd (one node, or three on loopback), with
+# TLS certificates made by openssl; members run in network namespaces (iproute2).
+packages+=(etcd-server etcd-client openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,9 +39,17 @@ if [ -d /run/systemd/system ]; then
 elif [ -x /etc/init.d/qemu-guest-agent ]; then
   /etc/init.d/qemu-guest-agent stop >/dev/null 2>&1 || true
 fi
+# etcd: the group tests start their own on free loopback ports with private data; the packaged
+# service (port 2379, /var/lib/etcd) must not run: stopped and masked, or stopped.
+if [ -d /run/systemd/system ]; then
+  systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  systemctl mask etcd.service >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/etcd ]; then
+  /etc/init.d/etcd stop >/dev/null 2>&1 || true
+fi
 for tool in losetup mount fsfreeze mkfs.ext4 mkfs.xfs mkfs.btrfs mariadbd mariadb-install-db /usr/lib/postgresql/15/bin/postgres \
   redis-server sqlite3 qemu-ga qemu-aarch64-static readelf dpkg-deb lintian systemd-analyze man rpmbuild \
-  python3 ip unshare; do
+  python3 ip unshare etcd etcdctl openssl; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is missing after install" >&2; exit 1; }
 done
 
