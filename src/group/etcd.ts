@@ -492,9 +492,9 @@ export class EtcdClient {
       } catch (error) {
         if (options.signal?.aborted) throw options.signal.reason;
         lastError = error;
-        if (!(error instanceof EtcdError) || error.grpcCode === undefined) continue;
-        if (RETRY_ELSEWHERE.has(error.grpcCode)) continue;
-        if (error.grpcCode === UNAUTHENTICATED && this.#username && !reauthenticated) {
+        if (!(error instanceof EtcdError) || retryElsewhere(error)) continue;
+        const renew = path !== "/v3/auth/authenticate" && !reauthenticated;
+        if (error.grpcCode === UNAUTHENTICATED && this.#username && renew) {
           reauthenticated = true;
           this.#token = undefined;
           await this.#ensureToken(options.signal, deadline);
@@ -646,6 +646,12 @@ export function toKv(kv: KvJson): Kv {
   };
 }
 
+/** Whether another endpoint (or a later try) may do better: no answer, or etcd busy or leaderless. */
+function retryElsewhere(error: EtcdError): boolean {
+  if (error.code === "GroupEtcdUnreachable") return true;
+  return error.grpcCode !== undefined && RETRY_ELSEWHERE.has(error.grpcCode);
+}
+
 function revisionOf(answer: Answer): number {
   return Number(answer.header?.revision ?? 0);
 }
@@ -711,6 +717,13 @@ function answeredError(endpoint: string, path: string, text: string): EtcdError 
       "GroupEtcdPermissionDenied",
       `${where}: ${message}: this etcd user may not use these keys.`,
       { grpcCode, endpoint },
+    );
+  }
+  if (/CommonName of client/.test(message)) {
+    return new EtcdError(
+      "GroupEtcdAuthFailed",
+      `${where}: etcd refuses a client certificate with a CommonName on its JSON gateway while its authentication is on (it would not use it as the user). Fix: issue this member's client certificate without a CN (openssl ... -subj "/O=vmsnap/OU=MEMBER"); the member authenticates with group.etcd's username and password.`,
+      { endpoint },
     );
   }
   if (/authentication failed|user name is empty|invalid user ID|password/i.test(message)) {
