@@ -384,8 +384,9 @@ export class GroupMember {
     return new Promise((resolve) => {
       const timer = setTimeout(() => finish(), waitMs);
       const waiter: Waiter = {
+        // Known once every member reported, or the run (or this member, before its report) aborted.
         check: () => {
-          if (this.#view.consistency() !== "pending") finish();
+          if (this.snapshot().consistency !== "pending") finish();
         },
       };
       const finish = () => {
