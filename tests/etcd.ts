@@ -22,8 +22,12 @@ export interface Pki {
   caFile: string;
   serverCert: string;
   serverKey: string;
-  /** A client certificate and key signed by the CA (CN = name). */
-  client(name: string): { certFile: string; keyFile: string };
+  /**
+   * A client certificate and key signed by the CA, with CN = name, or
+   * without a CN (`O=vmsnap, OU=name`) when `cn` is false: etcd refuses a
+   * certificate with a CN on its JSON gateway while authentication is on.
+   */
+  client(name: string, options?: { cn?: boolean }): { certFile: string; keyFile: string };
 }
 
 /** One etcd process. */
@@ -95,9 +99,9 @@ export function makePki(dir: string, serverAddresses: string[] = []): Pki {
     "-subj",
     "/CN=vmsnap-test-ca",
   );
-  const sign = (name: string, ext: string) => {
+  const sign = (name: string, ext: string, subject = `/CN=${name}`) => {
     writeFileSync(join(dir, `${name}.ext`), ext);
-    ssl("req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
+    ssl("req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject);
     ssl(
       "x509",
       "-req",
@@ -124,12 +128,14 @@ export function makePki(dir: string, serverAddresses: string[] = []): Pki {
     caFile: join(dir, "ca.crt"),
     serverCert: join(dir, "server.crt"),
     serverKey: join(dir, "server.key"),
-    client(name: string) {
-      if (!clients.has(name)) {
-        sign(name, "extendedKeyUsage=clientAuth\n");
-        clients.add(name);
+    client(name: string, options: { cn?: boolean } = {}) {
+      const file = options.cn === false ? `${name}-nocn` : name;
+      if (!clients.has(file)) {
+        const subject = options.cn === false ? `/O=vmsnap/OU=${name}` : `/CN=${name}`;
+        sign(file, "extendedKeyUsage=clientAuth\n", subject);
+        clients.add(file);
       }
-      return { certFile: join(dir, `${name}.crt`), keyFile: join(dir, `${name}.key`) };
+      return { certFile: join(dir, `${file}.crt`), keyFile: join(dir, `${file}.key`) };
     },
   };
 }
@@ -139,7 +145,7 @@ export function makePki(dir: string, serverAddresses: string[] = []): Pki {
  * address (which must exist), HTTPS with client certificates when `tls`.
  */
 export async function startEtcd(
-  options: { nodes?: 1 | 3; extraHosts?: string[]; tls?: Pki } = {},
+  options: { nodes?: 1 | 3; extraHosts?: string[]; tls?: Pki; extraArgs?: string[] } = {},
 ): Promise<EtcdCluster> {
   const count = options.nodes ?? 1;
   const dataRoot = mkdtempSync(join(ROOT_DIR, "vmsnap-etcd-"));
@@ -158,6 +164,7 @@ export async function startEtcd(
       extraHosts: options.extraHosts ?? [],
       initialCluster,
       tls: options.tls,
+      extraArgs: options.extraArgs ?? [],
     })
   );
   const cluster: EtcdCluster = {
@@ -190,6 +197,7 @@ function etcdNode(o: {
   extraHosts: string[];
   initialCluster: string;
   tls?: Pki;
+  extraArgs: string[];
 }): EtcdNode {
   const endpoint = `${o.scheme}://127.0.0.1:${o.port}`;
   const extraEndpoints = o.extraHosts.map((h) => `${o.scheme}://${h}:${o.port}`);
@@ -229,6 +237,7 @@ function etcdNode(o: {
         o.tls.caFile,
       ]
       : []),
+    ...o.extraArgs,
   ];
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();

@@ -46,7 +46,8 @@ export const groupEvent = (type: string) => (e: DriverEvent) =>
   e.ev === "group" && e.event?.type === type;
 
 /**
- * Starts a member driver (in network namespace `netns` when given).
+ * Starts a member driver under Deno, or the compiled `driver` binary
+ * ({@linkcode compileDriver}), in network namespace `netns` when given.
  *
  * @example
  * ```ts
@@ -54,8 +55,13 @@ export const groupEvent = (type: string) => (e: DriverEvent) =>
  * await m.waitFor((e) => e.ev === "closed");
  * ```
  */
-export function startMember(config: DriverConfig, options: { netns?: string } = {}): MemberProcess {
-  const argv = [DENO, "run", "-A", DRIVER, JSON.stringify(config)];
+export function startMember(
+  config: DriverConfig,
+  options: { netns?: string; driver?: string } = {},
+): MemberProcess {
+  const argv = options.driver
+    ? [options.driver, JSON.stringify(config)]
+    : [DENO, "run", "-A", DRIVER, JSON.stringify(config)];
   const [command, ...args] = options.netns ? ["ip", "netns", "exec", options.netns, ...argv] : argv;
   const child = spawn(command, args, {
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" },
@@ -134,6 +140,22 @@ export function startMember(config: DriverConfig, options: { netns?: string } = 
       }),
   };
   return member;
+}
+
+/**
+ * Compiles the driver with Bun (`bun build --compile`, as the vmsnap binary
+ * is built) into `dir`: the protocol as it runs in the binary.
+ */
+export function compileDriver(dir: string): string {
+  const outfile = join(dir, "group-driver");
+  execFileSync(join(ROOT, "node_modules", "bun", "bin", "bun.exe"), [
+    "build",
+    "--compile",
+    "--outfile",
+    outfile,
+    DRIVER,
+  ], { cwd: ROOT, stdio: "pipe" });
+  return outfile;
 }
 
 /** Kills every member still running and waits for them. */
