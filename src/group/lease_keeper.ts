@@ -69,10 +69,12 @@ export class LeaseKeeper {
   #stopped = false;
   #lastError: unknown;
   readonly #options: LeaseKeeperOptions;
+  readonly #also: string[];
   readonly #stopper = new AbortController();
 
   constructor(options: LeaseKeeperOptions) {
     this.#options = options;
+    this.#also = [...(options.also ?? [])];
     this.confirmedAt = options.grantedAt;
     this.#armLoss();
     this.#schedule(this.#intervalMs());
@@ -87,6 +89,11 @@ export class LeaseKeeper {
   /** Whether a loss was reported. */
   get lost(): boolean {
     return this.#lost;
+  }
+
+  /** Keeps one more lease alive, from the next keep-alive on. */
+  add(lease: string): void {
+    this.#also.push(lease);
   }
 
   /** Stops keeping the leases alive (they expire after their TTL unless revoked). */
@@ -107,11 +114,11 @@ export class LeaseKeeper {
   }
 
   async #tick(): Promise<void> {
-    const { client, own, also = [], lossMs } = this.#options;
+    const { client, own, lossMs } = this.#options;
     const sentAt = performance.now();
     this.sent++;
     try {
-      const ttls = await client.leaseKeepAlive([own, ...also], {
+      const ttls = await client.leaseKeepAlive([own, ...this.#also], {
         signal: this.#stopper.signal,
         timeoutMs: Math.min(lossMs, 1000),
       });

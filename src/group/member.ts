@@ -43,7 +43,7 @@ import {
 import type { CallOptions, EtcdClient } from "./etcd.ts";
 import { EtcdWatch, WatchCompacted, type WatchEvent } from "./etcd_watch.ts";
 import { checkName, type GroupKeys, groupKeys, randomHex } from "./keys.ts";
-import { joinRun, writeAbort } from "./join.ts";
+import { type Joined, joinRun, writeAbort } from "./join.ts";
 import { LeaseKeeper, type LeaseLoss } from "./lease_keeper.ts";
 import { pruneRuns } from "./runs.ts";
 import {
@@ -184,8 +184,24 @@ export class GroupMember {
     const ttl = options.leaseTtlSeconds ?? GROUP_LEASE_TTL_SECONDS;
     const grantedAt = performance.now();
     const own = await options.client.leaseGrant(ttl, call);
+    // Kept alive from now: joining can take a while when other members' writes win the races.
+    let early: LeaseLoss | undefined;
+    const events: { lost(loss: LeaseLoss): void; confirmed(): void } = {
+      lost: (loss) => void (early = loss),
+      confirmed: () => {},
+    };
+    const keeper = new LeaseKeeper({
+      client: options.client,
+      own: own.id,
+      ttlSeconds: own.ttl,
+      lossMs: Math.min(options.etcdLossMs ?? GROUP_ETCD_LOSS_MS, own.ttl * 1000),
+      grantedAt,
+      onLost: (loss) => events.lost(loss),
+      onConfirmed: () => events.confirmed(),
+    });
+    let joined: Joined;
     try {
-      const joined = await joinRun({
+      joined = await joinRun({
         client: options.client,
         keys: groupKeys(options.group),
         group: options.group,
@@ -200,20 +216,22 @@ export class GroupMember {
         host: options.host,
         call,
       });
-      return new GroupMember(options, { ...joined, startedAt, grantedAt, own });
     } catch (error) {
+      keeper.stop();
       await options.client.leaseRevoke(own.id, { timeoutMs: 1000 }).catch(() => {});
       throw error;
     }
+    keeper.add(joined.view.meta!.runLease);
+    const member = new GroupMember(options, { ...joined, startedAt, ownLease: own.id, keeper });
+    events.lost = (loss) => member.#leaseLost(loss);
+    events.confirmed = () => member.#evaluate();
+    if (early) member.#leaseLost(early);
+    return member;
   }
 
   private constructor(
     options: GroupMemberOptions,
-    joined: Awaited<ReturnType<typeof joinRun>> & {
-      startedAt: number;
-      grantedAt: number;
-      own: { id: string; ttl: number };
-    },
+    joined: Joined & { startedAt: number; ownLease: string; keeper: LeaseKeeper },
   ) {
     this.#options = options;
     this.#client = options.client;
@@ -223,19 +241,10 @@ export class GroupMember {
     this.created = joined.created;
     this.#keys = groupKeys(options.group);
     this.#startedAt = joined.startedAt;
-    this.#ownLease = joined.own.id;
+    this.#ownLease = joined.ownLease;
     this.#record = joined.record;
     this.#view = joined.view;
-    this.#keeper = new LeaseKeeper({
-      client: this.#client,
-      own: joined.own.id,
-      also: [joined.view.meta!.runLease],
-      ttlSeconds: joined.own.ttl,
-      lossMs: Math.min(options.etcdLossMs ?? GROUP_ETCD_LOSS_MS, joined.own.ttl * 1000),
-      grantedAt: joined.grantedAt,
-      onLost: (loss) => this.#leaseLost(loss),
-      onConfirmed: () => this.#evaluate(),
-    });
+    this.#keeper = joined.keeper;
     this.#watch = this.#startWatch(joined.revision + 1);
     this.#emit({ type: "joined", runId: this.runId, created: this.created });
     if (this.created) this.#prune();
@@ -292,7 +301,18 @@ export class GroupMember {
       if (!this.#abortReason) this.#ownLeaseGone();
       this.#throwIfAborted();
     }
+    // Its own write counts at once (the watch brings the same revision again): the last member
+    // to arrive passes the barrier on its transaction's answer, not one watch event later.
+    this.#view.apply("put", {
+      key: keys.member(runId, member),
+      value: JSON.stringify(this.#record),
+      createRevision: 0,
+      modRevision: txn.revision,
+      version: 0,
+      lease: this.#view.meta!.retentionLease,
+    });
     this.#emit({ type: "phase", phase, atMs: this.#record.phases[phase] });
+    this.#evaluate();
   }
 
   /**
@@ -306,8 +326,10 @@ export class GroupMember {
     phase: GroupPhase,
     options: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<{ waitedMs: number }> {
-    const timeoutMs = options.timeoutMs ??
-      (phase === "joined" ? this.#view.meta!.joinTimeoutMs : undefined);
+    // The join window counts from this member's own start (its own clock).
+    const joinWindow = (this.#options.joinTimeoutMs ?? this.#view.meta!.joinTimeoutMs) -
+      this.elapsed();
+    const timeoutMs = options.timeoutMs ?? (phase === "joined" ? joinWindow : undefined);
     if (timeoutMs === undefined) {
       return Promise.reject(new TypeError(`waitBarrier("${phase}") needs a timeoutMs`));
     }
@@ -359,11 +381,14 @@ export class GroupMember {
   /**
    * Reports this member's own result, after its own thaw and resume. The
    * report is written even after an abort (`group status` tells the truth
-   * of every member).
+   * of every member). It carries the barriers this member passed: a
+   * snapshot reported without having passed `held` counts as `none` for the
+   * group (`src/group/run_view.ts`).
    */
   async report(report: MemberReport, call: CallOptions = {}): Promise<void> {
     const { keys, runId, member } = this.#names();
-    const value: MemberReport = { ...report, at: this.elapsed() };
+    const passed = Object.keys(this.#record.passed ?? {}) as GroupPhase[];
+    const value: MemberReport = { ...report, at: this.elapsed(), passed };
     await this.#client.put(keys.report(runId, member), JSON.stringify(value), {
       lease: this.#view.meta!.retentionLease,
       timeoutMs: ETCD_REQUEST_TIMEOUT_MS,

@@ -6,6 +6,9 @@
  *
  * The rules, in etcd's revision order (never a wall clock):
  *
+ * - a member's snapshot counts only if the member passed the
+ *   {@linkcode SNAPSHOT_BARRIER} before it reported (its report says which
+ *   barriers it passed); a report without it counts as `none`;
  * - a member is **lost** when its `alive` key (on its own lease) is gone and
  *   it has no report: it died, was stopped, or lost etcd before reporting;
  * - the group's consistency is the lowest any member reported, once every
@@ -33,6 +36,12 @@ export const GROUP_PHASES = [
 
 /** A member's phase. */
 export type GroupPhase = typeof GROUP_PHASES[number];
+
+/**
+ * The barrier a member's snapshot must come after: every member is held
+ * (quiesced, and frozen where it freezes) when it passes.
+ */
+export const SNAPSHOT_BARRIER: GroupPhase = "held";
 
 /** A run's meta record, written by the member that created it. */
 export interface RunMeta {
@@ -78,6 +87,8 @@ export interface MemberReport {
   facts?: Record<string, unknown>;
   /** When it reported (ms since its start). */
   at?: number;
+  /** The barriers it had passed when it reported (filled in by the member). */
+  passed?: GroupPhase[];
 }
 
 /** The first abort of a run. */
@@ -178,6 +189,8 @@ export class RunView {
     if (value === undefined) return;
     if (key.kind === "abort") this.abort = { ...(value as AbortRecord), revision: kv.modRevision };
     else if (key.kind === "member") {
+      // A member applies its own writes at once: an older revision arriving later is not newer.
+      if ((this.records.get(key.member)?.revision ?? 0) > kv.modRevision) return;
       this.records.set(key.member, { ...(value as MemberRecord), revision: kv.modRevision });
     } else this.reports.set(key.member, { ...(value as MemberReport), revision: kv.modRevision });
   }
@@ -202,7 +215,7 @@ export class RunView {
     if (this.allReported()) {
       const last = Math.max(...this.members.map((m) => this.reports.get(m)!.revision));
       if (this.abort && this.abort.revision < last) return "none";
-      return lowestConsistency(this.members.map((m) => this.reports.get(m)!.consistency));
+      return lowestConsistency(this.members.map((m) => counted(this.reports.get(m)!)));
     }
     if (this.abort || this.lost().length > 0) return "none";
     return "pending";
@@ -257,6 +270,11 @@ export class RunView {
  */
 export function lastPhase(phases: MemberRecord["phases"] | undefined): GroupPhase | undefined {
   return [...GROUP_PHASES].reverse().find((p) => phases?.[p] !== undefined);
+}
+
+/** A report's consistency as the group counts it: `none` unless it came after the snapshot barrier. */
+function counted(report: MemberReport): Consistency {
+  return report.passed?.includes(SNAPSHOT_BARRIER) ? report.consistency : "none";
 }
 
 function strip<T>(record: At<T>): T {
