@@ -392,6 +392,12 @@ export const CODES = {
     summary: "etcd answered a request with an error; the message carries etcd's own.",
     fix: "Read etcd's message and check the cluster's health (etcdctl endpoint health, its log).",
   },
+  GroupEtcdOpen: {
+    summary:
+      "A warning of vmsnap check --connect: etcd's authentication is off, or this member's etcd user may write beyond its group's prefix.",
+    fix:
+      "Enable etcd's authentication and give each member only its group's role: vmsnap group etcd-setup NAME prints the commands.",
+  },
   GroupTlsInvalid: {
     summary:
       "group.etcd's CA, client certificate or key is not valid PEM, or the key does not match the certificate.",

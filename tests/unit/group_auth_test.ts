@@ -14,6 +14,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { EtcdClient, type EtcdError } from "../../src/group/etcd.ts";
 import { EtcdWatch } from "../../src/group/etcd_watch.ts";
+import { checkGroupAccess } from "../../src/group/check.ts";
 import { etcdSetupCommands, memberUser } from "../../src/group/etcd_setup.ts";
 import { GroupMember } from "../../src/group/member.ts";
 import { groupStatus } from "../../src/group/status.ts";
@@ -115,6 +116,43 @@ Deno.test("a member's etcd user, made by the printed commands, reaches its own g
       );
       refused.close();
       assert.equal((await groupStatus(a, "shop")).runs[0].consistency, "application");
+      // check --connect: a member's own user is enough and no more; another group's is refused.
+      const own = await checkGroupAccess(a, { group: "shop" });
+      assert.deepEqual([own.authenticated, own.canRead, own.canWrite, own.problems], [
+        true,
+        true,
+        true,
+        [],
+      ]);
+      assert.ok(own.endpoints[0].ok && own.endpoints[0].leader && own.endpoints[0].version);
+      const foreign = await checkGroupAccess(x, { group: "shop" });
+      assert.deepEqual([foreign.authenticated, foreign.canRead, foreign.canWrite], [
+        true,
+        false,
+        false,
+      ]);
+      assert.deepEqual(foreign.problems.map((p) => p.code), [
+        "GroupEtcdPermissionDenied",
+        "GroupEtcdPermissionDenied",
+      ]);
+      const root = pki.client("root2", { cn: false });
+      const wide = new EtcdClient({
+        endpoints: cluster.endpoints,
+        tls: { ca: read(pki.caFile), cert: read(root.certFile), key: read(root.keyFile) },
+        username: "root",
+        password: "root-pw-123",
+      });
+      const broad = await checkGroupAccess(wide, { group: "shop" });
+      assert.deepEqual(broad.problems.map((p) => [p.code, p.path]), [[
+        "GroupEtcdOpen",
+        "group.etcd.username",
+      ]]);
+      wide.close();
+      assert.equal(
+        (await a.range("/vmsnap/groups/shop/check")).count,
+        0,
+        "the probes wrote nothing",
+      );
       await a.put("/vmsnap/groups/shop/scratch", "mine");
       for (
         const key of [

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { EtcdClient, EtcdError } from "../../src/group/etcd.ts";
 import { EtcdWatch, type WatchEvent } from "../../src/group/etcd_watch.ts";
 import { checkEtcdTls } from "../../src/group/etcd_tls.ts";
+import { checkGroupAccess } from "../../src/group/check.ts";
 import { redact } from "../../src/secrets.ts";
 import { VmsnapError } from "../../src/errors.ts";
 import { type EtcdCluster, etcdctl, freePort, makePki, startEtcd } from "../etcd.ts";
@@ -299,5 +300,18 @@ Deno.test("authentication: the right password works, a wrong one or none is refu
     const anonymous = await rejects(new EtcdClient({ endpoints: cluster.endpoints }).range("/a/x"));
     assert.equal(anonymous.code, "GroupEtcdAuthFailed");
     assert.equal(redact("pw m1-secret-pw"), "pw ***");
+  });
+});
+
+Deno.test("check --connect's probe: an endpoint that does not answer, and etcd without authentication, are named", async () => {
+  await withEtcd({}, async (cluster) => {
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const etcd = new EtcdClient({ endpoints: [...cluster.endpoints, dead], attemptTimeoutMs: 300 });
+    const report = await checkGroupAccess(etcd, { group: "shop", timeoutMs: 1000 });
+    assert.deepEqual(report.endpoints.map((e) => e.ok), [true, false]);
+    assert.deepEqual([report.canRead, report.canWrite], [true, true]);
+    assert.deepEqual(report.problems.map((p) => p.code), ["GroupEtcdUnreachable", "GroupEtcdOpen"]);
+    assert.match(report.problems[1].message, /authentication is off/);
+    assert.equal((await etcd.range("/vmsnap/", { prefix: true })).count, 0, "nothing written");
   });
 });
