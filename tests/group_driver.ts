@@ -46,7 +46,9 @@ export interface DriverConfig {
 }
 
 function emit(ev: string, fields: Record<string, unknown> = {}): void {
-  process.stdout.write(`${JSON.stringify({ ev, wall: Date.now(), ...fields })}\n`);
+  // This machine's wall clock with the monotonic clock's resolution (sub-millisecond).
+  const wall = Math.round((performance.timeOrigin + performance.now()) * 1000) / 1000;
+  process.stdout.write(`${JSON.stringify({ ev, wall, ...fields })}\n`);
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

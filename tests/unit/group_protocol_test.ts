@@ -236,3 +236,55 @@ Deno.test("a second process with the same member name is refused while the first
     assert.equal(await b.exited, 0);
   });
 });
+
+Deno.test("old runs are pruned to keepRuns by each new run, and expire with their retention lease", async () => {
+  await withEtcd(async (cluster) => {
+    const { GroupMember } = await import("../../src/group/member.ts");
+    const { groupKeys } = await import("../../src/group/keys.ts");
+    const { listRuns } = await import("../../src/group/runs.ts");
+    const client = new EtcdClient({ endpoints: cluster.endpoints });
+    const names = ["a", "b"];
+    const runOnce = async () => {
+      const members = [];
+      for (const member of names) {
+        members.push(
+          await GroupMember.join({
+            client,
+            group: "keep",
+            member,
+            members: names,
+            keepRuns: 2,
+            retentionSeconds: 4,
+          }),
+        );
+      }
+      await Promise.all(members.map(async (m) => {
+        await m.waitBarrier("joined");
+        await m.reached("held");
+        await m.waitBarrier("held", { timeoutMs: 5000 });
+        await m.report({ consistency: "application", snapshotTaken: true });
+      }));
+      await Promise.all(members.map((m) => m.close()));
+      return members[0].runId;
+    };
+    const ids = [];
+    for (let i = 0; i < 4; i++) ids.push(await runOnce());
+    const keys = groupKeys("keep");
+    let stored = await listRuns(client, keys);
+    for (let i = 0; stored.length > 2 && i < 50; i++) {
+      await sleep(100);
+      stored = await listRuns(client, keys);
+    }
+    assert.deepEqual(stored.map((r) => r.meta.runId), [ids[3], ids[2]]);
+    assert.equal((await client.range(keys.runPrefix(ids[0]), { prefix: true })).count, 0);
+    // Every record of a run is on its retention lease: etcd removes the run by itself.
+    const lease = await client.leaseTimeToLive(stored[0].meta.retentionLease, { keys: true });
+    assert.equal(lease.grantedTtl, 4);
+    assert.ok(lease.keys.includes(keys.meta(ids[3])));
+    assert.ok(lease.keys.includes(keys.report(ids[3], "b")));
+    while ((await listRuns(client, keys)).length > 0) await sleep(250);
+    // Left: at most `current`, on the run lease (it goes a join window after the last member).
+    const left = await client.range(keys.prefix, { prefix: true, keysOnly: true });
+    assert.deepEqual(left.kvs.map((kv) => kv.key).filter((k) => k !== keys.current), []);
+  });
+});
