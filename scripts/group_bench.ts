@@ -256,7 +256,11 @@ async function transportSection(dir: string): Promise<string[]> {
 }
 
 /** One group run of `size` members; the barrier's figures from their events. */
-async function groupRound(cluster: EtcdCluster, driver: string, size: number, round: number) {
+async function groupRound(
+  cluster: EtcdCluster,
+  driver: string,
+  size: number,
+): Promise<{ barrierMs?: number; requests?: number[]; aborted?: string }> {
   const names = Array.from({ length: size }, (_, i) => `m${i}`);
   const procs: MemberProcess[] = names.map((member) =>
     startMember({
@@ -272,18 +276,18 @@ async function groupRound(cluster: EtcdCluster, driver: string, size: number, ro
     }, { driver })
   );
   try {
-    const outcomes = await Promise.all(
-      procs.map((p) => p.waitFor((e) => e.ev === "outcome", 120_000)),
-    );
-    const consistency = outcomes.map((o) => o.outcome.consistency);
-    if (consistency.some((c) => c !== "application")) {
-      throw new Error(`round ${round} of ${size}: ${consistency.join(", ")}`);
+    await Promise.all(procs.map((p) => p.exited));
+    const outcomes = procs.map((p) => p.find((e) => e.ev === "outcome"));
+    const failed = procs.find((_, i) => outcomes[i]?.outcome.consistency !== "application");
+    if (failed) {
+      const why = failed.find((e) => e.ev === "join-failed" || (e.ev === "released" && e.aborted));
+      return { aborted: `${failed.name}: ${why?.code ?? "?"} ${why?.message ?? ""}`.trim() };
     }
     const lastQuiesced = Math.max(...procs.map((p) => p.find((e) => e.ev === "holding")!.wall));
     const passed = procs.map((p) => p.find((e) => e.ev === "passed")!.wall);
     return {
       barrierMs: Math.max(...passed) - lastQuiesced,
-      requests: outcomes.map((o) => o.requests as number),
+      requests: outcomes.map((o) => o!.requests as number),
     };
   } finally {
     await stopMembers(procs);
@@ -294,22 +298,32 @@ async function barrierSection(dir: string, sizes: number[], rounds: number): Pro
   const driver = compileDriver(dir);
   const cluster = await startEtcd();
   const rows: string[] = [];
+  const notes: string[] = [];
   try {
     for (const size of sizes) {
       const barrier: number[] = [];
       const requests: number[] = [];
+      const aborted: string[] = [];
       const n = size >= 16 ? Math.max(3, Math.ceil(rounds / 3)) : rounds;
       for (let round = 0; round < n; round++) {
-        const r = await groupRound(cluster, driver, size, round);
-        barrier.push(r.barrierMs);
-        requests.push(...r.requests);
+        const r = await groupRound(cluster, driver, size);
+        if (r.aborted) aborted.push(r.aborted);
+        else {
+          barrier.push(r.barrierMs!);
+          requests.push(...r.requests!);
+        }
+      }
+      notes.push(...aborted.map((a) => `- ${size} members, a run aborted: ${a}`));
+      if (barrier.length === 0) {
+        rows.push(`| ${size} | ${n} | ${aborted.length} | | | | |`);
+        continue;
       }
       const b = stats(barrier);
       const q = stats(requests);
       rows.push(
-        `| ${size} | ${b.n} | ${ms(b.p50)} ms | ${ms(b.p95)} ms | ${ms(b.max)} ms | ${q.p50} (${
-          Math.min(...requests)
-        }–${q.max}) |`,
+        `| ${size} | ${n} | ${aborted.length} | ${ms(b.p50)} ms | ${ms(b.p95)} ms | ${
+          ms(b.max)
+        } ms | ${q.p50} (${Math.min(...requests)}–${q.max}) |`,
       );
       console.error(`barrier: ${size} members done`);
     }
@@ -323,9 +337,10 @@ async function barrierSection(dir: string, sizes: number[], rounds: number): Pro
     "loopback with its data on tmpfs. Requests: every HTTP request a member made in the run (join,",
     "phases, watch, report, keep-alives, lease revoke; the creator also prunes old runs).",
     "",
-    "| members | runs | p50 | p95 | max | requests per member: median (min–max) |",
-    "| ------- | ---- | --- | --- | --- | -------------------------------------- |",
+    "| members | runs | aborted | p50 | p95 | max | requests per member: median (min–max) |",
+    "| ------- | ---- | ------- | --- | --- | --- | -------------------------------------- |",
     ...rows,
+    ...(notes.length > 0 ? ["", ...notes] : []),
   ];
 }
 

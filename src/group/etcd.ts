@@ -52,7 +52,7 @@ export interface EtcdClientOptions {
   password?: string;
   /** A call's deadline when it gives none (ms). */
   timeoutMs?: number;
-  /** The longest one attempt on one endpoint may take before the next is tried (ms). */
+  /** The longest one attempt on one endpoint may take before the next is tried (ms; several endpoints). */
   attemptTimeoutMs?: number;
 }
 
@@ -483,7 +483,10 @@ export class EtcdClient {
           path,
           body,
           signal: options.signal,
-          budgetMs: options.stream ? remaining : Math.min(remaining, this.#attemptTimeoutMs),
+          // The attempt timeout is for moving on to another endpoint: with none, the whole deadline.
+          budgetMs: options.stream || order.length === 1
+            ? remaining
+            : Math.min(remaining, this.#attemptTimeoutMs),
           stream: options.stream,
           onObject,
         });

@@ -1,9 +1,11 @@
 /**
  * Keeps a member's etcd leases alive while it takes part in a group run,
  * and tells it, on its own monotonic clock, when it can no longer count on
- * them: etcd said its lease is gone, or no keep-alive was confirmed for
- * `lossMs`. Keep-alives go every third of the TTL (one request for all the
- * leases), and every 250 ms after one fails.
+ * them: etcd said its lease is gone, or no keep-alive was answered for
+ * `lossMs` (etcd slow to answer is not etcd gone: a late answer counts).
+ * Keep-alives go every third of the TTL or of `lossMs`, whichever is
+ * shorter (one request for all the leases), and every 250 ms after one
+ * fails; one is in flight at a time.
  *
  * A lease granted or refreshed by a request sent at time `t` lives at least
  * until `t + TTL` on etcd's side; {@linkcode LeaseKeeper.fresh} says whether
@@ -29,7 +31,7 @@ export interface LeaseKeeperOptions {
   also?: string[];
   /** The own lease's TTL as granted (seconds). */
   ttlSeconds: number;
-  /** How long without a confirmed keep-alive counts as cut off from etcd (ms). */
+  /** How long without an answered keep-alive counts as cut off from etcd (ms). */
   lossMs: number;
   /** When the own lease was granted (`performance.now()` before the grant was sent). */
   grantedAt: number;
@@ -59,8 +61,10 @@ const FRESH_MARGIN_MS = 250;
  * ```
  */
 export class LeaseKeeper {
-  /** When the last confirmed keep-alive (or the grant) was sent. */
+  /** When the last confirmed keep-alive (or the grant) was sent: the lease lives a TTL from then. */
   confirmedAt: number;
+  /** When etcd last answered a keep-alive (or the grant): the loss is counted from then. */
+  answeredAt: number;
   /** Keep-alive requests sent. */
   sent = 0;
   #timer?: ReturnType<typeof setTimeout>;
@@ -76,6 +80,7 @@ export class LeaseKeeper {
     this.#options = options;
     this.#also = [...(options.also ?? [])];
     this.confirmedAt = options.grantedAt;
+    this.answeredAt = performance.now();
     this.#armLoss();
     this.#schedule(this.#intervalMs());
   }
@@ -105,7 +110,7 @@ export class LeaseKeeper {
   }
 
   #intervalMs(): number {
-    return Math.max(200, (this.#options.ttlSeconds * 1000) / 3);
+    return Math.max(200, Math.min(this.#options.ttlSeconds * 1000, this.#options.lossMs) / 3);
   }
 
   #schedule(ms: number): void {
@@ -120,11 +125,12 @@ export class LeaseKeeper {
     try {
       const ttls = await client.leaseKeepAlive([own, ...this.#also], {
         signal: this.#stopper.signal,
-        timeoutMs: Math.min(lossMs, 1000),
+        timeoutMs: lossMs,
       });
       if (this.#stopped) return;
       if ((ttls.get(own) ?? 0) <= 0) return this.#lose({ kind: "expired" });
       this.confirmedAt = sentAt;
+      this.answeredAt = performance.now();
       this.#armLoss();
       this.#schedule(this.#intervalMs());
       this.#options.onConfirmed?.();
@@ -138,11 +144,11 @@ export class LeaseKeeper {
   #armLoss(): void {
     clearTimeout(this.#lossTimer);
     if (this.#lost || this.#stopped) return;
-    const at = this.confirmedAt + this.#options.lossMs;
+    const at = this.answeredAt + this.#options.lossMs;
     this.#lossTimer = setTimeout(() => {
       this.#lose({
         kind: "unreachable",
-        sinceMs: Math.round(performance.now() - this.confirmedAt),
+        sinceMs: Math.round(performance.now() - this.answeredAt),
         error: this.#lastError,
       });
     }, Math.max(0, at - performance.now()));
