@@ -87,15 +87,22 @@ export interface Compare {
 export type Op =
   | { put: { key: string; value: string; lease?: string } }
   | { range: { key: string; prefix?: boolean } }
-  | { delete: { key: string; prefix?: boolean } };
+  | { delete: { key: string; prefix?: boolean } }
+  | { txn: { compare: Compare[]; success: Op[]; failure?: Op[] } };
 
 /** What a transaction did. */
 export interface TxnResult {
   succeeded: boolean;
   /** The store's revision after it. */
   revision: number;
-  /** One per operation of the branch taken; a range's keys in `kvs`. */
-  responses: { kvs?: Kv[] }[];
+  /** One per operation of the branch taken: a range's keys in `kvs`, a nested transaction's result in `txn`. */
+  responses: OpResult[];
+}
+
+/** What one operation of a transaction gave. */
+export interface OpResult {
+  kvs?: Kv[];
+  txn?: { succeeded: boolean; responses: OpResult[] };
 }
 
 /** What went wrong talking to etcd, with etcd's gRPC code when etcd answered. */
@@ -269,7 +276,8 @@ export class EtcdClient {
 
   /**
    * A transaction: when every comparison holds, the `success` operations,
-   * else the `failure` ones, atomically.
+   * else the `failure` ones, atomically. An operation may be a transaction
+   * itself (etcd 3.3 and later), its comparison made at the same revision.
    *
    * @example
    * ```ts
@@ -286,18 +294,11 @@ export class EtcdClient {
     txn: { compare: Compare[]; success: Op[]; failure?: Op[] },
     options: CallOptions = {},
   ): Promise<TxnResult> {
-    const body = {
-      compare: txn.compare.map(encodeCompare),
-      success: txn.success.map(encodeOp),
-      failure: (txn.failure ?? []).map(encodeOp),
-    };
-    const answer = await this.call<TxnAnswer>("/v3/kv/txn", body, options);
+    const answer = await this.call<TxnAnswer>("/v3/kv/txn", encodeTxn(txn), options);
     return {
       succeeded: answer.succeeded === true,
       revision: revisionOf(answer),
-      responses: (answer.responses ?? []).map((r) =>
-        r.response_range ? { kvs: (r.response_range.kvs ?? []).map(toKv) } : {}
-      ),
+      responses: (answer.responses ?? []).map(decodeOpResult),
     };
   }
 
@@ -626,7 +627,11 @@ interface RangeAnswer extends Answer {
 }
 interface TxnAnswer extends Answer {
   succeeded?: boolean;
-  responses?: { response_range?: RangeAnswer }[];
+  responses?: OpAnswer[];
+}
+interface OpAnswer {
+  response_range?: RangeAnswer;
+  response_txn?: TxnAnswer;
 }
 
 /**
@@ -674,7 +679,29 @@ function encodeCompare(c: Compare): Record<string, unknown> {
   return { key: b64(c.key), target, result: RESULTS[c.op], [field]: value };
 }
 
+function encodeTxn(txn: { compare: Compare[]; success: Op[]; failure?: Op[] }) {
+  return {
+    compare: txn.compare.map(encodeCompare),
+    success: txn.success.map(encodeOp),
+    failure: (txn.failure ?? []).map(encodeOp),
+  };
+}
+
+function decodeOpResult(r: OpAnswer): OpResult {
+  if (r.response_range) return { kvs: (r.response_range.kvs ?? []).map(toKv) };
+  if (r.response_txn) {
+    return {
+      txn: {
+        succeeded: r.response_txn.succeeded === true,
+        responses: (r.response_txn.responses ?? []).map(decodeOpResult),
+      },
+    };
+  }
+  return {};
+}
+
 function encodeOp(op: Op): Record<string, unknown> {
+  if ("txn" in op) return { request_txn: encodeTxn(op.txn) };
   if ("put" in op) {
     const put: Record<string, unknown> = { key: b64(op.put.key), value: b64(op.put.value) };
     if (op.put.lease && op.put.lease !== "0") put.lease = op.put.lease;

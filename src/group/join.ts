@@ -28,9 +28,16 @@
 import process from "node:process";
 import { hostname } from "node:os";
 import { VmsnapError } from "../errors.ts";
-import type { CallOptions, EtcdClient, Kv } from "./etcd.ts";
+import type { CallOptions, EtcdClient, Kv, Op, TxnResult } from "./etcd.ts";
 import { type GroupKeys, newRunId } from "./keys.ts";
-import { type AbortRecord, type MemberRecord, type RunMeta, RunView } from "./run_view.ts";
+import {
+  type AbortRecord,
+  type GroupPhase,
+  type MemberRecord,
+  type PhaseMark,
+  type RunMeta,
+  RunView,
+} from "./run_view.ts";
 import { readRun } from "./runs.ts";
 
 /** Who joins, and the settings a run it creates gets. */
@@ -153,18 +160,14 @@ async function createRun(ctx: JoinContext, seen: Kv | undefined): Promise<Joined
     success: [
       { put: { key: keys.current, value: JSON.stringify({ runId }), lease: runLease.id } },
       { put: { key: keys.meta(runId), value: JSON.stringify(meta), lease: retention.id } },
-      ...recordPuts(ctx, runId, record, retention.id),
+      ...joinOps(ctx, meta, record),
     ],
   }, ctx.call);
   if (!txn.succeeded) {
     await revokeQuietly(ctx, retention.id, runLease.id);
     return undefined;
   }
-  const view = new RunView(keys.runPrefix(runId));
-  view.meta = meta;
-  view.apply("put", kvAt(keys.member(runId, ctx.member), JSON.stringify(record), txn.revision));
-  view.apply("put", kvAt(keys.alive(runId, ctx.member), ctx.session, txn.revision));
-  return { runId, created: true, view, revision: txn.revision, record };
+  return joined(ctx, meta, record, txn, true);
 }
 
 /** Joins a live run, if it is still current, not aborted and has no record of this member. */
@@ -178,29 +181,91 @@ async function enter(ctx: JoinContext, view: RunView, current: Kv): Promise<Join
       { key: keys.member(meta.runId, ctx.member), target: "create", op: "=", value: 0 },
       { key: keys.abort(meta.runId), target: "create", op: "=", value: 0 },
     ],
-    success: [
-      ...recordPuts(ctx, meta.runId, record, meta.retentionLease),
-      { range: { key: keys.runPrefix(meta.runId), prefix: true } },
-    ],
+    success: joinOps(ctx, meta, record),
   }, ctx.call);
-  if (!txn.succeeded) return undefined;
-  const joined = new RunView(keys.runPrefix(meta.runId));
-  joined.meta = meta;
-  for (const kv of txn.responses[2].kvs ?? []) joined.apply("put", kv);
-  return { runId: meta.runId, created: false, view: joined, revision: txn.revision, record };
+  return txn.succeeded ? joined(ctx, meta, record, txn, false) : undefined;
 }
 
-/** This member's record and `alive` key, as puts. */
-function recordPuts(ctx: JoinContext, runId: string, record: MemberRecord, retention: string) {
+/**
+ * This member's record, its `alive` key, its `joined` phase (and the
+ * `joined` barrier if it is the last), then a read of the whole run as of
+ * these writes.
+ */
+function joinOps(ctx: JoinContext, meta: RunMeta, record: MemberRecord): Op[] {
+  const { keys } = ctx;
+  const runId = meta.runId;
   return [
     {
       put: {
-        key: ctx.keys.member(runId, ctx.member),
+        key: keys.member(runId, ctx.member),
         value: JSON.stringify(record),
-        lease: retention,
+        lease: meta.retentionLease,
       },
     },
-    { put: { key: ctx.keys.alive(runId, ctx.member), value: ctx.session, lease: ctx.ownLease } },
+    { put: { key: keys.alive(runId, ctx.member), value: ctx.session, lease: ctx.ownLease } },
+    ...phaseOps({
+      keys,
+      meta,
+      phase: "joined",
+      member: ctx.member,
+      mark: { at: Math.round(performance.now() - ctx.startedAt) },
+    }),
+    { range: { key: keys.runPrefix(runId), prefix: true } },
+  ];
+}
+
+/** The run as the join transaction read it (its last operation). */
+function joined(
+  ctx: JoinContext,
+  meta: RunMeta,
+  record: MemberRecord,
+  txn: TxnResult,
+  created: boolean,
+): Joined {
+  const view = new RunView(ctx.keys.runPrefix(meta.runId));
+  view.meta = meta;
+  for (const kv of txn.responses[txn.responses.length - 1].kvs ?? []) view.apply("put", kv);
+  return { runId: meta.runId, created, view, revision: txn.revision, record };
+}
+
+/**
+ * The operations that record `member` reaching `phase`: its phase key, and
+ * the phase's barrier key when every other member's phase key is there
+ * already (a nested transaction, compared at the same revision: of members
+ * arriving at once, exactly the last one writes it).
+ *
+ * @example
+ * ```ts
+ * import { groupKeys } from "./keys.ts";
+ * import { phaseOps } from "./join.ts";
+ * const meta = { runId: "r1", members: ["db1", "app1"], createdBy: "db1", createdAt: "",
+ *   joinTimeoutMs: 60000, leaseTtlSeconds: 5, retentionLease: "1", runLease: "2" };
+ * phaseOps({ keys: groupKeys("shop"), meta, phase: "held", member: "db1", mark: { at: 812 } });
+ * ```
+ */
+export function phaseOps(a: {
+  keys: GroupKeys;
+  meta: RunMeta;
+  phase: GroupPhase;
+  member: string;
+  mark: PhaseMark;
+}): Op[] {
+  const { keys, meta, phase } = a;
+  const lease = meta.retentionLease;
+  const others = meta.members.filter((m) => m !== a.member);
+  return [
+    { put: { key: keys.phase(meta.runId, phase, a.member), value: JSON.stringify(a.mark), lease } },
+    {
+      txn: {
+        compare: others.map((m) => ({
+          key: keys.phase(meta.runId, phase, m),
+          target: "create" as const,
+          op: ">" as const,
+          value: 0,
+        })),
+        success: [{ put: { key: keys.barrier(meta.runId, phase), value: "", lease } }],
+      },
+    },
   ];
 }
 
@@ -211,7 +276,6 @@ function newRecord(ctx: JoinContext): MemberRecord {
     host: ctx.host ?? hostname(),
     pid: process.pid,
     startedAt: new Date(Date.now() - (performance.now() - ctx.startedAt)).toISOString(),
-    phases: { joined: Math.round(performance.now() - ctx.startedAt) },
   };
 }
 
@@ -241,11 +305,6 @@ function currentRunId(kv: Kv): string | undefined {
 export function sameMembers(a: string[], b: string[]): boolean {
   const sorted = (list: string[]) => JSON.stringify([...new Set(list)].sort());
   return a.length === b.length && sorted(a) === sorted(b);
-}
-
-/** A key-value as this member just wrote it. */
-function kvAt(key: string, value: string, revision: number): Kv {
-  return { key, value, createRevision: revision, modRevision: revision, version: 1, lease: "0" };
 }
 
 /** Revokes the leases of a run that lost its race (a lease left would expire by itself). */

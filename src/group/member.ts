@@ -43,16 +43,17 @@ import {
 import type { CallOptions, EtcdClient } from "./etcd.ts";
 import { EtcdWatch, WatchCompacted, type WatchEvent } from "./etcd_watch.ts";
 import { checkName, type GroupKeys, groupKeys, randomHex } from "./keys.ts";
-import { type Joined, joinRun, writeAbort } from "./join.ts";
+import { type Joined, joinRun, phaseOps, writeAbort } from "./join.ts";
 import { LeaseKeeper, type LeaseLoss } from "./lease_keeper.ts";
 import { pruneRuns } from "./runs.ts";
 import {
   type GroupConsistency,
   type GroupPhase,
   lastPhase,
-  type MemberRecord,
   type MemberReport,
   type MemberView,
+  type PhaseMark,
+  type PhaseTimes,
   RunView,
 } from "./run_view.ts";
 
@@ -160,7 +161,9 @@ export class GroupMember {
   readonly #options: GroupMemberOptions;
   readonly #startedAt: number;
   readonly #ownLease: string;
-  readonly #record: MemberRecord;
+  /** When this member reached each phase, and passed each barrier (ms since its start). */
+  readonly #phases: PhaseTimes = {};
+  readonly #passed: PhaseTimes = {};
   readonly #controller = new AbortController();
   readonly #waiters = new Set<Waiter>();
   readonly #keeper: LeaseKeeper;
@@ -242,7 +245,7 @@ export class GroupMember {
     this.#keys = groupKeys(options.group);
     this.#startedAt = joined.startedAt;
     this.#ownLease = joined.ownLease;
-    this.#record = joined.record;
+    this.#phases.joined = joined.view.phases.get(options.member)?.joined?.at ?? 0;
     this.#view = joined.view;
     this.#keeper = joined.keeper;
     this.#watch = this.#startWatch(joined.revision + 1);
@@ -272,26 +275,22 @@ export class GroupMember {
   }
 
   /**
-   * Records that this member reached `phase`: a transaction that succeeds
+   * Records that this member reached `phase`: one transaction that succeeds
    * only while the run is not aborted and this member's lease is alive
-   * (else the abort is raised here and the call rejects with it).
+   * (else the abort is raised here and the call rejects with it), and that
+   * writes the phase's barrier key too when this member is the last to
+   * reach it (`phaseOps` in `src/group/join.ts`).
    */
   async reached(phase: GroupPhase, call: CallOptions = {}): Promise<void> {
     this.#throwIfAborted();
-    this.#record.phases[phase] = this.elapsed();
+    const mark: PhaseMark = { at: this.elapsed(), passed: { ...this.#passed } };
     const { keys, runId, member } = this.#names();
     const txn = await this.#client.txn({
       compare: [
         { key: keys.abort(runId), target: "create", op: "=", value: 0 },
         { key: keys.alive(runId, member), target: "create", op: ">", value: 0 },
       ],
-      success: [{
-        put: {
-          key: keys.member(runId, member),
-          value: JSON.stringify(this.#record),
-          lease: this.#view.meta!.retentionLease,
-        },
-      }],
+      success: phaseOps({ keys, meta: this.#view.meta!, phase, member, mark }),
       failure: [{ range: { key: keys.abort(runId) } }],
     }, { timeoutMs: ETCD_REQUEST_TIMEOUT_MS, ...call });
     if (!txn.succeeded) {
@@ -301,17 +300,13 @@ export class GroupMember {
       if (!this.#abortReason) this.#ownLeaseGone();
       this.#throwIfAborted();
     }
-    // Its own write counts at once (the watch brings the same revision again): the last member
-    // to arrive passes the barrier on its transaction's answer, not one watch event later.
-    this.#view.apply("put", {
-      key: keys.member(runId, member),
-      value: JSON.stringify(this.#record),
-      createRevision: 0,
-      modRevision: txn.revision,
-      version: 0,
-      lease: this.#view.meta!.retentionLease,
-    });
-    this.#emit({ type: "phase", phase, atMs: this.#record.phases[phase] });
+    this.#phases[phase] = mark.at;
+    this.#view.apply("put", this.#ownKv(keys.phase(runId, phase, member), mark, txn.revision));
+    // The last to arrive passes on its own answer, not one watch event later.
+    if (txn.responses[1]?.txn?.succeeded) {
+      this.#view.apply("put", this.#ownKv(keys.barrier(runId, phase), "", txn.revision));
+    }
+    this.#emit({ type: "phase", phase, atMs: mark.at });
     this.#evaluate();
   }
 
@@ -335,14 +330,14 @@ export class GroupMember {
     }
     return new Promise((resolve, reject) => {
       const started = performance.now();
-      const timer = setTimeout(() => this.#barrierTimedOut(phase, timeoutMs), timeoutMs);
+      const timer = setTimeout(() => void this.#barrierTimedOut(phase, timeoutMs), timeoutMs);
       const onSignal = () => finish(() => reject(options.signal!.reason));
       const waiter: Waiter = {
         check: () => {
           if (this.#abortReason) return finish(() => reject(this.#abortError()));
-          if (this.#view.missing(phase).length > 0 || !this.#keeper.fresh()) return;
+          if (!this.#view.passed(phase) || !this.#keeper.fresh()) return;
           const waitedMs = Math.round((performance.now() - started) * 10) / 10;
-          (this.#record.passed ??= {})[phase] = this.elapsed();
+          this.#passed[phase] = this.elapsed();
           this.#emit({ type: "barrier", phase, waitedMs });
           finish(() => resolve({ waitedMs }));
         },
@@ -372,7 +367,7 @@ export class GroupMember {
       ...reason,
       member: this.member,
       by: this.member,
-      phase: lastPhase(this.#record.phases),
+      phase: lastPhase(this.#phases),
       local: true,
     });
     await this.#recordAbort({ timeoutMs: 1000, ...call });
@@ -387,8 +382,7 @@ export class GroupMember {
    */
   async report(report: MemberReport, call: CallOptions = {}): Promise<void> {
     const { keys, runId, member } = this.#names();
-    const passed = Object.keys(this.#record.passed ?? {}) as GroupPhase[];
-    const value: MemberReport = { ...report, at: this.elapsed(), passed };
+    const value: MemberReport = { ...report, at: this.elapsed(), passed: { ...this.#passed } };
     await this.#client.put(keys.report(runId, member), JSON.stringify(value), {
       lease: this.#view.meta!.retentionLease,
       timeoutMs: ETCD_REQUEST_TIMEOUT_MS,
@@ -476,7 +470,7 @@ export class GroupMember {
 
   #startWatch(startRevision: number): EtcdWatch {
     const watch = new EtcdWatch(this.#client, {
-      key: this.#keys.runPrefix(this.runId),
+      key: this.#keys.watchPrefix(this.runId),
       prefix: true,
       startRevision,
       onEvents: (events) => this.#onEvents(events),
@@ -550,15 +544,14 @@ export class GroupMember {
     const lost = view.lost();
     if (!this.#abortReason && lost.length > 0) {
       if (lost.includes(this.member)) return this.#ownLeaseGone();
-      const phase = lastPhase(view.records.get(lost[0])?.phases);
       this.#fire({
         code: "GroupMemberLost",
-        message: `member ${lost.join(", ")} of group run ${this.runId} was lost in phase ${
-          phase ?? "?"
-        }: its lease expired before it reported (it died, was stopped, or lost etcd)`,
+        message: `member ${
+          lost.join(", ")
+        } of group run ${this.runId} was lost: its lease expired before it reported (it died, was stopped, or lost etcd)`,
         member: lost.join(", "),
         by: this.member,
-        phase,
+        phase: lastPhase(this.#phases),
         local: true,
       });
       void this.#recordAbort({ timeoutMs: 1000 });
@@ -566,20 +559,38 @@ export class GroupMember {
     for (const waiter of [...this.#waiters]) waiter.check();
   }
 
-  #barrierTimedOut(phase: GroupPhase, timeoutMs: number): void {
+  /**
+   * A barrier's deadline passed: which members are missing is read from
+   * etcd (the phase keys are not watched; at most half a second), then the
+   * run is aborted with their names.
+   */
+  async #barrierTimedOut(phase: GroupPhase, timeoutMs: number): Promise<void> {
     if (this.#abortReason) return;
-    const missing = this.#view.missing(phase);
+    let missing: string[] | undefined;
+    try {
+      const read = await this.#client.range(this.#keys.phasePrefix(this.runId, phase), {
+        prefix: true,
+        keysOnly: true,
+        timeoutMs: 500,
+      });
+      const reached = new Set(read.kvs.map((kv) => kv.key.split("/").pop()));
+      missing = this.#view.members.filter((m) => !reached.has(m));
+    } catch {
+      // etcd does not answer: the members cannot be named.
+    }
+    const names = missing === undefined
+      ? "(unknown: etcd did not answer)"
+      : missing.join(", ") || "(none: this member's lease was not confirmed)";
     this.#fire({
       code: "GroupBarrierTimeout",
-      message: `barrier "${phase}" of group run ${this.runId}: member ${
-        missing.join(", ") || "(none: this member's lease was not confirmed)"
-      } did not reach it within ${timeoutMs} ms (waited by ${this.member})`,
-      member: missing.join(", ") || this.member,
+      message:
+        `barrier "${phase}" of group run ${this.runId}: member ${names} did not reach it within ${timeoutMs} ms (waited by ${this.member})`,
+      member: missing?.length ? missing.join(", ") : this.member,
       by: this.member,
       phase,
       local: true,
     });
-    void this.#recordAbort({ timeoutMs: 1000 });
+    await this.#recordAbort({ timeoutMs: 1000 });
   }
 
   #leaseLost(loss: LeaseLoss): void {
@@ -605,7 +616,7 @@ export class GroupMember {
       message,
       member: this.member,
       by: this.member,
-      phase: lastPhase(this.#record.phases),
+      phase: lastPhase(this.#phases),
       local: true,
     };
   }
@@ -643,6 +654,19 @@ export class GroupMember {
       keep: this.#options.keepRuns ?? GROUP_KEEP_RUNS,
       call: { timeoutMs: ETCD_REQUEST_TIMEOUT_MS },
     }).catch(() => {}); // the next run tries again
+  }
+
+  /** A key as this member just wrote it (its watch brings the same revision again). */
+  #ownKv(key: string, value: unknown, revision: number) {
+    const text = typeof value === "string" ? value : JSON.stringify(value);
+    return {
+      key,
+      value: text,
+      createRevision: revision,
+      modRevision: revision,
+      version: 0,
+      lease: "0",
+    };
   }
 
   #abortError(): GroupAbortError {

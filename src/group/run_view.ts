@@ -9,8 +9,12 @@
  * - a member's snapshot counts only if the member passed the
  *   {@linkcode SNAPSHOT_BARRIER} before it reported (its report says which
  *   barriers it passed); a report without it counts as `none`;
- * - a member is **lost** when its `alive` key (on its own lease) is gone and
- *   it has no report: it died, was stopped, or lost etcd before reporting;
+ * - a barrier is passed when its key is there: the last member to reach
+ *   the phase writes it in the same transaction as its phase, after
+ *   etcd checked that every other member's phase key exists;
+ * - a member is **lost** when its `alive` key (on its own lease) was seen
+ *   (or its record is there) and is gone, and it has no report: it died,
+ *   was stopped, or lost etcd before reporting;
  * - the group's consistency is the lowest any member reported, once every
  *   member has reported, unless an abort was recorded before the last
  *   report: then `none`; `none` too once a member is lost; `pending` while
@@ -22,7 +26,7 @@
  */
 import type { Consistency } from "../run/consistency.ts";
 import type { Kv } from "./etcd.ts";
-import { parseRunKey } from "./keys.ts";
+import { parseRunKey, type RunKey } from "./keys.ts";
 
 /** A member's phases, in the order a run reaches them. */
 export const GROUP_PHASES = [
@@ -60,7 +64,7 @@ export interface RunMeta {
   runLease: string;
 }
 
-/** A member's record: who it is, and when (ms since its own start, on its own clock) it reached each phase. */
+/** A member's record, written when it joins: who it is. */
 export interface MemberRecord {
   member: string;
   /** Random, one per process: tells a member's own earlier write from another's. */
@@ -69,9 +73,15 @@ export interface MemberRecord {
   pid: number;
   /** The member's local time at its start (to read; never compared). */
   startedAt: string;
-  phases: Partial<Record<GroupPhase, number>>;
-  /** When it passed each barrier (ms since its start). */
-  passed?: Partial<Record<GroupPhase, number>>;
+}
+
+/** Milliseconds since a member's start (its own clock) by phase or barrier. */
+export type PhaseTimes = Partial<Record<GroupPhase, number>>;
+
+/** A phase key's value: when the member reached it, and the barriers it had passed by then. */
+export interface PhaseMark {
+  at: number;
+  passed?: PhaseTimes;
 }
 
 /** What a member reports at its end. */
@@ -87,8 +97,8 @@ export interface MemberReport {
   facts?: Record<string, unknown>;
   /** When it reported (ms since its start). */
   at?: number;
-  /** The barriers it had passed when it reported (filled in by the member). */
-  passed?: GroupPhase[];
+  /** The barriers it had passed when it reported, and when (filled in by the member). */
+  passed?: PhaseTimes;
 }
 
 /** The first abort of a run. */
@@ -116,8 +126,8 @@ export interface MemberView {
   phase?: GroupPhase;
   host?: string;
   startedAt?: string;
-  phases?: MemberRecord["phases"];
-  passed?: MemberRecord["passed"];
+  phases?: PhaseTimes;
+  passed?: PhaseTimes;
   report?: MemberReport;
 }
 
@@ -157,8 +167,14 @@ export function lowestConsistency(levels: Consistency[]): Consistency {
 export class RunView {
   meta?: RunMeta;
   readonly records = new Map<string, At<MemberRecord>>();
+  /** Member → phase → its mark. */
+  readonly phases = new Map<string, Partial<Record<GroupPhase, PhaseMark>>>();
+  /** The barriers passed (their keys are there). */
+  readonly barriers = new Set<GroupPhase>();
   /** Member → the revision that created its `alive` key. */
   readonly alive = new Map<string, number>();
+  /** Members known to have joined: their record or their `alive` key was seen. */
+  readonly joined = new Set<string>();
   readonly reports = new Map<string, At<MemberReport>>();
   abort?: At<AbortRecord>;
   /** The newest revision applied. */
@@ -177,32 +193,42 @@ export class RunView {
     const key = parseRunKey(this.prefix, kv.key);
     if (key.kind === "other") return;
     if (key.kind === "alive") {
+      this.joined.add(key.member);
       if (type === "put") this.alive.set(key.member, kv.createRevision);
       else this.alive.delete(key.member);
       return;
     }
-    if (type === "delete") {
-      this.#forget(key.kind === "abort" ? "abort" : key.kind, "member" in key ? key.member : "");
+    if (key.kind === "barrier") {
+      if (type === "put") this.barriers.add(key.phase as GroupPhase);
       return;
     }
+    if (type === "delete") return this.#forget(key);
     const value = parseJson(kv.value);
     if (value === undefined) return;
     if (key.kind === "abort") this.abort = { ...(value as AbortRecord), revision: kv.modRevision };
     else if (key.kind === "member") {
-      // A member applies its own writes at once: an older revision arriving later is not newer.
-      if ((this.records.get(key.member)?.revision ?? 0) > kv.modRevision) return;
+      this.joined.add(key.member);
       this.records.set(key.member, { ...(value as MemberRecord), revision: kv.modRevision });
+    } else if (key.kind === "phase") {
+      const marks = this.phases.get(key.member) ?? {};
+      marks[key.phase as GroupPhase] = value as PhaseMark;
+      this.phases.set(key.member, marks);
     } else this.reports.set(key.member, { ...(value as MemberReport), revision: kv.modRevision });
   }
 
-  /** The members that have not reached `phase`. */
+  /** The members whose phase key for `phase` is not (yet) known here. */
   missing(phase: GroupPhase): string[] {
-    return this.members.filter((m) => this.records.get(m)?.phases?.[phase] === undefined);
+    return this.members.filter((m) => this.phases.get(m)?.[phase] === undefined);
+  }
+
+  /** Whether every member has reached `phase` (its barrier key is there). */
+  passed(phase: GroupPhase): boolean {
+    return this.barriers.has(phase);
   }
 
   /** Members that joined, are no longer alive, and never reported. */
   lost(): string[] {
-    return [...this.records.keys()].filter((m) => !this.alive.has(m) && !this.reports.has(m));
+    return [...this.joined].filter((m) => !this.alive.has(m) && !this.reports.has(m));
   }
 
   /** Whether every member has reported. */
@@ -234,28 +260,43 @@ export class RunView {
     return { ended: false };
   }
 
-  /** What the run shows of a member. */
+  /** What the run shows of a member (a member's own view knows the others' phases only from a read). */
   member(name: string): MemberView {
     const record = this.records.get(name);
     const report = this.reports.get(name);
-    if (!record) return report ? { state: "reported", report: strip(report) } : { state: "absent" };
-    const state: MemberState = report ? "reported" : this.alive.has(name) ? "running" : "lost";
-    const view: MemberView = {
-      state,
-      phase: lastPhase(record.phases),
-      host: record.host,
-      startedAt: record.startedAt,
-      phases: record.phases,
-    };
-    if (record.passed) view.passed = record.passed;
+    const marks = this.phases.get(name) ?? {};
+    const state: MemberState = report
+      ? "reported"
+      : this.alive.has(name)
+      ? "running"
+      : this.joined.has(name)
+      ? "lost"
+      : "absent";
+    const view: MemberView = { state };
+    const phases: PhaseTimes = {};
+    const passed: PhaseTimes = { ...report?.passed };
+    for (const [phase, mark] of Object.entries(marks) as [GroupPhase, PhaseMark][]) {
+      phases[phase] = mark.at;
+      Object.assign(passed, mark.passed);
+    }
+    if (Object.keys(phases).length > 0) {
+      view.phase = lastPhase(phases);
+      view.phases = phases;
+    }
+    if (Object.keys(passed).length > 0) view.passed = passed;
+    if (record) {
+      view.host = record.host;
+      view.startedAt = record.startedAt;
+    }
     if (report) view.report = strip(report);
     return view;
   }
 
-  #forget(kind: "member" | "report" | "abort", member: string): void {
-    if (kind === "abort") this.abort = undefined;
-    else if (kind === "member") this.records.delete(member);
-    else this.reports.delete(member);
+  #forget(key: RunKey): void {
+    if (key.kind === "abort") this.abort = undefined;
+    else if (key.kind === "member") this.records.delete(key.member);
+    else if (key.kind === "phase") delete this.phases.get(key.member)?.[key.phase as GroupPhase];
+    else if (key.kind === "report") this.reports.delete(key.member);
   }
 }
 
@@ -268,13 +309,13 @@ export class RunView {
  * lastPhase({ joined: 0, held: 812 }); // "held"
  * ```
  */
-export function lastPhase(phases: MemberRecord["phases"] | undefined): GroupPhase | undefined {
+export function lastPhase(phases: PhaseTimes | undefined): GroupPhase | undefined {
   return [...GROUP_PHASES].reverse().find((p) => phases?.[p] !== undefined);
 }
 
 /** A report's consistency as the group counts it: `none` unless it came after the snapshot barrier. */
 function counted(report: MemberReport): Consistency {
-  return report.passed?.includes(SNAPSHOT_BARRIER) ? report.consistency : "none";
+  return report.passed?.[SNAPSHOT_BARRIER] !== undefined ? report.consistency : "none";
 }
 
 function strip<T>(record: At<T>): T {

@@ -109,7 +109,7 @@ export function runState(view: RunView): RunState {
   }
   if (view.abort) return "aborted";
   if (view.lost().length > 0) return "lost";
-  return view.missing("joined").length > 0 ? "joining" : "running";
+  return view.passed("joined") ? "running" : "joining";
 }
 
 function parseCurrent(value: string | undefined): string | undefined {

@@ -16,7 +16,8 @@ const DELETE = Symbol("delete");
 const RUN = "r1";
 
 /** A view with meta for members a and b, and the given writes applied in revision order. */
-function view(...writes: [string, unknown?][]): RunView {
+function view(...entries: ([string, unknown?] | [string, unknown][])[]): RunView {
+  const writes = entries.flatMap((e) => (Array.isArray(e[0]) ? e : [e])) as [string, unknown?][];
   const v = new RunView(keys.runPrefix(RUN));
   v.meta = {
     runId: RUN,
@@ -42,24 +43,30 @@ function view(...writes: [string, unknown?][]): RunView {
   return v;
 }
 
-const joined = (m: string, more: Record<string, number> = {}) =>
-  [`member/${m}`, { member: m, phases: { joined: 1, ...more } }] as [string, unknown];
-const alive = (m: string) => [`alive/${m}`] as [string, unknown?];
-const gone = (m: string) => [`alive/${m}`, DELETE] as [string, unknown];
-const report = (m: string, consistency: string, passed = ["joined", "held"]) =>
-  [`report/${m}`, { consistency, snapshotTaken: consistency !== "none", passed }] as [
+const joined = (m: string, ...phases: string[]) =>
+  [
+    [`member/${m}`, { member: m }],
+    ...["joined", ...phases].map((p, i) => [`phase/${p}/${m}`, { at: i }]),
+  ] as [string, unknown][];
+const alive = (m: string) => [`w/alive/${m}`] as [string, unknown?];
+const gone = (m: string) => [`w/alive/${m}`, DELETE] as [string, unknown];
+const report = (m: string, consistency: string, passed: Record<string, number> = { held: 1 }) =>
+  [`w/report/${m}`, { consistency, snapshotTaken: consistency !== "none", passed }] as [
     string,
     unknown,
   ];
 const abort = (m: string) =>
-  ["abort", { member: m, by: m, code: "GroupAborted", message: "x" }] as [string, unknown];
+  ["w/abort", { member: m, by: m, code: "GroupAborted", message: "x" }] as [string, unknown];
+const barrier = (phase: string) => [`w/barrier/${phase}`, ""] as [string, unknown];
 
 Deno.test("run view: barriers wait for exactly the run's members", () => {
-  const v = view(joined("a", { held: 5 }), alive("a"), joined("b"), alive("b"));
+  const v = view(joined("a", "held"), alive("a"), joined("b"), alive("b"), barrier("joined"));
   assert.deepEqual(v.missing("joined"), []);
   assert.deepEqual(v.missing("held"), ["b"]);
+  assert.equal(v.passed("held"), false);
   assert.equal(runState(v), "running");
   assert.equal(runState(view(joined("a"), alive("a"))), "joining");
+  assert.deepEqual(v.member("a").phases, { joined: 0, held: 1 });
 });
 
 Deno.test("run view: the group's consistency is the lowest reported, once all reported", () => {
@@ -105,6 +112,10 @@ Deno.test("run view: an abort before the last report, a lost member, or a snapsh
   assert.equal(late.consistency(), "application");
   const lost = view(joined("a"), alive("a"), joined("b"), alive("b"), gone("b"));
   assert.deepEqual(lost.lost(), ["b"]);
+  // A member's own view learns of a joiner from its alive key alone (records are not watched).
+  const watched = view(alive("a"), alive("b"), gone("b"));
+  assert.deepEqual(watched.lost(), ["b"]);
+  assert.equal(watched.member("b").state, "lost");
   assert.equal(lost.consistency(), "none");
   assert.equal(runState(lost), "lost");
   assert.deepEqual(lost.ended(), { ended: true, reason: "member b was lost before reporting" });
@@ -114,15 +125,25 @@ Deno.test("run view: an abort before the last report, a lost member, or a snapsh
     joined("b"),
     alive("b"),
     report("a", "application"),
-    report("b", "application", ["joined"]),
+    report("b", "application", { joined: 1 }),
   );
   assert.equal(skipped.consistency(), "none", "b's snapshot did not come after the held barrier");
 });
 
 Deno.test("run keys: only the run's own keys are read", () => {
   const prefix = keys.runPrefix(RUN);
-  assert.deepEqual(parseRunKey(prefix, `${prefix}alive/a`), { kind: "alive", member: "a" });
-  assert.deepEqual(parseRunKey(prefix, `${prefix}abort`), { kind: "abort" });
+  assert.deepEqual(parseRunKey(prefix, `${prefix}w/alive/a`), { kind: "alive", member: "a" });
+  assert.deepEqual(parseRunKey(prefix, `${prefix}w/abort`), { kind: "abort" });
+  assert.deepEqual(parseRunKey(prefix, `${prefix}w/barrier/held`), {
+    kind: "barrier",
+    phase: "held",
+  });
+  assert.deepEqual(parseRunKey(prefix, `${prefix}phase/held/a`), {
+    kind: "phase",
+    phase: "held",
+    member: "a",
+  });
+  assert.deepEqual(parseRunKey(prefix, `${prefix}w/alive/a/b`), { kind: "other" });
   assert.deepEqual(parseRunKey(prefix, `${prefix}member/a/extra`), { kind: "other" });
   assert.deepEqual(parseRunKey(prefix, `${keys.runPrefix("r2")}member/a`), { kind: "other" });
   assert.throws(() => groupKeys("a/b"), /not allowed/);
