@@ -65,14 +65,15 @@ export const ETCD_ATTEMPT_TIMEOUT_MS = 1_000;
 /**
  * The TTL of a group member's etcd lease: a member that dies, is stopped or
  * loses etcd is seen as gone this long after its last keep-alive (etcd's
- * minimum is about 2 s). Keep-alives go every third of it.
+ * minimum is about 2 s). Keep-alives go every third of it or of
+ * {@linkcode GROUP_ETCD_LOSS_MS}, whichever is shorter.
  */
 export const GROUP_LEASE_TTL_SECONDS = 5;
 
 /**
- * How long a member goes on without a keep-alive answer from etcd before it
- * counts itself cut off and aborts (below the lease TTL, so that it gives up
- * before the others count it gone).
+ * How long a member goes on without an answer from etcd (to its keep-alives,
+ * or with its watch broken) before it counts itself cut off and aborts
+ * (below the lease TTL, so that it gives up before the others count it gone).
  */
 export const GROUP_ETCD_LOSS_MS = 3_000;
 

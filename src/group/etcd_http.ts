@@ -5,30 +5,35 @@
  * ## The transport: `fetch`
  *
  * Both runtimes vmsnap runs under have `fetch` and `node:http`/`node:https`,
- * and both can present a client certificate with either. `fetch` was chosen
- * by measurement (`scripts/etcd_transport_bench.ts`, 300 sequential
- * `/v3/kv/range` calls on a kept-alive connection to a local etcd 3.4, and
- * 20 watch events, under load ~2 on this 2-core machine):
+ * and both present a client certificate with either (checked against etcd
+ * with `--client-cert-auth`: tests/unit/group_etcd_test.ts, and a member
+ * compiled by Bun in tests/unit/group_auth_test.ts). Measured with
+ * `scripts/group_bench.ts --only transport` against a local etcd 3.4 (300
+ * sequential `/v3/kv/range` calls on a kept-alive connection, and 20 puts
+ * each until its event came on a watch of the same transport); three runs
+ * on this 2-core machine while other work ran (load 8–11), so ranges:
  *
- * | runtime | transport     | first call | p50     | p95     | put → watch event p50 |
- * | ------- | ------------- | ---------- | ------- | ------- | --------------------- |
- * | Bun     | fetch http    | 4–9 ms     | 0.45–0.69 ms | 0.8–1.9 ms | 3.0 ms  |
- * | Bun     | fetch https   | 9–14 ms    | 0.69–1.07 ms | 1.2–2.8 ms | 3.2 ms  |
- * | Bun     | node:http     | 26–250 ms  | 0.69–1.03 ms | 2.5–4.5 ms | 2.8 ms  |
- * | Bun     | node:https    | 26–38 ms   | 0.85–1.06 ms | 2.8–3.5 ms | 2.6 ms  |
- * | Deno    | fetch http    | 8–47 ms    | 0.59–0.72 ms | 1.3–3.8 ms | 4.2 ms  |
- * | Deno    | node:http     | 13–20 ms   | 0.71–1.04 ms | 1.5–2.9 ms | 2.9 ms  |
+ * | runtime | transport  | first call | p50          | p95        | put → watch event p50 |
+ * | ------- | ---------- | ---------- | ------------ | ---------- | --------------------- |
+ * | Bun     | fetch http | 6–15 ms    | 0.44–0.54 ms | 1.0–2.1 ms | 0.62–0.74 ms          |
+ * | Bun     | node:http  | 22–30 ms   | 0.59–1.08 ms | 2.1–4.7 ms | 0.58–1.01 ms          |
+ * | Bun     | fetch TLS  | 14–37 ms   | 0.67–0.79 ms | 2.0–5.7 ms | 0.83–1.16 ms          |
+ * | Bun     | node:https | 21–36 ms   | 0.70–1.56 ms | 1.3–4.2 ms | 0.79–1.71 ms          |
+ * | Deno    | fetch http | 16–64 ms   | 0.66–0.89 ms | 2.6–3.5 ms | 1.12–1.53 ms          |
+ * | Deno    | node:http  | 14–23 ms   | 0.67–1.29 ms | 1.7–3.0 ms | 0.77–1.71 ms          |
  *
- * In the compiled binary (Bun) `fetch` is native and `node:http` is a layer
- * over it: `fetch` answers sooner (p50 and p95) and its first call is cheaper
- * (no module to load on first use). Under Deno (the unit tests) the two are
- * alike. Both stream a response body as it comes (the watch) and stop at once
- * on an AbortSignal. The one difference between the runtimes is how a TLS
- * client certificate is given to `fetch`: Bun takes `tls: { ca, cert, key }`
- * in the request, Deno an HTTP client made by `Deno.createHttpClient`;
- * {@linkcode tlsInit} hides it. No npm client: the etcd v3 clients on npm
- * speak gRPC (HTTP/2 and protobuf, hundreds of kB of dependencies) to do what
- * a dozen JSON calls do here.
+ * The binary runs under Bun, where `fetch` is the native client and
+ * `node:http` a compatibility layer: `fetch` answered sooner at the median in
+ * every run, and its first call (which a member makes before it quiesces)
+ * cost less over plain HTTP. Under Deno (the unit tests) the two are alike.
+ * Both stream a response body as it comes (the watch) and stop at once on an
+ * AbortSignal. What `node:https` has for it, one way to give a client
+ * certificate in both runtimes, `fetch` gets from {@linkcode tlsInit}: Bun's
+ * `tls: { ca, cert, key }` request option, or a client made by
+ * `Deno.createHttpClient`. No npm client: the maintained one, `etcd3` 1.1.2,
+ * speaks gRPC (37 packages, 16 MB with `@grpc/grpc-js` and protobufjs) and
+ * measured no better the same way under Bun: first call 77–133 ms, p50
+ * 0.72–0.94 ms, p95 3.4–5.7 ms, put → watch event 0.72–1.17 ms.
  *
  * @module
  */

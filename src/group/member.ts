@@ -25,8 +25,9 @@
  * a member's lease expires before it reported, this member cannot reach etcd
  * for `etcdLossMs` (its keep-alives or its watch), its own lease expired, or
  * a barrier's deadline passes. The caller thaws and resumes at once; its own
- * deadlines never wait on etcd. Members learn of every change through one
- * watch of the run's keys; nothing is polled.
+ * deadlines never wait on etcd. Members learn of every change they act on
+ * (a barrier passed, a member gone, a report, an abort) through one watch
+ * of the run's `w/` keys (`src/group/keys.ts`); nothing is polled.
  *
  * @module
  */
@@ -682,6 +683,9 @@ export class GroupMember {
   }
 }
 
+/** The most members a group may have (etcd's default --max-txn-ops is 128). */
+export const MAX_MEMBERS = 100;
+
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /** Refuses names that cannot be keys and member lists that cannot be right. */
@@ -695,6 +699,12 @@ function checkMembers(options: GroupMemberOptions): void {
       `group "${options.group}": members [${
         options.members.join(", ")
       }] names a member twice. Fix: list each member once.`,
+    );
+  }
+  if (options.members.length > MAX_MEMBERS) {
+    throw new VmsnapError(
+      "GroupMembersMismatch",
+      `group "${options.group}" has ${options.members.length} members; at most ${MAX_MEMBERS} are supported (a barrier compares every member's key in one etcd transaction, whose size etcd limits to 128 by default). Fix: split the group.`,
     );
   }
   if (!options.members.includes(options.member)) {
