@@ -180,10 +180,27 @@ export class GroupMember {
 
   /**
    * Joins the group's current run, or creates it (`src/group/join.ts`), and
-   * starts keeping its lease alive and watching the run.
+   * starts keeping its lease alive and watching the run. `call.timeoutMs`
+   * bounds the whole join (default 10 s): past it, `GroupEtcdUnreachable`.
    */
   static async join(options: GroupMemberOptions, call: CallOptions = {}): Promise<GroupMember> {
     checkMembers(options);
+    const totalMs = call.timeoutMs ?? JOIN_CALL_TIMEOUT_MS;
+    const deadline = AbortSignal.timeout(totalMs);
+    const signal = call.signal ? AbortSignal.any([call.signal, deadline]) : deadline;
+    try {
+      return await GroupMember.#join(options, { signal, timeoutMs: totalMs });
+    } catch (error) {
+      if (!deadline.aborted || call.signal?.aborted) throw error;
+      throw new VmsnapError(
+        "GroupEtcdUnreachable",
+        `group "${options.group}": member ${options.member} could not join a run within ${totalMs} ms (etcd answers too slowly or not at all).`,
+        { cause: error },
+      );
+    }
+  }
+
+  static async #join(options: GroupMemberOptions, call: CallOptions): Promise<GroupMember> {
     const startedAt = performance.now();
     const ttl = options.leaseTtlSeconds ?? GROUP_LEASE_TTL_SECONDS;
     const grantedAt = performance.now();
@@ -265,7 +282,7 @@ export class GroupMember {
     return this.#abortReason;
   }
 
-  /** etcd requests this member has made so far (keep-alives included). */
+  /** HTTP requests its etcd client has made so far (keep-alives and watch streams included). */
   get requests(): number {
     return this.#client.requests;
   }
@@ -682,6 +699,9 @@ export class GroupMember {
     this.#options.onEvent?.({ atMs: this.elapsed(), ...event } as GroupEvent);
   }
 }
+
+/** How long joining may take in all when the caller gives no deadline. */
+const JOIN_CALL_TIMEOUT_MS = 5 * ETCD_REQUEST_TIMEOUT_MS;
 
 /** The most members a group may have (etcd's default --max-txn-ops is 128). */
 export const MAX_MEMBERS = 100;

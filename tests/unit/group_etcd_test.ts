@@ -315,3 +315,22 @@ Deno.test("check --connect's probe: an endpoint that does not answer, and etcd w
     assert.equal((await etcd.range("/vmsnap/", { prefix: true })).count, 0, "nothing written");
   });
 });
+
+Deno.test("joining a group through an etcd that never answers fails by its deadline, with the code", async () => {
+  const { GroupMember } = await import("../../src/group/member.ts");
+  const silent = await silentListener();
+  try {
+    const client = new EtcdClient({ endpoints: [silent.url] });
+    const started = performance.now();
+    const error = await rejects(
+      GroupMember.join({ client, group: "g", member: "a", members: ["a", "b"] }, {
+        timeoutMs: 800,
+      }),
+    );
+    assert.equal(error.code, "GroupEtcdUnreachable");
+    assert.match(error.message, /could not join a run within 800 ms/);
+    assert.ok(performance.now() - started < 5000);
+  } finally {
+    await silent.close();
+  }
+});
