@@ -364,7 +364,7 @@ async function main(): Promise<void> {
     "",
     `Measured ${new Date().toISOString()} by scripts/group_bench.ts; load average before: ${
       loadavg()[0].toFixed(2)
-    }; etcd ${execFileSync("etcd", ["--version"], { encoding: "utf8" }).split("\n")[0]}.`,
+    }; ${execFileSync("etcd", ["--version"], { encoding: "utf8" }).split("\n")[0]}.`,
     "",
   ];
   try {
