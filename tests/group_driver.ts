@@ -17,7 +17,7 @@
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import type { Code } from "../src/errors.ts";
-import type { Consistency } from "../src/run/consistency.ts";
+import type { Consistency } from "../src/protocol.ts";
 import { EtcdClient } from "../src/group/etcd.ts";
 import { GroupMember } from "../src/group/member.ts";
 

@@ -24,7 +24,7 @@
  *
  * @module
  */
-import type { Consistency } from "../run/consistency.ts";
+import type { Consistency } from "../protocol.ts";
 import type { Kv } from "./etcd.ts";
 import { parseRunKey, type RunKey } from "./keys.ts";
 
