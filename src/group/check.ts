@@ -3,7 +3,9 @@
  * endpoint answers (its version, whether it leads), whether the member's
  * credentials are accepted, whether they may read and write the group's
  * prefix, and whether they are wider than they need be (etcd's
- * authentication off, or write access beyond the group's prefix).
+ * authentication off, write access beyond the group's prefix, or an etcd
+ * that does not check permissions inside nested transactions: before
+ * 3.4.44, 3.5.30 and 3.6.11, CVE-2026-33343 and its follow-up).
  *
  * The permission probes are transactions whose comparison can never hold
  * (a key's version below 0), so nothing is written: etcd checks the
@@ -13,7 +15,7 @@
  * @module
  */
 import type { Problem } from "../errors.ts";
-import { type EtcdClient, EtcdError } from "./etcd.ts";
+import { type EtcdClient, EtcdError, type Op } from "./etcd.ts";
 import { groupKeys, GROUPS_PREFIX } from "./keys.ts";
 
 /** One endpoint as it answered. */
@@ -80,15 +82,27 @@ export async function checkGroupAccess(
         "etcd's authentication is off: anyone who reaches etcd can abort or forge this group's runs. Fix: enable it and give each member its own user (vmsnap group etcd-setup).",
       path: "group.etcd",
     });
-  } else if (await noopPut(client, probe, GROUPS_PREFIX, timeoutMs).then(() => true, () => false)) {
+  } else if (await succeeds(noopPut(client, probe, GROUPS_PREFIX, timeoutMs))) {
     report.problems.push({
       code: "GroupEtcdOpen",
       message:
         `this member's etcd user may write beyond ${keys.prefix} (${GROUPS_PREFIX} at least): a member needs its group's prefix only. Fix: use a user with only the role vmsnap group etcd-setup prints.`,
       path: "group.etcd.username",
     });
+  } else if (await succeeds(noopPut(client, probe, GROUPS_PREFIX, timeoutMs, true))) {
+    const version = endpoints.find((e) => e.ok)?.version ?? "?";
+    report.problems.push({
+      code: "GroupEtcdOpen",
+      message:
+        `etcd ${version} does not check permissions inside nested transactions (CVE-2026-33343): this member's user, refused beyond ${keys.prefix}, could still write anywhere through one. Fix: upgrade etcd to 3.4.44, 3.5.30, 3.6.11 or later.`,
+      path: "group.etcd.endpoints",
+    });
   }
   return report;
+}
+
+function succeeds(promise: Promise<unknown>): Promise<boolean> {
+  return promise.then(() => true, () => false);
 }
 
 async function endpointCheck(
@@ -126,10 +140,20 @@ async function allowed(report: GroupAccessReport, probe: () => Promise<unknown>)
   }
 }
 
-/** A transaction that would put `target` but never does (its comparison cannot hold). */
-function noopPut(client: EtcdClient, compared: string, target: string, timeoutMs: number) {
+/**
+ * A transaction that would put `target` (inside a nested transaction when
+ * `nested`) but never does: its comparison cannot hold.
+ */
+function noopPut(
+  client: EtcdClient,
+  compared: string,
+  target: string,
+  timeoutMs: number,
+  nested = false,
+) {
+  const put: Op = { put: { key: target, value: "" } };
   return client.txn({
     compare: [{ key: compared, target: "version", op: "<", value: 0 }],
-    success: [{ put: { key: target, value: "" } }],
+    success: [nested ? { txn: { compare: [], success: [put] } } : put],
   }, { timeoutMs });
 }
