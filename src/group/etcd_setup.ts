@@ -5,7 +5,9 @@
  * that role and its own random password, written to a file that goes to that
  * member's VM as `group.etcd.passwordFile`. A member's credentials can then
  * touch its own group's keys and nothing else (leases need no permission in
- * etcd; revoking one needs write access to every key attached to it).
+ * etcd; revoking one needs write access to every key attached to it), on an
+ * etcd that checks permissions inside nested transactions (3.4.44, 3.5.30,
+ * 3.6.11 or later: `check.ts` warns about an older one).
  *
  * @module
  */
