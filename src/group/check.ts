@@ -5,7 +5,7 @@
  * prefix, and whether they are wider than they need be (etcd's
  * authentication off, write access beyond the group's prefix, or an etcd
  * that does not check permissions inside nested transactions: before
- * 3.4.44, 3.5.30 and 3.6.11, CVE-2026-33343 and its follow-up).
+ * 3.4.44, 3.5.30 and 3.6.11, GHSA-rfx7-8w68-q57q, and GHSA-x35m-3gp4-4fh5 / CVE-2026-44283).
  *
  * The permission probes are transactions whose comparison can never hold
  * (a key's version below 0), so nothing is written: etcd checks the
@@ -94,7 +94,7 @@ export async function checkGroupAccess(
     report.problems.push({
       code: "GroupEtcdOpen",
       message:
-        `etcd ${version} does not check permissions inside nested transactions (CVE-2026-33343): this member's user, refused beyond ${keys.prefix}, could still write anywhere through one. Fix: upgrade etcd to 3.4.44, 3.5.30, 3.6.11 or later.`,
+        `etcd ${version} does not check permissions inside nested transactions (GHSA-rfx7-8w68-q57q): this member's user, refused beyond ${keys.prefix}, could still write anywhere through one. Fix: upgrade etcd to 3.4.44, 3.5.30, 3.6.11 or later.`,
       path: "group.etcd.endpoints",
     });
   }

@@ -117,7 +117,7 @@ Deno.test("a member's etcd user, made by the printed commands, reaches its own g
       refused.close();
       assert.equal((await groupStatus(a, "shop")).runs[0].consistency, "application");
       // check --connect: a member's own user is enough and no more; another group's is refused.
-      // An etcd that does not check permissions inside nested transactions (CVE-2026-33343:
+      // An etcd that does not check permissions inside nested transactions (GHSA-rfx7-8w68-q57q:
       // Debian's 3.4.23 here) lets it write anywhere that way: the check must say so exactly then.
       const nestedOutside = await a.txn({
         compare: [],
@@ -133,7 +133,7 @@ Deno.test("a member's etcd user, made by the printed commands, reaches its own g
         JSON.stringify(own.problems),
       );
       if (nestedOutside) {
-        assert.match(own.problems[0].message, /nested transactions \(CVE-2026-33343\)/);
+        assert.match(own.problems[0].message, /nested transactions \(GHSA-rfx7-8w68-q57q\)/);
       }
       assert.ok(own.endpoints[0].ok && own.endpoints[0].leader && own.endpoints[0].version);
       const foreign = await checkGroupAccess(x, { group: "shop" });
