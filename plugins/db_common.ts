@@ -9,7 +9,7 @@
 import { readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { processStart } from "../src/state/lock.ts";
+import { processStart } from "../src/sys/process_identity.ts";
 import { checkFile } from "../src/sys/permissions.ts";
 import { addSecret } from "../src/secrets.ts";
 import type { Field } from "../src/config/schema.ts";

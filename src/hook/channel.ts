@@ -22,8 +22,8 @@ import net from "node:net";
 import { join } from "node:path";
 import process from "node:process";
 import { createInterface } from "node:readline";
-import { ownerAlive, processStart } from "../state/lock.ts";
-import { peerCredentials } from "../sys/libc.ts";
+import { ownerAlive, processStart } from "../sys/process_identity.ts";
+import { peerCredentials } from "../sys/descriptors.ts";
 
 /** Where the holder's files are. */
 export interface HolderPaths {

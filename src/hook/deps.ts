@@ -8,7 +8,7 @@
  */
 import { spawn } from "node:child_process";
 import { PRODUCTION_DEPS, type RunDeps } from "../run/deps.ts";
-import { closeOnExecAbove2 } from "../sys/libc.ts";
+import { closeOnExecAbove2 } from "../sys/descriptors.ts";
 import { selfCommand } from "../sys/self.ts";
 import { HOLDER_SPEC_VARIABLE, type HolderSpec } from "./holder.ts";
 

@@ -20,7 +20,7 @@ import {
 import { describeKill, type ProcessResult, runProcess } from "../sys/process_runner.ts";
 import { SCRIPT_PATH } from "../../plugins/script_runner.ts";
 import { expectInputSoon, handshakeInput } from "../sys/stdio.ts";
-import { waitingBytesCounter } from "../sys/libc.ts";
+import { waitingBytesCounter } from "../sys/descriptors.ts";
 
 /** How to take the snapshot. */
 export type SnapshotMethod = SnapshotConfig;

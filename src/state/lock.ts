@@ -9,7 +9,7 @@
  * already unlinked sees that its file is no longer the one at the path and
  * tries again.
  *
- * flock is called through the runtime's FFI (Deno.dlopen, bun:ffi), as the
+ * flock is called through the one libc binding (src/sys/libc.ts), as the
  * freeze ioctls are.
  *
  * @module
@@ -18,8 +18,9 @@ import { constants, readFileSync, statSync, unlinkSync, writeFileSync } from "no
 import { join } from "node:path";
 import process from "node:process";
 import { VmsnapError } from "../errors.ts";
-import { LIBC_NAMES } from "../sys/freeze_libc.ts";
+import { bindLibc, cString, LIBC_SYMBOLS } from "../sys/libc.ts";
 import { ensureDirectory } from "../sys/permissions.ts";
+import { ownerAlive, processStart } from "../sys/process_identity.ts";
 
 /** What the lock file holds. */
 export interface LockOwner {
@@ -28,22 +29,6 @@ export interface LockOwner {
   started: string;
   runId: string;
   since: string;
-}
-
-/** The start time of a process from /proc, or undefined when it is gone. */
-export function processStart(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return fields[0] === "Z" ? undefined : fields[19];
-  } catch {
-    return undefined;
-  }
-}
-
-/** True when the owner recorded in a lock or marker is still running. */
-export function ownerAlive(owner: Pick<LockOwner, "pid" | "started">): boolean {
-  return processStart(owner.pid) === owner.started;
 }
 
 /** A held lock. */
@@ -72,72 +57,8 @@ const ERRNO_CODES: Record<number, string> = {
   122: "EDQUOT",
 };
 
-/** The few libc calls the lock needs: each returns the result, or -errno. */
-interface Libc {
-  open(path: string, flags: number, mode: number): number;
-  flock(fd: number, operation: number): number;
-  close(fd: number): void;
-}
-
-// deno-lint-ignore no-explicit-any
-const runtime = globalThis as any;
-let libc: Libc | undefined;
-
-/** libc through Deno's FFI, or Bun's. */
-function loadLibc(): Libc {
-  if (libc) return libc;
-  let lastError: unknown;
-  for (const name of LIBC_NAMES) {
-    try {
-      libc = runtime.Bun ? bunLibc(name) : denoLibc(name);
-      return libc;
-    } catch (error) {
-      lastError = error;
-    }
-  }
-  throw new Error(`cannot load libc for flock(2): ${(lastError as Error)?.message}`, {
-    cause: lastError,
-  });
-}
-
-function denoLibc(name: string): Libc {
-  const lib = runtime.Deno.dlopen(name, {
-    open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
-    flock: { parameters: ["i32", "i32"], result: "i32" },
-    close: { parameters: ["i32"], result: "i32" },
-    __errno_location: { parameters: [], result: "pointer" },
-  });
-  const errno = () => new runtime.Deno.UnsafePointerView(lib.symbols.__errno_location()).getInt32();
-  const call = (result: number) => (result < 0 ? -errno() : result);
-  return {
-    open: (path, flags, mode) =>
-      call(lib.symbols.open(new TextEncoder().encode(`${path}\0`), flags, mode)),
-    flock: (fd, operation) => call(lib.symbols.flock(fd, operation)),
-    close: (fd) => lib.symbols.close(fd),
-  };
-}
-
-function bunLibc(name: string): Libc {
-  // Loaded synchronously (the lock is taken in synchronous code); hidden from Deno's resolver.
-  // deno-lint-ignore no-explicit-any
-  const ffi = (import.meta as unknown as { require(id: string): any }).require(
-    ["bun", "ffi"].join(":"),
-  );
-  const lib = ffi.dlopen(name, {
-    open: { args: ["ptr", "i32", "i32"], returns: "i32" },
-    flock: { args: ["i32", "i32"], returns: "i32" },
-    close: { args: ["i32"], returns: "i32" },
-    __errno_location: { args: [], returns: "ptr" },
-  });
-  const errno = () => ffi.read.i32(lib.symbols.__errno_location(), 0);
-  const call = (result: number) => (result < 0 ? -errno() : result);
-  return {
-    open: (path, flags, mode) =>
-      call(lib.symbols.open(ffi.ptr(new TextEncoder().encode(`${path}\0`)), flags, mode)),
-    flock: (fd, operation) => call(lib.symbols.flock(fd, operation)),
-    close: (fd) => lib.symbols.close(fd),
-  };
-}
+/** The lock's libc calls (each returns the result, or -errno), bound on first use. */
+const libc = () => bindLibc(LIBC_SYMBOLS.lock);
 
 /** The error for a stateDir that cannot take the lock file. */
 function unwritable(stateDir: string, path: string, code: string, cause?: unknown): VmsnapError {
@@ -206,10 +127,10 @@ function readOwner(path: string): LockOwner | undefined {
 
 /** An fd holding the flock of the file at `path` (the file still at that path), or undefined. */
 function lockFile(path: string, stateDir: string): number | undefined {
-  const lib = loadLibc();
+  const lib = libc();
   for (let attempt = 0; attempt < 20; attempt++) {
     const flags = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | O_CLOEXEC;
-    const fd = lib.open(path, flags, 0o600);
+    const fd = lib.open(cString(path), flags, 0o600);
     if (fd < 0) {
       const code = ERRNO_CODES[-fd] ?? `errno ${-fd}`;
       if (isUnwritable(code)) throw unwritable(stateDir, path, code);
@@ -265,7 +186,7 @@ export function acquireRunLock(stateDir: string, runId: string): RunLock {
       }) holds ${path}. Fix: wait for it to finish; the lock of a process that died is released by the kernel and taken over automatically.`,
     );
   }
-  const lib = loadLibc();
+  const lib = libc();
   const dropLock = () => {
     const atPath = statOrUndefined(path);
     if (atPath && sameFile(atPath, statSync(`/proc/self/fd/${fd}`))) {
@@ -336,6 +257,6 @@ export function clearStaleRunLock(stateDir: string): LockOwner | undefined {
       // gone
     }
   }
-  loadLibc().close(fd);
+  libc().close(fd);
   return alive ? undefined : previous;
 }

@@ -31,7 +31,8 @@ import {
 } from "../freeze/freezer.ts";
 import type { Problem } from "../errors.ts";
 import type { GuardReport, PluginLockRecovery, Recovery } from "../protocol.ts";
-import { clearStaleRunLock, type LockOwner, ownerAlive, processStart } from "./lock.ts";
+import { clearStaleRunLock, type LockOwner } from "./lock.ts";
+import { ownerAlive, processStart } from "../sys/process_identity.ts";
 import { commandOf, findByEnvironment, killProcesses } from "../sys/process_runner.ts";
 import type { LockMarker, PluginDefinition } from "../../plugins/plugin.ts";
 import { PLUGINS } from "../../plugins/registry.ts";

@@ -1,208 +1,233 @@
 /**
- * Two libc calls the hook mode needs, through the runtime's FFI (bun:ffi or
- * Deno.dlopen):
+ * The one FFI binding of libc: every libc function vmsnap calls is declared
+ * here, in a symbol set per concern (the freeze path, the run lock, this
+ * process's descriptors, `close_range`), and bound through the runtime's FFI
+ * (`bun:ffi` in the binary, `Deno.dlopen` in the tests) by one loader with one
+ * cache.
  *
- * - marking every inherited descriptor close-on-exec before the holder is
- *   started, so the holder keeps none of what the backup agent handed the
- *   hook (an agent that reads the hook's output until end of file would
- *   otherwise hang on the holder);
- * - reading a unix socket peer's credentials (`SO_PEERCRED`).
+ * Which library: `libc.so.6` first. Under glibc it is glibc. Under musl (the
+ * `linux-x64-musl` build) every name that starts with `libc.` is one of the
+ * dynamic linker's reserved names (ldso/dynlink.c, `load_library`) and
+ * resolves to the running musl itself, never to a file (a gcompat
+ * `libc.so.6` is not read). The musl names follow for a dynamic linker that
+ * refuses `libc.so.6`; the library is chosen once per thread, with a probe
+ * that needs only `__errno_location` (glibc and musl both have it), so a
+ * symbol missing from one set (`close_range` before glibc 2.34) never makes
+ * the loader try another library.
  *
- * Both degrade to "not available" instead of throwing where FFI cannot load.
+ * Each call returns its result (0, or a descriptor) or -errno, read on the
+ * calling thread (errno is per thread). No node builtins, here or below: a
+ * freeze-pool worker thread (src/freeze/worker.ts) imports this and binds its
+ * own copy, and nothing else loads in it. Loading is synchronous (a lock is
+ * taken in synchronous code).
  *
  * @module
  */
-import { readdirSync } from "node:fs";
 
-const CLOSE_RANGE_CLOEXEC = 4;
-const F_SETFD = 2;
-const F_SETFL = 4;
-const FD_CLOEXEC = 1;
-const SOL_SOCKET = 1;
-const SO_PEERCRED = 17;
-const FIONREAD = 0x541b;
+/** The libraries tried, in order (see the module's documentation). */
+export const LIBC_NAMES = [
+  "libc.so.6",
+  "libc.musl-x86_64.so.1",
+  "libc.musl-aarch64.so.1",
+  "/lib/ld-musl-x86_64.so.1",
+  "/lib/ld-musl-aarch64.so.1",
+] as const;
 
-interface Libc {
-  closeRange(first: number, last: number, flags: number): number;
-  setCloexec(fd: number): number;
-  setStatusFlags(fd: number, flags: number): number;
-  peerCred(fd: number): { pid: number; uid: number; gid: number } | undefined;
-  /** ioctl(fd, FIONREAD): bytes waiting to be read; undefined when the call failed. */
-  bytesWaiting(fd: number): number | undefined;
+/** A C argument: 32-bit integers, a 64-bit one (a bigint), or a pointer to a typed array. */
+export type LibcType = "i32" | "u32" | "u64" | "buffer";
+
+/** One C function: its arguments; every one vmsnap calls returns an int. */
+export interface LibcFunction {
+  readonly parameters: readonly LibcType[];
+}
+
+/** The functions one concern calls, by their C name. */
+export type SymbolSet = Readonly<Record<string, LibcFunction>>;
+
+/** What a JavaScript caller passes for a C argument. */
+type ArgOf<T> = T extends "buffer" ? ArrayBufferView : T extends "u64" ? bigint : number;
+
+/** The JavaScript arguments of a C function's parameters. */
+type Args<P extends readonly LibcType[]> = { -readonly [I in keyof P]: ArgOf<P[I]> };
+
+/** A bound function: its result, or -errno. */
+type Call<F extends LibcFunction> = F["parameters"] extends infer P extends readonly LibcType[]
+  ? (...args: Args<P>) => number
+  : never;
+
+/** A symbol set, bound: each function returns its result, or -errno. */
+export type LibcCalls<S extends SymbolSet> = { readonly [K in keyof S]: Call<S[K]> };
+
+const fn = <const P extends readonly LibcType[]>(...parameters: P): { readonly parameters: P } => ({
+  parameters,
+});
+
+/**
+ * Every libc function vmsnap calls, by concern. A concern binds its own set,
+ * so an argument declared differently (ioctl's third one: a number for
+ * FIFREEZE, a buffer for FIONREAD) or a function an older libc lacks stays
+ * within its concern.
+ */
+export const LIBC_SYMBOLS = {
+  /** The freeze path (src/sys/freeze_libc.ts): the agent's thread and each pool worker. */
+  freeze: {
+    open: fn("buffer", "i32"),
+    ioctl: fn("i32", "u64", "u64"),
+    syncfs: fn("i32"),
+    close: fn("i32"),
+  },
+  /** The run lock (src/state/lock.ts). */
+  lock: {
+    open: fn("buffer", "i32", "i32"),
+    flock: fn("i32", "i32"),
+    close: fn("i32"),
+  },
+  /** This process's descriptors (src/sys/descriptors.ts): stdio and hook mode. */
+  descriptors: {
+    fcntl: fn("i32", "i32", "i32"),
+    getsockopt: fn("i32", "i32", "i32", "buffer", "buffer"),
+    ioctl: fn("i32", "u64", "buffer"),
+  },
+  /** glibc 2.34 and later; without it, hook mode marks descriptors one by one. */
+  closeRange: {
+    close_range: fn("u32", "u32", "i32"),
+  },
+} as const satisfies Record<string, SymbolSet>;
+
+/** What the runtime's FFI opened: raw symbols, and how to read errno. */
+interface Opened {
+  symbols: Record<string, (...args: unknown[]) => number>;
+  errno(): number;
+  close(): void;
 }
 
 // deno-lint-ignore no-explicit-any
 const runtime = globalThis as any;
+const ERRNO = "__errno_location";
 
-async function bunLibc(): Promise<Libc> {
-  const ffi = await import(["bun", "ffi"].join(":"));
-  const lib = ffi.dlopen("libc.so.6", {
-    close_range: { args: ["u32", "u32", "i32"], returns: "i32" },
-    fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
-    getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
-    ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
+/** Opens a library with a set through Deno's FFI. */
+function denoOpen(name: string, set: SymbolSet): Opened {
+  const declared = Object.fromEntries(
+    Object.entries(set).map(([symbol, f]) => [symbol, { parameters: f.parameters, result: "i32" }]),
+  );
+  const lib = runtime.Deno.dlopen(name, {
+    ...declared,
+    [ERRNO]: { parameters: [], result: "pointer" },
   });
-  const waiting = new Int32Array(1);
   return {
-    closeRange: (first, last, flags) => lib.symbols.close_range(first, last, flags),
-    setCloexec: (fd) => lib.symbols.fcntl(fd, F_SETFD, FD_CLOEXEC),
-    setStatusFlags: (fd, flags) => lib.symbols.fcntl(fd, F_SETFL, flags),
-    peerCred(fd) {
-      const cred = new Int32Array(3);
-      const length = new Uint32Array([12]);
-      const ok = lib.symbols.getsockopt(
-        fd,
-        SOL_SOCKET,
-        SO_PEERCRED,
-        ffi.ptr(cred),
-        ffi.ptr(length),
-      );
-      return ok === 0 ? { pid: cred[0], uid: cred[1], gid: cred[2] } : undefined;
-    },
-    bytesWaiting: (fd) =>
-      lib.symbols.ioctl(fd, FIONREAD, ffi.ptr(waiting)) === 0 ? waiting[0] : undefined,
+    symbols: lib.symbols,
+    errno: () => new runtime.Deno.UnsafePointerView(lib.symbols[ERRNO]()).getInt32(),
+    close: () => lib.close(),
   };
 }
 
-function denoLibc(): Libc {
-  const lib = runtime.Deno.dlopen("libc.so.6", {
-    close_range: { parameters: ["u32", "u32", "i32"], result: "i32" },
-    fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-    getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-    ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-  });
-  const waiting = new Int32Array(1);
+/** The same through bun:ffi, loaded synchronously and hidden from Deno's resolver. */
+function bunOpen(name: string, set: SymbolSet): Opened {
+  // deno-lint-ignore no-explicit-any
+  const ffi = (import.meta as unknown as { require(id: string): any }).require(
+    ["bun", "ffi"].join(":"),
+  );
+  const declared = Object.fromEntries(
+    Object.entries(set).map(([symbol, f]) => [symbol, {
+      args: f.parameters.map((p) => p === "buffer" ? "ptr" : p),
+      returns: "i32",
+    }]),
+  );
+  const lib = ffi.dlopen(name, { ...declared, [ERRNO]: { args: [], returns: "ptr" } });
+  const symbols = Object.fromEntries(
+    Object.entries(set).map(([symbol, f]) => {
+      const raw = lib.symbols[symbol];
+      const buffers = f.parameters.flatMap((p, i) => p === "buffer" ? [i] : []);
+      if (buffers.length === 0) return [symbol, raw];
+      // bun:ffi takes a pointer where Deno takes the typed array.
+      return [symbol, (...args: unknown[]) => {
+        for (const i of buffers) args[i] = ffi.ptr(args[i]);
+        return raw(...args);
+      }];
+    }),
+  );
   return {
-    closeRange: (first, last, flags) => lib.symbols.close_range(first, last, flags),
-    setCloexec: (fd) => lib.symbols.fcntl(fd, F_SETFD, FD_CLOEXEC),
-    setStatusFlags: (fd, flags) => lib.symbols.fcntl(fd, F_SETFL, flags),
-    peerCred(fd) {
-      const cred = new Int32Array(3);
-      const length = new Uint32Array([12]);
-      const ok = lib.symbols.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, length);
-      return ok === 0 ? { pid: cred[0], uid: cred[1], gid: cred[2] } : undefined;
-    },
-    bytesWaiting: (fd) =>
-      lib.symbols.ioctl(fd, BigInt(FIONREAD), waiting) === 0 ? waiting[0] : undefined,
+    symbols,
+    errno: () => ffi.read.i32(lib.symbols[ERRNO](), 0),
+    close: () => lib.close(),
   };
 }
 
-let cached: Promise<Libc | undefined> | undefined;
+/** Opens `name` with `set` through this runtime's FFI; throws when it cannot. */
+function open(name: string, set: SymbolSet): Opened {
+  if (runtime.Bun) return bunOpen(name, set);
+  if (runtime.Deno) return denoOpen(name, set);
+  throw new Error("this runtime has no FFI");
+}
 
-function libc(): Promise<Libc | undefined> {
-  cached ??= (async () => {
+/** The library that opened on this thread, once found. */
+let library: string | undefined;
+/** Each set bound on this thread. */
+const bound = new Map<SymbolSet, unknown>();
+
+/** The first of LIBC_NAMES this runtime opens (probed with errno alone). */
+function libraryName(): string {
+  if (library) return library;
+  const failures: string[] = [];
+  for (const name of LIBC_NAMES) {
     try {
-      return runtime.Bun ? await bunLibc() : runtime.Deno ? denoLibc() : undefined;
-    } catch {
-      return undefined;
+      open(name, {}).close();
+      return library = name;
+    } catch (error) {
+      failures.push(`${name}: ${(error as Error)?.message ?? error}`);
     }
-  })();
-  return cached;
+  }
+  throw new Error(`cannot load libc through FFI (${failures.join("; ")})`);
 }
 
 /**
- * Marks every descriptor from 3 up close-on-exec, so that a process started
- * next inherits only its stdin, stdout and stderr. Returns how it was done,
- * or `"unavailable"` when neither way worked.
+ * Binds a symbol set (once per thread; later calls return the same binding).
+ * Each bound function returns its result, or -errno. Throws when this runtime
+ * has no FFI, no libc opens, or the libc lacks a function of the set.
  *
  * @example
  * ```ts
- * import { closeOnExecAbove2 } from "./libc.ts";
- * await closeOnExecAbove2(); // then spawn: the child gets fds 0-2 only
+ * import { bindLibc, LIBC_SYMBOLS } from "./libc.ts";
+ * const lock = bindLibc(LIBC_SYMBOLS.lock);
+ * const fd = lock.open(new TextEncoder().encode("/tmp\0"), 0, 0);
+ * if (fd >= 0) lock.close(fd);
  * ```
  */
-export async function closeOnExecAbove2(): Promise<"close_range" | "fcntl" | "unavailable"> {
-  const c = await libc();
-  if (!c) return "unavailable";
+export function bindLibc<S extends SymbolSet>(set: S): LibcCalls<S> {
+  const known = bound.get(set);
+  if (known) return known as LibcCalls<S>;
+  const name = libraryName();
+  let opened: Opened;
   try {
-    if (c.closeRange(3, 0xffffffff, CLOSE_RANGE_CLOEXEC) === 0) return "close_range";
-  } catch {
-    // An old libc without close_range: one descriptor at a time.
+    opened = open(name, set);
+  } catch (error) {
+    throw new Error(
+      `cannot bind ${Object.keys(set).join(", ")} in ${name}: ${(error as Error)?.message}`,
+      { cause: error },
+    );
   }
-  let all = true;
-  for (const name of readdirSync("/proc/self/fd")) {
-    const fd = Number(name);
-    if (fd > 2 && c.setCloexec(fd) !== 0) all = false;
-  }
-  return all ? "fcntl" : "unavailable";
+  const calls = Object.fromEntries(
+    Object.keys(set).map((symbol) => {
+      const raw = opened.symbols[symbol];
+      return [symbol, (...args: unknown[]) => {
+        const result = raw(...args);
+        return result < 0 ? -opened.errno() : result;
+      }];
+    }),
+  ) as unknown as LibcCalls<S>;
+  bound.set(set, calls);
+  return calls;
 }
 
 /**
- * A synchronous `fcntl(fd, F_SETFL, flags)` (e.g. to clear `O_NONBLOCK` in an
- * exit handler), once FFI has loaded; undefined where it cannot. The setter
- * returns false when the call failed.
+ * A path as C wants it: UTF-8, NUL-terminated.
  *
  * @example
  * ```ts
- * import { statusFlagsSetter } from "./libc.ts";
- * const setFlags = await statusFlagsSetter();
- * setFlags?.(1, 0o2); // stdout: O_RDWR, blocking again
+ * import { cString } from "./libc.ts";
+ * cString("/data").at(-1); // 0
  * ```
  */
-export async function statusFlagsSetter(): Promise<
-  ((fd: number, flags: number) => boolean) | undefined
-> {
-  const c = await libc();
-  if (!c) return undefined;
-  return (fd, flags) => {
-    try {
-      return c.setStatusFlags(fd, flags) === 0;
-    } catch {
-      return false;
-    }
-  };
-}
-
-/**
- * The credentials of the process at the other end of a connected unix
- * socket, or undefined when the runtime does not expose the descriptor.
- *
- * @example
- * ```ts
- * import net from "node:net";
- * import { peerCredentials } from "./libc.ts";
- * net.createServer(async (socket) => {
- *   const peer = await peerCredentials(socket);
- *   if (peer && peer.uid !== 0) socket.destroy();
- * });
- * ```
- */
-export async function peerCredentials(
-  socket: unknown,
-): Promise<{ pid: number; uid: number; gid: number } | undefined> {
-  const fd = (socket as { _handle?: { fd?: unknown } })._handle?.fd;
-  if (typeof fd !== "number" || fd < 0) return undefined;
-  const c = await libc();
-  try {
-    return c?.peerCred(fd);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * A synchronous `ioctl(fd, FIONREAD)` (the bytes waiting in a pipe or socket,
- * not yet read by anyone), once FFI has loaded; undefined where it cannot.
- * The counter returns undefined when the call failed (not a pipe, socket or
- * terminal).
- *
- * @example
- * ```ts
- * import { waitingBytesCounter } from "./libc.ts";
- * const waiting = await waitingBytesCounter();
- * if (waiting?.(0) === 0) console.log("nothing unread in stdin's pipe");
- * ```
- */
-export async function waitingBytesCounter(): Promise<
-  ((fd: number) => number | undefined) | undefined
-> {
-  const c = await libc();
-  if (!c) return undefined;
-  return (fd) => {
-    try {
-      return c.bytesWaiting(fd);
-    } catch {
-      return undefined;
-    }
-  };
+export function cString(text: string): Uint8Array {
+  return new TextEncoder().encode(`${text}\0`);
 }

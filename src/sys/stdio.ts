@@ -23,7 +23,7 @@ import { fstatSync, readFileSync, readSync } from "node:fs";
 import process from "node:process";
 import { Readable } from "node:stream";
 import { isatty } from "node:tty";
-import { statusFlagsSetter } from "./libc.ts";
+import { statusFlagsSetter } from "./descriptors.ts";
 
 const O_NONBLOCK = 0o4000;
 /** How long to wait before reading again when nothing is there (before the answer is due). */

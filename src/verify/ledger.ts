@@ -32,7 +32,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { processStart } from "../state/lock.ts";
+import { processStart } from "../sys/process_identity.ts";
 import { type VerifyProblem, verifyProblem } from "./codes.ts";
 import { findTool } from "./tools.ts";
 

@@ -17,7 +17,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, readlinkSync } from "node:fs";
 import process from "node:process";
-import { processStart } from "../state/lock.ts";
+import { processStart } from "../sys/process_identity.ts";
 import { VerifyError } from "./codes.ts";
 import { settle } from "./ledger.ts";
 import { findTool } from "./tools.ts";

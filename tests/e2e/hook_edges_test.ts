@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import net from "node:net";
 import { join } from "node:path";
 import process from "node:process";
-import { processStart } from "../../src/state/lock.ts";
+import { processStart } from "../../src/sys/process_identity.ts";
 import { BIN, runBin, startBin, timeToWrite, waitFor } from "../helpers.ts";
 import { lastResult } from "../hook_agent.ts";
 import { makeLoopFs } from "../loop.ts";

@@ -13,7 +13,7 @@ import { type HookDeps, PRODUCTION_HOOK_DEPS } from "../../src/hook/deps.ts";
 import { runHook } from "../../src/hook/hook.ts";
 import { holderMain, type HolderSpec } from "../../src/hook/holder.ts";
 import { readLastResult } from "../../src/state/last_result.ts";
-import { closeOnExecAbove2 } from "../../src/sys/libc.ts";
+import { closeOnExecAbove2 } from "../../src/sys/descriptors.ts";
 import { parseInvocation } from "../../src/cli/args.ts";
 import { UsageError } from "../../src/cli/command.ts";
 import { putConfig, secureDir } from "../helpers.ts";
