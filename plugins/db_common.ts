@@ -12,7 +12,7 @@ import process from "node:process";
 import { processStart } from "../src/sys/process_identity.ts";
 import { checkFile } from "../src/sys/permissions.ts";
 import { addSecret } from "../src/secrets.ts";
-import type { Field } from "../src/config/schema.ts";
+import type { Field } from "../src/config/spec.ts";
 import { type Code, type Problem, toProblem, VmsnapError } from "../src/errors.ts";
 import type {
   LockMarker,

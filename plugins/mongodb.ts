@@ -13,7 +13,7 @@
  */
 import type { Db } from "mongodb";
 import type { Problem } from "../src/errors.ts";
-import type { Field } from "../src/config/schema.ts";
+import type { Field } from "../src/config/spec.ts";
 import { addSecret } from "../src/secrets.ts";
 import {
   type Budget,

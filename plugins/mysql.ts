@@ -16,7 +16,7 @@
  * @module
  */
 import type { Connection as PromiseConnection } from "mysql2/promise";
-import type { Field } from "../src/config/schema.ts";
+import type { Field } from "../src/config/spec.ts";
 import {
   type Budget,
   DB_FIELDS,

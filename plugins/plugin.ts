@@ -10,25 +10,11 @@
 import type { Problem } from "../src/errors.ts";
 import type { StepResult } from "../src/protocol.ts";
 import type { LogLevel } from "../src/config/log_level.ts";
-import type { Field, Location, ValidationContext } from "../src/config/schema.ts";
+import type { PluginConfig, PluginSpec } from "../src/config/plugin_spec.ts";
+import type { Location } from "../src/config/syntax.ts";
 
 export type { NotHeld, RunError, StepResult } from "../src/protocol.ts";
-
-/** What every plugin's config has. */
-export interface PluginConfig {
-  type: string;
-  name: string;
-  /** Quiesce order: stages ascending (each stage in parallel), resume descending; default 0. */
-  stage?: number;
-}
-
-/** What `normalize` gets besides the values. */
-export interface NormalizeContext {
-  /** JSON path of the plugin's entry (`plugins[2]`), or "" for Azure's top-level keys. */
-  path: string;
-  /** Where to report warnings and problems found in the values. */
-  validation: ValidationContext;
-}
+export type { NormalizeContext, PluginConfig, TopLevelKeys } from "../src/config/plugin_spec.ts";
 
 /** What `check` gets. */
 export interface CheckContext {
@@ -66,8 +52,8 @@ export interface PluginRuntime {
 }
 
 /**
- * A plugin type: its keys, how they become a config, its checks, and its
- * runtime.
+ * A plugin type: its keys, how they become a config (the config's view of
+ * it, {@linkcode PluginSpec}), its checks, and its runtime.
  *
  * @example
  * ```ts
@@ -83,15 +69,7 @@ export interface PluginRuntime {
  * };
  * ```
  */
-export interface PluginDefinition<C extends PluginConfig = PluginConfig> {
-  /** The value of `"type"` in the config. */
-  readonly type: string;
-  /** One line for `--help` and the README. */
-  readonly summary: string;
-  /** The plugin's keys besides `type` and `name`. */
-  readonly fields: Record<string, Field>;
-  /** Builds the typed config from validated values (`name` and `type` included). */
-  normalize(values: Record<string, unknown>, ctx: NormalizeContext): C;
+export interface PluginDefinition<C extends PluginConfig = PluginConfig> extends PluginSpec<C> {
   /** Checks that look at the machine: files, permissions. */
   check(config: C, ctx: CheckContext): Problem[] | Promise<Problem[]>;
   /** The plugin at work, for one run. */

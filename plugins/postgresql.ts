@@ -19,7 +19,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type postgres from "postgres";
 import type { Problem } from "../src/errors.ts";
-import type { Field } from "../src/config/schema.ts";
+import type { Field } from "../src/config/spec.ts";
 import {
   type Budget,
   DB_FIELDS,

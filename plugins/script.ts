@@ -6,7 +6,10 @@
  * @module
  */
 import type { Problem } from "../src/errors.ts";
-import { childPath, type Field, type Location, reportAt } from "../src/config/schema.ts";
+import { azureParams, azureRetries, azureTimeout } from "../src/config/azure.ts";
+import { childPath, type Field } from "../src/config/spec.ts";
+import type { Location } from "../src/config/syntax.ts";
+import { reportAt } from "../src/config/validate.ts";
 import {
   locateProblems,
   type NormalizeContext,
@@ -28,12 +31,17 @@ export interface ScriptConfig extends PluginConfig {
   timeoutInSeconds: number;
 }
 
-/** Azure's top-level `timeoutInSeconds`: Azure's default and Azure's limit (1800 s). */
-export const TIMEOUT_FIELD: Field = { type: "integer", min: 1, max: 1800, default: 30 };
+/** Azure's default script timeout. */
+const DEFAULT_TIMEOUT_SECONDS = 30;
 /** The longest a script of vmsnap's own `script` plugin may run: 24 hours. */
 export const MAX_SCRIPT_TIMEOUT_SECONDS = 24 * 60 * 60;
 /** The `script` plugin's `timeoutInSeconds`: Azure's default, up to 24 hours. */
-const SCRIPT_TIMEOUT_FIELD: Field = { ...TIMEOUT_FIELD, max: MAX_SCRIPT_TIMEOUT_SECONDS };
+const SCRIPT_TIMEOUT_FIELD: Field = {
+  type: "integer",
+  min: 1,
+  max: MAX_SCRIPT_TIMEOUT_SECONDS,
+  default: DEFAULT_TIMEOUT_SECONDS,
+};
 const PATH_FIELD: Field = { type: "string", absolutePath: true, default: "" };
 const PARAMS_FIELD: Field = { type: "array", items: { type: "string" }, default: [] };
 const RETRIES_FIELD: Field = { type: "integer", min: 0, max: 100, default: 0 };
@@ -102,19 +110,24 @@ export function azureScriptPlugin(
     name: String(values.pluginName ?? "ScriptRunner"),
     pre,
     post,
-    timeoutInSeconds: Number(values.timeoutInSeconds ?? 30),
+    timeoutInSeconds: Number(values.timeoutInSeconds ?? DEFAULT_TIMEOUT_SECONDS),
   };
 }
 
-/** The fields of Azure's top-level script keys, with Azure's defaults. */
+/**
+ * Azure's top-level script keys, with Azure's defaults, read as Azure's
+ * framework reads them (what it tolerates is a lenient finding): a timeout up
+ * to Azure's cap (1800 s), any retry count, params that
+ * are not strings.
+ */
 export const AZURE_SCRIPT_FIELDS: Record<string, Field> = {
   preScriptLocation: PATH_FIELD,
   postScriptLocation: PATH_FIELD,
-  preScriptParams: PARAMS_FIELD,
-  postScriptParams: PARAMS_FIELD,
-  preScriptNoOfRetries: RETRIES_FIELD,
-  postScriptNoOfRetries: RETRIES_FIELD,
-  timeoutInSeconds: TIMEOUT_FIELD,
+  preScriptParams: azureParams(PARAMS_FIELD),
+  postScriptParams: azureParams(PARAMS_FIELD),
+  preScriptNoOfRetries: azureRetries(RETRIES_FIELD),
+  postScriptNoOfRetries: azureRetries(RETRIES_FIELD),
+  timeoutInSeconds: azureTimeout(DEFAULT_TIMEOUT_SECONDS),
 };
 
 /** Checks that each configured script exists and passes the permission rules. */
@@ -172,9 +185,10 @@ export const scriptPlugin: PluginDefinition<ScriptConfig> = {
       name: String(values.name),
       pre,
       post,
-      timeoutInSeconds: Number(values.timeoutInSeconds ?? 30),
+      timeoutInSeconds: Number(values.timeoutInSeconds ?? DEFAULT_TIMEOUT_SECONDS),
     };
   },
+  topLevel: { fields: AZURE_SCRIPT_FIELDS, normalize: azureScriptPlugin },
   check: (config, ctx) => checkScripts(config, ctx.locate),
   create: (config) => {
     const side = (phase: Phase) => (env: PluginEnv): Promise<StepResult> => {

@@ -17,7 +17,7 @@
 import { existsSync, statSync } from "node:fs";
 import type { DatabaseSync } from "node:sqlite";
 import type { Problem } from "../src/errors.ts";
-import type { Field } from "../src/config/schema.ts";
+import type { Field } from "../src/config/spec.ts";
 import {
   type Budget,
   dbRuntime,

@@ -1,5 +1,10 @@
 /**
- * The defaults that more than one module needs, each written once.
+ * The defaults that more than one module needs, each written once: the
+ * config's paths and timeouts (the config's field specs, `vmsnap init`, the
+ * man page and `install` read them), the freeze's limits and verify's. A default that
+ * only one config key has stays beside that key in its field spec
+ * (src/config/keys.ts, each plugin's fields), where the validator, the JSON
+ * Schema and the plugin's config type read it.
  *
  * @module
  */
@@ -30,6 +35,21 @@ export const FREEZE_POOL_MAX_WORKERS = 7;
  * freeze step that comes later does not wait for them.
  */
 export const FREEZE_POOL_READY_TIMEOUT_MS = 2_000;
+
+/** Where Azure's framework and vmsnap look for the config. */
+export const DEFAULT_CONFIG_PATH = "/etc/azure/VMSnapshotScriptPluginConfig.json";
+
+/** Where vmsnap keeps its lock and markers unless the config says otherwise (`stateDir`). */
+export const DEFAULT_STATE_DIR = "/var/lib/vmsnap";
+
+/** The log file unless `log.file` says otherwise. */
+export const DEFAULT_LOG_FILE = "/var/log/vmsnap/vmsnap.jsonl";
+
+/**
+ * Where the Prometheus textfile goes unless `metrics.textfile` says otherwise
+ * (node_exporter's directory on Debian).
+ */
+export const DEFAULT_METRICS_FILE = "/var/lib/prometheus/node-exporter/vmsnap.prom";
 
 /** `vmsnap verify`: how long a restored server may take to finish its recovery. */
 export const VERIFY_START_TIMEOUT_SECONDS = 900;

@@ -1,7 +1,7 @@
 /**
  * The config's JSON Schema (draft-07, what editors and config management
  * tools read), generated from the same field specs the validator uses
- * ({@link ./config.ts} `CONFIG_SPEC` and each plugin's `fields`). `vmsnap
+ * ({@link ./keys.ts} `configSpec`, with each plugin type's `fields`). `vmsnap
  * schema` prints it; `docs/vmsnap.schema.json` is this output, checked in.
  *
  * The rule: a config is valid against the schema when `vmsnap check` finds no
@@ -15,15 +15,15 @@
  *
  * @module
  */
-import { CONFIG_SPEC, STAGE_FIELD } from "./config.ts";
-import type { Field, ObjectSpec, Spec } from "./schema.ts";
-import { PLUGINS } from "../../plugins/registry.ts";
+import { configSpec, pluginEntrySpec } from "./keys.ts";
+import type { ConfigOptions, PluginSpecs } from "./plugin_spec.ts";
+import type { Field, ObjectSpec, Spec } from "./spec.ts";
 
 /** A JSON Schema object. */
 export type JsonSchema = Record<string, unknown>;
 
 /** Validators written as code (custom specs): their schema, by JSON path ("*" for an index). */
-function customSchemas(): Record<string, JsonSchema> {
+function customSchemas(plugins: PluginSpecs): Record<string, JsonSchema> {
   const absolute = { type: "string", pattern: "^/", minLength: 1 };
   const params = {
     type: "array",
@@ -31,7 +31,7 @@ function customSchemas(): Record<string, JsonSchema> {
     description:
       "Arguments passed to the script. Azure's framework also takes numbers, true/false and null (as Python's str() of them); vmsnap does too, with a warning.",
   };
-  return {
+  const customs: Record<string, JsonSchema> = {
     "freeze.mounts": {
       description:
         '"auto" (every block-backed filesystem, children first) or mount points frozen in the order given.',
@@ -39,34 +39,31 @@ function customSchemas(): Record<string, JsonSchema> {
     },
     preScriptParams: params,
     postScriptParams: params,
-    plugins: {
-      type: "array",
-      description: "Applications to quiesce, each with its type's keys.",
-      items: {
-        oneOf: [...PLUGINS.values()].map((definition) =>
-          objectSchema(
-            {
-              type: "object",
-              fields: {
-                type: { type: "string", required: true },
-                name: { type: "string", nonEmpty: true, default: definition.type },
-                stage: STAGE_FIELD,
-                ...definition.fields,
-              },
-            },
-            `plugins[*]`,
-            { type: { const: definition.type, description: definition.summary } },
-          )
-        ),
-      },
+  };
+  customs.plugins = {
+    type: "array",
+    description: "Applications to quiesce, each with its type's keys.",
+    items: {
+      oneOf: [...plugins.values()].map((definition) =>
+        objectSchema(
+          pluginEntrySpec(definition),
+          { path: `plugins[*]`, customs },
+          { type: { const: definition.type, description: definition.summary } },
+        )
+      ),
     },
   };
+  return customs;
 }
 
-let customs: Record<string, JsonSchema> | undefined;
+/** Where a spec stands: its JSON path, and the schemas of the custom validators. */
+interface At {
+  path: string;
+  customs: Record<string, JsonSchema>;
+}
 
 /** A field's schema; `path` names it in errors and finds custom validators. */
-function specSchema(spec: Spec | Field, path: string): JsonSchema {
+function specSchema(spec: Spec | Field, { path, customs }: At): JsonSchema {
   const out: JsonSchema = {};
   switch (spec.type) {
     case "string":
@@ -88,14 +85,13 @@ function specSchema(spec: Spec | Field, path: string): JsonSchema {
       break;
     case "array":
       out.type = "array";
-      out.items = specSchema(spec.items, `${path}[*]`);
+      out.items = specSchema(spec.items, { path: `${path}[*]`, customs });
       if (spec.minItems !== undefined) out.minItems = spec.minItems;
       break;
     case "object":
-      Object.assign(out, objectSchema(spec, path));
+      Object.assign(out, objectSchema(spec, { path, customs }));
       break;
     case "custom": {
-      customs ??= customSchemas();
       const known = customs[path];
       if (!known) {
         throw new Error(
@@ -110,11 +106,11 @@ function specSchema(spec: Spec | Field, path: string): JsonSchema {
 }
 
 /** An object's schema: its fields, required keys, no other keys (but the ignored ones). */
-function objectSchema(spec: ObjectSpec, path: string, extra: JsonSchema = {}): JsonSchema {
+function objectSchema(spec: ObjectSpec, at: At, extra: JsonSchema = {}): JsonSchema {
   const properties: Record<string, JsonSchema> = {};
   const required: string[] = [];
   for (const [key, field] of Object.entries(spec.fields)) {
-    properties[key] = specSchema(field, path ? `${path}.${key}` : key);
+    properties[key] = specSchema(field, { ...at, path: at.path ? `${at.path}.${key}` : key });
     if (field.required) required.push(key);
   }
   for (const [key, why] of Object.entries(spec.ignored ?? {})) {
@@ -135,17 +131,20 @@ function objectSchema(spec: ObjectSpec, path: string, extra: JsonSchema = {}): J
  * @example
  * ```ts
  * import { configJsonSchema } from "./json_schema.ts";
- * const schema = configJsonSchema();
+ * const schema = configJsonSchema({ plugins: new Map() }); // PLUGINS in production
  * schema.$schema; // "http://json-schema.org/draft-07/schema#"
  * ```
  */
-export function configJsonSchema(): JsonSchema {
+export function configJsonSchema(options: ConfigOptions): JsonSchema {
   return {
     $schema: "http://json-schema.org/draft-07/schema#",
     title: "vmsnap config (Azure Backup's VMSnapshotScriptPluginConfig.json with vmsnap's keys)",
     description:
       "Generated from vmsnap's config validator (vmsnap schema). Files, permissions and mounts are checked by vmsnap check.",
-    ...objectSchema(CONFIG_SPEC, ""),
+    ...objectSchema(configSpec(options.plugins), {
+      path: "",
+      customs: customSchemas(options.plugins),
+    }),
   };
 }
 
@@ -155,9 +154,9 @@ export function configJsonSchema(): JsonSchema {
  * @example
  * ```ts
  * import { configJsonSchemaText } from "./json_schema.ts";
- * JSON.parse(configJsonSchemaText()).type; // "object"
+ * JSON.parse(configJsonSchemaText({ plugins: new Map() })).type; // "object"
  * ```
  */
-export function configJsonSchemaText(): string {
-  return `${JSON.stringify(configJsonSchema(), null, 2)}\n`;
+export function configJsonSchemaText(options: ConfigOptions): string {
+  return `${JSON.stringify(configJsonSchema(options), null, 2)}\n`;
 }

@@ -134,7 +134,7 @@ function stopOn(problems: Problem[]): void {
 function preflight(call: HookCall): { stateDir: string } {
   const { options, deps } = call;
   stopOn(rootProblems(deps.uid() === 0));
-  const read = readConfig(options.configPath);
+  const read = readConfig(options.configPath, { plugins: deps.plugins });
   stopOn(read.problems);
   const loaded = read.loaded!;
   stopOn(syntaxProblems(loaded));

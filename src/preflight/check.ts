@@ -20,8 +20,9 @@ import {
   stateDirProblems,
   syntaxProblems,
 } from "./preflight.ts";
-import type { Location } from "../config/schema.ts";
+import type { Location } from "../config/syntax.ts";
 import { locateProblems } from "../../plugins/plugin.ts";
+import type { PluginDefinition } from "../../plugins/plugin.ts";
 import { PLUGINS } from "../../plugins/registry.ts";
 
 /** One line of the report. */
@@ -55,6 +56,9 @@ export interface CheckOptions {
   mountinfoPath?: string;
   /** Also connect to each database and verify the privileges quiesce needs. */
   connect?: boolean;
+  /** The plugin types (default: the registry's). */
+  // deno-lint-ignore no-explicit-any
+  plugins?: ReadonlyMap<string, PluginDefinition<any>>;
 }
 
 /**
@@ -114,7 +118,8 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
   }
   step("config file permissions", filePermission, "root-owned, no group/other or execute bits");
 
-  const { loaded, problems: unreadable } = readConfig(file);
+  const plugins = options.plugins ?? PLUGINS;
+  const { loaded, problems: unreadable } = readConfig(file, { plugins });
   if (!loaded) {
     step("config syntax", unreadable, "");
     return finish(report);
@@ -132,7 +137,7 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
   const locate = (path: string): Location | undefined => loaded.locations.get(path);
 
   for (const plugin of config.plugins) {
-    const definition = PLUGINS.get(plugin.type)!;
+    const definition = plugins.get(plugin.type)!;
     const found = await pluginProblems(definition, plugin, locate);
     let detail = "ready";
     if (options.connect && found.length === 0 && definition.connectCheck) {

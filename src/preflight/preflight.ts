@@ -10,20 +10,21 @@ import { dirname } from "node:path";
 import process from "node:process";
 import {
   type Config,
-  DEFAULT_STATE_DIR,
+  type ConfigOptions,
   loadConfig,
   type LoadedConfig,
   type SnapshotConfig,
 } from "../config/config.ts";
-import { DEFAULT_SNAPSHOT_TIMEOUT_SECONDS } from "../defaults.ts";
+import { DEFAULT_SNAPSHOT_TIMEOUT_SECONDS, DEFAULT_STATE_DIR } from "../defaults.ts";
 import { type Problem, VmsnapError } from "../errors.ts";
 import { checkLogFile } from "../state/event_log.ts";
 import { type FreezePlan, planFreeze } from "../freeze/plan.ts";
 import type { Mount } from "../sys/mountinfo.ts";
 import { checkDirectory, checkExecutable, checkFile, ensureDirectory } from "../sys/permissions.ts";
 import { findLeftovers } from "../state/recover.ts";
-import type { Location } from "../config/schema.ts";
+import type { Location } from "../config/syntax.ts";
 import type { PluginConfig, PluginDefinition } from "../../plugins/plugin.ts";
+import { PLUGINS } from "../../plugins/registry.ts";
 
 /** The permission rules, as a dependency (tests that run without root pass their own). */
 export interface Trust {
@@ -77,9 +78,13 @@ export function configFileProblems(path: string, trust: Trust = TRUST): Problem[
   });
 }
 
+/** The plugin types a config is read with unless the caller injects its own. */
+const PRODUCTION_CONFIG: ConfigOptions = { plugins: PLUGINS };
+
 /**
  * Reads and parses the config; a file that cannot be read at all is one
- * problem and no config.
+ * problem and no config. The plugin types are the registry's unless the
+ * caller (a run with its deps) passes its own.
  *
  * @example
  * ```ts
@@ -87,9 +92,12 @@ export function configFileProblems(path: string, trust: Trust = TRUST): Problem[
  * const { loaded, problems } = readConfig("/etc/azure/VMSnapshotScriptPluginConfig.json");
  * ```
  */
-export function readConfig(path: string): { loaded?: LoadedConfig; problems: Problem[] } {
+export function readConfig(
+  path: string,
+  options: ConfigOptions = PRODUCTION_CONFIG,
+): { loaded?: LoadedConfig; problems: Problem[] } {
   try {
-    return { loaded: loadConfig(path), problems: [] };
+    return { loaded: loadConfig(path, options), problems: [] };
   } catch (error) {
     if (!(error instanceof VmsnapError)) throw error;
     return { problems: [{ ...error.problems[0], code: error.code, message: error.message }] };

@@ -27,7 +27,6 @@ import {
   snapshotMethod,
   snapshotMethodProblems,
   syntaxProblems,
-  type Trust,
 } from "../preflight/preflight.ts";
 import type { Recovery } from "../protocol.ts";
 import {
@@ -40,6 +39,7 @@ import {
 } from "../state/recover.ts";
 import { isPrepared, type PreparedRun, type RunState, stopWith } from "./state.ts";
 import { preparePlugins } from "./plugins.ts";
+import type { RunDeps } from "./deps.ts";
 
 /** What preparing a run needs besides the run. */
 export interface PrepareOptions {
@@ -163,7 +163,7 @@ function openSession(run: RunState, config: Config): FreezeSession {
  * reported, a lower consistency than asked); otherwise the run stops.
  */
 function usableConfig(run: RunState, options: PrepareOptions): Config {
-  const blocking = configProblems(options.configPath, run.deps.trust);
+  const blocking = configProblems(options.configPath, run.deps);
   if (blocking.loaded) {
     // What Azure's framework tolerates, run accepts the same way, each with its warning.
     run.warn(...blocking.loaded.lenient, ...blocking.loaded.warnings);
@@ -183,7 +183,7 @@ function usableConfig(run: RunState, options: PrepareOptions): Config {
       `${first.message} As Azure's framework does, the snapshot was taken anyway: no scripts were run, the default freeze (fsFreezeEnabled, freeze.mounts "auto") and the default stateDir and log were used, so the snapshot is at most filesystem-consistent.`,
   });
   for (const { code, message } of rest) run.fail({ code, message });
-  return parseConfig("{}", options.configPath).config;
+  return parseConfig("{}", options.configPath, { plugins: run.deps.plugins }).config;
 }
 
 /**
@@ -192,9 +192,9 @@ function usableConfig(run: RunState, options: PrepareOptions): Config {
  */
 function configProblems(
   path: string,
-  trust: Trust,
+  { trust, plugins }: Pick<RunDeps, "trust" | "plugins">,
 ): { loaded?: LoadedConfig; problems: Problem[]; values?: true } {
-  const read = readConfig(path);
+  const read = readConfig(path, { plugins });
   if (!read.loaded) return read;
   const syntax = syntaxProblems(read.loaded);
   if (syntax.length > 0) {

@@ -21,6 +21,7 @@ import { EventLog } from "./event_log.ts";
 import { writeLastResult } from "./last_result.ts";
 import { type ResultForMetrics, writeMetrics } from "./metrics.ts";
 import { checkFile, ensureDirectory, type FileRule } from "../sys/permissions.ts";
+import { PLUGINS } from "../../plugins/registry.ts";
 
 /** The config file's permission rule, as preflight applies it. */
 const CONFIG_RULE: FileRule = {
@@ -48,7 +49,7 @@ export function recordPlaces(configPath: string): {
   try {
     // Only a config root alone can write chooses where root writes (else a user could aim it).
     if (checkFile(configPath, CONFIG_RULE).length > 0) throw new Error("untrusted config");
-    const { config, problems, locations } = loadConfig(configPath);
+    const { config, problems, locations } = loadConfig(configPath, { plugins: PLUGINS });
     if (!problems.some((p) => p.code === "IncorrectJSONConfigFile")) {
       return {
         stateDir: config.stateDir,

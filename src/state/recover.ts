@@ -318,7 +318,7 @@ async function releasePluginLocks(
     const entry: PluginLockRecovery = { plugin: lock.plugin, type: lock.type, runId: lock.runId };
     released.push(entry);
     try {
-      const { config } = loadConfig(lock.configFile);
+      const { config } = loadConfig(lock.configFile, { plugins: PLUGINS });
       const plugin = config.plugins.find((p) => p.name === lock.plugin && p.type === lock.type);
       const definition = plugins.get(lock.type);
       if (!plugin || !definition?.recover) {

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/config.ts";
+import { PLUGINS } from "../../plugins/registry.ts";
 import { spawnSync } from "node:child_process";
 import { BIN, json, put, runBin, secureDir } from "../helpers.ts";
 import { dbDir, startMariaDb, startPostgres } from "../db_servers.ts";
@@ -47,7 +48,7 @@ Deno.test("init --detect: MariaDB and PostgreSQL found, config written once, its
     const dry = await runBin(["init", "--detect", "--dry-run", "--config", config]);
     assert.equal(dry.code, 0, dry.stderr);
     assert.throws(() => statSync(config), "--dry-run writes nothing");
-    const parsed = parseConfig(dry.stdout, config);
+    const parsed = parseConfig(dry.stdout, config, { plugins: PLUGINS });
     assert.deepEqual([...parsed.problems, ...parsed.lenient], []);
 
     const wrote = await runBin(["init", "--detect", "--config", config]);
@@ -57,7 +58,7 @@ Deno.test("init --detect: MariaDB and PostgreSQL found, config written once, its
     assert.equal(stat.mode & 0o777, 0o600);
     assert.equal(stat.uid, 0);
     const text = readFileSync(config, "utf8");
-    const { config: loaded, problems } = parseConfig(text, config);
+    const { config: loaded, problems } = parseConfig(text, config, { plugins: PLUGINS });
     assert.deepEqual(problems, []);
     const plugins = loaded.plugins as unknown as Entry[];
     const mine = {

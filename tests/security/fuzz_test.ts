@@ -15,6 +15,7 @@ import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { parseConfig } from "../../src/config/config.ts";
+import { PLUGINS } from "../../plugins/registry.ts";
 import { CODES } from "../../src/errors.ts";
 import { put, runBin, secureDir } from "../helpers.ts";
 import { figure } from "../proof.ts";
@@ -138,7 +139,7 @@ Deno.test({
       } catch {
         continue; // invalid UTF-8 is the binary's job (loadConfig), below
       }
-      const loaded = parseConfig(text, "/fuzz.json");
+      const loaded = parseConfig(text, "/fuzz.json", { plugins: PLUGINS });
       for (const p of loaded.problems) {
         assert.ok(p.code in CODES, p.code);
         assert.ok(p.message.length > 0);

@@ -1,13 +1,19 @@
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseConfig } from "../../src/config/config.ts";
+import { type LoadedConfig, parseConfig } from "../../src/config/config.ts";
+import { PLUGINS } from "../../plugins/registry.ts";
+import type { PluginSpec } from "../../src/config/plugin_spec.ts";
 import type { Problem } from "../../src/errors.ts";
 import type { ScriptConfig } from "../../plugins/script.ts";
 import { ROOT } from "../helpers.ts";
 
 const FILE = "/etc/azure/VMSnapshotScriptPluginConfig.json";
 const SAMPLE = readFileSync(join(ROOT, "tests", "fixtures", "azure_sample.json"), "utf8");
+
+/** Parses config text with the production plugin types. */
+const parse = (text: string, file: string): LoadedConfig =>
+  parseConfig(text, file, { plugins: PLUGINS });
 
 function only(problems: Problem[]): Problem {
   assert.equal(
@@ -19,7 +25,7 @@ function only(problems: Problem[]): Problem {
 }
 
 Deno.test("Azure's sample config is accepted as is, with Azure's defaults", () => {
-  const { config, problems, warnings } = parseConfig(SAMPLE, FILE);
+  const { config, problems, warnings } = parse(SAMPLE, FILE);
   assert.deepEqual(problems, []);
   assert.deepEqual(warnings, []); // no scripts set: the placeholder params are not passed anywhere
   assert.equal(config.pluginName, "ScriptRunner");
@@ -43,7 +49,7 @@ Deno.test("Azure's sample with scripts set: one implicit script plugin, placehol
     '"preScriptLocation" : "/etc/azure/pre.sh"',
   )
     .replace('"postScriptLocation" : ""', '"postScriptLocation" : "/etc/azure/post.sh"');
-  const { config, problems, warnings } = parseConfig(text, FILE);
+  const { config, problems, warnings } = parse(text, FILE);
   assert.deepEqual(problems, []);
   const [plugin] = config.plugins as ScriptConfig[];
   assert.equal(plugin.name, "ScriptRunner");
@@ -67,7 +73,7 @@ Deno.test("Azure's sample with scripts set: one implicit script plugin, placehol
 });
 
 Deno.test("JSONC: comments and trailing commas are allowed", () => {
-  const { problems, config } = parseConfig(
+  const { problems, config } = parse(
     `// vmsnap config\n{\n  /* freeze off */ "fsFreezeEnabled": false, // really\n  "freeze": { "exclude": ["/boot",], },\n}\n`,
     FILE,
   );
@@ -77,11 +83,11 @@ Deno.test("JSONC: comments and trailing commas are allowed", () => {
 });
 
 Deno.test("a UTF-8 byte order mark is accepted", () => {
-  assert.deepEqual(parseConfig(`\ufeff{"fsFreezeEnabled": true}`, FILE).problems, []);
+  assert.deepEqual(parse(`\ufeff{"fsFreezeEnabled": true}`, FILE).problems, []);
 });
 
 Deno.test("malformed JSON: IncorrectJSONConfigFile with line and column, every syntax error", () => {
-  const { problems } = parseConfig(
+  const { problems } = parse(
     `{\n  "timeoutInSeconds": 30\n  "fsFreezeEnabled": tru\n}`,
     FILE,
   );
@@ -96,20 +102,20 @@ Deno.test("malformed JSON: IncorrectJSONConfigFile with line and column, every s
 
 Deno.test("an empty file, a bare value and an array are not configs", () => {
   for (const text of ["", "   \n", "42", "[1]", '"x"', "null"]) {
-    const p = only(parseConfig(text, FILE).problems);
+    const p = only(parse(text, FILE).problems);
     assert.equal(p.code, "IncorrectJSONConfigFile", text);
   }
 });
 
 Deno.test("deep nesting is refused before the parser recurses", () => {
   const text = `{"freeze": ${"[".repeat(100_000)}${"]".repeat(100_000)}}`;
-  const p = only(parseConfig(text, FILE).problems);
+  const p = only(parse(text, FILE).problems);
   assert.equal(p.code, "IncorrectJSONConfigFile");
   assert.match(p.message, /nesting deeper than 32/);
 });
 
 Deno.test("wrong types name the path, the line, and a fix", () => {
-  const { problems } = parseConfig(
+  const { problems } = parse(
     `{\n "timeoutInSeconds": "30",\n "fsFreezeEnabled": "true",\n "preScriptParams": "x",\n "continueBackupOnFailure": 1\n}`,
     FILE,
   );
@@ -137,7 +143,7 @@ Deno.test("out-of-range numbers", () => {
     ['"plugins": [{"type": "script", "pre": "/a", "retries": -1}]', "plugins[0].retries"],
   ];
   for (const [text, path] of cases) {
-    const p = only(parseConfig(`{${text}}`, FILE).problems);
+    const p = only(parse(`{${text}}`, FILE).problems);
     assert.equal(p.code, "InvalidConfigValue", text);
     assert.equal(p.path, path);
   }
@@ -151,7 +157,7 @@ Deno.test("what Azure's framework clamps is clamped, as a lenient finding (item 
     ['"postScriptNoOfRetries": 99999999999999999999', "postScriptNoOfRetries", 100],
   ];
   for (const [text, path, value] of cases) {
-    const loaded = parseConfig(
+    const loaded = parse(
       `{"preScriptLocation": "/a", "postScriptLocation": "/b",\n ${text}}`,
       FILE,
     );
@@ -170,7 +176,7 @@ Deno.test("what Azure's framework clamps is clamped, as a lenient finding (item 
 });
 
 Deno.test("non-string params become Python's str() of them, as a lenient finding", () => {
-  const loaded = parseConfig(
+  const loaded = parse(
     `{"preScriptLocation": "/a", "preScriptParams": ["a", 1, -0, true, false, null, 1.0, 1e5, 0.00001, 12345678901234567890, 1e16, 2.50]}`,
     FILE,
   );
@@ -194,7 +200,7 @@ Deno.test("non-string params become Python's str() of them, as a lenient finding
   assert.ok(loaded.lenient.every((p) => p.code === "ScriptParamNotString"));
   assert.match(loaded.lenient[2].message, /preScriptParams\[3\] is true, not a string; .*"True"/);
   // A list or an object inside the params stays a problem.
-  const nested = parseConfig(`{"preScriptParams": [["a"], {"b": 1}]}`, FILE);
+  const nested = parse(`{"preScriptParams": [["a"], {"b": 1}]}`, FILE);
   assert.deepEqual(nested.problems.map((p) => [p.code, p.path]), [
     ["InvalidConfigType", "preScriptParams[0]"],
     ["InvalidConfigType", "preScriptParams[1]"],
@@ -202,7 +208,7 @@ Deno.test("non-string params become Python's str() of them, as a lenient finding
 });
 
 Deno.test("unknown keys suggest the nearest one; Azure ignores those at the top level", () => {
-  const { problems, lenient } = parseConfig(
+  const { problems, lenient } = parse(
     `{"preScriptLocaton": "/x", "freeze": {"mount": "auto"}, "zzz": 1, "Snapshot": {}}`,
     FILE,
   );
@@ -224,7 +230,7 @@ Deno.test("unknown keys suggest the nearest one; Azure ignores those at the top 
 });
 
 Deno.test("keys named like Object.prototype members are unknown keys", () => {
-  const { problems, lenient, config } = parseConfig(
+  const { problems, lenient, config } = parse(
     `{"constructor": 1, "__proto__": {"fsFreezeEnabled": false}, "freeze": {"toString": 1}}`,
     FILE,
   );
@@ -234,7 +240,7 @@ Deno.test("keys named like Object.prototype members are unknown keys", () => {
 });
 
 Deno.test("keys Azure's sample carries that change nothing are warnings", () => {
-  const { problems, warnings } = parseConfig(
+  const { problems, warnings } = parse(
     `{"appName": "x", "ScriptsExecutionPollTimeSeconds": 5}`,
     FILE,
   );
@@ -246,7 +252,7 @@ Deno.test("keys Azure's sample carries that change nothing are warnings", () => 
 });
 
 Deno.test("duplicate keys: the last wins, as in Azure's reader; lenient for Azure's keys only", () => {
-  const loaded = parseConfig(`{"timeoutInSeconds": 5,\n"timeoutInSeconds": 6}`, FILE);
+  const loaded = parse(`{"timeoutInSeconds": 5,\n"timeoutInSeconds": 6}`, FILE);
   assert.deepEqual(loaded.problems, []);
   const p = only(loaded.lenient);
   assert.deepEqual([p.code, p.path, p.line, p.column], [
@@ -257,12 +263,12 @@ Deno.test("duplicate keys: the last wins, as in Azure's reader; lenient for Azur
   ]);
   assert.match(p.message, /the later one \(line 2\) wins/);
   assert.equal(loaded.config.plugins.length, 0);
-  const withScript = parseConfig(
+  const withScript = parse(
     `{"preScriptLocation": "/a", "timeoutInSeconds": 5, "timeoutInSeconds": 6}`,
     FILE,
   );
   assert.equal((withScript.config.plugins[0] as ScriptConfig).timeoutInSeconds, 6);
-  const own = parseConfig(
+  const own = parse(
     `{"stateDir": "/a", "stateDir": "/b", "freeze": {"exclude": [], "exclude": []}}`,
     FILE,
   );
@@ -274,7 +280,7 @@ Deno.test("duplicate keys: the last wins, as in Azure's reader; lenient for Azur
 });
 
 Deno.test("relative paths are refused where absolute ones are needed", () => {
-  const { problems } = parseConfig(
+  const { problems } = parse(
     JSON.stringify({
       preScriptLocation: "pre.sh",
       stateDir: "var/lib",
@@ -295,12 +301,12 @@ Deno.test("relative paths are refused where absolute ones are needed", () => {
 });
 
 Deno.test("a NUL byte in a path is refused", () => {
-  const p = only(parseConfig(`{"preScriptLocation": "/etc/azure/pre\\u0000.sh"}`, FILE).problems);
+  const p = only(parse(`{"preScriptLocation": "/etc/azure/pre\\u0000.sh"}`, FILE).problems);
   assert.equal(p.code, "InvalidConfigValue");
 });
 
 Deno.test("plugins: types, names, duplicates, the script plugin's own keys", () => {
-  const { problems, config } = parseConfig(
+  const { problems, config } = parse(
     JSON.stringify({
       preScriptLocation: "/etc/azure/pre.sh",
       plugins: [
@@ -342,34 +348,33 @@ Deno.test("plugins: types, names, duplicates, the script plugin's own keys", () 
 
 Deno.test("snapshot: command or external, not both, not neither", () => {
   assert.deepEqual(
-    parseConfig(
+    parse(
       `{"snapshot": {"command": ["/usr/local/sbin/snap", "-q"], "timeoutInSeconds": 20}}`,
       FILE,
     ).config.snapshot,
     { kind: "command", command: ["/usr/local/sbin/snap", "-q"], timeoutInSeconds: 20 },
   );
-  assert.deepEqual(parseConfig(`{"snapshot": {"external": {}}}`, FILE).config.snapshot, {
+  assert.deepEqual(parse(`{"snapshot": {"external": {}}}`, FILE).config.snapshot, {
     kind: "external",
     timeoutInSeconds: 60,
   });
-  assert.equal(only(parseConfig(`{"snapshot": {}}`, FILE).problems).code, "MissingConfigKey");
+  assert.equal(only(parse(`{"snapshot": {}}`, FILE).problems).code, "MissingConfigKey");
   assert.equal(
-    only(parseConfig(`{"snapshot": {"command": ["/x"], "external": {}}}`, FILE).problems).code,
+    only(parse(`{"snapshot": {"command": ["/x"], "external": {}}}`, FILE).problems).code,
     "InvalidConfigValue",
   );
   assert.equal(
-    only(parseConfig(`{"snapshot": {"command": []}}`, FILE).problems).code,
+    only(parse(`{"snapshot": {"command": []}}`, FILE).problems).code,
     "InvalidConfigValue",
   );
 });
 
 Deno.test("freeze.mounts is auto or a list; log.level one of the levels", () => {
   assert.deepEqual(
-    parseConfig(`{"freeze": {"mounts": ["/data", "/"]}}`, FILE).config.freeze.mounts,
+    parse(`{"freeze": {"mounts": ["/data", "/"]}}`, FILE).config.freeze.mounts,
     ["/data", "/"],
   );
-  const bad =
-    parseConfig(`{"freeze": {"mounts": "all"}, "log": {"level": "verbose"}}`, FILE).problems;
+  const bad = parse(`{"freeze": {"mounts": "all"}, "log": {"level": "verbose"}}`, FILE).problems;
   assert.deepEqual(bad.map((p) => [p.code, p.path]), [
     ["InvalidConfigValue", "freeze.mounts"],
     ["InvalidConfigValue", "log.level"],
@@ -377,7 +382,7 @@ Deno.test("freeze.mounts is auto or a list; log.level one of the levels", () => 
 });
 
 Deno.test("every problem is reported at once, not only the first", () => {
-  const { problems } = parseConfig(
+  const { problems } = parse(
     `{"timeoutInSeconds": -5, "fsFreezeEnabled": "no", "freez": "", "stateDir": "rel", "plugins": [{"type": "x"}]}`,
     FILE,
   );
@@ -397,4 +402,40 @@ Deno.test("the sample fixture is Azure's published file, byte for byte", () => {
   // The shared copy sits beside the checkout on developer machines and in CI.
   if (existsSync(shared)) assert.deepEqual(fixture, readFileSync(shared));
   assert.match(fixture.toString(), /"preScriptParams" : \["", ""\],/);
+});
+
+Deno.test("the plugin types come from the caller: a fake type under its own name, nothing else", () => {
+  const fake: PluginSpec = {
+    type: "fake",
+    summary: "a test's plugin",
+    fields: { level: { type: "integer", min: 1, max: 3, default: 2 } },
+    normalize: (values) => ({ type: "fake", name: String(values.name), level: values.level }),
+  };
+  const text =
+    `{"plugins": [{"type": "fake", "name": "f", "level": 3}, {"type": "script", "pre": "/x"}]}`;
+  const { config, problems } = parseConfig(text, FILE, { plugins: new Map([["fake", fake]]) });
+  assert.deepEqual(config.plugins, [{ type: "fake", name: "f", level: 3, stage: 0 }]);
+  const unknown = only(problems);
+  assert.equal(unknown.code, "UnknownPluginType");
+  assert.match(unknown.message, /This vmsnap knows: fake\.$/);
+  // With the production types the same entry is a script plugin, and "fake" is unknown.
+  assert.deepEqual(
+    parse(text, FILE).problems.map((p) => [p.code, p.path]),
+    [["UnknownPluginType", "plugins[0].type"]],
+  );
+});
+
+Deno.test("Azure's top-level script keys are read by the plugin type that declares them", () => {
+  const text = `{"preScriptLocation": "/etc/azure/pre.sh", "timeoutInSeconds": 5}`;
+  const withScript = parse(text, FILE);
+  assert.deepEqual(withScript.problems, []);
+  assert.equal((withScript.config.plugins[0] as ScriptConfig).timeoutInSeconds, 5);
+  // Without such a type the keys are unknown: ignored as Azure's framework ignores them (lenient).
+  const without = parseConfig(text, FILE, { plugins: new Map() });
+  assert.deepEqual(without.config.plugins, []);
+  assert.deepEqual(without.problems, []);
+  assert.deepEqual(without.lenient.map((p) => [p.code, p.path]), [
+    ["UnknownConfigKey", "preScriptLocation"],
+    ["UnknownConfigKey", "timeoutInSeconds"],
+  ]);
 });

@@ -59,11 +59,12 @@ function mount(mountPoint: string, i: number): Mount {
 const ok = (ms = 1): StepResult => ({ ok: true, durationMs: ms, errors: [], facts: {} });
 
 function fakeDeps(script: Script, seen: Seen): RunDeps {
+  // A fake plugin type under its own name: the config is validated with the run's plugin types.
   const plugin: PluginDefinition = {
-    type: "script",
+    type: "fake",
     summary: "fake",
-    fields: {},
-    normalize: () => ({ type: "script", name: "x" }),
+    fields: { pre: { type: "string", absolutePath: true } },
+    normalize: (values) => ({ type: "fake", name: String(values.name) }),
     check: (config) =>
       script.failCheck?.includes(config.name)
         ? [{ code: "Pre-ScriptNotFound", message: `${config.name}: no pre-script` }]
@@ -150,7 +151,7 @@ function fakeDeps(script: Script, seen: Seen): RunDeps {
       };
     },
     readMounts: () => MOUNTS.map(mount),
-    plugins: new Map([["script", plugin]]),
+    plugins: new Map([["fake", plugin]]),
     uid: () => (script.notRoot ? 1000 : 0),
     pause: (phase) => {
       if (phase === "frozen" && script.signalWhileFrozen) process.emit("SIGTERM", "SIGTERM");
@@ -197,8 +198,8 @@ async function backup(
         freeze: { mounts: MOUNTS },
         snapshot: { command: ["/fake/snap"] },
         plugins: [
-          { type: "script", name: "app", pre: "/fake/pre.sh" },
-          { type: "script", name: "db", pre: "/fake/pre2.sh" },
+          { type: "fake", name: "app", pre: "/fake/pre.sh" },
+          { type: "fake", name: "db", pre: "/fake/pre2.sh" },
         ],
         log: { file: join(dir, "log", "vmsnap.log") },
         stateDir: join(dir, "state"),

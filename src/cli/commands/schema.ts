@@ -28,6 +28,9 @@ files, permissions and mounts are checked by vmsnap check.`,
  * ```
  */
 export async function handler(_args: Invocation, io: Io): Promise<number> {
-  io.stdout((await import("../../config/json_schema.ts")).configJsonSchemaText());
+  const { PLUGINS } = await import("../../../plugins/registry.ts");
+  io.stdout(
+    (await import("../../config/json_schema.ts")).configJsonSchemaText({ plugins: PLUGINS }),
+  );
   return EXIT.ok;
 }

@@ -1,138 +1,29 @@
 /**
- * A small validator over the syntax tree of a JSONC document. Each value is
- * checked where it stands, so every problem names its JSON path and its line
- * and column, and all problems are collected instead of stopping at the first.
- * The config ({@link ./config.ts}) and every plugin describe their keys with
- * these specs.
+ * The validator: checks the syntax tree of a JSONC document against field
+ * specs ({@link ./spec.ts}). Each value is checked where it stands, so every
+ * problem names its JSON path and its line and column, and all problems are
+ * collected instead of stopping at the first.
  *
  * @module
  */
 import type { Node } from "jsonc-parser";
 import type { Code, Problem } from "../errors.ts";
+import {
+  childPath,
+  type Field,
+  type ObjectSpec,
+  type Spec,
+  type ValidationContext,
+} from "./spec.ts";
+import type { Location } from "./syntax.ts";
 import { closest, didYouMean } from "./suggest.ts";
-
-/** A 1-based line and column in the config file. */
-export interface Location {
-  line: number;
-  column: number;
-}
-
-/** Turns offsets into line and column (1-based, columns count UTF-16 units). */
-export class SourceMap {
-  #lineStarts: number[] = [0];
-  #text: string;
-
-  constructor(text: string) {
-    this.#text = text;
-    for (let i = 0; i < text.length; i++) {
-      if (text.charCodeAt(i) === 10) this.#lineStarts.push(i + 1);
-    }
-  }
-
-  /** The location of a character offset. */
-  at(offset: number): Location {
-    let low = 0;
-    let high = this.#lineStarts.length - 1;
-    while (low < high) {
-      const mid = (low + high + 1) >> 1;
-      if (this.#lineStarts[mid] <= offset) low = mid;
-      else high = mid - 1;
-    }
-    return { line: low + 1, column: offset - this.#lineStarts[low] + 1 };
-  }
-
-  /** The text of a node as written (a number's literal: `1.0` stays `1.0`). */
-  raw(node: Node): string {
-    return this.#text.slice(node.offset, node.offset + node.length);
-  }
-}
-
-/** Where validation writes what it finds. */
-export interface ValidationContext {
-  /** The config file, named in every message. */
-  file: string;
-  source: SourceMap;
-  problems: Problem[];
-  warnings: Problem[];
-  /**
-   * What Azure's framework tolerates (an unknown key it ignores, a value it
-   * clamps or converts): a problem for `check`, a warning for `run`, which
-   * reads the config the way Azure does. Without this list they are problems.
-   */
-  lenient?: Problem[];
-  /** JSON path → location of the value, for later checks (permissions) to point at. */
-  locations: Map<string, Location>;
-}
-
-/** A string; optionally an absolute path, or one of a list of words. */
-export interface StringSpec {
-  type: "string";
-  absolutePath?: boolean;
-  oneOf?: readonly string[];
-  /** Refuse "" (by default "" is allowed). */
-  nonEmpty?: boolean;
-}
-/** An integer within bounds. */
-export interface IntegerSpec {
-  type: "integer";
-  min?: number;
-  max?: number;
-  /**
-   * Out-of-range integers that Azure's framework accepts are brought to the
-   * bound as a lenient finding (`ConfigValueClamped`) instead of a problem.
-   * Each side says, for the message, what Azure does with such a value.
-   */
-  clamp?: { below?: string; above?: string };
-}
-/** true or false. */
-export interface BooleanSpec {
-  type: "boolean";
-}
-/** An array whose items all follow one spec. */
-export interface ArraySpec {
-  type: "array";
-  items: Spec;
-  minItems?: number;
-}
-/** An object with known keys; unknown keys are problems, `ignored` keys warnings. */
-export interface ObjectSpec {
-  type: "object";
-  fields: Record<string, Field>;
-  /** Keys accepted for compatibility that have no effect: key → why. */
-  ignored?: Record<string, string>;
-  /**
-   * Set on an object Azure's framework reads too (the top level). What its
-   * JSON reader tolerates becomes a lenient finding: an unknown key (ignored)
-   * and a key given twice (the last wins). Not for `strict` keys (vmsnap's
-   * own, which Azure never reads): a near-miss of one, or one given twice,
-   * stays a problem, because ignoring it would silently change what is
-   * frozen, snapshotted or quiesced.
-   */
-  azure?: { strict: readonly string[] };
-}
-/** Anything else: the function validates and reports itself. */
-export interface CustomSpec {
-  type: "custom";
-  validate(node: Node, path: string, ctx: ValidationContext): unknown;
-}
-/** Any spec. */
-export type Spec = StringSpec | IntegerSpec | BooleanSpec | ArraySpec | ObjectSpec | CustomSpec;
-/** A key of an object: its spec, its default, whether it must be present. */
-export type Field = Spec & { default?: unknown; required?: boolean };
-
-/** `parent.key`, or `parent["odd key"]` for keys that are not identifiers. */
-export function childPath(parent: string, key: string | number): string {
-  if (typeof key === "number") return `${parent}[${key}]`;
-  if (!/^[A-Za-z_$][\w$-]*$/.test(key)) return `${parent}[${JSON.stringify(key)}]`;
-  return parent === "" ? key : `${parent}.${key}`;
-}
 
 /**
  * Records a problem at a node: the message is prefixed with `file:line:column:`.
  *
  * @example
  * ```ts
- * import { report } from "./schema.ts";
+ * import { report } from "./validate.ts";
  * // report(ctx, { node, path: "plugins[0].name", code: "DuplicatePluginName", message: "…", warning: false });
  * ```
  */
@@ -252,7 +143,8 @@ function typeHint(node: Node, spec: Spec): string {
  * @example
  * ```ts
  * import { parseTree } from "jsonc-parser";
- * import { SourceMap, validate } from "./schema.ts";
+ * import { SourceMap } from "./syntax.ts";
+ * import { validate } from "./validate.ts";
  * const text = '{"n": 5}';
  * const ctx = { file: "x.json", source: new SourceMap(text), problems: [], warnings: [], locations: new Map() };
  * validate(parseTree(text)!, { type: "object", fields: { n: { type: "integer", max: 3 } } }, "", ctx);
