@@ -23,15 +23,20 @@ import type {
   StepResult,
 } from "./plugin.ts";
 
-/** Keys every database plugin has. */
-export const DB_FIELDS: Record<string, Field> = {
+/** The limits every database plugin has. */
+export const DB_LIMIT_FIELDS = {
   /** Connect + quiesce budget. */
   timeoutInSeconds: { type: "integer", min: 1, max: 3600, default: 30 },
   /** The watchdog releases the lock if resume has not come by then. */
   maxHoldSeconds: { type: "integer", min: 1, max: 86400, default: 300 },
+} as const satisfies Record<string, Field>;
+
+/** Keys every database plugin with a password has: the limits and the credentials. */
+export const DB_FIELDS = {
+  ...DB_LIMIT_FIELDS,
   passwordFile: { type: "string", absolutePath: true },
   password: { type: "string" },
-};
+} as const satisfies Record<string, Field>;
 
 /** Checks a secret file like the config file (root, 0600, root-only directories). */
 export function checkSecretFile(path: string, plugin: string, key: string): Problem[] {
@@ -617,12 +622,15 @@ export async function withSession<S extends DbSession, T>(
  * @example
  * ```ts
  * import { dbConfig } from "./db_common.ts";
- * const config = dbConfig<{ type: string; name: string }>("redis", { name: "cache" });
+ * const config = dbConfig("redis", { type: "redis", name: "cache", password: "s3cret" });
  * ```
  */
-export function dbConfig<C>(type: string, values: Record<string, unknown>): C {
+export function dbConfig<T extends string, V extends { type: string; password?: string }>(
+  type: T,
+  values: V,
+): Omit<V, "type"> & { type: T } {
   if (typeof values.password === "string") addSecret(values.password);
-  return { ...values, type, name: String(values.name) } as unknown as C;
+  return { ...values, type };
 }
 
 /**

@@ -19,6 +19,7 @@ import {
   type Budget,
   checkSecretFile,
   clearLockMarker,
+  DB_LIMIT_FIELDS,
   dbRuntime,
   type DbSession,
   driverConnectMs,
@@ -27,25 +28,17 @@ import {
   withSession,
   writeLockMarker,
 } from "./db_common.ts";
-import type { PluginConfig, PluginDefinition } from "./plugin.ts";
+import { type ConfigOf, definePlugin } from "./plugin.ts";
 
-/** A normalized mongodb plugin config. */
-export interface MongoConfig extends PluginConfig {
-  type: "mongodb";
-  uri?: string;
-  uriFile?: string;
-  mode: "fsync-lock" | "fsync";
-  timeoutInSeconds: number;
-  maxHoldSeconds: number;
-}
-
-const FIELDS: Record<string, Field> = {
+const FIELDS = {
   uri: { type: "string", nonEmpty: true },
   uriFile: { type: "string", absolutePath: true },
   mode: { type: "string", oneOf: ["fsync-lock", "fsync"], default: "fsync-lock" },
-  timeoutInSeconds: { type: "integer", min: 1, max: 3600, default: 30 },
-  maxHoldSeconds: { type: "integer", min: 1, max: 86400, default: 300 },
-};
+  ...DB_LIMIT_FIELDS,
+} as const satisfies Record<string, Field>;
+
+/** A normalized mongodb plugin config, as its keys say. */
+export type MongoConfig = ConfigOf<"mongodb", typeof FIELDS>;
 
 /** Registers a URI and its credentials as secrets. */
 function registerUriSecrets(uri: string): void {
@@ -116,16 +109,12 @@ async function connect(config: MongoConfig, signal: AbortSignal): Promise<MongoS
 }
 
 /** The `mongodb` plugin type. */
-export const mongodbPlugin: PluginDefinition<MongoConfig> = {
+export const mongodbPlugin = definePlugin({
   type: "mongodb",
   summary: "holds a MongoDB fsync lock across the snapshot (or only flushes)",
   fields: FIELDS,
-  normalize(values, ctx) {
-    const config = {
-      ...values,
-      type: "mongodb",
-      name: String(values.name),
-    } as unknown as MongoConfig;
+  normalize(values, ctx): MongoConfig {
+    const config = { ...values, type: "mongodb" as const };
     // A URI inline in the config may carry a password: scrub it from everything printed.
     if (typeof config.uri === "string") registerUriSecrets(config.uri);
     if ((config.uri === undefined) === (config.uriFile === undefined)) {
@@ -225,4 +214,4 @@ export const mongodbPlugin: PluginDefinition<MongoConfig> = {
         `plugin "${config.name}": fsyncUnlock failed: ${why}. The marker stays in stateDir: the next vmsnap start releases the lock. Fix now: db.fsyncUnlock() in mongosh.`,
     });
   },
-};
+});

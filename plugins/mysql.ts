@@ -30,29 +30,9 @@ import {
   PluginFailure,
   withSession,
 } from "./db_common.ts";
-import type { PluginConfig, PluginDefinition } from "./plugin.ts";
+import { type ConfigOf, definePlugin } from "./plugin.ts";
 
-/** How to lock. */
-export type MysqlMode = "auto" | "backup-stage" | "lock-instance" | "ftwrl";
-
-/** A normalized mysql plugin config. */
-export interface MysqlConfig extends PluginConfig {
-  type: "mysql";
-  socket?: string;
-  host?: string;
-  port: number;
-  user: string;
-  passwordFile?: string;
-  password?: string;
-  mode: MysqlMode;
-  lockWaitTimeoutSeconds: number;
-  longQuerySeconds: number;
-  killLongQueries: boolean;
-  timeoutInSeconds: number;
-  maxHoldSeconds: number;
-}
-
-const FIELDS: Record<string, Field> = {
+const FIELDS = {
   socket: { type: "string", absolutePath: true },
   host: { type: "string", nonEmpty: true },
   port: { type: "integer", min: 1, max: 65535, default: 3306 },
@@ -66,7 +46,13 @@ const FIELDS: Record<string, Field> = {
   longQuerySeconds: { type: "integer", min: 0, max: 86400, default: 60 },
   killLongQueries: { type: "boolean", default: false },
   ...DB_FIELDS,
-};
+} as const satisfies Record<string, Field>;
+
+/** A normalized mysql plugin config, as its keys say. */
+export type MysqlConfig = ConfigOf<"mysql", typeof FIELDS>;
+
+/** How to lock. */
+export type MysqlMode = MysqlConfig["mode"];
 
 type Connection = PromiseConnection & DbSession;
 type Row = Record<string, unknown>;
@@ -248,12 +234,12 @@ async function missingGrants(
 }
 
 /** The `mysql` plugin type. */
-export const mysqlPlugin: PluginDefinition<MysqlConfig> = {
+export const mysqlPlugin = definePlugin({
   type: "mysql",
   summary:
     "holds a MySQL/MariaDB backup lock (BACKUP STAGE, LOCK INSTANCE or FTWRL) on one connection",
   fields: FIELDS,
-  normalize: (values) => dbConfig<MysqlConfig>("mysql", values),
+  normalize: (values): MysqlConfig => dbConfig("mysql", values),
   check(config) {
     const problems = passwordFileProblems(config);
     if (config.socket && config.host) {
@@ -364,4 +350,4 @@ export const mysqlPlugin: PluginDefinition<MysqlConfig> = {
         `plugin "${config.name}": ${unlock} failed: ${why}. Closing the connection released the lock.`,
     });
   },
-};
+});

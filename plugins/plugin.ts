@@ -10,7 +10,8 @@
 import type { Problem } from "../src/errors.ts";
 import type { StepResult } from "../src/protocol.ts";
 import type { LogLevel } from "../src/config/log_level.ts";
-import type { PluginConfig, PluginSpec } from "../src/config/plugin_spec.ts";
+import type { NormalizeContext, PluginConfig, PluginSpec } from "../src/config/plugin_spec.ts";
+import type { Field, FieldValues } from "../src/config/spec.ts";
 import type { Location } from "../src/config/syntax.ts";
 
 export type { NotHeld, RunError, StepResult } from "../src/protocol.ts";
@@ -86,6 +87,73 @@ export interface PluginDefinition<C extends PluginConfig = PluginConfig> extends
    * locking; says what it found and did.
    */
   recover?(config: C, marker: LockMarker): Promise<string>;
+}
+
+/** Flattens an intersection, so that a derived config type reads as one object in editors. */
+type Flat<T> = { [K in keyof T]: T[K] } & unknown;
+
+/**
+ * A plugin's config as its field spec says it: `type`, `name`, `stage`, and
+ * each field's value (a field with a default always present).
+ *
+ * @example
+ * ```ts
+ * import type { ConfigOf } from "./plugin.ts";
+ * const fields = { port: { type: "integer", default: 6379 }, user: { type: "string" } } as const;
+ * type DemoConfig = ConfigOf<"demo", typeof fields>; // { type: "demo"; name: string; stage?: number; port: number; user?: string }
+ * ```
+ */
+export type ConfigOf<T extends string, F extends Record<string, Field>> = Flat<
+  { type: T; name: string; stage?: number } & FieldValues<F>
+>;
+
+/** What a `plugins` entry of a type validates to: its fields' values, `type`, `name`, `stage`. */
+export type EntryValues<F extends Record<string, Field>> = Flat<
+  { type: string; name: string; stage: number } & FieldValues<F>
+>;
+
+/**
+ * What {@linkcode definePlugin} takes: a plugin type whose `normalize` gets
+ * its fields' values typed, and may be left out when the config is those
+ * values as they are ({@linkcode ConfigOf}).
+ */
+export type PluginDraft<T extends string, F extends Record<string, Field>, C extends PluginConfig> =
+  & Omit<PluginDefinition<C>, "type" | "fields" | "normalize">
+  & {
+    readonly type: T;
+    readonly fields: F;
+    normalize?(values: EntryValues<F>, ctx: NormalizeContext): C;
+  };
+
+/**
+ * Defines a plugin type with its config typed from its field spec: the
+ * config is {@linkcode ConfigOf} its fields unless `normalize` builds
+ * another, and `check`, `create`, `connectCheck` and `recover` get it typed.
+ * Declare the fields `as const` (or inline) so that defaults and `oneOf`
+ * words reach the type.
+ *
+ * @example
+ * ```ts
+ * import { definePlugin } from "./plugin.ts";
+ * const done = { ok: true, durationMs: 0, errors: [], facts: {} };
+ * const demo = definePlugin({
+ *   type: "demo",
+ *   summary: "does nothing, verbosely",
+ *   fields: { level: { type: "string", oneOf: ["low", "high"], default: "low" } },
+ *   check: (config) => config.level === "high" ? [] : [],
+ *   create: () => ({ quiesce: () => Promise.resolve(done), resume: () => Promise.resolve(done) }),
+ * });
+ * ```
+ */
+export function definePlugin<
+  const T extends string,
+  const F extends Record<string, Field>,
+  C extends PluginConfig = ConfigOf<T, F>,
+>(draft: PluginDraft<T, F, C>): PluginDefinition<C> {
+  // The one place validated values meet their type: the validator checked each against F.
+  const normalize = draft.normalize ??
+    ((values: EntryValues<F>) => ({ ...values, type: draft.type }) as PluginConfig as C);
+  return { ...draft, normalize: (values, ctx) => normalize(values as EntryValues<F>, ctx) };
 }
 
 /**

@@ -32,31 +32,20 @@ import {
   PluginFailure,
   withSession,
 } from "./db_common.ts";
-import type { PluginConfig, PluginDefinition } from "./plugin.ts";
+import { type ConfigOf, definePlugin } from "./plugin.ts";
 
-/** A normalized postgresql plugin config. */
-export interface PostgresConfig extends PluginConfig {
-  type: "postgresql";
+const FIELDS = {
   /** A socket directory (absolute path) or a host name. */
-  host: string;
-  port: number;
-  user: string;
-  database: string;
-  passwordFile?: string;
-  password?: string;
-  mode: "checkpoint" | "backup";
-  timeoutInSeconds: number;
-  maxHoldSeconds: number;
-}
-
-const FIELDS: Record<string, Field> = {
   host: { type: "string", nonEmpty: true, default: "/var/run/postgresql" },
   port: { type: "integer", min: 1, max: 65535, default: 5432 },
   user: { type: "string", nonEmpty: true, default: "postgres" },
   database: { type: "string", nonEmpty: true, default: "postgres" },
   mode: { type: "string", oneOf: ["checkpoint", "backup"], default: "checkpoint" },
   ...DB_FIELDS,
-};
+} as const satisfies Record<string, Field>;
+
+/** A normalized postgresql plugin config, as its keys say. */
+export type PostgresConfig = ConfigOf<"postgresql", typeof FIELDS>;
 
 type Sql = postgres.Sql;
 type Reserved = postgres.ReservedSql;
@@ -188,11 +177,11 @@ function grantFor(config: PostgresConfig): string {
 }
 
 /** The `postgresql` plugin type. */
-export const postgresqlPlugin: PluginDefinition<PostgresConfig> = {
+export const postgresqlPlugin = definePlugin({
   type: "postgresql",
   summary: "CHECKPOINT before the freeze, or holds pg_backup_start across the snapshot",
   fields: FIELDS,
-  normalize: (values) => dbConfig<PostgresConfig>("postgresql", values),
+  normalize: (values): PostgresConfig => dbConfig("postgresql", values),
   check: (config) => passwordFileProblems(config),
   connectCheck(config) {
     return withSession(config, (signal) => connect(config, signal), async ({ conn }, budget) => {
@@ -328,4 +317,4 @@ export const postgresqlPlugin: PluginDefinition<PostgresConfig> = {
         `plugin "${config.name}": pg_backup_stop failed: ${why}. Closing the session ended the backup.`,
     });
   },
-};
+});

@@ -29,35 +29,24 @@ import {
   PluginFailure,
   withSession,
 } from "./db_common.ts";
-import type { PluginConfig, PluginDefinition, PluginEnv } from "./plugin.ts";
+import { type ConfigOf, definePlugin, type PluginEnv } from "./plugin.ts";
 import { infoFields, RedisConnection, RedisError } from "./resp.ts";
 
-/** How to quiesce. */
-export type RedisMode = "auto" | "pause" | "bgsave";
-
-/** A normalized redis plugin config. */
-export interface RedisConfig extends PluginConfig {
-  type: "redis";
-  socket?: string;
-  host: string;
-  port: number;
-  /** An ACL user (Redis 6+); without it, the default user. */
-  user?: string;
-  passwordFile?: string;
-  password?: string;
-  mode: RedisMode;
-  timeoutInSeconds: number;
-  maxHoldSeconds: number;
-}
-
-const FIELDS: Record<string, Field> = {
+const FIELDS = {
   socket: { type: "string", absolutePath: true },
   host: { type: "string", nonEmpty: true, default: "127.0.0.1" },
   port: { type: "integer", min: 1, max: 65535, default: 6379 },
+  /** An ACL user (Redis 6+); without it, the default user. */
   user: { type: "string", nonEmpty: true },
   mode: { type: "string", oneOf: ["auto", "pause", "bgsave"], default: "auto" },
   ...DB_FIELDS,
-};
+} as const satisfies Record<string, Field>;
+
+/** A normalized redis plugin config, as its keys say. */
+export type RedisConfig = ConfigOf<"redis", typeof FIELDS>;
+
+/** How to quiesce. */
+export type RedisMode = RedisConfig["mode"];
 
 /** The one connection, with what the plugin learnt. */
 interface RedisSession extends DbSession {
@@ -211,11 +200,11 @@ async function missingRules(redis: RedisConnection, budget: Budget): Promise<str
 }
 
 /** The `redis` plugin type. */
-export const redisPlugin: PluginDefinition<RedisConfig> = {
+export const redisPlugin = definePlugin({
   type: "redis",
   summary: "pauses Redis writes (CLIENT PAUSE WRITE) with the AOF written, or BGSAVEs first",
   fields: FIELDS,
-  normalize: (values) => dbConfig<RedisConfig>("redis", values),
+  normalize: (values): RedisConfig => dbConfig("redis", values),
   check: (config) => passwordFileProblems(config),
   connectCheck(config) {
     return withSession(config, (signal) => connect(config, signal), async ({ redis }, budget) => {
@@ -335,4 +324,4 @@ export const redisPlugin: PluginDefinition<RedisConfig> = {
         `plugin "${config.name}": CLIENT UNPAUSE failed: ${why}. The pause ends by itself after maxHoldSeconds (${config.maxHoldSeconds} s). Fix now: redis-cli CLIENT UNPAUSE.`,
     });
   },
-};
+});

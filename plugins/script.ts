@@ -11,10 +11,10 @@ import { childPath, type Field } from "../src/config/spec.ts";
 import type { Location } from "../src/config/syntax.ts";
 import { reportAt } from "../src/config/validate.ts";
 import {
+  definePlugin,
   locateProblems,
   type NormalizeContext,
   type PluginConfig,
-  type PluginDefinition,
   type PluginEnv,
   type StepResult,
 } from "./plugin.ts";
@@ -35,16 +35,25 @@ export interface ScriptConfig extends PluginConfig {
 const DEFAULT_TIMEOUT_SECONDS = 30;
 /** The longest a script of vmsnap's own `script` plugin may run: 24 hours. */
 export const MAX_SCRIPT_TIMEOUT_SECONDS = 24 * 60 * 60;
-/** The `script` plugin's `timeoutInSeconds`: Azure's default, up to 24 hours. */
-const SCRIPT_TIMEOUT_FIELD: Field = {
-  type: "integer",
-  min: 1,
-  max: MAX_SCRIPT_TIMEOUT_SECONDS,
-  default: DEFAULT_TIMEOUT_SECONDS,
-};
-const PATH_FIELD: Field = { type: "string", absolutePath: true, default: "" };
-const PARAMS_FIELD: Field = { type: "array", items: { type: "string" }, default: [] };
-const RETRIES_FIELD: Field = { type: "integer", min: 0, max: 100, default: 0 };
+const PATH_FIELD = { type: "string", absolutePath: true, default: "" } as const;
+const PARAMS_FIELD = { type: "array", items: { type: "string" }, default: [] } as const;
+const RETRIES_FIELD = { type: "integer", min: 0, max: 100, default: 0 } as const;
+
+/** The keys of an entry of `plugins` with `"type": "script"`. */
+const FIELDS = {
+  pre: PATH_FIELD,
+  post: PATH_FIELD,
+  preParams: PARAMS_FIELD,
+  postParams: PARAMS_FIELD,
+  retries: RETRIES_FIELD,
+  /** Azure's default, up to 24 hours (Azure's own keys stop at 1800 s). */
+  timeoutInSeconds: {
+    type: "integer",
+    min: 1,
+    max: MAX_SCRIPT_TIMEOUT_SECONDS,
+    default: DEFAULT_TIMEOUT_SECONDS,
+  },
+} as const satisfies Record<string, Field>;
 
 /** Builds a step, pointing out Azure's `""` placeholder params. */
 function step(
@@ -149,19 +158,13 @@ export function checkScripts(
 }
 
 /** The `script` plugin type. */
-export const scriptPlugin: PluginDefinition<ScriptConfig> = {
+export const scriptPlugin = definePlugin({
   type: "script",
   summary:
     "runs a pre-script before the freeze and a post-script after the thaw (Azure's framework)",
-  fields: {
-    pre: PATH_FIELD,
-    post: PATH_FIELD,
-    preParams: PARAMS_FIELD,
-    postParams: PARAMS_FIELD,
-    retries: RETRIES_FIELD,
-    timeoutInSeconds: SCRIPT_TIMEOUT_FIELD,
-  },
-  normalize(values, ctx) {
+  fields: FIELDS,
+  // The config is the steps built from the keys, not the keys as they are.
+  normalize(values, ctx): ScriptConfig {
     const pre = step(ctx, { path: "pre", params: "preParams" }, {
       path: values.pre,
       params: values.preParams,
@@ -182,10 +185,10 @@ export const scriptPlugin: PluginDefinition<ScriptConfig> = {
     }
     return {
       type: "script",
-      name: String(values.name),
+      name: values.name,
       pre,
       post,
-      timeoutInSeconds: Number(values.timeoutInSeconds ?? DEFAULT_TIMEOUT_SECONDS),
+      timeoutInSeconds: values.timeoutInSeconds ?? DEFAULT_TIMEOUT_SECONDS,
     };
   },
   topLevel: { fields: AZURE_SCRIPT_FIELDS, normalize: azureScriptPlugin },
@@ -206,4 +209,4 @@ export const scriptPlugin: PluginDefinition<ScriptConfig> = {
     };
     return { quiesce: side("pre"), resume: side("post") };
   },
-};
+});

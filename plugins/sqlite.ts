@@ -20,36 +20,31 @@ import type { Problem } from "../src/errors.ts";
 import type { Field } from "../src/config/spec.ts";
 import {
   type Budget,
+  DB_LIMIT_FIELDS,
   dbRuntime,
   type DbSession,
   pause,
   PluginFailure,
   withSession,
 } from "./db_common.ts";
-import type { PluginConfig, PluginDefinition } from "./plugin.ts";
+import { type ConfigOf, definePlugin } from "./plugin.ts";
 
 /** How long one SQLite call may wait for another connection's lock. */
 export const BUSY_MS = 100;
 
-/** A normalized sqlite plugin config. */
-export interface SqliteConfig extends PluginConfig {
-  type: "sqlite";
+const FIELDS = {
   /** Absolute paths of the database files. */
-  files: string[];
-  timeoutInSeconds: number;
-  maxHoldSeconds: number;
-}
-
-const FIELDS: Record<string, Field> = {
   files: {
     type: "array",
     items: { type: "string", absolutePath: true },
     minItems: 1,
     required: true,
   },
-  timeoutInSeconds: { type: "integer", min: 1, max: 3600, default: 30 },
-  maxHoldSeconds: { type: "integer", min: 1, max: 86400, default: 300 },
-};
+  ...DB_LIMIT_FIELDS,
+} as const satisfies Record<string, Field>;
+
+/** A normalized sqlite plugin config, as its keys say. */
+export type SqliteConfig = ConfigOf<"sqlite", typeof FIELDS>;
 
 /** The open databases, one connection each. */
 interface SqliteSession extends DbSession {
@@ -132,13 +127,10 @@ async function untilNotBusy<T>(what: string, budget: Budget, work: () => T): Pro
 }
 
 /** The `sqlite` plugin type. */
-export const sqlitePlugin: PluginDefinition<SqliteConfig> = {
+export const sqlitePlugin = definePlugin({
   type: "sqlite",
   summary: "holds each SQLite file's write lock (BEGIN IMMEDIATE) after a WAL checkpoint",
   fields: FIELDS,
-  normalize(values) {
-    return { ...values, type: "sqlite", name: String(values.name) } as unknown as SqliteConfig;
-  },
   check(config) {
     const problems: Problem[] = [];
     for (const file of config.files) {
@@ -199,4 +191,4 @@ export const sqlitePlugin: PluginDefinition<SqliteConfig> = {
         `plugin "${config.name}": releasing the write lock failed: ${why}. Closing the connection released it.`,
     });
   },
-};
+});

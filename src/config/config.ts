@@ -92,7 +92,7 @@ export interface LoadedConfig {
 }
 
 /** An object with no keys, validated when the syntax is broken: the config is then the defaults. */
-const EMPTY_OBJECT = { type: "object", offset: 0, length: 0, children: [] } as unknown as Node;
+const EMPTY_OBJECT = { type: "object", offset: 0, length: 0, children: [] } as Node;
 
 /**
  * Parses and validates config text. Never throws on bad input: syntax errors

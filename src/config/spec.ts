@@ -99,3 +99,41 @@ export function childPath(parent: string, key: string | number): string {
   if (!/^[A-Za-z_$][\w$-]*$/.test(key)) return `${parent}[${JSON.stringify(key)}]`;
   return parent === "" ? key : `${parent}.${key}`;
 }
+
+/**
+ * The value a spec validates to, as a type: a string (or the union of its
+ * `oneOf` words), a number, a boolean, an array of its items' values, an
+ * object of its fields' values, or what a custom validator returns.
+ */
+export type SpecValue<S> = S extends { type: "string"; oneOf: readonly (infer W)[] } ? W
+  : S extends { type: "string" } ? string
+  : S extends { type: "integer" } ? number
+  : S extends { type: "boolean" } ? boolean
+  : S extends { type: "array"; items: infer I } ? SpecValue<I>[]
+  : S extends { type: "object"; fields: infer F extends Record<string, Field> } ? FieldValues<F>
+  : S extends { type: "custom"; validate(...args: never[]): infer R } ? R
+  : unknown;
+
+/** The keys always present after validation: those with a default, and the required ones. */
+type PresentKeys<F> = {
+  [K in keyof F]: F[K] extends { default: unknown } | { required: true } ? K : never;
+}[keyof F];
+
+/**
+ * The values an object's fields validate to, as a type: a key with a
+ * default (or required) is always there, any other may be absent.
+ *
+ * @example
+ * ```ts
+ * import type { FieldValues } from "./spec.ts";
+ * const fields = {
+ *   port: { type: "integer", default: 3306 },
+ *   socket: { type: "string", absolutePath: true },
+ *   mode: { type: "string", oneOf: ["auto", "ftwrl"], default: "auto" },
+ * } as const;
+ * const values: FieldValues<typeof fields> = { port: 3306, mode: "auto" }; // socket?: string
+ * ```
+ */
+export type FieldValues<F extends Record<string, Field>> =
+  & { -readonly [K in PresentKeys<F>]: SpecValue<F[K]> }
+  & { -readonly [K in Exclude<keyof F, PresentKeys<F>>]?: SpecValue<F[K]> };

@@ -57,8 +57,7 @@ export interface CheckOptions {
   /** Also connect to each database and verify the privileges quiesce needs. */
   connect?: boolean;
   /** The plugin types (default: the registry's). */
-  // deno-lint-ignore no-explicit-any
-  plugins?: ReadonlyMap<string, PluginDefinition<any>>;
+  plugins?: ReadonlyMap<string, PluginDefinition>;
 }
 
 /**
