@@ -208,17 +208,24 @@ export function createProcessCgroup(home = findCgroup2()): ProcessCgroup | undef
   } catch {
     return undefined;
   }
+  return cgroupAt(path, home);
+}
+
+/** Sends a signal to each pid; one that is gone is skipped. */
+function signalEach(pids: number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // gone
+    }
+  }
+}
+
+/** The handle of a cgroup made at `path` under vmsnap's own. */
+function cgroupAt(path: string, home: Cgroup2Home): ProcessCgroup {
   const canKill = existsSync(join(path, "cgroup.kill"));
   const members = () => readProcs(path);
-  const each = (signal: NodeJS.Signals) => {
-    for (const pid of members()) {
-      try {
-        process.kill(pid, signal);
-      } catch {
-        // gone
-      }
-    }
-  };
   return {
     path,
     members,
@@ -229,7 +236,7 @@ export function createProcessCgroup(home = findCgroup2()): ProcessCgroup | undef
         return members().length > 0;
       }
     },
-    signal: each,
+    signal: (signal) => signalEach(members(), signal),
     kill() {
       if (canKill) {
         try {
@@ -239,28 +246,31 @@ export function createProcessCgroup(home = findCgroup2()): ProcessCgroup | undef
           // fall through to one by one
         }
       }
-      each("SIGKILL");
+      signalEach(members(), "SIGKILL");
     },
-    release() {
-      for (let round = 0; round < 20; round++) {
-        const pids = members();
-        if (pids.length === 0) break;
-        for (const pid of pids) {
-          try {
-            writeFileSync(join(home.own, "cgroup.procs"), String(pid));
-          } catch {
-            // gone, or a zombie
-          }
-        }
-      }
-      try {
-        rmdirSync(path);
-        return true;
-      } catch {
-        return false;
-      }
-    },
+    release: () => releaseCgroup(path, home, members),
   };
+}
+
+/** Moves the members back to vmsnap's own cgroup, then removes the cgroup; false when it stays. */
+function releaseCgroup(path: string, home: Cgroup2Home, members: () => number[]): boolean {
+  for (let round = 0; round < 20; round++) {
+    const pids = members();
+    if (pids.length === 0) break;
+    for (const pid of pids) {
+      try {
+        writeFileSync(join(home.own, "cgroup.procs"), String(pid));
+      } catch {
+        // gone, or a zombie
+      }
+    }
+  }
+  try {
+    rmdirSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -106,6 +106,9 @@ export interface ProcessResult {
 
 const MAX_LINE = 4096;
 
+/** One of the process's output streams. */
+type Stream = "stdout" | "stderr";
+
 /** The pids in /proc, as strings (empty when /proc cannot be read). */
 function processIds(): string[] {
   try {
@@ -300,22 +303,181 @@ export function spawnFallingBack(
   }
 }
 
+/** Output read line by line: every line to `onLine` as it comes, the last ones kept. */
+class OutputLines {
+  #pending: Record<Stream, string> = { stdout: "", stderr: "" };
+  // A character split across two reads is decoded whole (one decoder per stream).
+  #decoders = { stdout: new StringDecoder("utf8"), stderr: new StringDecoder("utf8") };
+
+  constructor(
+    private readonly result: ProcessResult,
+    private readonly options: Pick<RunProcessOptions, "tailLines" | "onLine">,
+  ) {}
+
+  /** Reads both of the child's pipes. */
+  listen(child: ChildProcess): void {
+    child.stdout!.on("data", (chunk: Buffer) => this.#read("stdout", chunk));
+    child.stderr!.on("data", (chunk: Buffer) => this.#read("stderr", chunk));
+  }
+
+  /** Emits what is left of a line without its newline, at the end. */
+  flush(): void {
+    for (const stream of ["stdout", "stderr"] as const) {
+      this.#pending[stream] += this.#decoders[stream].end();
+      if (this.#pending[stream]) this.#emit(stream, this.#pending[stream]);
+      this.#pending[stream] = "";
+    }
+  }
+
+  #read(stream: Stream, chunk: Buffer): void {
+    this.result.bytes += chunk.length;
+    const text = this.#pending[stream] + this.#decoders[stream].write(chunk);
+    const parts = text.split("\n");
+    this.#pending[stream] = parts.pop()!;
+    // A line with no newline for too long is emitted in pieces.
+    if (this.#pending[stream].length > MAX_LINE * 4) {
+      parts.push(this.#pending[stream]);
+      this.#pending[stream] = "";
+    }
+    for (const line of parts) this.#emit(stream, line.replace(/\r$/, ""));
+  }
+
+  #emit(stream: Stream, line: string): void {
+    if (line.length > MAX_LINE) line = `${line.slice(0, MAX_LINE)}… (${line.length} characters)`;
+    this.result.lines++;
+    const tail = this.result.tail[stream];
+    tail.push(line);
+    if (tail.length > (this.options.tailLines ?? 20)) tail.shift();
+    try {
+      this.options.onLine?.(stream, line);
+    } catch {
+      // A failing consumer (the log) must not crash the run from a stream callback; the tail keeps the line.
+    }
+  }
+}
+
+/** A process that was started, and how it is tracked. */
+interface Started {
+  options: RunProcessOptions;
+  result: ProcessResult;
+  child: ChildProcess;
+  cgroup?: ProcessCgroup;
+  /** The value of TAG_VARIABLE in its environment. */
+  tag: string;
+  /** performance.now() when the run began. */
+  started: number;
+}
+
 /**
- * Runs a process to its end, its timeout, or an abort.
- *
- * @example
- * ```ts
- * import { runProcess } from "./process_runner.ts";
- * const r = await runProcess({ argv: ["/bin/echo", "hi"], env: { PATH: "/usr/bin:/bin" }, timeoutMs: 5000 });
- * r.exitCode; // 0
- * r.tail.stdout; // ["hi"]
- * ```
+ * One started process, watched to its end: its output, its timeout and the
+ * abort signal (a kill of everything it started), its exit and its pipes,
+ * then what it left behind. `done` resolves once, with the result.
  */
-export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
-  const tag = crypto.randomUUID(); // Web Crypto: node:crypto costs ~2 ms of start-up
-  const tailLines = options.tailLines ?? 20;
-  const started = performance.now();
-  const result: ProcessResult = {
+class Supervision {
+  readonly done: Promise<ProcessResult>;
+  #resolve!: (result: ProcessResult) => void;
+  #output: OutputLines;
+  #openPipes = 2;
+  #onPipesClosed: (() => void) | undefined;
+  #timer: ReturnType<typeof setTimeout>;
+  #killing: Promise<KillOutcome> | undefined;
+  #settled = false;
+  readonly #onAbort = () => this.#stop("abort");
+
+  constructor(private readonly run: Started) {
+    this.done = new Promise((resolve) => (this.#resolve = resolve));
+    const { child, options, result } = run;
+    const pipeClosed = () => {
+      if (--this.#openPipes === 0) this.#onPipesClosed?.();
+    };
+    child.stdout!.once("close", pipeClosed);
+    child.stderr!.once("close", pipeClosed);
+    this.#output = new OutputLines(result, options);
+    this.#output.listen(child);
+    this.#timer = setTimeout(() => this.#stop("timeout"), options.timeoutMs);
+    if (options.signal?.aborted) queueMicrotask(this.#onAbort);
+    options.signal?.addEventListener("abort", this.#onAbort, { once: true });
+    child.on("error", (error) => {
+      result.spawnError = error.message;
+      this.#finish();
+    });
+    child.on("exit", (code, signal) => this.#exited(code, signal));
+  }
+
+  /** The process exited: finish once its pipes close, or after drainMs (a daemon may hold them). */
+  #exited(code: number | null, signal: NodeJS.Signals | null): void {
+    this.run.result.exitCode = code;
+    this.run.result.signal = signal;
+    if (this.#openPipes === 0) return void this.#finish();
+    const drain = setTimeout(() => this.#finish(), this.run.options.drainMs ?? 200);
+    this.#onPipesClosed = () => {
+      clearTimeout(drain);
+      this.#finish();
+    };
+  }
+
+  /** A timeout or an abort: kill the process and everything it started. */
+  #stop(why: "timeout" | "abort"): void {
+    if (this.#killing || this.#settled) return;
+    const { child, options, result, tag, cgroup } = this.run;
+    if (why === "timeout") result.timedOut = true;
+    else result.aborted = true;
+    this.#killing = killProcesses({
+      pgid: child.pid,
+      find: () => findTagged(tag),
+      graceMs: options.graceMs ?? 2000,
+      killMs: options.killMs,
+      cgroup,
+    });
+    // A process blocked in the kernel never exits: do not wait for it past the kill.
+    this.#killing.then(() => this.#finish());
+  }
+
+  async #finish(): Promise<void> {
+    if (this.#settled) return;
+    this.#settled = true;
+    const { child, options, result, started } = this.run;
+    clearTimeout(this.#timer);
+    options.signal?.removeEventListener("abort", this.#onAbort);
+    if (this.#killing) this.#recordKill(await this.#killing);
+    else this.#recordLeftovers();
+    this.#releaseCgroup();
+    child.stdout!.destroy();
+    child.stderr!.destroy();
+    this.#output.flush();
+    result.durationMs = Math.round(performance.now() - started);
+    this.#resolve(result);
+  }
+
+  /** What the kill achieved: killed, and survivors (never counted as killed). */
+  #recordKill(outcome: KillOutcome): void {
+    const { result } = this.run;
+    result.killed = outcome.found - outcome.survivors.length;
+    result.survivors = outcome.survivors.map((pid) => ({
+      pid,
+      command: commandOf(pid),
+      state: stateOf(pid) ?? "?",
+    }));
+  }
+
+  /** After a normal exit: what it started and left running (left alone). */
+  #recordLeftovers(): void {
+    const { result, tag, cgroup } = this.run;
+    const left = [...new Set([...findTagged(tag), ...(cgroup?.members() ?? [])])].filter(isLive);
+    result.leftovers = left.map((pid) => ({ pid, command: commandOf(pid) }));
+  }
+
+  /** Survivors stay in their cgroup, for a later `cgroup.kill`; otherwise it goes. */
+  #releaseCgroup(): void {
+    const { result, cgroup } = this.run;
+    if (cgroup && result.survivors.length > 0) result.cgroup = cgroup.path;
+    else cgroup?.release();
+  }
+}
+
+/** A result before anything happened. */
+function emptyResult(): ProcessResult {
+  return {
     exitCode: null,
     signal: null,
     timedOut: false,
@@ -329,142 +491,47 @@ export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
     survivors: [],
     tracking: "tag",
   };
-  return new Promise((resolve) => {
-    const unstartable = cannotExec(options.argv[0]);
-    if (unstartable) {
-      result.spawnError = unstartable;
-      return resolve(result);
-    }
-    const cgroup = options.isolation === "tag"
-      ? undefined
-      : createProcessCgroup(cgroup2OrMount(options.cgroupMountDir ?? PRIVATE_CGROUP2_DIR));
-    if (cgroup) result.tracking = "cgroup";
-    const argv = cgroup ? joinAndExecArgv(cgroup.path, options.argv) : options.argv;
-    let child: ChildProcess;
-    try {
-      const spawned = spawnFallingBack(argv, {
-        cwd: "/",
-        env: { ...options.env, [TAG_VARIABLE]: tag },
-        stdio: ["ignore", "pipe", "pipe"],
-        detached: true,
-      });
-      child = spawned.child;
-      if (spawned.viaShell) result.viaShell = true;
-    } catch (error) {
-      // Bun throws some spawn failures (EACCES, ENOENT…) instead of emitting "error".
-      result.spawnError = (error as Error).message;
-      cgroup?.release();
-      result.durationMs = Math.round(performance.now() - started);
-      return resolve(result);
-    }
-    const pending: Record<"stdout" | "stderr", string> = { stdout: "", stderr: "" };
-    let openPipes = 2;
-    let onPipesClosed: (() => void) | undefined;
-    const pipeClosed = () => {
-      if (--openPipes === 0) onPipesClosed?.();
-    };
-    child.stdout!.once("close", pipeClosed);
-    child.stderr!.once("close", pipeClosed);
-    const emit = (stream: "stdout" | "stderr", line: string) => {
-      if (line.length > MAX_LINE) line = `${line.slice(0, MAX_LINE)}… (${line.length} characters)`;
-      result.lines++;
-      const tail = result.tail[stream];
-      tail.push(line);
-      if (tail.length > tailLines) tail.shift();
-      try {
-        options.onLine?.(stream, line);
-      } catch {
-        // A failing consumer (the log) must not crash the run from a stream callback; the tail keeps the line.
-      }
-    };
-    // A character split across two reads is decoded whole (one decoder per stream).
-    const decoders = { stdout: new StringDecoder("utf8"), stderr: new StringDecoder("utf8") };
-    const read = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
-      result.bytes += chunk.length;
-      const text = pending[stream] + decoders[stream].write(chunk);
-      const parts = text.split("\n");
-      pending[stream] = parts.pop()!;
-      // A line with no newline for too long is emitted in pieces.
-      if (pending[stream].length > MAX_LINE * 4) {
-        parts.push(pending[stream]);
-        pending[stream] = "";
-      }
-      for (const line of parts) emit(stream, line.replace(/\r$/, ""));
-    };
-    child.stdout!.on("data", read("stdout"));
-    child.stderr!.on("data", read("stderr"));
-    const flush = () => {
-      for (const stream of ["stdout", "stderr"] as const) {
-        pending[stream] += decoders[stream].end();
-        if (pending[stream]) emit(stream, pending[stream]);
-        pending[stream] = "";
-      }
-    };
+}
 
-    let settled = false;
-    let killing: Promise<KillOutcome> | undefined;
-    const stop = (why: "timeout" | "abort") => {
-      if (killing || settled) return;
-      if (why === "timeout") result.timedOut = true;
-      else result.aborted = true;
-      killing = killProcesses({
-        pgid: child.pid,
-        find: () => findTagged(tag),
-        graceMs: options.graceMs ?? 2000,
-        killMs: options.killMs,
-        cgroup,
-      });
-      // A process blocked in the kernel never exits: do not wait for it past the kill.
-      killing.then(() => finish());
-    };
-    const timer = setTimeout(() => stop("timeout"), options.timeoutMs);
-    const onAbort = () => stop("abort");
-    if (options.signal?.aborted) queueMicrotask(onAbort);
-    options.signal?.addEventListener("abort", onAbort, { once: true });
-
-    const finish = async () => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      options.signal?.removeEventListener("abort", onAbort);
-      if (killing) {
-        const outcome = await killing;
-        result.killed = outcome.found - outcome.survivors.length;
-        result.survivors = outcome.survivors.map((pid) => ({
-          pid,
-          command: commandOf(pid),
-          state: stateOf(pid) ?? "?",
-        }));
-      } else {
-        const left = [...new Set([...findTagged(tag), ...(cgroup?.members() ?? [])])]
-          .filter(isLive);
-        result.leftovers = left.map((pid) => ({ pid, command: commandOf(pid) }));
-      }
-      // Survivors stay in their cgroup, for a later `cgroup.kill`; otherwise it goes.
-      if (cgroup && result.survivors.length > 0) result.cgroup = cgroup.path;
-      else cgroup?.release();
-      child.stdout!.destroy();
-      child.stderr!.destroy();
-      flush();
-      result.durationMs = Math.round(performance.now() - started);
-      resolve(result);
-    };
-    child.on("error", (error) => {
-      result.spawnError = error.message;
-      finish();
+/**
+ * Runs a process to its end, its timeout, or an abort.
+ *
+ * @example
+ * ```ts
+ * import { runProcess } from "./process_runner.ts";
+ * const r = await runProcess({ argv: ["/bin/echo", "hi"], env: { PATH: "/usr/bin:/bin" }, timeoutMs: 5000 });
+ * r.exitCode; // 0
+ * r.tail.stdout; // ["hi"]
+ * ```
+ */
+export function runProcess(options: RunProcessOptions): Promise<ProcessResult> {
+  const tag = crypto.randomUUID(); // Web Crypto: node:crypto costs ~2 ms of start-up
+  const started = performance.now();
+  const result = emptyResult();
+  const unstartable = cannotExec(options.argv[0]);
+  if (unstartable) return Promise.resolve({ ...result, spawnError: unstartable });
+  const cgroup = options.isolation === "tag"
+    ? undefined
+    : createProcessCgroup(cgroup2OrMount(options.cgroupMountDir ?? PRIVATE_CGROUP2_DIR));
+  if (cgroup) result.tracking = "cgroup";
+  const argv = cgroup ? joinAndExecArgv(cgroup.path, options.argv) : options.argv;
+  let spawned: ReturnType<typeof spawnFallingBack>;
+  try {
+    spawned = spawnFallingBack(argv, {
+      cwd: "/",
+      env: { ...options.env, [TAG_VARIABLE]: tag },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
     });
-    child.on("exit", (code, signal) => {
-      result.exitCode = code;
-      result.signal = signal;
-      if (openPipes === 0) return void finish();
-      // Wait for the pipes briefly: a daemon left behind may hold them open for ever.
-      const drain = setTimeout(finish, options.drainMs ?? 200);
-      onPipesClosed = () => {
-        clearTimeout(drain);
-        finish();
-      };
-    });
-  });
+  } catch (error) {
+    // Bun throws some spawn failures (EACCES, ENOENT…) instead of emitting "error".
+    result.spawnError = (error as Error).message;
+    cgroup?.release();
+    result.durationMs = Math.round(performance.now() - started);
+    return Promise.resolve(result);
+  }
+  if (spawned.viaShell) result.viaShell = true;
+  return new Supervision({ options, result, child: spawned.child, cgroup, tag, started }).done;
 }
 
 /**
