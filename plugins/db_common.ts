@@ -441,6 +441,162 @@ export interface DbPluginSpec<S extends DbSession> {
 const messageOf = (error: unknown): string => (error as Error)?.message ?? String(error);
 
 /**
+ * One database plugin's lock across a run: the session, whether it holds
+ * the lock, since when, why it was lost, and the watchdog. quiesce and
+ * resume are the only ways in; each returns a StepResult, never throws.
+ */
+class DbLock<S extends DbSession> implements PluginRuntime {
+  #session: S | undefined;
+  #held = false;
+  #lockedAt = 0;
+  #lost: string | undefined;
+  #watchdog: ReturnType<typeof setTimeout> | undefined;
+  #releasedByWatchdog = false;
+
+  constructor(private readonly spec: DbPluginSpec<S>) {}
+
+  async quiesce(env: PluginEnv): Promise<StepResult> {
+    const started = performance.now();
+    const facts: Record<string, unknown> = {};
+    const budget = this.#budget(env.signal, "PluginQuiesceTimeout");
+    this.#lost = undefined;
+    this.#releasedByWatchdog = false;
+    try {
+      this.#session = await this.#connect(budget);
+      const outcome = await this.spec.quiesce(this.#session, budget, env, facts);
+      this.#held = outcome === true;
+      if (!this.#held) {
+        await this.#close();
+        return stepResult(started, [], facts, outcome ? { notHeld: outcome as NotHeld } : {});
+      }
+      this.#lockedAt = performance.now();
+      this.#armWatchdog(env);
+      return stepResult(started, [], facts);
+    } catch (error) {
+      return stepResult(started, [await this.#quiesceFailed(error)], facts);
+    }
+  }
+
+  async resume(env: PluginEnv): Promise<StepResult> {
+    const started = performance.now();
+    clearTimeout(this.#watchdog);
+    if (!this.#held) return stepResult(started, [], {}, { skipped: true });
+    this.#held = false;
+    const facts: Record<string, unknown> = {
+      holdMs: Math.round(performance.now() - this.#lockedAt),
+    };
+    const errors: RunError[] = [];
+    try {
+      if (this.#lost || !this.#session) {
+        throw new PluginFailure("PluginLockLost", this.#lost ?? "the session ended");
+      }
+      const budget = this.#budget(env.signal, "PluginResumeFailed");
+      await this.spec.release(this.#session, budget, env, facts);
+    } catch (error) {
+      errors.push(await this.#releaseFailed(error));
+    } finally {
+      await this.#close();
+    }
+    facts.lockHeld = !this.#lost;
+    return stepResult(started, errors, facts);
+  }
+
+  #budget(signal: AbortSignal, code: Code): Budget {
+    const { name, timeoutInSeconds } = this.spec.config;
+    return new Budget({ plugin: name, seconds: timeoutInSeconds, signal, code });
+  }
+
+  async #close(now = false): Promise<void> {
+    const closing = this.#session;
+    this.#session = undefined;
+    await closeSession(closing, now);
+  }
+
+  /** Opens the session within the budget; a connection that comes late is closed. */
+  #connect(budget: Budget): Promise<S> {
+    const { config } = this.spec;
+    return budget.step(
+      "connecting",
+      (signal) =>
+        this.spec.connect(signal, (why) => {
+          if (this.#held) this.#lost ??= why;
+        }),
+      {
+        code: "PluginConnectFailed",
+        message:
+          `plugin "${config.name}": connecting took longer than timeoutInSeconds (${config.timeoutInSeconds} s). Fix: check that the server is up and answering; raise timeoutInSeconds if it is only slow.`,
+        dispose: (late) => closeSession(late, true),
+      },
+    );
+  }
+
+  /** Releases the lock after maxHoldSeconds if resume has not come by then. */
+  #armWatchdog(env: PluginEnv): void {
+    const { spec } = this;
+    const { config } = spec;
+    this.#watchdog = setTimeout(async () => {
+      env.log("error", `${spec.type}-watchdog-release`, {
+        plugin: config.name,
+        maxHoldSeconds: config.maxHoldSeconds,
+      });
+      this.#lost ??= `released by the watchdog after maxHoldSeconds (${config.maxHoldSeconds} s)`;
+      const release = this.#session && spec.watchdogRelease;
+      if (release) {
+        await release.call(spec, this.#session!, this.#budget(NEVER, "PluginResumeFailed"))
+          .then(() => (this.#releasedByWatchdog = true), () => {});
+      } else {
+        await this.#close();
+        this.#releasedByWatchdog = true;
+      }
+    }, config.maxHoldSeconds * 1000);
+  }
+
+  /** After a failed quiesce: undo what outlives the session, close it, say why. */
+  async #quiesceFailed(error: unknown): Promise<RunError> {
+    const { spec } = this;
+    this.#held = false;
+    const coded = error instanceof PluginFailure;
+    // A server that stopped answering, or a signal: no polite goodbye.
+    const now = coded && error.unresponsive;
+    if (this.#session && spec.abandon) {
+      const undo = new Budget({
+        plugin: spec.config.name,
+        seconds: CLOSE_MS / 1000,
+        signal: NEVER,
+        code: "PluginQuiesceFailed",
+      });
+      await spec.abandon(this.#session, undo).catch(() => {});
+    }
+    await this.#close(now);
+    return coded || !spec.quiesceError
+      ? asRunError(spec.config.name, error, "PluginQuiesceFailed")
+      : spec.quiesceError(error);
+  }
+
+  /** A resume that did not release: the lock was lost (undone where it outlives the session), or the release failed. */
+  async #releaseFailed(error: unknown): Promise<RunError> {
+    const { spec } = this;
+    const isLost = this.#lost !== undefined ||
+      (error instanceof PluginFailure && error.code === "PluginLockLost");
+    this.#lost ??= isLost ? messageOf(error) : undefined;
+    let undone = "";
+    if (isLost && spec.afterLoss && !this.#releasedByWatchdog) {
+      undone = await spec.afterLoss(this.#budget(NEVER, "PluginResumeFailed")).then(
+        (done) => ` ${done}`,
+        (e) => ` Undoing it on a new connection failed too: ${messageOf(e)}.`,
+      );
+    }
+    return {
+      code: isLost ? "PluginLockLost" : "PluginResumeFailed",
+      message: isLost
+        ? spec.lostMessage(this.#lost!) + undone
+        : spec.resumeFailedMessage(messageOf(error)),
+      plugin: spec.config.name,
+    };
+  }
+}
+
+/**
  * The lifecycle every database plugin shares: connect within the budget
  * (a late connection is closed), quiesce with every round-trip bounded and
  * the run's signal obeyed, the watchdog that releases after
@@ -462,122 +618,7 @@ const messageOf = (error: unknown): string => (error as Error)?.message ?? Strin
  * ```
  */
 export function dbRuntime<S extends DbSession>(spec: DbPluginSpec<S>): PluginRuntime {
-  const { config } = spec;
-  let session: S | undefined;
-  let held = false;
-  let lockedAt = 0;
-  let lost: string | undefined;
-  let watchdogTimer: ReturnType<typeof setTimeout> | undefined;
-  let releasedByWatchdog = false;
-  const budgetFor = (signal: AbortSignal, code: Code) =>
-    new Budget({ plugin: config.name, seconds: config.timeoutInSeconds, signal, code });
-  const close = async (now = false) => {
-    const closing = session;
-    session = undefined;
-    await closeSession(closing, now);
-  };
-  return {
-    async quiesce(env: PluginEnv) {
-      const started = performance.now();
-      const facts: Record<string, unknown> = {};
-      const budget = budgetFor(env.signal, "PluginQuiesceTimeout");
-      lost = undefined;
-      releasedByWatchdog = false;
-      try {
-        session = await budget.step(
-          "connecting",
-          (signal) =>
-            spec.connect(signal, (why) => {
-              if (held) lost ??= why;
-            }),
-          {
-            code: "PluginConnectFailed",
-            message:
-              `plugin "${config.name}": connecting took longer than timeoutInSeconds (${config.timeoutInSeconds} s). Fix: check that the server is up and answering; raise timeoutInSeconds if it is only slow.`,
-            dispose: (late) => closeSession(late, true),
-          },
-        );
-        const outcome = await spec.quiesce(session, budget, env, facts);
-        held = outcome === true;
-        if (!held) {
-          await close();
-          return stepResult(started, [], facts, outcome ? { notHeld: outcome as NotHeld } : {});
-        }
-        lockedAt = performance.now();
-        watchdogTimer = setTimeout(async () => {
-          env.log("error", `${spec.type}-watchdog-release`, {
-            plugin: config.name,
-            maxHoldSeconds: config.maxHoldSeconds,
-          });
-          lost ??= `released by the watchdog after maxHoldSeconds (${config.maxHoldSeconds} s)`;
-          const release = session && spec.watchdogRelease;
-          if (release) {
-            await release.call(spec, session!, budgetFor(NEVER, "PluginResumeFailed"))
-              .then(() => (releasedByWatchdog = true), () => {});
-          } else {
-            await close();
-            releasedByWatchdog = true;
-          }
-        }, config.maxHoldSeconds * 1000);
-        return stepResult(started, [], facts);
-      } catch (error) {
-        held = false;
-        const coded = error instanceof PluginFailure;
-        // A server that stopped answering, or a signal: no polite goodbye.
-        const now = coded && error.unresponsive;
-        if (session && spec.abandon) {
-          const undo = new Budget({
-            plugin: config.name,
-            seconds: CLOSE_MS / 1000,
-            signal: NEVER,
-            code: "PluginQuiesceFailed",
-          });
-          await spec.abandon(session, undo).catch(() => {});
-        }
-        await close(now);
-        const failure = coded || !spec.quiesceError
-          ? asRunError(config.name, error, "PluginQuiesceFailed")
-          : spec.quiesceError(error);
-        return stepResult(started, [failure], facts);
-      }
-    },
-    async resume(env: PluginEnv) {
-      const started = performance.now();
-      clearTimeout(watchdogTimer);
-      if (!held) return stepResult(started, [], {}, { skipped: true });
-      held = false;
-      const facts: Record<string, unknown> = { holdMs: Math.round(performance.now() - lockedAt) };
-      const errors: RunError[] = [];
-      try {
-        if (lost || !session) {
-          throw new PluginFailure("PluginLockLost", lost ?? "the session ended");
-        }
-        await spec.release(session, budgetFor(env.signal, "PluginResumeFailed"), env, facts);
-      } catch (error) {
-        const isLost = lost !== undefined ||
-          (error instanceof PluginFailure && error.code === "PluginLockLost");
-        lost ??= isLost ? messageOf(error) : undefined;
-        let undone = "";
-        if (isLost && spec.afterLoss && !releasedByWatchdog) {
-          undone = await spec.afterLoss(budgetFor(NEVER, "PluginResumeFailed")).then(
-            (done) => ` ${done}`,
-            (e) => ` Undoing it on a new connection failed too: ${messageOf(e)}.`,
-          );
-        }
-        errors.push({
-          code: isLost ? "PluginLockLost" : "PluginResumeFailed",
-          message: isLost
-            ? spec.lostMessage(lost!) + undone
-            : spec.resumeFailedMessage(messageOf(error)),
-          plugin: config.name,
-        });
-      } finally {
-        await close();
-      }
-      facts.lockHeld = !lost;
-      return stepResult(started, errors, facts);
-    },
-  };
+  return new DbLock(spec);
 }
 
 /**

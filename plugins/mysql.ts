@@ -30,7 +30,7 @@ import {
   PluginFailure,
   withSession,
 } from "./db_common.ts";
-import { type ConfigOf, definePlugin } from "./plugin.ts";
+import { type ConfigOf, definePlugin, type PluginEnv } from "./plugin.ts";
 
 const FIELDS = {
   socket: { type: "string", absolutePath: true },
@@ -233,6 +233,100 @@ async function missingGrants(
   return needed.filter((p) => !new RegExp(`\\b${p.replace(" ", "\\s+")}\\b`).test(global));
 }
 
+/** The statement that releases this run's lock, once it is taken. */
+interface MysqlRun {
+  unlock: string;
+}
+
+/** What a quiesce works with. */
+interface MysqlStep {
+  config: MysqlConfig;
+  run: MysqlRun;
+  conn: Connection;
+  budget: Budget;
+  env: PluginEnv;
+  facts: Record<string, unknown>;
+}
+
+/** One statement within the budget, named by its first line. */
+function query(step: MysqlStep, sql: string, params: unknown[] = []): Promise<Row[]> {
+  return step.budget.step(sql.split("\n")[0].slice(0, 60), () => rows(step.conn, sql, params));
+}
+
+/**
+ * Never queue the lock behind a long query: waits (bounded by the budget)
+ * until none runs longer than longQuerySeconds, or kills them with
+ * killLongQueries.
+ */
+async function waitForLongQueries(step: MysqlStep): Promise<void> {
+  const { config, budget, env, facts } = step;
+  for (;;) {
+    const long = await longQueries(step.conn, config.longQuerySeconds, budget);
+    if (long.length === 0) return;
+    if (config.killLongQueries) {
+      for (const l of long) await query(step, `KILL QUERY ${Number(l.id)}`);
+      env.log("warning", "mysql-killed-queries", { plugin: config.name, queries: long });
+      facts.killedQueries = long.map((l) => Number(l.id));
+      continue;
+    }
+    if (budget.remainingMs() < 1000 || env.signal.aborted) {
+      const list = long.map((q) =>
+        `id ${q.id} (${q.user}, ${q.time} s: ${String(q.info).slice(0, 80)})`
+      )
+        .join("; ");
+      throw new PluginFailure(
+        "PluginQuiesceTimeout",
+        `plugin "${config.name}": waited ${config.timeoutInSeconds} s for queries running longer than longQuerySeconds (${config.longQuerySeconds} s) to finish: ${list}. The lock was not taken, so writers were never stalled. Fix: run the backup when they are done, raise longQuerySeconds, or set killLongQueries.`,
+      );
+    }
+    env.log("info", "mysql-waiting-for-long-queries", { plugin: config.name, queries: long });
+    await pause(500, env.signal);
+  }
+}
+
+/** Runs the statements that take the lock; a refusal or a lock wait timeout is a coded failure. */
+async function takeLock(step: MysqlStep, statements: string[]): Promise<void> {
+  const { config } = step;
+  for (const statement of statements) {
+    try {
+      await query(step, statement);
+    } catch (error) {
+      if (error instanceof PluginFailure) throw error;
+      const e = error as { code?: string; message: string };
+      const timeout = e.code === "ER_LOCK_WAIT_TIMEOUT";
+      throw new PluginFailure(
+        timeout ? "PluginQuiesceTimeout" : "PluginQuiesceFailed",
+        `plugin "${config.name}": ${statement} failed: ${e.message}${
+          timeout ? ` (lock_wait_timeout ${config.lockWaitTimeoutSeconds} s)` : ""
+        }. Fix: ${
+          e.code === "ER_SPECIFIC_ACCESS_DENIED_ERROR" || e.code === "ER_DBACCESS_DENIED_ERROR"
+            ? "grant the privilege the message names (see vmsnap check --connect)"
+            : "see the server's error log"
+        }.`,
+        { cause: error },
+      );
+    }
+  }
+}
+
+/** Quiesce: the session's limits, no long query in the way, the lock, the binlog position. */
+async function quiesce(step: MysqlStep): Promise<true> {
+  const { config, run, conn, budget, facts } = step;
+  const server = await serverFacts(conn, budget);
+  Object.assign(facts, { version: server.version, flavor: server.mariadb ? "mariadb" : "mysql" });
+  await query(step, "SET SESSION lock_wait_timeout = ?", [config.lockWaitTimeoutSeconds]);
+  // The server drops this session (and its lock) if vmsnap never comes back.
+  await query(step, "SET SESSION wait_timeout = ?", [config.maxHoldSeconds]);
+  await waitForLongQueries(step);
+  const mode = config.mode === "auto" ? await chooseMode(conn, server, budget) : config.mode;
+  const statements = lockStatements(mode);
+  facts.mode = mode;
+  run.unlock = statements.unlock;
+  await takeLock(step, statements.lock);
+  Object.assign(facts, await positions(conn, server, budget));
+  return true;
+}
+
 /** The `mysql` plugin type. */
 export const mysqlPlugin = definePlugin({
   type: "mysql",
@@ -270,84 +364,19 @@ export const mysqlPlugin = definePlugin({
     });
   },
   create(config) {
-    let unlock = "";
+    const run: MysqlRun = { unlock: "" };
     return dbRuntime<Connection>({
       type: "mysql",
       config,
       connect: (signal, lost) => connect(config, signal, lost),
-      async quiesce(conn, budget, env, facts) {
-        const q = (sql: string, params: unknown[] = []) =>
-          budget.step(sql.split("\n")[0].slice(0, 60), () => rows(conn, sql, params));
-        const server = await serverFacts(conn, budget);
-        Object.assign(facts, {
-          version: server.version,
-          flavor: server.mariadb ? "mariadb" : "mysql",
-        });
-        await q("SET SESSION lock_wait_timeout = ?", [config.lockWaitTimeoutSeconds]);
-        // The server drops this session (and its lock) if vmsnap never comes back.
-        await q("SET SESSION wait_timeout = ?", [config.maxHoldSeconds]);
-
-        // Never queue the lock behind a long query.
-        for (;;) {
-          const long = await longQueries(conn, config.longQuerySeconds, budget);
-          if (long.length === 0) break;
-          const list = long.map((q) =>
-            `id ${q.id} (${q.user}, ${q.time} s: ${String(q.info).slice(0, 80)})`
-          ).join("; ");
-          if (config.killLongQueries) {
-            for (const l of long) await q(`KILL QUERY ${Number(l.id)}`);
-            env.log("warning", "mysql-killed-queries", { plugin: config.name, queries: long });
-            facts.killedQueries = long.map((l) => Number(l.id));
-            continue;
-          }
-          if (budget.remainingMs() < 1000 || env.signal.aborted) {
-            throw new PluginFailure(
-              "PluginQuiesceTimeout",
-              `plugin "${config.name}": waited ${config.timeoutInSeconds} s for queries running longer than longQuerySeconds (${config.longQuerySeconds} s) to finish: ${list}. The lock was not taken, so writers were never stalled. Fix: run the backup when they are done, raise longQuerySeconds, or set killLongQueries.`,
-            );
-          }
-          env.log("info", "mysql-waiting-for-long-queries", {
-            plugin: config.name,
-            queries: long,
-          });
-          await pause(500, env.signal);
-        }
-
-        const mode = config.mode === "auto" ? await chooseMode(conn, server, budget) : config.mode;
-        const statements = lockStatements(mode);
-        facts.mode = mode;
-        unlock = statements.unlock;
-        for (const statement of statements.lock) {
-          try {
-            await q(statement);
-          } catch (error) {
-            if (error instanceof PluginFailure) throw error;
-            const e = error as { code?: string; message: string };
-            const timeout = e.code === "ER_LOCK_WAIT_TIMEOUT";
-            throw new PluginFailure(
-              timeout ? "PluginQuiesceTimeout" : "PluginQuiesceFailed",
-              `plugin "${config.name}": ${statement} failed: ${e.message}${
-                timeout ? ` (lock_wait_timeout ${config.lockWaitTimeoutSeconds} s)` : ""
-              }. Fix: ${
-                e.code === "ER_SPECIFIC_ACCESS_DENIED_ERROR" ||
-                  e.code === "ER_DBACCESS_DENIED_ERROR"
-                  ? "grant the privilege the message names (see vmsnap check --connect)"
-                  : "see the server's error log"
-              }.`,
-              { cause: error },
-            );
-          }
-        }
-        Object.assign(facts, await positions(conn, server, budget));
-        return true;
-      },
+      quiesce: (conn, budget, env, facts) => quiesce({ config, run, conn, budget, env, facts }),
       async release(conn, budget) {
-        await budget.step(unlock, () => conn.query(unlock));
+        await budget.step(run.unlock, () => conn.query(run.unlock));
       },
       lostMessage: (why) =>
         `plugin "${config.name}": the lock was lost before resume (${why}); the snapshot may not be application-consistent. The server released the lock with the session.`,
       resumeFailedMessage: (why) =>
-        `plugin "${config.name}": ${unlock} failed: ${why}. Closing the connection released the lock.`,
+        `plugin "${config.name}": ${run.unlock} failed: ${why}. Closing the connection released the lock.`,
     });
   },
 });

@@ -32,7 +32,7 @@ import {
   PluginFailure,
   withSession,
 } from "./db_common.ts";
-import { type ConfigOf, definePlugin } from "./plugin.ts";
+import { type ConfigOf, definePlugin, type PluginEnv, type RunError } from "./plugin.ts";
 
 const FIELDS = {
   /** A socket directory (absolute path) or a host name. */
@@ -176,6 +176,124 @@ function grantFor(config: PostgresConfig): string {
     : `GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean), pg_backup_stop(boolean) TO ${config.user};`;
 }
 
+/** What one run learns at quiesce (the server's version) and gathers (its notices). */
+interface PgRun {
+  version: number;
+  notices: string[];
+}
+
+/** What a quiesce or resume step works with. */
+interface PgStep {
+  config: PostgresConfig;
+  run: PgRun;
+  conn: Reserved;
+  budget: Budget;
+  env: PluginEnv;
+  facts: Record<string, unknown>;
+}
+
+/** A checkpoint, or the backup started (the session held until resume): true when held. */
+async function quiesce(step: PgStep): Promise<boolean> {
+  const { config, run, conn, budget, facts } = step;
+  facts.mode = config.mode;
+  run.version = await versionNumber(conn, budget);
+  const [v] = await budget.step(
+    "SHOW server_version",
+    () => conn`SHOW server_version`.then((r) => r),
+  );
+  facts.version = v.server_version;
+  if (config.mode === "checkpoint") {
+    await budget.step("CHECKPOINT", () => conn`CHECKPOINT`.then((r) => r), { fix: SLOW });
+  } else {
+    facts.backupStartLsn = await startBackup(step);
+  }
+  const [wal] = await budget.step("pg_current_wal_lsn", () =>
+    conn`
+      SELECT pg_current_wal_lsn()::text AS lsn, timeline_id AS timeline, checkpoint_lsn::text AS checkpoint
+      FROM pg_control_checkpoint()`.then((r) => r));
+  Object.assign(facts, {
+    walLsn: wal.lsn,
+    timeline: Number(wal.timeline),
+    checkpointLsn: wal.checkpoint,
+  });
+  // checkpoint: nothing is held; the snapshot is crash-consistent by design, and the checkpoint keeps recovery short.
+  return config.mode === "backup";
+}
+
+/** The fix when a checkpoint or pg_backup_start takes too long. */
+const SLOW = "raise timeoutInSeconds; a checkpoint after a write burst can take long";
+
+/** pg_backup_start (pg_start_backup before 15) on the session; its start LSN. */
+async function startBackup({ config, run, conn, budget, env }: PgStep): Promise<unknown> {
+  // The server ends this session, and the backup with it, if vmsnap never comes back.
+  await budget.step(
+    "SET idle_session_timeout",
+    () => conn.unsafe(`SET idle_session_timeout = ${config.maxHoldSeconds * 1000}`).then((r) => r),
+  );
+  const label = `vmsnap ${env.runId}`;
+  const [row] = await budget.step(
+    "pg_backup_start",
+    () =>
+      (run.version >= 150000
+        ? conn`SELECT pg_backup_start(${label}, fast => true) AS lsn`
+        : conn`SELECT pg_start_backup(${label}, true, false) AS lsn`).then((r) => r),
+    { fix: SLOW },
+  );
+  return row.lsn;
+}
+
+/** A quiesce error from the server, with the GRANT it needs when it was refused. */
+function quiesceError(config: PostgresConfig, error: unknown): RunError {
+  const e = error as { code?: string; message: string };
+  return {
+    code: "PluginQuiesceFailed",
+    message: `plugin "${config.name}": ${config.mode} failed: ${e.message} (${e.code}). Fix: ${
+      e.code === "42501" ? grantFor(config) : "see the server's log."
+    }`,
+    plugin: config.name,
+  };
+}
+
+/** pg_backup_stop's row; a session that ended is PluginLockLost. */
+async function stopBackup({ run, conn, budget }: PgStep): Promise<postgres.Row> {
+  try {
+    const [row] = await budget.step(
+      "pg_backup_stop",
+      () =>
+        (run.version >= 150000
+          ? conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => true)`
+          : conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, true)`)
+          .then((r) => r),
+    );
+    return row;
+  } catch (error) {
+    if (error instanceof PluginFailure) throw error;
+    const e = error as { code?: string; message: string };
+    if (e.code === "57P05" || /terminat|closed|ECONNRESET/i.test(e.message)) {
+      throw new PluginFailure("PluginLockLost", e.message, { cause: error });
+    }
+    throw new PluginFailure("PluginResumeFailed", `${e.message} (${e.code})`, { cause: error });
+  }
+}
+
+/** Ends the backup and keeps its backup_label (and tablespace_map) in stateDir, root-only. */
+async function release(step: PgStep): Promise<void> {
+  const { run, env, facts } = step;
+  const row = await stopBackup(step);
+  const dir = join(env.stateDir, "postgresql", env.runId);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const label = join(dir, "backup_label");
+  writeFileSync(label, String(row.labelfile), { mode: 0o600 });
+  facts.backupLabel = label;
+  if (row.spcmapfile) {
+    const map = join(dir, "tablespace_map");
+    writeFileSync(map, String(row.spcmapfile), { mode: 0o600 });
+    facts.tablespaceMap = map;
+  }
+  facts.backupStopLsn = row.lsn;
+  if (run.notices.length) facts.notices = run.notices;
+}
+
 /** The `postgresql` plugin type. */
 export const postgresqlPlugin = definePlugin({
   type: "postgresql",
@@ -215,102 +333,16 @@ export const postgresqlPlugin = definePlugin({
     });
   },
   create(config) {
-    let version = 0;
-    const notices: string[] = [];
+    const run: PgRun = { version: 0, notices: [] };
     return dbRuntime<PgSession>({
       type: "postgresql",
       config,
-      connect: (signal, lost) => connect(config, signal, notices, lost),
-      async quiesce({ conn }, budget, env, facts) {
-        facts.mode = config.mode;
-        const ask = (what: string, query: () => Promise<postgres.Row[]>, fix?: string) =>
-          budget.step(what, query, { fix });
-        version = await versionNumber(conn, budget);
-        const [v] = await ask(
-          "SHOW server_version",
-          () => conn`SHOW server_version`.then((r) => r),
-        );
-        facts.version = v.server_version;
-        const slow = "raise timeoutInSeconds; a checkpoint after a write burst can take long";
-        if (config.mode === "checkpoint") {
-          await ask("CHECKPOINT", () => conn`CHECKPOINT`.then((r) => r), slow);
-        } else {
-          // The server ends this session, and the backup with it, if vmsnap never comes back.
-          await ask(
-            "SET idle_session_timeout",
-            () =>
-              conn.unsafe(`SET idle_session_timeout = ${config.maxHoldSeconds * 1000}`).then((r) =>
-                r
-              ),
-          );
-          const label = `vmsnap ${env.runId}`;
-          const [row] = await ask(
-            "pg_backup_start",
-            () =>
-              (version >= 150000
-                ? conn`SELECT pg_backup_start(${label}, fast => true) AS lsn`
-                : conn`SELECT pg_start_backup(${label}, true, false) AS lsn`).then((r) => r),
-            slow,
-          );
-          facts.backupStartLsn = row.lsn;
-        }
-        const [wal] = await ask("pg_current_wal_lsn", () =>
-          conn`
-            SELECT pg_current_wal_lsn()::text AS lsn, timeline_id AS timeline, checkpoint_lsn::text AS checkpoint
-            FROM pg_control_checkpoint()`.then((r) => r));
-        Object.assign(facts, {
-          walLsn: wal.lsn,
-          timeline: Number(wal.timeline),
-          checkpointLsn: wal.checkpoint,
-        });
-        // checkpoint: nothing is held; the snapshot is crash-consistent by design, and the checkpoint keeps recovery short.
-        return config.mode === "backup";
-      },
-      quiesceError(error) {
-        const e = error as { code?: string; message: string };
-        return {
-          code: "PluginQuiesceFailed",
-          message:
-            `plugin "${config.name}": ${config.mode} failed: ${e.message} (${e.code}). Fix: ${
-              e.code === "42501" ? grantFor(config) : "see the server's log."
-            }`,
-          plugin: config.name,
-        };
-      },
-      async release({ conn }, budget, env, facts) {
-        let row: postgres.Row;
-        try {
-          [row] = await budget.step(
-            "pg_backup_stop",
-            () =>
-              (version >= 150000
-                ? conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => true)`
-                : conn`SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, true)`)
-                .then((r) => r),
-          );
-        } catch (error) {
-          if (error instanceof PluginFailure) throw error;
-          const e = error as { code?: string; message: string };
-          if (e.code === "57P05" || /terminat|closed|ECONNRESET/i.test(e.message)) {
-            throw new PluginFailure("PluginLockLost", e.message, { cause: error });
-          }
-          throw new PluginFailure("PluginResumeFailed", `${e.message} (${e.code})`, {
-            cause: error,
-          });
-        }
-        const dir = join(env.stateDir, "postgresql", env.runId);
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
-        const label = join(dir, "backup_label");
-        writeFileSync(label, String(row.labelfile), { mode: 0o600 });
-        facts.backupLabel = label;
-        if (row.spcmapfile) {
-          const map = join(dir, "tablespace_map");
-          writeFileSync(map, String(row.spcmapfile), { mode: 0o600 });
-          facts.tablespaceMap = map;
-        }
-        facts.backupStopLsn = row.lsn;
-        if (notices.length) facts.notices = notices;
-      },
+      connect: (signal, lost) => connect(config, signal, run.notices, lost),
+      quiesce: (session, budget, env, facts) =>
+        quiesce({ config, run, conn: session.conn, budget, env, facts }),
+      quiesceError: (error) => quiesceError(config, error),
+      release: (session, budget, env, facts) =>
+        release({ config, run, conn: session.conn, budget, env, facts }),
       lostMessage: (why) =>
         `plugin "${config.name}": the backup session ended before resume (${why}); the backup is not usable, the snapshot is at most crash-consistent for PostgreSQL.`,
       resumeFailedMessage: (why) =>

@@ -29,7 +29,7 @@ import {
   PluginFailure,
   withSession,
 } from "./db_common.ts";
-import { type ConfigOf, definePlugin, type PluginEnv } from "./plugin.ts";
+import { type ConfigOf, definePlugin, type NotHeld, type PluginEnv } from "./plugin.ts";
 import { infoFields, RedisConnection, RedisError } from "./resp.ts";
 
 const FIELDS = {
@@ -199,6 +199,101 @@ async function missingRules(redis: RedisConnection, budget: Budget): Promise<str
   return missing;
 }
 
+/** Whether this run's pause is in force (it outlives the session). */
+interface RedisRun {
+  paused: boolean;
+}
+
+/** What a quiesce works with. */
+interface RedisStep {
+  config: RedisConfig;
+  run: RedisRun;
+  redis: RedisConnection;
+  budget: Budget;
+  env: PluginEnv;
+  facts: Record<string, unknown>;
+}
+
+/** Lifts the pause (resume, the watchdog, a failed quiesce). */
+async function unpauseWrites(
+  run: RedisRun,
+  { redis }: RedisSession,
+  budget: Budget,
+): Promise<void> {
+  await budget.step("CLIENT UNPAUSE", () => redis.command("CLIENT", "UNPAUSE"));
+  run.paused = false;
+}
+
+/**
+ * The mode this server allows: `pause` needs CLIENT PAUSE … WRITE (6.2);
+ * `auto` falls back to `bgsave` (with a warning), an explicit `pause` fails.
+ */
+function modeFor({ config, env }: RedisStep, version: string): RedisMode {
+  if (config.mode === "bgsave" || canPauseWrites(version)) return config.mode;
+  if (config.mode === "pause") {
+    throw new PluginFailure(
+      "PluginQuiesceFailed",
+      `plugin "${config.name}": Redis ${version} cannot pause writes (CLIENT PAUSE … WRITE needs 6.2). Fix: upgrade Redis, or set "mode": "bgsave" (the snapshot then holds the state at the end of the save).`,
+    );
+  }
+  env.log("warning", "redis-no-pause", { plugin: config.name, version });
+  return "bgsave";
+}
+
+/** A BGSAVE only: nothing held, so the run is at most filesystem-consistent. */
+async function saveOnly(step: RedisStep, version: string): Promise<NotHeld> {
+  const { config, redis, budget, facts } = step;
+  await bgsave(redis, budget, config.name);
+  Object.assign(facts, await positions(redis, budget));
+  // Nothing held: writes after the save are not in the snapshot's RDB.
+  facts.consistentAt = "bgsave";
+  return {
+    reason: `plugin "${config.name}": ${
+      config.mode === "bgsave"
+        ? 'mode "bgsave"'
+        : `Redis ${version} cannot pause writes (6.2 can), so`
+    } BGSAVE only, writes not held: they go on until the freeze, so the snapshot is at most filesystem-consistent (the RDB holds the state at the end of the save).`,
+    chosen: config.mode === "bgsave",
+  };
+}
+
+/** Writes paused until resume, with the AOF written (or an RDB saved) first. */
+async function pauseWrites(step: RedisStep, aof: boolean): Promise<true> {
+  const { config, run, redis, budget, facts } = step;
+  if (!aof) await bgsave(redis, budget, config.name);
+  run.paused = true;
+  await budget.step(
+    "CLIENT PAUSE",
+    () => redis.command("CLIENT", "PAUSE", config.maxHoldSeconds * 1000, "WRITE"),
+  );
+  if (aof) {
+    await aofWritten(redis, budget);
+  } else {
+    const changed = Number(
+      (await info(redis, "persistence", budget)).get("rdb_changes_since_last_save"),
+    );
+    if (changed > 0) await bgsave(redis, budget, config.name);
+  }
+  Object.assign(facts, await positions(redis, budget));
+  facts.consistentAt = "snapshot";
+  return true;
+}
+
+/** Quiesce: writes paused (held until resume), or only a BGSAVE where they cannot be. */
+async function quiesce(step: RedisStep): Promise<true | NotHeld> {
+  const { run, redis, budget, facts } = step;
+  run.paused = false;
+  const server = await info(redis, "server", budget);
+  const version = server.get("redis_version") ?? "0";
+  const persistence = await info(redis, "persistence", budget);
+  const aof = persistence.get("aof_enabled") === "1";
+  facts.version = version;
+  facts.persistence = aof ? "aof" : "rdb";
+  const mode = modeFor(step, version);
+  facts.mode = mode === "bgsave" ? "bgsave" : "pause";
+  return mode === "bgsave" ? await saveOnly(step, version) : await pauseWrites(step, aof);
+}
+
 /** The `redis` plugin type. */
 export const redisPlugin = definePlugin({
   type: "redis",
@@ -235,74 +330,17 @@ export const redisPlugin = definePlugin({
     });
   },
   create(config) {
-    let paused = false;
-    const pauseWrites = async ({ redis }: RedisSession, budget: Budget) => {
-      await budget.step(
-        "CLIENT PAUSE",
-        () => redis.command("CLIENT", "PAUSE", config.maxHoldSeconds * 1000, "WRITE"),
-      );
-    };
-    const unpause = async ({ redis }: RedisSession, budget: Budget) => {
-      await budget.step("CLIENT UNPAUSE", () => redis.command("CLIENT", "UNPAUSE"));
-      paused = false;
-    };
+    const run: RedisRun = { paused: false };
+    const unpause = (session: RedisSession, budget: Budget) => unpauseWrites(run, session, budget);
     return dbRuntime<RedisSession>({
       type: "redis",
       config,
       connect: (signal, lost) => connect(config, signal, lost),
-      async quiesce(session, budget, env: PluginEnv, facts) {
-        const { redis } = session;
-        paused = false;
-        const server = await info(redis, "server", budget);
-        const version = server.get("redis_version") ?? "0";
-        const persistence = await info(redis, "persistence", budget);
-        const aof = persistence.get("aof_enabled") === "1";
-        facts.version = version;
-        facts.persistence = aof ? "aof" : "rdb";
-        let mode = config.mode;
-        if (mode !== "bgsave" && !canPauseWrites(version)) {
-          if (mode === "pause") {
-            throw new PluginFailure(
-              "PluginQuiesceFailed",
-              `plugin "${config.name}": Redis ${version} cannot pause writes (CLIENT PAUSE … WRITE needs 6.2). Fix: upgrade Redis, or set "mode": "bgsave" (the snapshot then holds the state at the end of the save).`,
-            );
-          }
-          env.log("warning", "redis-no-pause", { plugin: config.name, version });
-          mode = "bgsave";
-        }
-        facts.mode = mode === "bgsave" ? "bgsave" : "pause";
-        if (mode === "bgsave") {
-          await bgsave(redis, budget, config.name);
-          Object.assign(facts, await positions(redis, budget));
-          // Nothing held: writes after the save are not in the snapshot's RDB.
-          facts.consistentAt = "bgsave";
-          return {
-            reason: `plugin "${config.name}": ${
-              config.mode === "bgsave"
-                ? 'mode "bgsave"'
-                : `Redis ${version} cannot pause writes (6.2 can), so`
-            } BGSAVE only, writes not held: they go on until the freeze, so the snapshot is at most filesystem-consistent (the RDB holds the state at the end of the save).`,
-            chosen: config.mode === "bgsave",
-          };
-        }
-        if (!aof) await bgsave(redis, budget, config.name);
-        paused = true;
-        await pauseWrites(session, budget);
-        if (aof) {
-          await aofWritten(redis, budget);
-        } else {
-          const changed = Number(
-            (await info(redis, "persistence", budget)).get("rdb_changes_since_last_save"),
-          );
-          if (changed > 0) await bgsave(redis, budget, config.name);
-        }
-        Object.assign(facts, await positions(redis, budget));
-        facts.consistentAt = "snapshot";
-        return true;
-      },
+      quiesce: (session, budget, env, facts) =>
+        quiesce({ config, run, redis: session.redis, budget, env, facts }),
       // The pause outlives the session: lift it before giving up.
       abandon: async (session, budget) => {
-        if (paused) await unpause(session, budget);
+        if (run.paused) await unpause(session, budget);
       },
       watchdogRelease: unpause,
       // The pause is the server's: a lost connection leaves it in force until it expires.
@@ -315,9 +353,7 @@ export const redisPlugin = definePlugin({
             return "vmsnap lifted the pause on a new connection (CLIENT UNPAUSE).";
           },
         ),
-      async release(session, budget) {
-        await unpause(session, budget);
-      },
+      release: unpause,
       lostMessage: (why) =>
         `plugin "${config.name}": the connection was lost before resume (${why}); writes may have resumed before the snapshot, which may not hold the state at quiesce.`,
       resumeFailedMessage: (why) =>

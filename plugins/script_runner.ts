@@ -8,7 +8,7 @@
  */
 import { statSync } from "node:fs";
 import { checkFile, checkInterpreter, FIXED_PATH } from "../src/sys/permissions.ts";
-import { describeKill, runProcess } from "../src/sys/process_runner.ts";
+import { describeKill, type ProcessResult, runProcess } from "../src/sys/process_runner.ts";
 import type { PluginEnv, RunError, StepResult } from "./plugin.ts";
 import type { Code, Problem } from "../src/errors.ts";
 
@@ -106,9 +106,7 @@ function lastLines(tail: { stdout: string[]; stderr: string[] }, count = 5): str
  * result.ok; // false with a coded error instead of a throw
  * ```
  */
-export async function runScriptSafely(
-  options: Parameters<typeof runScript>[0],
-): Promise<StepResult> {
+export async function runScriptSafely(options: RunScriptOptions): Promise<StepResult> {
   const started = performance.now();
   try {
     return await runScript(options);
@@ -129,6 +127,174 @@ export async function runScriptSafely(
   }
 }
 
+/** What one script run needs: the options, the budget, the attempts so far. */
+interface ScriptRun extends RunScriptOptions {
+  /** `pre-script /path of plugin "name"`, for messages. */
+  what: string;
+  started: number;
+  /** When the budget for all attempts ends (performance.now()). */
+  deadline: number;
+  attempts: Record<string, unknown>[];
+}
+
+/** What {@linkcode runScript} runs. */
+export interface RunScriptOptions {
+  plugin: string;
+  phase: Phase;
+  step: ScriptStep;
+  /** The budget of all attempts together. */
+  timeoutInSeconds: number;
+  env: PluginEnv;
+}
+
+/** The step's result, with the attempts as facts. */
+function finish(
+  run: ScriptRun,
+  ok: boolean,
+  errors: RunError[],
+  extra: Record<string, unknown> = {},
+): StepResult {
+  return {
+    ok,
+    durationMs: Math.round(performance.now() - run.started),
+    errors,
+    facts: { script: run.step.path, attempts: run.attempts, ...extra },
+  };
+}
+
+/** A failed step with one coded error naming the plugin. */
+function fail(run: ScriptRun, code: Code, message: string): StepResult {
+  return finish(run, false, [{ code, message, plugin: run.plugin }]);
+}
+
+/** One attempt: exec'd directly or with /bin/sh, its output logged (the first LOGGED_LINES lines). */
+function runAttempt(run: ScriptRun, attempt: number, remainingMs: number): Promise<ProcessResult> {
+  const { plugin, phase, step, env } = run;
+  const argv = runsDirectly(step.path)
+    ? [step.path, ...step.params]
+    : ["/bin/sh", step.path, ...step.params];
+  let logged = 0;
+  return runProcess({
+    argv,
+    env: {
+      PATH: SCRIPT_PATH,
+      LANG: "C",
+      HOME: "/root",
+      VMSNAP_PHASE: phase,
+      VMSNAP_RUN_ID: env.runId,
+      VMSNAP_ATTEMPT: String(attempt),
+      VMSNAP_PLUGIN: plugin,
+    },
+    timeoutMs: remainingMs,
+    signal: env.signal,
+    onLine: (stream, line) => {
+      if (logged++ < LOGGED_LINES) {
+        env.log("info", "script-output", { plugin, phase, attempt, stream, line });
+      }
+    },
+  });
+}
+
+/** Records an attempt in the facts and the log, with what it left running or could not kill. */
+function recordAttempt(run: ScriptRun, attempt: number, last: ProcessResult): void {
+  const { plugin, phase, step, env } = run;
+  const record = {
+    attempt,
+    exitCode: last.exitCode,
+    signal: last.signal,
+    durationMs: last.durationMs,
+    timedOut: last.timedOut,
+    outputLines: last.lines,
+    outputBytes: last.bytes,
+    tracking: last.tracking,
+    ...(last.survivors.length > 0 ? { survivors: last.survivors.length } : {}),
+  };
+  run.attempts.push(record);
+  env.log(last.exitCode === 0 ? "info" : "warning", "script-attempt", {
+    plugin,
+    phase,
+    script: step.path,
+    ...record,
+    unloggedLines: Math.max(0, last.lines - LOGGED_LINES),
+    spawnError: last.spawnError,
+    ...(last.viaShell ? { runWith: "/bin/sh (no #! line)" } : {}),
+  });
+  const processes = (level: "warning" | "error", event: string, extra: object) =>
+    env.log(level, event, { plugin, phase, script: step.path, ...extra });
+  if (last.survivors.length > 0) {
+    processes("error", "script-survivors", {
+      processes: last.survivors,
+      cgroup: last.cgroup,
+      note: "still running after SIGKILL (blocked in the kernel); not counted as killed",
+    });
+  }
+  if (last.leftovers.length > 0) {
+    processes("warning", "script-left-processes", {
+      processes: last.leftovers,
+      note: "left running, as the script intended; vmsnap did not wait for their output",
+    });
+  }
+}
+
+/** The step after an attempt: done (ok, or interrupted), or undefined to go on. */
+function attemptOutcome(
+  run: ScriptRun,
+  attempt: number,
+  last: ProcessResult,
+): StepResult | undefined {
+  if (last.exitCode === 0 && !last.timedOut && !last.aborted) {
+    return finish(run, true, [], { exitCode: 0, leftovers: last.leftovers });
+  }
+  if (last.aborted) {
+    return fail(
+      run,
+      "Interrupted",
+      `${run.what} was stopped by a signal to vmsnap (attempt ${attempt}); ${
+        describeKill(last, "the script")
+      }`,
+    );
+  }
+  return undefined;
+}
+
+/** Waits before the next attempt (less when the budget ends); a failure when a signal came. */
+async function backOff(run: ScriptRun, attempt: number): Promise<StepResult | undefined> {
+  const { env } = run;
+  env.log("info", "script-retry", { plugin: run.plugin, phase: run.phase, attempt: attempt + 1 });
+  await sleep(Math.min(500 * attempt, Math.max(0, run.deadline - performance.now())), env.signal);
+  if (!env.signal.aborted) return undefined;
+  return fail(run, "Interrupted", `${run.what} was not retried: vmsnap received a signal.`);
+}
+
+/** The failure after the last attempt: out of time, or the last attempt's exit. */
+function failedAttempts(run: ScriptRun, last: ProcessResult | undefined): StepResult {
+  const { phase, step } = run;
+  const tries = run.attempts.length;
+  if (!last || last.timedOut || performance.now() >= run.deadline) {
+    return fail(
+      run,
+      CODES[phase].timeout,
+      `${run.what} did not finish within timeoutInSeconds (${run.timeoutInSeconds} s for all ${tries} attempt(s) together); ${
+        last ? describeKill(last, "the script") : "it was not started."
+      }${
+        last ? lastLines(last.tail) : ""
+      }\n  Fix: make the script faster or raise timeoutInSeconds in the config.`,
+    );
+  }
+  const how = last.spawnError
+    ? `could not be started (${last.spawnError})`
+    : last.signal
+    ? `was killed by ${last.signal}`
+    : `exited with code ${last.exitCode}`;
+  return fail(
+    run,
+    CODES[phase].failed,
+    `${run.what} ${how} on attempt ${tries} of ${step.retries + 1}.${
+      lastLines(last.tail)
+    }\n  Fix: run the script by hand (${step.path}) and read the log; correct it or the application it drives.`,
+  );
+}
+
 /**
  * Runs a script with its retries. The script is exec'd directly when its
  * owner may execute it (the shebang is honoured), else with /bin/sh (Azure
@@ -142,135 +308,31 @@ export async function runScriptSafely(
  * const result = await runScript({ plugin: "app", phase: "pre", step, timeoutInSeconds: 30, env });
  * ```
  */
-export async function runScript(options: {
-  plugin: string;
-  phase: Phase;
-  step: ScriptStep;
-  timeoutInSeconds: number;
-  env: PluginEnv;
-}): Promise<StepResult> {
-  const { plugin, phase, step, env } = options;
+export async function runScript(options: RunScriptOptions): Promise<StepResult> {
   const started = performance.now();
-  const budgetMs = options.timeoutInSeconds * 1000;
-  const deadline = started + budgetMs;
-  const what = `${phase}-script ${step.path} of plugin "${plugin}"`;
-  const attempts: Record<string, unknown>[] = [];
-  const finish = (
-    ok: boolean,
-    errors: RunError[],
-    extra: Record<string, unknown> = {},
-  ): StepResult => ({
-    ok,
-    durationMs: Math.round(performance.now() - started),
-    errors,
-    facts: { script: step.path, attempts, ...extra },
-  });
-  const fail = (code: Code, message: string) => finish(false, [{ code, message, plugin }]);
-  let last: Awaited<ReturnType<typeof runProcess>> | undefined;
+  const { plugin, phase, step } = options;
+  const run: ScriptRun = {
+    ...options,
+    what: `${phase}-script ${step.path} of plugin "${plugin}"`,
+    started,
+    deadline: started + options.timeoutInSeconds * 1000,
+    attempts: [],
+  };
+  let last: ProcessResult | undefined;
   for (let attempt = 1; attempt <= step.retries + 1; attempt++) {
-    const refused = checkScript(step.path, { phase, what });
-    if (refused.length > 0) return fail(refused[0].code, refused[0].message);
-    const remaining = Math.round(deadline - performance.now());
+    const refused = checkScript(step.path, { phase, what: run.what });
+    if (refused.length > 0) return fail(run, refused[0].code, refused[0].message);
+    const remaining = Math.round(run.deadline - performance.now());
     if (remaining <= 0) break;
-    const argv = runsDirectly(step.path)
-      ? [step.path, ...step.params]
-      : ["/bin/sh", step.path, ...step.params];
-    let logged = 0;
-    last = await runProcess({
-      argv,
-      env: {
-        PATH: SCRIPT_PATH,
-        LANG: "C",
-        HOME: "/root",
-        VMSNAP_PHASE: phase,
-        VMSNAP_RUN_ID: env.runId,
-        VMSNAP_ATTEMPT: String(attempt),
-        VMSNAP_PLUGIN: plugin,
-      },
-      timeoutMs: remaining,
-      signal: env.signal,
-      onLine: (stream, line) => {
-        if (logged++ < LOGGED_LINES) {
-          env.log("info", "script-output", { plugin, phase, attempt, stream, line });
-        }
-      },
-    });
-    const record = {
-      attempt,
-      exitCode: last.exitCode,
-      signal: last.signal,
-      durationMs: last.durationMs,
-      timedOut: last.timedOut,
-      outputLines: last.lines,
-      outputBytes: last.bytes,
-      tracking: last.tracking,
-      ...(last.survivors.length > 0 ? { survivors: last.survivors.length } : {}),
-    };
-    attempts.push(record);
-    env.log(last.exitCode === 0 ? "info" : "warning", "script-attempt", {
-      plugin,
-      phase,
-      script: step.path,
-      ...record,
-      unloggedLines: Math.max(0, last.lines - LOGGED_LINES),
-      spawnError: last.spawnError,
-      ...(last.viaShell ? { runWith: "/bin/sh (no #! line)" } : {}),
-    });
-    const processes = (level: "warning" | "error", event: string, extra: object) =>
-      env.log(level, event, { plugin, phase, script: step.path, ...extra });
-    if (last.survivors.length > 0) {
-      processes("error", "script-survivors", {
-        processes: last.survivors,
-        cgroup: last.cgroup,
-        note: "still running after SIGKILL (blocked in the kernel); not counted as killed",
-      });
-    }
-    if (last.leftovers.length > 0) {
-      processes("warning", "script-left-processes", {
-        processes: last.leftovers,
-        note: "left running, as the script intended; vmsnap did not wait for their output",
-      });
-    }
-    if (last.exitCode === 0 && !last.timedOut && !last.aborted) {
-      return finish(true, [], { exitCode: 0, leftovers: last.leftovers });
-    }
-    if (last.aborted) {
-      return fail(
-        "Interrupted",
-        `${what} was stopped by a signal to vmsnap (attempt ${attempt}); ${
-          describeKill(last, "the script")
-        }`,
-      );
-    }
+    last = await runAttempt(run, attempt, remaining);
+    recordAttempt(run, attempt, last);
+    const done = attemptOutcome(run, attempt, last);
+    if (done) return done;
     if (last.timedOut) break;
     if (attempt <= step.retries) {
-      env.log("info", "script-retry", { plugin, phase, attempt: attempt + 1 });
-      await sleep(Math.min(500 * attempt, Math.max(0, deadline - performance.now())), env.signal);
-      if (env.signal.aborted) {
-        return fail("Interrupted", `${what} was not retried: vmsnap received a signal.`);
-      }
+      const interrupted = await backOff(run, attempt);
+      if (interrupted) return interrupted;
     }
   }
-  const tries = attempts.length;
-  if (!last || last.timedOut || performance.now() >= deadline) {
-    return fail(
-      CODES[phase].timeout,
-      `${what} did not finish within timeoutInSeconds (${options.timeoutInSeconds} s for all ${tries} attempt(s) together); ${
-        last ? describeKill(last, "the script") : "it was not started."
-      }${
-        last ? lastLines(last.tail) : ""
-      }\n  Fix: make the script faster or raise timeoutInSeconds in the config.`,
-    );
-  }
-  const how = last.spawnError
-    ? `could not be started (${last.spawnError})`
-    : last.signal
-    ? `was killed by ${last.signal}`
-    : `exited with code ${last.exitCode}`;
-  return fail(
-    CODES[phase].failed,
-    `${what} ${how} on attempt ${tries} of ${step.retries + 1}.${
-      lastLines(last.tail)
-    }\n  Fix: run the script by hand (${step.path}) and read the log; correct it or the application it drives.`,
-  );
+  return failedAttempts(run, last);
 }
