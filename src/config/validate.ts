@@ -9,10 +9,13 @@
 import type { Node } from "jsonc-parser";
 import type { Code, Problem } from "../errors.ts";
 import {
+  type ArraySpec,
   childPath,
   type Field,
+  type IntegerSpec,
   type ObjectSpec,
   type Spec,
+  type StringSpec,
   type ValidationContext,
 } from "./spec.ts";
 import type { Location } from "./syntax.ts";
@@ -153,117 +156,151 @@ function typeHint(node: Node, spec: Spec): string {
  */
 export function validate(node: Node, spec: Spec, path: string, ctx: ValidationContext): unknown {
   if (path) ctx.locations.set(path, ctx.source.at(node.offset));
-  const wrongType = () => {
+  if (spec.type === "custom") return spec.validate(node, path, ctx);
+  if (node.type !== NODE_TYPES[spec.type]) return wrongType(node, spec, path, ctx);
+  switch (spec.type) {
+    case "string":
+      return validateString(node, spec, path, ctx);
+    case "integer":
+      return validateInteger(node, spec, path, ctx);
+    case "boolean":
+      return Boolean(node.value);
+    case "array":
+      return validateArray(node, spec, path, ctx);
+    case "object":
+      return validateObject(node, spec, path, ctx);
+  }
+}
+
+/** The syntax tree's node type of each spec's values. */
+const NODE_TYPES = {
+  string: "string",
+  integer: "number",
+  boolean: "boolean",
+  array: "array",
+  object: "object",
+} as const satisfies Record<Exclude<Spec["type"], "custom">, Node["type"]>;
+
+/** A value of the wrong type: reported with what was expected and, when close, the fix. */
+function wrongType(node: Node, spec: Spec, path: string, ctx: ValidationContext): undefined {
+  report(ctx, {
+    node,
+    path,
+    code: "InvalidConfigType",
+    message: `${path || "the config"} must be ${expected(spec)}, found ${describe(node)}.${
+      typeHint(node, spec)
+    }`,
+  });
+  return undefined;
+}
+
+/** What is wrong with a string value, as a code and a message; undefined when nothing is. */
+function stringProblem(
+  value: string,
+  node: Node,
+  spec: StringSpec,
+  path: string,
+): { code: Code; message: string } | undefined {
+  if (value.includes("\0")) {
+    return { code: "InvalidConfigValue", message: `${path} contains a NUL byte. Fix: remove it.` };
+  }
+  if (spec.oneOf && !spec.oneOf.includes(value)) {
+    return {
+      code: "InvalidConfigValue",
+      message: `${path} must be ${expected(spec)}, found ${describe(node)}.${
+        didYouMean(value, spec.oneOf)
+      }`,
+    };
+  }
+  if (spec.nonEmpty && value === "") {
+    return { code: "InvalidConfigValue", message: `${path} must not be empty.` };
+  }
+  if (spec.absolutePath && value !== "" && !value.startsWith("/")) {
+    return {
+      code: "RelativePath",
+      message: `${path} is the relative path ${
+        JSON.stringify(value)
+      }; vmsnap runs from / and needs an absolute path. Fix: write the full path, starting with /.`,
+    };
+  }
+  return undefined;
+}
+
+/** A string node against its spec: no NUL, one of its words, not empty, an absolute path. */
+function validateString(
+  node: Node,
+  spec: StringSpec,
+  path: string,
+  ctx: ValidationContext,
+): string | undefined {
+  const value = String(node.value);
+  const problem = stringProblem(value, node, spec, path);
+  if (!problem) return value;
+  report(ctx, { node, path, ...problem });
+  return undefined;
+}
+
+/**
+ * A number node against its spec: an integer within bounds; out of bounds
+ * where Azure's framework clamps (`spec.clamp`), the bound, as a lenient
+ * finding.
+ */
+function validateInteger(
+  node: Node,
+  spec: IntegerSpec,
+  path: string,
+  ctx: ValidationContext,
+): number | undefined {
+  const value = Number(node.value);
+  const below = spec.min !== undefined && value < spec.min;
+  const above = spec.max !== undefined && value > spec.max;
+  const azure = below ? spec.clamp?.below : above ? spec.clamp?.above : undefined;
+  if (Number.isInteger(value) && azure !== undefined) {
+    const bound = (below ? spec.min : spec.max)!;
     report(ctx, {
       node,
       path,
-      code: "InvalidConfigType",
-      message: `${path || "the config"} must be ${expected(spec)}, found ${describe(node)}.${
-        typeHint(node, spec)
-      }`,
+      code: "ConfigValueClamped",
+      message: `${path} is ${
+        ctx.source.raw(node)
+      }; ${azure}: vmsnap run uses ${bound} (and warns). Fix: write ${bound}${
+        below ? " or more" : " or less"
+      }.`,
+      lenient: true,
+    });
+    return bound;
+  }
+  if (!Number.isInteger(value) || below || above || !Number.isSafeInteger(value)) {
+    report(ctx, {
+      node,
+      path,
+      code: "InvalidConfigValue",
+      message: `${path} must be ${expected(spec)}, found ${describe(node)}.`,
     });
     return undefined;
-  };
-  switch (spec.type) {
-    case "string": {
-      if (node.type !== "string") return wrongType();
-      const value = String(node.value);
-      if (value.includes("\0")) {
-        report(ctx, {
-          node,
-          path,
-          code: "InvalidConfigValue",
-          message: `${path} contains a NUL byte. Fix: remove it.`,
-        });
-        return undefined;
-      }
-      if (spec.oneOf && !spec.oneOf.includes(value)) {
-        report(ctx, {
-          node,
-          path,
-          code: "InvalidConfigValue",
-          message: `${path} must be ${expected(spec)}, found ${describe(node)}.${
-            didYouMean(value, spec.oneOf)
-          }`,
-        });
-        return undefined;
-      }
-      if (spec.nonEmpty && value === "") {
-        report(ctx, {
-          node,
-          path,
-          code: "InvalidConfigValue",
-          message: `${path} must not be empty.`,
-        });
-        return undefined;
-      }
-      if (spec.absolutePath && value !== "" && !value.startsWith("/")) {
-        report(ctx, {
-          node,
-          path,
-          code: "RelativePath",
-          message: `${path} is the relative path ${
-            JSON.stringify(value)
-          }; vmsnap runs from / and needs an absolute path. Fix: write the full path, starting with /.`,
-        });
-        return undefined;
-      }
-      return value;
-    }
-    case "integer": {
-      if (node.type !== "number") return wrongType();
-      const value = Number(node.value);
-      const below = spec.min !== undefined && value < spec.min;
-      const above = spec.max !== undefined && value > spec.max;
-      const azure = below ? spec.clamp?.below : above ? spec.clamp?.above : undefined;
-      if (Number.isInteger(value) && azure !== undefined) {
-        const bound = (below ? spec.min : spec.max)!;
-        report(ctx, {
-          node,
-          path,
-          code: "ConfigValueClamped",
-          message: `${path} is ${
-            ctx.source.raw(node)
-          }; ${azure}: vmsnap run uses ${bound} (and warns). Fix: write ${bound}${
-            below ? " or more" : " or less"
-          }.`,
-          lenient: true,
-        });
-        return bound;
-      }
-      if (!Number.isInteger(value) || below || above || !Number.isSafeInteger(value)) {
-        report(ctx, {
-          node,
-          path,
-          code: "InvalidConfigValue",
-          message: `${path} must be ${expected(spec)}, found ${describe(node)}.`,
-        });
-        return undefined;
-      }
-      return value;
-    }
-    case "boolean":
-      return node.type === "boolean" ? Boolean(node.value) : wrongType();
-    case "array": {
-      if (node.type !== "array") return wrongType();
-      const items = node.children ?? [];
-      if (spec.minItems !== undefined && items.length < spec.minItems) {
-        report(ctx, {
-          node,
-          path,
-          code: "InvalidConfigValue",
-          message: `${path} must have at least ${spec.minItems} item(s), found ${items.length}.`,
-        });
-        return undefined;
-      }
-      const values = items.map((item, i) => validate(item, spec.items, childPath(path, i), ctx));
-      return values.some((v) => v === undefined) ? undefined : values;
-    }
-    case "object":
-      return node.type === "object" ? validateObject(node, spec, path, ctx) : wrongType();
-    case "custom":
-      return spec.validate(node, path, ctx);
   }
+  return value;
+}
+
+/** An array node: enough items, each against the items' spec. */
+function validateArray(
+  node: Node,
+  spec: ArraySpec,
+  path: string,
+  ctx: ValidationContext,
+): unknown[] | undefined {
+  const items = node.children ?? [];
+  if (spec.minItems !== undefined && items.length < spec.minItems) {
+    report(ctx, {
+      node,
+      path,
+      code: "InvalidConfigValue",
+      message: `${path} must have at least ${spec.minItems} item(s), found ${items.length}.`,
+    });
+    return undefined;
+  }
+  const values = items.map((item, i) => validate(item, spec.items, childPath(path, i), ctx));
+  return values.some((v) => v === undefined) ? undefined : values;
 }
 
 /** The properties of an object node as [key, key node, value node], in order. */
@@ -289,52 +326,18 @@ export function validateObject(
   ctx: ValidationContext,
 ): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const known = Object.keys(spec.fields);
   const entries = properties(node);
   // Every JSON reader Azure's framework and vmsnap know keeps the last of a key given twice.
   const last = new Map(entries.map(([key, keyNode]) => [key, keyNode]));
-  const strict = (key: string) => !spec.azure || spec.azure.strict.includes(key);
   for (const [key, keyNode, valueNode] of entries) {
     const keyPath = childPath(path, key);
     const winner = last.get(key)!;
     if (winner !== keyNode) {
-      const at = ctx.source.at(winner.offset);
-      report(ctx, {
-        node: keyNode,
-        path: keyPath,
-        code: "DuplicateConfigKey",
-        message:
-          `${keyPath} is given twice; the later one (line ${at.line}) wins, as in Azure's JSON reader${
-            strict(key) ? "" : ", and vmsnap run uses it (and warns)"
-          }. Fix: delete the one you do not mean.`,
-        lenient: !strict(key),
-      });
-      continue;
-    }
-    if (Object.hasOwn(spec.fields, key)) {
+      reportDuplicate(ctx, { spec, key, keyNode, keyPath, winner });
+    } else if (Object.hasOwn(spec.fields, key)) {
       out[key] = validate(valueNode, spec.fields[key], keyPath, ctx);
-    } else if (spec.ignored && Object.hasOwn(spec.ignored, key)) {
-      report(ctx, {
-        node: keyNode,
-        path: keyPath,
-        code: "IgnoredConfigKey",
-        message: `${keyPath} is accepted for compatibility with Azure's sample and ignored: ${
-          spec.ignored[key]
-        }`,
-        warning: true,
-      });
     } else {
-      const near = closest(key, known);
-      const lenient = near === undefined ? spec.azure !== undefined : !strict(near);
-      report(ctx, {
-        node: keyNode,
-        path: keyPath,
-        code: "UnknownConfigKey",
-        message: `unknown key ${JSON.stringify(key)}${path ? ` in ${path}` : ""}${
-          lenient ? "; Azure's framework ignores it, and vmsnap run does the same (and warns)" : ""
-        }.${didYouMean(key, known)} Fix: correct the spelling or remove the key.`,
-        lenient,
-      });
+      reportUnknown(ctx, { spec, key, keyNode, keyPath, path });
     }
   }
   for (const [key, field] of Object.entries(spec.fields)) {
@@ -352,6 +355,73 @@ export function validateObject(
     if (field.default !== undefined) out[key] = defaultOf(field);
   }
   return out;
+}
+
+/** A key of an object spec that Azure's framework would not ignore (vmsnap's own, or any off the top level). */
+function isStrict(spec: ObjectSpec, key: string): boolean {
+  return !spec.azure || spec.azure.strict.includes(key);
+}
+
+/** A key given twice: the later one wins, as in every JSON reader Azure's framework and vmsnap know. */
+function reportDuplicate(
+  ctx: ValidationContext,
+  { spec, key, keyNode, keyPath, winner }: {
+    spec: ObjectSpec;
+    key: string;
+    keyNode: Node;
+    keyPath: string;
+    winner: Node;
+  },
+): void {
+  const at = ctx.source.at(winner.offset);
+  const strict = isStrict(spec, key);
+  report(ctx, {
+    node: keyNode,
+    path: keyPath,
+    code: "DuplicateConfigKey",
+    message:
+      `${keyPath} is given twice; the later one (line ${at.line}) wins, as in Azure's JSON reader${
+        strict ? "" : ", and vmsnap run uses it (and warns)"
+      }. Fix: delete the one you do not mean.`,
+    lenient: !strict,
+  });
+}
+
+/** A key the spec does not know: ignored for compatibility, or unknown (with the nearest known one). */
+function reportUnknown(
+  ctx: ValidationContext,
+  { spec, key, keyNode, keyPath, path }: {
+    spec: ObjectSpec;
+    key: string;
+    keyNode: Node;
+    keyPath: string;
+    path: string;
+  },
+): void {
+  if (spec.ignored && Object.hasOwn(spec.ignored, key)) {
+    report(ctx, {
+      node: keyNode,
+      path: keyPath,
+      code: "IgnoredConfigKey",
+      message: `${keyPath} is accepted for compatibility with Azure's sample and ignored: ${
+        spec.ignored[key]
+      }`,
+      warning: true,
+    });
+    return;
+  }
+  const known = Object.keys(spec.fields);
+  const near = closest(key, known);
+  const lenient = near === undefined ? spec.azure !== undefined : !isStrict(spec, near);
+  report(ctx, {
+    node: keyNode,
+    path: keyPath,
+    code: "UnknownConfigKey",
+    message: `unknown key ${JSON.stringify(key)}${path ? ` in ${path}` : ""}${
+      lenient ? "; Azure's framework ignores it, and vmsnap run does the same (and warns)" : ""
+    }.${didYouMean(key, known)} Fix: correct the spelling or remove the key.`,
+    lenient,
+  });
 }
 
 /** A field's default; for an object, its fields' defaults filled in. */

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type Config, configNotRegular } from "../config/config.ts";
+import { type Config, configNotRegular, type LoadedConfig } from "../config/config.ts";
 import { type Problem, toProblem, withFix } from "../errors.ts";
 import type { FreezeTarget, SkippedMount } from "../freeze/plan.ts";
 import { readMounts } from "../sys/mountinfo.ts";
@@ -84,10 +84,29 @@ export const checkSnapshotCommand = (argv: string[]): Problem[] => snapshotComma
  * ```
  */
 export async function runChecks(options: CheckOptions): Promise<CheckReport> {
-  const file = options.configPath;
-  const report: CheckReport = {
+  const report = newReport(options.configPath);
+  const loaded = checkConfig(report, options);
+  if (!loaded) return finish(report);
+  const config = loaded.config;
+  report.config = config;
+  // What a dead run left is reported, not undone: check changes nothing (vmsnap recover does).
+  step(report, "leftovers of a dead run", leftoverProblems(config), "none");
+  const locate = (path: string): Location | undefined => loaded.locations.get(path);
+  await checkPlugins(report, { config, locate, options });
+  checkSnapshot(report, { config, locate, options });
+  step(report, "directories", [
+    ...locateProblems(logFileProblems(config), "log.file", locate),
+    ...locateProblems(stateDirProblems(config), "stateDir", locate),
+  ], `${logDirectory(config)}, ${config.stateDir}`);
+  checkFreeze(report, { config, locate, options });
+  return finish(report);
+}
+
+/** A report before any check (its keys in the order `check --json` prints them). */
+function newReport(configFile: string): CheckReport {
+  return {
     ok: false,
-    configFile: file,
+    configFile,
     checks: [],
     problems: [],
     warnings: [],
@@ -95,46 +114,70 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
     skippedMounts: [],
     config: null,
   };
-  const step = (name: string, found: Problem[], detail: string) => {
-    report.problems.push(...found);
-    report.checks.push({
-      name,
-      ok: found.length === 0,
-      detail: found.length === 0 ? detail : `${found.length} problem${found.length > 1 ? "s" : ""}`,
-    });
-  };
+}
 
+/** One check: ok with its detail, or failed with the count of what it found. */
+function step(report: CheckReport, name: string, found: Problem[], detail: string): void {
+  report.problems.push(...found);
+  report.checks.push({
+    name,
+    ok: found.length === 0,
+    detail: found.length === 0 ? detail : `${found.length} problem${found.length > 1 ? "s" : ""}`,
+  });
+}
+
+/** What the checks after the config's own need. */
+interface Checked {
+  config: Config;
+  locate: (path: string) => Location | undefined;
+  options: CheckOptions;
+}
+
+/**
+ * The config file (there, a regular file, root's) and its syntax and values;
+ * the loaded config when it can be checked further.
+ */
+function checkConfig(report: CheckReport, options: CheckOptions): LoadedConfig | undefined {
+  const file = options.configPath;
   const filePermission = configFileProblems(file);
   if (filePermission.some((p) => p.code === "ConfigFileNotFound")) {
-    step("config file", filePermission, "");
-    return finish(report);
+    step(report, "config file", filePermission, "");
+    return undefined;
   }
   // A directory, device or FIFO: one problem for one cause (the permission rules would add another).
   const notRegular = configNotRegular(file);
   if (notRegular) {
-    step("config file", [notRegular], "");
-    return finish(report);
+    step(report, "config file", [notRegular], "");
+    return undefined;
   }
-  step("config file permissions", filePermission, "root-owned, no group/other or execute bits");
-
-  const plugins = options.plugins ?? PLUGINS;
-  const { loaded, problems: unreadable } = readConfig(file, { plugins });
+  step(
+    report,
+    "config file permissions",
+    filePermission,
+    "root-owned, no group/other or execute bits",
+  );
+  const { loaded, problems: unreadable } = readConfig(file, {
+    plugins: options.plugins ?? PLUGINS,
+  });
   if (!loaded) {
-    step("config syntax", unreadable, "");
-    return finish(report);
+    step(report, "config syntax", unreadable, "");
+    return undefined;
   }
   const syntax = syntaxProblems(loaded);
-  step("config syntax", syntax, "valid JSONC");
-  if (syntax.length > 0) return finish(report);
+  step(report, "config syntax", syntax, "valid JSONC");
+  if (syntax.length > 0) return undefined;
   // What Azure's framework tolerates (run goes on, with a warning) is a problem here.
-  step("config values", [...loaded.problems, ...loaded.lenient], "all keys valid");
+  step(report, "config values", [...loaded.problems, ...loaded.lenient], "all keys valid");
   report.warnings.push(...loaded.warnings);
-  const config = loaded.config;
-  report.config = config;
-  // What a dead run left is reported, not undone: check changes nothing (vmsnap recover does).
-  step("leftovers of a dead run", leftoverProblems(config), "none");
-  const locate = (path: string): Location | undefined => loaded.locations.get(path);
+  return loaded;
+}
 
+/** Each plugin's own checks, and with --connect its server's privileges. */
+async function checkPlugins(
+  report: CheckReport,
+  { config, locate, options }: Checked,
+): Promise<void> {
+  const plugins = options.plugins ?? PLUGINS;
   for (const plugin of config.plugins) {
     const definition = plugins.get(plugin.type)!;
     const found = await pluginProblems(definition, plugin, locate);
@@ -148,16 +191,19 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
         found.push(toProblem(error, "PluginConnectFailed", plugin.name));
       }
     }
-    step(`plugin ${plugin.name} (${plugin.type})`, found, detail);
+    step(report, `plugin ${plugin.name} (${plugin.type})`, found, detail);
   }
+}
 
+/** The snapshot method: the command's executable, the external handshake, or none (a warning). */
+function checkSnapshot(report: CheckReport, { config, locate, options }: Checked): void {
   const command = options.snapshotCommand ??
     (config.snapshot?.kind === "command" ? config.snapshot.command : undefined);
   if (command) {
     const found = options.snapshotCommand
       ? checkSnapshotCommand(command)
       : locateProblems(checkSnapshotCommand(command), "snapshot.command[0]", locate);
-    step("snapshot command", found, command.join(" "));
+    step(report, "snapshot command", found, command.join(" "));
   } else if (config.snapshot?.kind === "external") {
     report.checks.push({ name: "snapshot", ok: true, detail: "external handshake" });
   } else {
@@ -171,22 +217,16 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
     report.warnings.push({
       code: "NoSnapshotMethod",
       message:
-        `${file} configures no snapshot method: vmsnap run will stop with NoSnapshotMethod unless it is given --snapshot-command ARGV... or --external. Fix: pass one of them, or set "snapshot" in the config.`,
+        `${options.configPath} configures no snapshot method: vmsnap run will stop with NoSnapshotMethod unless it is given --snapshot-command ARGV... or --external. Fix: pass one of them, or set "snapshot" in the config.`,
     });
   }
+}
 
-  step(
-    "directories",
-    [
-      ...locateProblems(logFileProblems(config), "log.file", locate),
-      ...locateProblems(stateDirProblems(config), "stateDir", locate),
-    ],
-    `${logDirectory(config)}, ${config.stateDir}`,
-  );
-
+/** What would be frozen, in order, and what would not (with why). */
+function checkFreeze(report: CheckReport, { config, locate, options }: Checked): void {
   if (!config.fsFreezeEnabled) {
     report.checks.push({ name: "freeze", ok: true, detail: "disabled (fsFreezeEnabled: false)" });
-    return finish(report);
+    return;
   }
   const { plan, problems: unreadableMounts } = freezePlan(
     config,
@@ -194,19 +234,19 @@ export async function runChecks(options: CheckOptions): Promise<CheckReport> {
     options.mountinfoPath,
   );
   if (!plan) {
-    step("freeze targets", unreadableMounts, "");
-    return finish(report);
+    step(report, "freeze targets", unreadableMounts, "");
+    return;
   }
   report.freezeTargets = plan.targets;
   report.skippedMounts = plan.skipped;
   report.warnings.push(...plan.warnings.map((w) => locateProblems([w], w.path!, locate)[0]));
   const mode = config.freeze.mounts === "auto" ? "auto" : "listed";
   step(
+    report,
     `freeze targets (${mode})`,
     plan.problems.map((p) => locateProblems([p], p.path!, locate)[0]),
     `${plan.targets.length} filesystem${plan.targets.length === 1 ? "" : "s"}`,
   );
-  return finish(report);
 }
 
 function finish(report: CheckReport): CheckReport {
