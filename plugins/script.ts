@@ -55,15 +55,48 @@ const FIELDS = {
   },
 } as const satisfies Record<string, Field>;
 
+/** The keys a step is read from: its script's path, its params, its retry count. */
+interface StepKeys {
+  path: string;
+  params: string;
+  retries: string;
+}
+
+/** Azure's top-level keys of each step. */
+const AZURE_KEYS: Record<Phase, StepKeys> = {
+  pre: { path: "preScriptLocation", params: "preScriptParams", retries: "preScriptNoOfRetries" },
+  post: {
+    path: "postScriptLocation",
+    params: "postScriptParams",
+    retries: "postScriptNoOfRetries",
+  },
+};
+
+/** The keys of each step in an entry of `plugins` (one retry count for both). */
+const ENTRY_KEYS: Record<Phase, StepKeys> = {
+  pre: { path: "pre", params: "preParams", retries: "retries" },
+  post: { path: "post", params: "postParams", retries: "retries" },
+};
+
+/** Both steps, from the keys named (null for a step with no script). */
+function steps(
+  ctx: NormalizeContext,
+  values: Record<string, unknown>,
+  keys: Record<Phase, StepKeys>,
+): Record<Phase, ScriptStep | null> {
+  return { pre: step(ctx, values, keys.pre), post: step(ctx, values, keys.post) };
+}
+
 /** Builds a step, pointing out Azure's `""` placeholder params. */
 function step(
   ctx: NormalizeContext,
-  keys: { path: string; params: string },
-  values: { path: unknown; params: unknown; retries: unknown },
+  values: Record<string, unknown>,
+  keys: StepKeys,
 ): ScriptStep | null {
-  const path = typeof values.path === "string" ? values.path : "";
+  const path = typeof values[keys.path] === "string" ? values[keys.path] as string : "";
   if (path === "") return null;
-  const params = Array.isArray(values.params) ? values.params as string[] : [];
+  const given = values[keys.params];
+  const params = Array.isArray(given) ? given as string[] : [];
   const paramsKey = childPath(ctx.path, keys.params);
   // One warning per key, however many placeholders it holds.
   const empty = params.flatMap((param, i) => param === "" ? [i] : []);
@@ -84,7 +117,7 @@ function step(
   return {
     path,
     params,
-    retries: typeof values.retries === "number" ? values.retries : 0,
+    retries: typeof values[keys.retries] === "number" ? values[keys.retries] as number : 0,
     key: childPath(ctx.path, keys.path),
   };
 }
@@ -103,16 +136,7 @@ export function azureScriptPlugin(
   values: Record<string, unknown>,
   ctx: NormalizeContext,
 ): ScriptConfig | null {
-  const pre = step(ctx, { path: "preScriptLocation", params: "preScriptParams" }, {
-    path: values.preScriptLocation,
-    params: values.preScriptParams,
-    retries: values.preScriptNoOfRetries,
-  });
-  const post = step(ctx, { path: "postScriptLocation", params: "postScriptParams" }, {
-    path: values.postScriptLocation,
-    params: values.postScriptParams,
-    retries: values.postScriptNoOfRetries,
-  });
+  const { pre, post } = steps(ctx, values, AZURE_KEYS);
   if (!pre && !post) return null;
   return {
     type: "script",
@@ -165,16 +189,7 @@ export const scriptPlugin = definePlugin({
   fields: FIELDS,
   // The config is the steps built from the keys, not the keys as they are.
   normalize(values, ctx): ScriptConfig {
-    const pre = step(ctx, { path: "pre", params: "preParams" }, {
-      path: values.pre,
-      params: values.preParams,
-      retries: values.retries,
-    });
-    const post = step(ctx, { path: "post", params: "postParams" }, {
-      path: values.post,
-      params: values.postParams,
-      retries: values.retries,
-    });
+    const { pre, post } = steps(ctx, values, ENTRY_KEYS);
     if (!pre && !post) {
       reportAt(ctx.validation, {
         path: ctx.path,
