@@ -1,8 +1,10 @@
 /**
- * Fails when the project's own modules import each other in a cycle (type
- * imports count: a cycle of types is a cycle of concerns). Reads the module
- * graph from `deno info --json` for mod.ts and every module under src/ and
- * plugins/, and prints each cycle found, shortest first.
+ * Fails when the project's own modules import each other in a cycle, or when
+ * a module imports from a layer above its own (type imports count: a cycle
+ * of types is a cycle of concerns). Reads the module graph from
+ * `deno info --json` for mod.ts and every module under src/ and plugins/,
+ * and prints each cycle found, shortest first, then each upward import. The
+ * layers are written down in docs/architecture.md.
  *
  * Usage: deno run -A scripts/check_cycles.ts
  *
@@ -103,6 +105,45 @@ export function findCycles(graph: Map<string, Set<string>>): string[][] {
   });
 }
 
+/**
+ * The layers, lowest first: a module may import from its own layer or a lower
+ * one. A layer is a folder (its files and subfolders) or, for the shared
+ * vocabulary at the bottom, the files directly in src/.
+ */
+export const LAYERS: readonly { name: string; holds: (path: string) => boolean }[] = [
+  { name: "src/*.ts (shared vocabulary)", holds: (p) => /^src\/[^/]+\.ts$/.test(p) },
+  { name: "src/sys/", holds: (p) => p.startsWith("src/sys/") },
+  { name: "src/config/", holds: (p) => p.startsWith("src/config/") },
+  { name: "plugins/", holds: (p) => p.startsWith("plugins/") },
+  { name: "src/freeze/", holds: (p) => p.startsWith("src/freeze/") },
+  { name: "src/state/", holds: (p) => p.startsWith("src/state/") },
+  { name: "src/preflight/", holds: (p) => p.startsWith("src/preflight/") },
+  { name: "src/group/", holds: (p) => p.startsWith("src/group/") },
+  { name: "src/run/", holds: (p) => p.startsWith("src/run/") },
+  { name: "src/verify/", holds: (p) => p.startsWith("src/verify/") },
+  { name: "src/hook/", holds: (p) => p.startsWith("src/hook/") },
+  { name: "src/cli/", holds: (p) => p.startsWith("src/cli/") },
+  { name: "mod.ts", holds: (p) => p === "mod.ts" },
+];
+
+/** The layer of a module (its index in LAYERS), or -1 for a file outside them. */
+export function layerOf(path: string): number {
+  return LAYERS.findIndex((layer) => layer.holds(path));
+}
+
+/** Every import from a lower layer up to a higher one, as `from → to` pairs. */
+export function upwardImports(graph: Map<string, Set<string>>): [string, string][] {
+  const found: [string, string][] = [];
+  for (const [from, targets] of [...graph.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+    const own = layerOf(from);
+    if (own < 0) continue;
+    for (const to of [...targets].sort()) {
+      if (layerOf(to) > own) found.push([from, to]);
+    }
+  }
+  return found;
+}
+
 function modulesUnder(dir: string): string[] {
   return readdirSync(join(root, dir), { recursive: true, encoding: "utf8" })
     .filter((name) => name.endsWith(".ts"))
@@ -111,12 +152,21 @@ function modulesUnder(dir: string): string[] {
 
 if (import.meta.main) {
   const entries = ["mod.ts", ...modulesUnder("src"), ...modulesUnder("plugins")];
-  const cycles = findCycles(projectGraph(entries));
+  const graph = projectGraph(entries);
+  const cycles = findCycles(graph);
   for (const cycle of cycles) console.error(`import cycle: ${cycle.join(" → ")}`);
+  const upward = upwardImports(graph);
+  for (const [from, to] of upward) {
+    console.error(
+      `upward import: ${from} (${LAYERS[layerOf(from)].name}) imports ${to} (${
+        LAYERS[layerOf(to)].name
+      }); see docs/architecture.md`,
+    );
+  }
   console.log(
-    cycles.length
-      ? `${cycles.length} import cycle(s)`
-      : `no import cycles (${entries.length} modules)`,
+    cycles.length || upward.length
+      ? `${cycles.length} import cycle(s), ${upward.length} upward import(s)`
+      : `no import cycles, no upward imports (${entries.length} modules)`,
   );
-  process.exit(cycles.length ? 1 : 0);
+  process.exit(cycles.length || upward.length ? 1 : 0);
 }
