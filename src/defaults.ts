@@ -111,3 +111,10 @@ export const GROUP_KEEP_RUNS = 50;
 
 /** After its own release, how long a member waits for the others' reports before it says "pending". */
 export const GROUP_OUTCOME_WAIT_MS = 2_000;
+
+/**
+ * How long after `vmsnap install` a backup agent that runs it (qemu-ga's
+ * `guest-exec`) is restarted: long enough for the caller to read the
+ * install's answer (`guest-exec-status`), which the restart would lose.
+ */
+export const AGENT_RESTART_DELAY_SECONDS = 10;

@@ -354,6 +354,33 @@ export const CODES = {
     summary: "vmsnap install or uninstall could not write or remove a file.",
     fix: "Run it as root; the message names the file and the error.",
   },
+  AgentSetupUnknown: {
+    summary:
+      "vmsnap install could not tell where the backup agent on this system runs its hook, or how to switch it on; nothing was changed.",
+    fix:
+      "Name what it could not find: --hook-dir DIR (the directory the agent's hook script runs), --agent-config FILE (the agent's config file); the message lists the paths it looked at.",
+  },
+  HookNotRun: {
+    summary:
+      "The backup agent will not run vmsnap's installed hook as it is set up now (its hook switched off or pointing elsewhere, the hook file changed or gone, its freeze command blocked).",
+    fix: "Run vmsnap install --for AGENT again, or undo the change the message names.",
+  },
+  SelinuxConfined: {
+    summary:
+      "SELinux confines the agent, and vmsnap's hook would run inside the agent's domain (not labelled as the vendor's way out, or its boolean off): it cannot reach a database socket or start the holder.",
+    fix:
+      "Run the commands the message names (semanage fcontext, restorecon, setsebool -P), or vmsnap install --for AGENT --selinux-boolean.",
+  },
+  SelinuxDenied: {
+    summary: "The audit log has SELinux denials (AVC) of vmsnap.",
+    fix: "Apply the fix the message gives for the domain vmsnap ran in, then run the hook again.",
+  },
+  AgentTimeout: {
+    summary:
+      "The backup agent waits less for its hook, or for the whole snapshot, than vmsnap's hook or hold may take: the agent gives up (or snapshots) while vmsnap still quiesces or holds.",
+    fix:
+      "Raise the agent's timeout, or run vmsnap install --for AGENT again so the hook's --timeout follows the agent's.",
+  },
   ConfigExists: {
     summary: "vmsnap init found a config at the path already and wrote nothing.",
     fix: "See the starter with vmsnap init --dry-run and merge by hand, or move the file away.",

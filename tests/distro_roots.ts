@@ -24,15 +24,20 @@ export const DISTROS = [
 /** A distribution with a fixture. */
 export type Distro = typeof DISTROS[number];
 
-/** A copy of a distribution's root tree; `cleanup` removes it. */
-export function distroRoot(distro: Distro): { root: string; cleanup(): void } {
+/** Copies a distribution's root tree into `dir` (which may hold other files already). */
+export function layDistro(distro: Distro, dir: string): string {
   const fixture = join(ROOT, "tests", "fixtures", "distros", distro);
-  const { dir, cleanup } = secureDir(`${distro}-`);
   cpSync(join(fixture, "root"), dir, { recursive: true, verbatimSymlinks: true });
   const dirs = join(fixture, "dirs");
   const listed = existsSync(dirs) ? readFileSync(dirs, "utf8").split("\n") : [];
   for (const path of listed.filter((line) => line.trim() !== "")) {
     mkdirSync(join(dir, path), { recursive: true, mode: 0o755 });
   }
-  return { root: dir, cleanup };
+  return dir;
+}
+
+/** A copy of a distribution's root tree; `cleanup` removes it. */
+export function distroRoot(distro: Distro): { root: string; cleanup(): void } {
+  const { dir, cleanup } = secureDir(`${distro}-`);
+  return { root: layDistro(distro, dir), cleanup };
 }

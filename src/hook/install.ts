@@ -10,11 +10,17 @@
  *   in backupScripts.d), and a manifest per agent records what existed, so
  *   `uninstall` restores it exactly.
  * - Prints every change; `--dry-run` prints them and changes nothing;
- *   `--root DIR` installs under a prefix (tests, packaging).
+ *   `--root DIR` installs under a prefix (tests, packaging, an image), every
+ *   link on the way followed inside it (./root_paths.ts).
+ * - Creates the directories it needs (0755, or the plan's mode for the
+ *   file's own), records them, and `uninstall` removes them when empty.
+ * - Where SELinux is on, labels what it wrote (./install_selinux.ts); where
+ *   the agent reads a changed file only at start, restarts it, queued when
+ *   vmsnap runs inside it (./agent_restart.ts). Both only on the running
+ *   system; for another root they are printed.
  *
  * @module
  */
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   closeSync,
@@ -23,7 +29,6 @@ import {
   existsSync,
   fchmodSync,
   lstatSync,
-  mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
@@ -35,12 +40,17 @@ import {
 } from "node:fs";
 import { dirname, join } from "node:path";
 import { type AgentName, AGENTS } from "./agents.ts";
-import type { InstallPlan, PlannedFile, TargetSystem } from "./agents/agent.ts";
+import { type InstallPlan, type PlannedFile, sh, type TargetSystem } from "./agents/agent.ts";
 import { VmsnapError } from "../errors.ts";
 import { checkDirectory, checkExecutable, type ExecutableRule } from "../sys/permissions.ts";
 import { selfCommand } from "../sys/self.ts";
+import { kindUnder, readUnder, resolveUnder } from "../sys/under_root.ts";
+import { detectInitSystem } from "../sys/init_system.ts";
+import { hostPathUnder, makeDirUnder, removeDirsUnder } from "./root_paths.ts";
+import { planInstallSelinux, runSelinuxSteps } from "./install_selinux.ts";
+import { insideAgent, planRestart, runningInit, runRestart } from "./agent_restart.ts";
 
-/** The vmsnap binary the installed hooks exec, judged by the executable rule. */
+/** The vmsnap binary the installed hooks run, judged by the executable rule. */
 const BINARY_RULE: ExecutableRule = {
   notFound: "InstallFailed",
   permission: "InstallFailed",
@@ -57,6 +67,12 @@ export interface InstallOptions {
   dryRun: boolean;
   /** The command that runs vmsnap (default: this binary). */
   vmsnap?: string[];
+  /** `--hook-dir`: the directory the agent's hook script runs. */
+  hookDir?: string;
+  /** `--agent-config`: the agent's own config file. */
+  agentConfig?: string;
+  /** `--selinux-boolean`: turn on the agent's SELinux boolean (qemu-ga's). */
+  selinuxBoolean?: boolean;
 }
 
 /** One change, as printed. */
@@ -67,11 +83,35 @@ export interface Change {
   detail?: string;
 }
 
-/** What install recorded for uninstall. */
-interface Manifest {
+/** What install or uninstall did. */
+export interface InstallOutcome {
+  changes: Change[];
+  notes: string[];
+  /** Printed for the admin to put elsewhere (AWS's SSM document). */
+  print?: string;
+}
+
+/** What install recorded for uninstall (`/var/backups/vmsnap/<agent>.json`). */
+export interface Manifest {
   agent: AgentName;
   /** `installed`: the SHA-256 of what install wrote (uninstall leaves a file changed since). */
-  files: { path: string; existed: boolean; backup?: string; installed?: string }[];
+  files: {
+    path: string;
+    existed: boolean;
+    backup?: string;
+    installed?: string;
+    /** The agent reads it only at start: undoing it restarts the agent. */
+    restart?: boolean;
+  }[];
+  /** Directories install created (target paths), parents first. */
+  dirs?: string[];
+  /** The SELinux commands that undo what install added (a rule, a boolean). */
+  selinux?: string[][];
+}
+
+/** A command as the admin would type it (words quoted for sh where needed). */
+function shell(argv: string[]): string {
+  return argv.map(sh).join(" ");
 }
 
 /** The SHA-256 of a file's text, hex. */
@@ -83,7 +123,8 @@ function digest(text: string): string {
 export const BACKUP_DIR = "/var/backups/vmsnap";
 
 /**
- * The system under `root`, as the agents' plans read it.
+ * The system under `root`, as the agents' plans read it: links followed
+ * inside the root, never onto this machine's own files.
  *
  * @example
  * ```ts
@@ -92,27 +133,22 @@ export const BACKUP_DIR = "/var/backups/vmsnap";
  * ```
  */
 export function targetSystem(root: string): TargetSystem {
-  const under = (path: string) => join(root, path);
+  const resolved = (path: string) => {
+    const found = resolveUnder(root, path);
+    return found === undefined ? undefined : join(root, found);
+  };
   return {
     root,
-    read(path) {
-      try {
-        return readFileSync(under(path), "utf8");
-      } catch {
-        return undefined;
-      }
-    },
-    exists: (path) => existsSync(under(path)),
+    read: (path) => readUnder(root, path),
+    exists: (path) => kindUnder(root, path).kind !== "missing",
     mode(path) {
-      try {
-        return statSync(under(path)).mode & 0o7777;
-      } catch {
-        return undefined;
-      }
+      const host = resolved(path);
+      return host === undefined ? undefined : statSync(host).mode & 0o7777;
     },
     list(dir) {
+      const host = resolved(dir);
       try {
-        return readdirSync(under(dir));
+        return host === undefined ? undefined : readdirSync(host);
       } catch {
         return undefined;
       }
@@ -134,7 +170,14 @@ function planFor(options: InstallOptions, system: TargetSystem): InstallPlan & {
     "--config",
     config,
   ];
-  return { ...agent.plan({ system, config, hook }), config };
+  const plan = agent.plan({
+    system,
+    config,
+    hook,
+    hookDir: options.hookDir,
+    agentConfig: options.agentConfig,
+  });
+  return { ...plan, config };
 }
 
 /** A note when the hooks name a config that does not exist yet (and the plan does not write it). */
@@ -147,19 +190,35 @@ function missingConfigNote(plan: InstallPlan & { config: string }, system: Targe
   ];
 }
 
+/** The vmsnap binary the hooks exec. */
+function binaryOf(options: InstallOptions): string {
+  return (options.vmsnap ?? selfCommand([]))[0];
+}
+
 /** The agent runs the hook as root: the binary it execs must be one only root can change. */
 function binaryWarnings(options: InstallOptions): string[] {
-  const binary = (options.vmsnap ?? selfCommand([]))[0];
+  const binary = binaryOf(options);
   return checkExecutable(binary, BINARY_RULE).map((problem) =>
     `WARNING: the agent will run ${binary} as root, but ${problem.message}`
   );
 }
 
 function manifestPath(root: string, agent: AgentName): string {
-  return join(root, BACKUP_DIR, `${agent}.json`);
+  return hostPathUnder(root, join(BACKUP_DIR, `${agent}.json`));
 }
 
-function readManifest(root: string, agent: AgentName): Manifest | undefined {
+/**
+ * What `vmsnap install --for AGENT` recorded under a root, or undefined when
+ * it is not installed there.
+ *
+ * @example
+ * ```ts
+ * import { readManifest } from "./install.ts";
+ * const installed = readManifest("/", "qemu-ga");
+ * console.log(installed?.files.map((f) => f.path) ?? "not installed");
+ * ```
+ */
+export function readManifest(root: string, agent: AgentName): Manifest | undefined {
   try {
     return JSON.parse(readFileSync(manifestPath(root, agent), "utf8")) as Manifest;
   } catch {
@@ -190,11 +249,12 @@ function writeAtomically(path: string, content: string, mode: number): void {
 /**
  * Refuses, before anything is changed, to write where a user other than root
  * could replace what the agent runs as root (a directory on the way others
- * can write) or into a symbolic link (whose target would be edited).
+ * can write) or into a symbolic link (whose target would be edited). Paths
+ * are resolved inside the root: a link never leads out of it.
  */
 function refuseUnsafeTargets(root: string, paths: string[]): void {
   for (const path of paths) {
-    const target = join(root, path);
+    const target = hostPathUnder(root, path);
     const problems = checkDirectory(dirname(target), `the directory of ${path}`);
     if (problems.length > 0) {
       throw new VmsnapError(
@@ -221,18 +281,37 @@ function lstatOrUndefined(path: string) {
   }
 }
 
-/** Writes the manifest uninstall reads (root only). */
+/** Writes the manifest uninstall reads (root only), creating its directory like any other. */
 function writeManifest(root: string, manifest: Manifest): void {
-  mkdirSync(join(root, BACKUP_DIR), { recursive: true, mode: 0o700 });
+  manifest.dirs = [
+    ...(manifest.dirs ?? []),
+    ...makeDirUnder({ root, dir: BACKUP_DIR, mode: 0o700, dryRun: false }),
+  ];
   writeFileSync(manifestPath(root, manifest.agent), JSON.stringify(manifest, null, 2), {
     mode: 0o600,
   });
 }
 
+/** Creates a directory install needs, recording the ones it made for uninstall. */
+function makeDir(
+  options: InstallOptions,
+  manifest: Manifest,
+  dir: { path: string; mode: number },
+): void {
+  const created = makeDirUnder({
+    root: options.root,
+    dir: dir.path,
+    mode: dir.mode,
+    dryRun: options.dryRun,
+  });
+  manifest.dirs = [...(manifest.dirs ?? []), ...created];
+}
+
 /**
  * Installs the agent's hook files (or, with `uninstall`, removes them and
- * restores what was there). Returns the changes, in order; with `dryRun`
- * nothing is changed.
+ * restores what was there), labels them where SELinux is on, and restarts
+ * the agent when it reads a changed file only at start. Returns the
+ * changes, in order; with `dryRun` nothing is changed.
  *
  * @example
  * ```ts
@@ -241,9 +320,7 @@ function writeManifest(root: string, manifest: Manifest): void {
  * for (const c of changes) console.log(c.action, c.path);
  * ```
  */
-export function install(
-  options: InstallOptions,
-): { changes: Change[]; notes: string[]; print?: string } {
+export function install(options: InstallOptions): InstallOutcome {
   const system = targetSystem(options.root);
   const plan = planFor(options, system);
   const notes = [...plan.notes, ...missingConfigNote(plan, system), ...binaryWarnings(options)];
@@ -256,16 +333,98 @@ export function install(
   }
   const manifest = readManifest(options.root, options.agent) ??
     { agent: options.agent, files: [] };
-  const changes = plan.files.flatMap((file) => putFile(file, manifest, options, system));
+  const changes: Change[] = [];
+  const changed: PlannedFile[] = [];
+  for (const file of plan.files) {
+    const done = putFile(file, manifest, options, system);
+    changes.push(...done);
+    if (done.some((c) => c.action !== "unchanged")) changed.push(file);
+  }
   if (!options.dryRun && plan.files.length > 0) writeManifest(options.root, manifest);
-  if (changes.some((c) => c.action !== "unchanged")) reload(options, system, changes);
+  if (plan.files.length > 0) {
+    notes.push(...labelForSelinux(options, { plan, changed, manifest, changes }));
+  }
+  if (changed.some((f) => f.restart)) notes.push(...restartAgent(options, changes));
   return { changes, notes, print: plan.print };
+}
+
+/**
+ * The SELinux step of install: run (and recorded for uninstall) on the
+ * running system; printed for another root.
+ */
+function labelForSelinux(
+  options: InstallOptions,
+  done: { plan: InstallPlan; changed: PlannedFile[]; manifest: Manifest; changes: Change[] },
+): string[] {
+  const live = options.root === "/";
+  const steps = planInstallSelinux({
+    root: options.root,
+    live,
+    written: done.changed.map((f) => f.path),
+    entrypoint: done.plan.selinuxEntrypoint,
+    binary: binaryOf(options),
+    setBoolean: options.selinuxBoolean === true,
+  });
+  if (steps.commands.length === 0) return steps.notes.map((n) => `SELinux: ${n}`);
+  if (!live) {
+    return [
+      ...steps.notes.map((n) => `SELinux: ${n}`),
+      `SELinux is on in ${options.root}: on that system, run as root: ${
+        steps.commands.map((argv) => shell(argv)).join(" && ")
+      }`,
+    ];
+  }
+  for (const argv of steps.commands) done.changes.push({ action: "run", path: shell(argv) });
+  if (!options.dryRun) {
+    const record = () => writeManifest(options.root, done.manifest);
+    done.manifest.selinux = [...(done.manifest.selinux ?? []), ...steps.undo];
+    try {
+      runSelinuxSteps({ root: options.root, commands: steps.commands });
+    } finally {
+      record();
+    }
+  }
+  return steps.notes.map((n) => `SELinux: ${n}`);
+}
+
+/** Restarts the agent (running system only), queued when vmsnap runs inside it. */
+function restartAgent(options: InstallOptions, changes: Change[]): string[] {
+  const service = AGENTS[options.agent].service;
+  if (!service) return [];
+  if (options.root !== "/") {
+    const init = detectInitSystem({ root: options.root }).kind;
+    const how = init === "openrc"
+      ? `rc-service ${service.openrc[0]} restart`
+      : `systemctl restart ${service.units[0]}`;
+    return [`on that system, restart the agent for the change to take effect (${how}).`];
+  }
+  const plan = planRestart({
+    root: options.root,
+    service,
+    init: runningInit(),
+    inside: insideAgent(service),
+  });
+  for (const argv of plan.now) changes.push({ action: "run", path: shell(argv) });
+  if (plan.detached) {
+    const { argv, delaySeconds } = plan.detached;
+    changes.push({ action: "run", path: shell(argv), detail: `in ${delaySeconds} s, detached` });
+  }
+  if (options.dryRun) return [plan.say];
+  const failed = runRestart(plan).find((r) => r.status !== 0);
+  if (failed) {
+    return [
+      `WARNING: ${shell(failed.argv)} failed (exit ${failed.status}${
+        failed.detail ? `: ${failed.detail}` : ""
+      }): restart the agent yourself for the change to take effect.`,
+    ];
+  }
+  return [plan.say];
 }
 
 /**
  * One planned file: left alone when it has the content and mode already;
  * else what was there is backed up first (once: the manifest remembers it),
- * then it is written whole.
+ * then it is written whole, its directory created if needed.
  */
 function putFile(
   file: PlannedFile,
@@ -274,7 +433,7 @@ function putFile(
   system: TargetSystem,
 ): Change[] {
   const { root, dryRun } = options;
-  const target = join(root, file.path);
+  const target = hostPathUnder(root, file.path);
   const current = system.read(file.path);
   const currentMode = current === undefined ? undefined : statSync(target).mode & 0o7777;
   if (current === file.content && currentMode === file.mode) {
@@ -287,37 +446,33 @@ function putFile(
     if (current !== undefined) {
       entry.backup = join(BACKUP_DIR, options.agent, file.path);
       changes.push({ action: "backup", path: file.path, detail: `to ${entry.backup}` });
-      if (!dryRun) {
-        mkdirSync(dirname(join(root, entry.backup)), { recursive: true, mode: 0o700 });
-        copyFileSync(target, join(root, entry.backup));
-      }
+      // Root's alone: the backups directory 0700 (its parents 0755), what is under it likewise.
+      makeDir(options, manifest, { path: BACKUP_DIR, mode: 0o700 });
+      makeDir(options, manifest, { path: dirname(entry.backup), mode: 0o700 });
+      if (!dryRun) copyFileSync(target, hostPathUnder(root, entry.backup));
     }
     manifest.files.push(entry);
   }
+  if (file.restart) entry.restart = true;
   changes.push({
-    action: current === undefined ? "create" : file.path.endsWith(".cfg") ? "edit" : "replace",
+    action: current === undefined
+      ? "create"
+      : file.restart || file.path.endsWith(".cfg")
+      ? "edit"
+      : "replace",
     path: file.path,
     detail: `mode ${file.mode.toString(8).padStart(4, "0")}`,
   });
   entry.installed = digest(file.content);
-  if (!dryRun) {
-    mkdirSync(dirname(target), { recursive: true, mode: file.dirMode ?? 0o755 });
-    writeAtomically(target, file.content, file.mode);
-  }
+  makeDir(options, manifest, { path: dirname(file.path), mode: file.dirMode ?? 0o755 });
+  if (!dryRun) writeAtomically(hostPathUnder(root, file.path), file.content, file.mode);
   return changes;
 }
 
-/** The commands that make the agent take the change, only on the running system. */
-function reload(options: InstallOptions, system: TargetSystem, changes: Change[]): void {
-  if (options.root !== "/") return;
-  for (const argv of AGENTS[options.agent].reload(system)) {
-    changes.push({ action: "run", path: argv.join(" ") });
-    if (!options.dryRun) spawnSync(argv[0], argv.slice(1), { stdio: "ignore" });
-  }
-}
-
 /**
- * Removes what `install` put in place and restores what was there before.
+ * Removes what `install` put in place and restores what was there before:
+ * the SELinux rule and boolean it added, the files, the directories it
+ * created; then restarts the agent if it reads an undone file at start.
  *
  * @example
  * ```ts
@@ -325,7 +480,7 @@ function reload(options: InstallOptions, system: TargetSystem, changes: Change[]
  * const { changes } = uninstall({ agent: "qemu-ga", root: "/", dryRun: false });
  * ```
  */
-export function uninstall(options: InstallOptions): { changes: Change[]; notes: string[] } {
+export function uninstall(options: InstallOptions): InstallOutcome {
   const manifest = readManifest(options.root, options.agent);
   if (!manifest) {
     return {
@@ -336,14 +491,47 @@ export function uninstall(options: InstallOptions): { changes: Change[]; notes: 
   const system = targetSystem(options.root);
   const changes: Change[] = [];
   const notes: string[] = [];
+  notes.push(...undoSelinux(options, manifest, changes));
+  let restart = false;
+  const gone: string[] = [];
   for (const file of [...manifest.files].reverse()) {
     const undone = undoFile(file, options, system);
     changes.push(...undone.changes);
     notes.push(...undone.notes);
+    if (undone.changes.some((c) => c.action !== "unchanged")) restart ||= file.restart === true;
+    if (undone.changes.some((c) => c.action === "remove")) gone.push(file.path);
+    if (file.backup && undone.changes.some((c) => c.action === "restore")) gone.push(file.backup);
   }
+  gone.push(join(BACKUP_DIR, `${options.agent}.json`));
   if (!options.dryRun) rmSync(manifestPath(options.root, options.agent), { force: true });
-  if (changes.some((c) => c.action !== "unchanged")) reload(options, system, changes);
+  const dirs = removeDirsUnder({
+    root: options.root,
+    dirs: manifest.dirs ?? [],
+    dryRun: options.dryRun,
+    gone,
+  });
+  for (const dir of dirs) changes.push({ action: "remove", path: `${dir}/` });
+  if (restart) notes.push(...restartAgent(options, changes));
   return { changes, notes };
+}
+
+/** Undoes the SELinux rule and boolean install added (running system only). */
+function undoSelinux(options: InstallOptions, manifest: Manifest, changes: Change[]): string[] {
+  const undo = manifest.selinux ?? [];
+  if (undo.length === 0) return [];
+  if (options.root !== "/") {
+    return [
+      `on that system, run as root: ${undo.map((argv) => shell(argv)).join(" && ")}`,
+    ];
+  }
+  for (const argv of undo) changes.push({ action: "run", path: shell(argv) });
+  if (options.dryRun) return [];
+  try {
+    runSelinuxSteps({ root: options.root, commands: undo });
+    return [];
+  } catch (error) {
+    return [`WARNING: ${(error as Error).message}`];
+  }
 }
 
 /**
@@ -356,7 +544,7 @@ function undoFile(
   system: TargetSystem,
 ): { changes: Change[]; notes: string[] } {
   const { root, dryRun } = options;
-  const target = join(root, file.path);
+  const target = hostPathUnder(root, file.path);
   const current = system.read(file.path);
   if (file.installed && current !== undefined && digest(current) !== file.installed) {
     // Someone changed it since: neither removed nor overwritten with the old copy.
@@ -373,9 +561,10 @@ function undoFile(
   }
   if (file.existed && file.backup) {
     if (!dryRun) {
-      const mode = statSync(join(root, file.backup)).mode & 0o7777;
-      writeAtomically(target, readFileSync(join(root, file.backup), "utf8"), mode);
-      rmSync(join(root, file.backup), { force: true });
+      const backup = hostPathUnder(root, file.backup);
+      const mode = statSync(backup).mode & 0o7777;
+      writeAtomically(target, readFileSync(backup, "utf8"), mode);
+      rmSync(backup, { force: true });
     }
     return {
       changes: [{ action: "restore", path: file.path, detail: `from ${file.backup}` }],
@@ -399,7 +588,7 @@ function undoFile(
  * ```
  */
 export function formatInstall(
-  done: { changes: Change[]; notes: string[]; print?: string },
+  done: InstallOutcome,
   how: { command: string; agent: AgentName; root: string; dryRun: boolean; json: boolean },
 ): string {
   if (how.json) return JSON.stringify({ ok: true, ...how, ...done });

@@ -19,6 +19,8 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { BIN, put, putConfig, runBin, secureDir } from "../helpers.ts";
+import { layDistro } from "../distro_roots.ts";
+import { DEBIAN_FSFREEZE_HOOK } from "../qemu_ga.ts";
 
 /** Every file under a directory, relative, with its content. */
 function tree(root: string, dir = ""): Record<string, string> {
@@ -45,6 +47,8 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
           azure: ["etc/azure/VMSnapshotScriptPluginConfig.json", 0o600],
           gcp: ["etc/default/instance_configs.cfg", 0o644],
         };
+        // qemu-ga: Debian's layout (install finds how qemu-ga runs its hook, or refuses).
+        if (agent === "qemu-ga") layDistro("debian12", root);
         const [path, mode] = before[agent];
         const original = agent === "azure"
           ? `{ "pluginName": "ScriptRunner", "preScriptLocation": "/etc/azure/mine.sh", "timeoutInSeconds": 20 }\n`
@@ -159,7 +163,7 @@ Deno.test("install --for each agent: printed, idempotent, backed up, uninstall r
       const unit = "/lib/systemd/system/qemu-guest-agent.service";
       const dropins = join(root, "etc/systemd/system/qemu-guest-agent.service.d");
       put(join(root, unit), readFileSync(unit, "utf8"), 0o644);
-      put(join(root, "etc/qemu/fsfreeze-hook"), "#!/bin/sh\nexit 0\n", 0o755);
+      put(join(root, "etc/qemu/fsfreeze-hook"), readFileSync(DEBIAN_FSFREEZE_HOOK, "utf8"), 0o755);
       // The admin keeps guest-exec off: vmsnap's drop-in must not turn it back on.
       const admin = "-/usr/sbin/qemu-ga --blacklist=guest-exec,guest-file-open";
       put(join(dropins, "override.conf"), `[Service]\nExecStart=\nExecStart=${admin}\n`, 0o644);

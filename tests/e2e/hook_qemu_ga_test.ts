@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { runBin } from "../helpers.ts";
 import { dbDir, mariadbWrite, startMariaDb } from "../db_servers.ts";
 import { runFixture } from "../run_fixture.ts";
+import { layDistro } from "../distro_roots.ts";
 import { DEBIAN_FSFREEZE_HOOK, startQemuGa } from "../qemu_ga.ts";
 import type { HookResult } from "../../src/hook/holder.ts";
 
@@ -28,8 +29,10 @@ Deno.test({
       const config = f.config({
         plugins: [{ type: "mysql", name: "shop", socket: server.socket }],
       });
+      // Debian 12's layout, with this machine's own fsfreeze-hook (the one qemu-ga runs below).
       const prefix = join(f.dir, "root");
-      mkdirSync(join(prefix, "etc", "qemu"), { recursive: true, mode: 0o755 });
+      mkdirSync(prefix, { mode: 0o755 });
+      layDistro("debian12", prefix);
       copyFileSync(DEBIAN_FSFREEZE_HOOK, join(prefix, "etc", "qemu", "fsfreeze-hook"));
       const installed = await runBin([
         "install",

@@ -32,8 +32,10 @@ export interface PlannedFile {
   path: string;
   content: string;
   mode: number;
-  /** Mode of a directory created for it. */
+  /** Mode of a directory created for it (its parents are created 0755). */
   dirMode?: number;
+  /** The agent reads this file only when it starts: a change restarts it (running system only). */
+  restart?: boolean;
 }
 
 /** What install does for an agent. */
@@ -43,6 +45,13 @@ export interface InstallPlan {
   notes: string[];
   /** Printed instead of files, for the admin to put elsewhere (AWS's SSM document). */
   print?: string;
+  /**
+   * The file the agent executes that must leave the agent's SELinux domain
+   * (qemu-ga's confined `virt_qemu_ga_t`): labelled as the vendor's entry
+   * point out of it where SELinux is on. Every other file written is only
+   * restored to the policy's label.
+   */
+  selinuxEntrypoint?: string;
 }
 
 /** What a plan is computed from. */
@@ -52,6 +61,20 @@ export interface PlanInput {
   config: string;
   /** The argv of `vmsnap hook [EVENT] --for AGENT --config CONFIG`. */
   hook(event?: string): string[];
+  /** `--hook-dir`: the directory the agent's hook script runs, as the admin names it. */
+  hookDir?: string;
+  /** `--agent-config`: the agent's own config file, as the admin names it. */
+  agentConfig?: string;
+}
+
+/** The service that runs an agent: what install restarts, and how it knows it runs inside it. */
+export interface AgentService {
+  /** systemd units, the first one found is the agent's. */
+  units: string[];
+  /** OpenRC services, likewise. */
+  openrc: string[];
+  /** The agent's executable names (an ancestor process with one of them is the agent). */
+  executables: string[];
 }
 
 /** What vmsnap knows about one agent. */
@@ -66,8 +89,8 @@ export interface AgentSpec {
   defaultConfig: string;
   /** What install writes and says; throws a VmsnapError when nothing can be installed. */
   plan(input: PlanInput): InstallPlan;
-  /** Commands that make the agent take a change install or uninstall made (running system only). */
-  reload(system: TargetSystem): string[][];
+  /** The agent's service, when a file it reads only at start can change (`PlannedFile.restart`). */
+  service?: AgentService;
 }
 
 /**

@@ -7,6 +7,7 @@
  * @module
  */
 import { DEFAULT_CONFIG_PATH } from "../../config/config.ts";
+import { discoverAws } from "../discover/aws.ts";
 import { type AgentSpec, type InstallPlan, type PlanInput, sh } from "./agent.ts";
 
 /** The SSM document's shell script: DLM gives the command as {{ command }}. */
@@ -43,9 +44,16 @@ function plan(input: PlanInput): InstallPlan {
       inputs: { timeoutSeconds: "60", runCommand: runCommand(input) },
     }],
   };
+  const ssm = discoverAws({ root: input.system.root });
+  const found = ssm.present
+    ? `found: the SSM agent (${ssm.service.path ?? ssm.binary}), which runs the document's script.`
+    : `WARNING: the SSM agent was not found (looked at: ${
+      ssm.looked.join(", ")
+    }): DLM's scripts run only through it. Install and register amazon-ssm-agent.`;
   return {
     files: [],
     notes: [
+      found,
       "AWS keeps the pre and post scripts in an SSM document, not on the VM: create it (aws ssm create-document --document-type Command --content file://vmsnap.json --name vmsnap) and name it in the DLM policy's scripts (ExecutionHandler), with an ExecutionTimeout of 60 s or more.",
     ],
     print: JSON.stringify(document, null, 2),
@@ -60,5 +68,4 @@ export const aws: AgentSpec = {
   timeoutSeconds: 55,
   defaultConfig: DEFAULT_CONFIG_PATH,
   plan,
-  reload: () => [],
 };

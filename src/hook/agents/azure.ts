@@ -23,10 +23,12 @@ import {
 } from "./agent.ts";
 
 /** Azure's file, which the extension reads. */
-const AZURE_CONFIG = "/etc/azure/VMSnapshotScriptPluginConfig.json";
+export const AZURE_CONFIG = "/etc/azure/VMSnapshotScriptPluginConfig.json";
 /** vmsnap's own config when Azure's file points at vmsnap's wrappers. */
 export const AZURE_VMSNAP_CONFIG = "/etc/vmsnap/vmsnap.json";
-const PRE = "/etc/azure/vmsnap-pre.sh";
+/** The wrappers Azure's file points at. */
+export const AZURE_PRE = "/etc/azure/vmsnap-pre.sh";
+const PRE = AZURE_PRE;
 const POST = "/etc/azure/vmsnap-post.sh";
 
 /** Azure's file as an object ({} when there is none); refused when it is not a JSON object. */
@@ -160,7 +162,6 @@ export const azure: AgentSpec = {
   freezes: true,
   timeoutSeconds: 25,
   defaultConfig: AZURE_VMSNAP_CONFIG,
+  // The extension reads its file at each backup: nothing to restart.
   plan,
-  // The extension reads its file at each backup.
-  reload: () => [],
 };

@@ -2,11 +2,13 @@
  * The Google Cloud guest agent. With `[Snapshots] enabled = true` in
  * `/etc/default/instance_configs.cfg`, it runs `/etc/google/snapshots/pre.sh`
  * and `post.sh` (with the disk list) around a guest-flush snapshot, waiting
- * `timeout_in_seconds` for each; it freezes nothing, so vmsnap does.
+ * `timeout_in_seconds` for each; it freezes nothing, so vmsnap does. The
+ * agent reads its settings when it starts: install restarts it.
  *
  * @module
  */
 import { DEFAULT_CONFIG_PATH } from "../../config/config.ts";
+import { discoverGcp, GCP_SCRIPTS_DIR } from "../discover/gcp.ts";
 import {
   type AgentSpec,
   belowAgent,
@@ -15,44 +17,19 @@ import {
   type PlannedFile,
   wrapper,
 } from "./agent.ts";
+import { setIniKey } from "./config_edit.ts";
 
-/** The guest agent's settings. */
-const CFG = "/etc/default/instance_configs.cfg";
-
-/**
- * Sets `enabled = true` in the `[Snapshots]` section, keeping everything else.
- * Keys match in any case, as INI readers take them (Python's configparser
- * lowercases keys): `Enabled = false` left beside a new `enabled = true` is
- * a duplicate key (an error, or the later one wins).
- */
-function enableSnapshots(text: string): string {
-  const lines = text.split("\n");
-  const start = lines.findIndex((l) => /^\s*\[Snapshots\]\s*$/.test(l));
-  if (start < 0) {
-    const body = text === "" || text.endsWith("\n") ? text : `${text}\n`;
-    return `${body}${body ? "\n" : ""}[Snapshots]\nenabled = true\n`;
-  }
-  let end = lines.findIndex((l, i) => i > start && /^\s*\[/.test(l));
-  if (end < 0) end = lines.length;
-  const at = lines.findIndex((l, i) => i > start && i < end && /^\s*enabled\s*[=:]/i.test(l));
-  if (at >= 0) lines[at] = "enabled = true";
-  else lines.splice(start + 1, 0, "enabled = true");
-  return lines.join("\n");
-}
-
-/** `timeout_in_seconds` of the `[Snapshots]` section (the agent's default: 60). */
-function agentTimeout(cfg: string): number {
-  const section = cfg.split(/^\s*\[Snapshots\]\s*$/m)[1]?.split(/^\s*\[/m)[0] ?? "";
-  return Number(section.match(/^\s*timeout_in_seconds\s*[=:]\s*(\d+)/im)?.[1] ?? 60);
-}
+/** The agent's own default for `timeout_in_seconds`. */
+export const GCP_DEFAULT_TIMEOUT = 60;
 
 /** pre.sh and post.sh, giving up before the agent does; snapshots enabled in its settings. */
-function plan({ system, hook }: PlanInput): InstallPlan {
-  const cfg = system.read(CFG) ?? "";
-  const waits = agentTimeout(cfg);
+function plan({ system, hook, agentConfig }: PlanInput): InstallPlan {
+  const setup = discoverGcp({ root: system.root, config: agentConfig });
+  const cfg = setup.config.path;
+  const waits = setup.timeoutSeconds ?? GCP_DEFAULT_TIMEOUT;
   const timeout = String(belowAgent(waits));
   const script = (event: "pre" | "post"): PlannedFile => ({
-    path: `/etc/google/snapshots/${event}.sh`,
+    path: `${GCP_SCRIPTS_DIR}/${event}.sh`,
     content: wrapper({
       agent: "gcp",
       purpose:
@@ -63,18 +40,26 @@ function plan({ system, hook }: PlanInput): InstallPlan {
     mode: 0o700,
     dirMode: 0o700,
   });
-  return {
-    files: [script("pre"), script("post"), {
-      path: CFG,
-      content: enableSnapshots(cfg),
-      // The admin's mode is kept (the agent only reads the file).
-      mode: system.mode(CFG) ?? 0o644,
-      dirMode: 0o755,
-    }],
-    notes: [
-      "The guest agent reads instance_configs.cfg at start: restart it (systemctl restart google-guest-agent).",
-    ],
+  const enabled: PlannedFile = {
+    path: cfg,
+    // Keys in any case: the agent's reader lowercases them (`Enabled = false` is the same key).
+    content: setIniKey(system.read(cfg) ?? "", {
+      section: "Snapshots",
+      key: "enabled",
+      value: "true",
+      ignoreCase: true,
+    }),
+    // The admin's mode is kept (the agent only reads the file).
+    mode: system.mode(cfg) ?? 0o644,
+    dirMode: 0o755,
+    restart: true,
   };
+  const found = setup.service.path
+    ? `found: ${setup.service.kind} ${setup.service.path}; it runs ${GCP_SCRIPTS_DIR}/pre.sh and post.sh when ${cfg} says [Snapshots] enabled = true.`
+    : `the Google guest agent was not found (looked at: ${
+      setup.looked.join(", ")
+    }); it runs these files once it is installed and started.`;
+  return { files: [script("pre"), script("post"), enabled], notes: [found] };
 }
 
 /** The Google Cloud guest agent. */
@@ -85,5 +70,9 @@ export const gcp: AgentSpec = {
   timeoutSeconds: 55,
   defaultConfig: DEFAULT_CONFIG_PATH,
   plan,
-  reload: () => [],
+  service: {
+    units: ["google-guest-agent.service", "google-guest-agent-manager.service"],
+    openrc: ["google-guest-agent"],
+    executables: ["google_guest_agent", "google_guest_agent_manager"],
+  },
 };

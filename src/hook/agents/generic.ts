@@ -23,5 +23,4 @@ export const generic: AgentSpec = {
       "--for generic has nothing to install: the caller runs vmsnap hook pre --for generic and vmsnap hook post --for generic itself.",
     );
   },
-  reload: () => [],
 };

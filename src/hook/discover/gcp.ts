@@ -32,7 +32,8 @@ export interface GcpSetup {
 }
 
 /**
- * Reads the Google guest agent's setup under a root.
+ * Reads the Google guest agent's setup under a root (`config`: its
+ * instance_configs.cfg, when the admin names it).
  *
  * @example
  * ```ts
@@ -41,7 +42,7 @@ export interface GcpSetup {
  * console.log(gcp.service.path ?? "no guest agent", gcp.enabled);
  * ```
  */
-export function discoverGcp(options: { root: string }): GcpSetup {
+export function discoverGcp(options: { root: string; config?: string }): GcpSetup {
   const { root } = options;
   const service = findAgentService({
     root,
@@ -50,14 +51,15 @@ export function discoverGcp(options: { root: string }): GcpSetup {
   });
   const binaries = [service.argv[0], "/usr/bin/google_guest_agent"].filter((p): p is string => !!p);
   const binary = binaries.find((p) => kindUnder(root, p).kind === "file");
-  const text = readUnder(root, GCP_CONFIG);
+  const configPath = options.config ?? GCP_CONFIG;
+  const text = readUnder(root, configPath);
   const snapshots = text === undefined ? {} : parseIni(text).Snapshots ?? {};
   const timeout = Number(snapshots.timeout_in_seconds);
   return {
     binary,
     service,
     config: {
-      path: GCP_CONFIG,
+      path: configPath,
       found: text !== undefined,
       template: kindUnder(root, GCP_CONFIG_TEMPLATE).kind === "file",
       snapshots,
@@ -68,6 +70,6 @@ export function discoverGcp(options: { root: string }): GcpSetup {
       path: GCP_SCRIPTS_DIR,
       exists: kindUnder(root, GCP_SCRIPTS_DIR).kind === "directory",
     },
-    looked: [...binaries, ...service.looked, GCP_CONFIG, GCP_CONFIG_TEMPLATE, GCP_SCRIPTS_DIR],
+    looked: [...binaries, ...service.looked, configPath, GCP_CONFIG_TEMPLATE, GCP_SCRIPTS_DIR],
   };
 }

@@ -175,14 +175,20 @@ function findConfdir(root: string, looked: string[]): { path: string; why: strin
   return { path: "/etc/qemu", why: "qemu's default CONFDIR (no /usr/share/qemu-kvm)" };
 }
 
-/** qemu-ga's config file: `--config`, else `QGA_CONF` from the service's environment, else CONFDIR's. */
+/**
+ * qemu-ga's config file: the one the admin names (`--agent-config`), else
+ * `--config`, else `QGA_CONF` from the service's environment, else CONFDIR's.
+ */
 function findConfig(
   root: string,
   args: QemuGaArgs,
   service: QgaService,
-  confdir: string,
+  paths: { confdir: string; named?: string },
 ): QemuGaSetup["config"] {
-  const [path, why] = args.config
+  const confdir = paths.confdir;
+  const [path, why] = paths.named
+    ? [paths.named, "named with --agent-config"]
+    : args.config
     ? [args.config, "--config on qemu-ga's command line"]
     : service.env.QGA_CONF
     ? [service.env.QGA_CONF, "QGA_CONF in the service's environment"]
@@ -319,7 +325,8 @@ function findBlocked(args: QemuGaArgs, config: QemuGaSetup["config"]): QemuGaSet
 }
 
 /**
- * Reads how the QEMU guest agent is set up under a root.
+ * Reads how the QEMU guest agent is set up under a root (`agentConfig`:
+ * qemu-ga's config file, when the admin names it).
  *
  * @example
  * ```ts
@@ -328,7 +335,7 @@ function findBlocked(args: QemuGaArgs, config: QemuGaSetup["config"]): QemuGaSet
  * console.log(qga.hook.path ?? "no hook", qga.hookDir.path, qga.enable.method);
  * ```
  */
-export function discoverQemuGa(options: { root: string }): QemuGaSetup {
+export function discoverQemuGa(options: { root: string; agentConfig?: string }): QemuGaSetup {
   const { root } = options;
   const looked: string[] = [...QGA_BINARIES];
   const init = detectInitSystem({ root });
@@ -338,7 +345,10 @@ export function discoverQemuGa(options: { root: string }): QemuGaSetup {
   const binary = [argv[0], ...QGA_BINARIES].find((p) => p && kindUnder(root, p).kind === "file");
   const args = parseQemuGaArgs(argv);
   const confdir = findConfdir(root, looked);
-  const config = findConfig(root, args, service, confdir.path);
+  const config = findConfig(root, args, service, {
+    confdir: confdir.path,
+    named: options.agentConfig,
+  });
   looked.push(config.path);
   const defaultHook = posix.join(confdir.path, "fsfreeze-hook");
   const hook = findHook(root, args, { config, service }, defaultHook);

@@ -55,7 +55,8 @@ function scriptFile(root: string, path: string): ScriptFile {
 }
 
 /**
- * Reads VMware Tools' setup under a root.
+ * Reads VMware Tools' setup under a root (`toolsConf`: tools.conf, when the
+ * admin names it).
  *
  * @example
  * ```ts
@@ -64,7 +65,7 @@ function scriptFile(root: string, path: string): ScriptFile {
  * console.log(vm.service.path ?? "no vmtoolsd", vm.execScripts, vm.legacy.freeze.exists);
  * ```
  */
-export function discoverVmware(options: { root: string }): VmwareSetup {
+export function discoverVmware(options: { root: string; toolsConf?: string }): VmwareSetup {
   const { root } = options;
   const service = findAgentService({
     root,
@@ -73,7 +74,7 @@ export function discoverVmware(options: { root: string }): VmwareSetup {
   });
   const binaries = [service.argv[0], "/usr/bin/vmtoolsd"].filter((p): p is string => !!p);
   const binary = binaries.find((p) => kindUnder(root, p).kind === "file");
-  const confPath = `${VMWARE_CONF_DIR}/tools.conf`;
+  const confPath = options.toolsConf ?? `${VMWARE_CONF_DIR}/tools.conf`;
   const text = readUnder(root, confPath);
   const vmbackup = text === undefined ? {} : parseIni(text).vmbackup ?? {};
   return {
