@@ -10,8 +10,9 @@
  * cgroup), a restart now would kill vmsnap with the agent and lose its
  * answer (qemu-ga keeps `guest-exec-status` in memory). The restart is then
  * queued to run outside the agent after a delay, once the answer has been
- * read: a transient systemd timer (`systemd-run --on-active`), or under
- * OpenRC a detached `sleep; rc-service` in its own session.
+ * read: a transient systemd service (`systemd-run /bin/sh -c "sleep N;
+ * exec systemctl try-restart ..."`), or under OpenRC a detached `sleep;
+ * rc-service` in its own session.
  *
  * @module
  */
@@ -31,7 +32,7 @@ export type RunningInit = "systemd" | "openrc" | "none";
 export interface RestartPlan {
   /** Run in order, now. */
   now: string[][];
-  /** Run once, detached, `delaySeconds` from now (systemd's timer does the waiting itself). */
+  /** Run once, detached, `delaySeconds` from now (under systemd, the transient unit waits itself). */
   detached?: { argv: string[]; delaySeconds: number };
   /** What is done, in words. */
   say: string;
@@ -146,16 +147,18 @@ export function planRestart(
     if (!inside) {
       return { now: [["systemctl", "daemon-reload"], restart], say: `restarted ${unit}` };
     }
+    // A transient service of its own (outside the agent's cgroup) that waits, then restarts.
     const queued = [
       "systemd-run",
-      `--on-active=${delay}`,
-      `--description=vmsnap install: restart ${unit}`,
-      ...restart,
+      `--description=vmsnap install: restart ${unit} in ${delay} s`,
+      "/bin/sh",
+      "-c",
+      `sleep ${delay}; exec ${restart.join(" ")}`,
     ];
     return {
       now: [["systemctl", "daemon-reload"], queued],
       say:
-        `${unit} restarts in ${delay} s, from a transient systemd timer outside its cgroup: this command runs inside it (guest-exec), and a restart now would kill it before its answer is read`,
+        `${unit} restarts in ${delay} s, from a transient systemd service outside its cgroup: this command runs inside it (guest-exec), and a restart now would kill it before its answer is read`,
     };
   }
   if (init === "openrc") {
