@@ -25,6 +25,10 @@ problems at once, each with its code, the file, line and column, and the fix:
   - the filesystems that would be frozen, in order, and why each other mount is skipped
   - with --connect: each database plugin connects and checks the privileges quiesce
     needs, naming the missing GRANT
+  - each backup agent vmsnap's hook is installed for: will it run the hook as it is set
+    up now, and does it wait long enough (its timeout against the hook's and the hold's)
+  - SELinux: its mode, the label and boolean qemu-ga needs to run the hook unconfined,
+    recent AVC denials of vmsnap, each with its fix
 What a dead run left (frozen filesystems, processes, a database lock) is reported, not
 undone: vmsnap recover undoes it. Changes nothing.
 Exit 0 when there is no problem, 1 when there is at least one (warnings do not count).`,
@@ -66,6 +70,7 @@ export function parse(given: GivenOptions): CheckArgs {
  */
 export async function handler(args: Invocation & CheckArgs, io: Io): Promise<number> {
   const report = await runChecks({ configPath: args.configPath, connect: args.connect });
+  (await import("../../hook/agent_checks.ts")).addAgentChecks(report);
   // Secrets (inline passwords, credentials in URIs) never reach the output: redacted in the
   // object before it is printed (escaping cannot hide them), then scrubbed from the text.
   const shown = redactValue({
