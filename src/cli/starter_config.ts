@@ -10,9 +10,15 @@
  */
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
-import { DEFAULT_LOG_FILE, DEFAULT_METRICS_FILE, DEFAULT_STATE_DIR } from "../config/config.ts";
+import {
+  DEFAULT_CONFIG_PATH,
+  DEFAULT_LOG_FILE,
+  DEFAULT_METRICS_FILE,
+  DEFAULT_STATE_DIR,
+} from "../config/config.ts";
 import type { FreezeTarget } from "../freeze/plan.ts";
 import type { FoundDatabase } from "./detect_databases.ts";
+import type { FoundAgent } from "../hook/detect_agents.ts";
 
 /** Options of {@link starterConfig}. */
 export interface StarterOptions {
@@ -21,7 +27,42 @@ export interface StarterOptions {
   targets: FreezeTarget[];
   databases: FoundDatabase[];
   detect: boolean;
+  /** The backup agents found (`--detect`). */
+  agents?: FoundAgent[];
   now?: Date;
+}
+
+/**
+ * The command that installs vmsnap's hook for an agent, naming this config
+ * when it is not the agent's default.
+ *
+ * @example
+ * ```ts
+ * import { installCommand } from "./starter_config.ts";
+ * installCommand("qemu-ga", "/etc/vmsnap/vmsnap.json"); // "vmsnap install --for qemu-ga --config /etc/vmsnap/vmsnap.json"
+ * ```
+ */
+export function installCommand(agent: string, configPath: string): string {
+  return `vmsnap install --for ${agent}${
+    configPath === DEFAULT_CONFIG_PATH ? "" : ` --config ${configPath}`
+  }`;
+}
+
+/** The comment naming the backup agents found and how to hook vmsnap into each. */
+function agentSection(options: StarterOptions): string[] {
+  if (!options.detect) return [];
+  const agents = options.agents ?? [];
+  if (agents.length === 0) {
+    return ["// No backup agent (qemu-ga, VMware Tools, Azure, Google, AWS SSM) was found here."];
+  }
+  return [
+    "// Backup agents found here; each calls vmsnap's hook once installed for it:",
+    ...agents.map((a) =>
+      `//   ${a.agent} (${a.where}): ${
+        a.installed ? "installed" : installCommand(a.agent, options.configPath)
+      }`
+    ),
+  ];
 }
 
 /** A plugin entry (and its comment) for a database found running. */
@@ -104,6 +145,7 @@ export function starterConfig(options: StarterOptions): string {
     "//   systemctl enable --now vmsnap.timer",
     "// Comments and trailing commas are allowed (JSONC). Reference: man vmsnap,",
     "// /usr/share/doc/vmsnap/operations.md; schema: vmsnap schema.",
+    ...agentSection(options),
     "{",
     "  // Azure Backup's keys, read as Azure's framework reads them.",
     '  "pluginName": "ScriptRunner",',

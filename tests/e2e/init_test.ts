@@ -12,6 +12,7 @@ import { PLUGINS } from "../../plugins/registry.ts";
 import { spawnSync } from "node:child_process";
 import { BIN, json, put, runBin, secureDir } from "../helpers.ts";
 import { dbDir, startMariaDb, startPostgres } from "../db_servers.ts";
+import { privateSystem } from "../private_system.ts";
 
 interface Entry {
   type: string;
@@ -125,4 +126,50 @@ Deno.test("init as another user than root writes nothing and says NotRoot", () =
   } finally {
     cleanup();
   }
+});
+
+Deno.test({
+  name: "init --detect names the backup agents found here and the install command for each",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const { dir, cleanup } = secureDir("init-agents-");
+    // This machine's /etc, copy-on-write: qemu-guest-agent is installed here (Debian's unit).
+    const system = await privateSystem({ scratch: join(dir, "scratch") });
+    try {
+      const config = "/etc/vmsnap/vmsnap.json";
+      const dry = await system.vmsnap(["init", "--detect", "--dry-run", "--config", config]);
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.match(
+        dry.stdout,
+        /^\/\/ Backup agents found here; each calls vmsnap's hook once installed for it:$/m,
+      );
+      assert.match(
+        dry.stdout,
+        /^\/\/ {3}qemu-ga \(systemd \/(usr\/)?lib\/systemd\/system\/qemu-guest-agent\.service\): vmsnap install --for qemu-ga --config \/etc\/vmsnap\/vmsnap\.json$/m,
+      );
+      parseConfig(dry.stdout, config, { plugins: PLUGINS });
+      const wrote = await system.vmsnap(["init", "--detect", "--config", config]);
+      assert.equal(wrote.code, 0, wrote.stderr);
+      assert.match(wrote.stdout, /backup agents: qemu-ga \(systemd /);
+      assert.match(
+        wrote.stdout,
+        /^ {2}vmsnap install --for qemu-ga --config \/etc\/vmsnap\/vmsnap\.json$/m,
+      );
+      // Once installed, init says so instead of proposing it again.
+      const installed = await system.vmsnap(["install", "--for", "qemu-ga", "--config", config]);
+      assert.equal(installed.code, 0, installed.stderr);
+      const after = await system.vmsnap([
+        "init",
+        "--detect",
+        "--dry-run",
+        "--config",
+        "/etc/vmsnap/other.json",
+      ]);
+      assert.match(after.stdout, /^\/\/ {3}qemu-ga \(.*\): installed$/m);
+    } finally {
+      await system.stop();
+      cleanup();
+    }
+  },
 });

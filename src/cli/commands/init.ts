@@ -22,6 +22,8 @@ import { EXIT } from "../../exit_codes.ts";
 import { type FreezeTarget, planFreeze } from "../../freeze/plan.ts";
 import { readMounts } from "../../sys/mountinfo.ts";
 import type { FoundDatabase } from "../detect_databases.ts";
+import type { FoundAgent } from "../../hook/detect_agents.ts";
+import { installCommand } from "../starter_config.ts";
 import type { CommandSpec, GivenOptions, Invocation } from "../command.ts";
 import { type Io, reportFailure } from "../io.ts";
 
@@ -33,7 +35,9 @@ export const spec: CommandSpec = {
     `Writes a starter config (root, 0600) at the config path: Azure's keys, the filesystems
 vmsnap check would freeze here (listed explicitly), and with --detect a plugin entry
 for each MariaDB/MySQL, PostgreSQL and MongoDB server running, with a password-file
-placeholder and, in a comment, the user and GRANT it needs. Never overwrites a file
+placeholder and, in a comment, the user and GRANT it needs, and the backup agents found
+(qemu-ga, VMware Tools, Azure, Google, AWS SSM) with the vmsnap install command for
+each. Never overwrites a file
 (ConfigExists). --dry-run prints the config instead of writing it.
 Exit 0 when written (or printed); 2 when nothing was written (ConfigExists, NotRoot).`,
   options: {
@@ -94,6 +98,8 @@ export interface InitOutcome {
   text: string;
   targets: FreezeTarget[];
   databases: FoundDatabase[];
+  /** The backup agents found (`--detect`). */
+  agents: FoundAgent[];
 }
 
 /** The refusal to touch an existing config. */
@@ -124,13 +130,24 @@ export async function initConfig(
   const databases = options.detect
     ? (await import("../detect_databases.ts")).detectDatabases()
     : [];
+  const agents = options.detect
+    ? (await import("../../hook/detect_agents.ts")).detectAgents({ root: "/" })
+    : [];
   const text = (await import("../starter_config.ts")).starterConfig({
     configPath,
     targets: plan.targets,
     databases,
     detect: options.detect,
+    agents,
   });
-  const outcome = { path: configPath, written: false, text, targets: plan.targets, databases };
+  const outcome = {
+    path: configPath,
+    written: false,
+    text,
+    targets: plan.targets,
+    databases,
+    agents,
+  };
   if (options.dryRun) return outcome;
   if (process.getuid?.() !== 0) {
     throw new VmsnapError(
@@ -171,19 +188,28 @@ function writeNewConfig(configPath: string, text: string): void {
  * @example
  * ```ts
  * import { formatInit } from "./init.ts";
- * formatInit({ path: "/etc/azure/x.json", written: true, text: "", targets: [], databases: [] });
+ * formatInit({ path: "/etc/azure/x.json", written: true, text: "", targets: [], databases: [], agents: [] });
  * ```
  */
 export function formatInit(outcome: InitOutcome): string {
   const dbs = outcome.databases.map((d) =>
     `${d.process} (${d.sockets[0] ?? `port ${d.ports[0]}`})`
   );
+  const agents = outcome.agents.map((a) => `${a.agent} (${a.where})`);
+  const install = outcome.agents.filter((a) => !a.installed).map((a) =>
+    `  ${installCommand(a.agent, outcome.path)}`
+  );
   return [
     `${outcome.written ? "wrote" : "would write"} ${outcome.path} (root, 0600)`,
     `  freeze: ${outcome.targets.map((t) => t.mountPoint).join(", ") || "nothing"}`,
     `  databases: ${dbs.join(", ") || "none found"}`,
+    `  backup agents: ${agents.join(", ") || "none found"}`,
     "Next: follow the comments in the file (users, GRANTs, password files), then",
     `  vmsnap check --connect --config ${outcome.path}`,
+    ...(install.length
+      ? ["and, for the backup agent to call vmsnap around its own snapshots:", ...install]
+      : []),
+    "and for vmsnap's own schedule (docs/install.md: OpenRC has a cron job instead):",
     "  systemctl enable --now vmsnap.timer",
   ].join("\n");
 }
