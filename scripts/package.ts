@@ -129,6 +129,10 @@ function stageFiles(tree: string, options: { binary: string; when: Date; unitDir
     readFileSync(join(packaging, "VMSnapshotScriptPluginConfig.example.json")),
     0o644,
   );
+  // The schedule without systemd (OpenRC, sysvinit): the cron job and its settings, to copy.
+  for (const name of ["vmsnap-cron", "vmsnap.confd"]) {
+    put(tree, `${doc}/examples/${name}`, readFileSync(join(packaging, "openrc", name)), 0o644);
+  }
   for (const name of ["install.md", "operations.md", "vmsnap.schema.json"]) {
     try {
       put(tree, `${doc}/${name}`, readFileSync(join(root, "docs", name)), 0o644);
@@ -229,7 +233,9 @@ const RPM_ARCH: Record<string, string> = { "linux-x64": "x86_64", "linux-arm64":
  * Builds `vmsnap-<version>-1.<arch>.rpm` with rpmbuild (Debian's `rpm`
  * package), from the same files as the .deb: units under
  * /usr/lib/systemd/system, /etc/default/vmsnap as `%config(noreplace)`, the
- * state and log directories 0700. Returns its path.
+ * state and log directories 0700; `%post` restores their SELinux labels,
+ * `%preun` on erase undoes the agents' hooks `vmsnap install` put in place.
+ * Returns its path.
  *
  * @example
  * ```ts
@@ -277,8 +283,20 @@ export function buildRpm(options: { target: string; binary: string; outdir: stri
       // The timer stays as the admin left it (installed disabled); on erase it is stopped.
       "%post",
       systemd("systemctl daemon-reload"),
+      // SELinux labels what the package installs as the policy says (the binary bin_t, the
+      // state and log directories var_lib_t and var_log_t), whatever rpm's own labelling did.
+      "if command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled; then",
+      "  restorecon -R /usr/bin/vmsnap /var/lib/vmsnap /var/log/vmsnap >/dev/null 2>&1 || :",
+      "fi",
       "%preun",
       `if [ $1 -eq 0 ]; then ${systemd("systemctl stop vmsnap.timer")}; fi`,
+      // On erase, the hooks vmsnap install put in place (they call this binary) are undone.
+      "if [ $1 -eq 0 ]; then",
+      "  for manifest in /var/backups/vmsnap/*.json; do",
+      '    [ -f "$manifest" ] || continue',
+      '    /usr/bin/vmsnap uninstall --for "$(basename "$manifest" .json)" || :',
+      "  done",
+      "fi",
       "%postun",
       systemd("systemctl daemon-reload"),
       "",

@@ -102,6 +102,8 @@ Deno.test("the .deb: lintian, install, check, units, man page, upgrade, remove, 
         "usr/share/doc/vmsnap/copyright",
         "usr/share/doc/vmsnap/changelog.gz",
         "usr/share/doc/vmsnap/examples/VMSnapshotScriptPluginConfig.json",
+        "usr/share/doc/vmsnap/examples/vmsnap-cron",
+        "usr/share/doc/vmsnap/examples/vmsnap.confd",
       ]
     ) assert.ok(existsSync(at(file)), file);
     const conffiles = execFileSync("dpkg-query", [
@@ -164,8 +166,14 @@ COMP_WORDS=("\${@:2}"); COMP_CWORD=$(($# - 2)); _vmsnap; printf '%s\\n' "\${COMP
     assert.match(readFileSync(defaults, "utf8"), /^VMSNAP_RUN_ARGS=--json$/m);
     assert.equal(mode(at("var/lib/vmsnap")), 0o700);
 
+    // A hook installed for an agent calls this binary: remove undoes it (the agent's files back).
+    const hooked = await run(at("usr/bin/vmsnap"), ["install", "--for", "vmware", "--root", root]);
+    assert.equal(hooked.code, 0, hooked.stderr);
+    assert.ok(existsSync(at("etc/vmware-tools/backupScripts.d/vmsnap")));
     dpkg(root, "--remove", "vmsnap");
     assert.ok(!existsSync(at("usr/bin/vmsnap")));
+    assert.ok(!existsSync(at("etc/vmware-tools")), "remove undid the vmware hook install made");
+    assert.ok(!existsSync(at("var/backups/vmsnap")), "and its record");
     assert.ok(existsSync(defaults), "remove keeps the conffile");
     assert.ok(existsSync(at("var/lib/vmsnap/last-result.json")), "remove keeps the state");
     dpkg(root, "--purge", "vmsnap");
@@ -196,7 +204,15 @@ Deno.test("the .rpm: same files, installs into a clean rpm root, upgrade keeps t
     assert.ok(existsSync(`${pkg}.sha256`));
     const scripts = execFileSync("rpm", ["-qp", "--scripts", pkg], { encoding: "utf8" });
     assert.match(scripts, /preuninstall scriptlet[\s\S]*systemctl stop vmsnap\.timer/);
-    assert.doesNotMatch(scripts, /enable/, "the timer is never enabled by the package");
+    assert.match(
+      scripts,
+      /preuninstall scriptlet[\s\S]*\/usr\/bin\/vmsnap uninstall --for "\$\(basename "\$manifest" \.json\)"/,
+    );
+    assert.match(
+      scripts,
+      /postinstall scriptlet[\s\S]*selinuxenabled; then\n +restorecon -R \/usr\/bin\/vmsnap \/var\/lib\/vmsnap \/var\/log\/vmsnap/,
+    );
+    assert.doesNotMatch(scripts, /\benable\b/, "the timer is never enabled by the package");
 
     // A clean rpm database; no dependency is installed in it, and the scriptlets would run
     // chrooted into a root without /bin/sh: --nodeps --noscripts.
