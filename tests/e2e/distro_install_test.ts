@@ -367,6 +367,34 @@ Deno.test("qemu-ga as admins change it: switched off, empty variable, their own 
     },
   );
 
+  await t.step(
+    "OpenRC passing a conf.d variable through: set there, a stale -F replaced",
+    async () => {
+      const { root, cleanup } = distroRoot("alpine");
+      try {
+        put(
+          join(root, "etc/init.d/qemu-guest-agent"),
+          '#!/sbin/openrc-run\ncommand=/usr/bin/qemu-ga\ncommand_args="-m ${GA_METHOD:-virtio-serial} -d ${GA_EXTRA}"\n',
+          0o755,
+        );
+        const confd = join(root, "etc/conf.d/qemu-guest-agent");
+        put(confd, '# extra options\nGA_EXTRA="-v -F/etc/qemu/missing-hook"\n', 0o644);
+        const before = state(root);
+        const ran = await install(root);
+        assert.equal(ran.code, 0, ran.stderr);
+        assert.equal(
+          readFileSync(confd, "utf8"),
+          '# extra options\nGA_EXTRA="-v --fsfreeze-hook=/etc/qemu/fsfreeze-hook.d/vmsnap"\n',
+        );
+        assert.match(ran.stdout, /rc-service qemu-guest-agent restart/);
+        assert.equal((await uninstall(root)).code, 0);
+        assert.deepEqual(state(root), before);
+      } finally {
+        cleanup();
+      }
+    },
+  );
+
   await t.step("a relative --hook-dir is a usage error", async () => {
     const ran = await runBin(["install", "--for", "qemu-ga", "--hook-dir", "etc/x", "--dry-run"]);
     assert.equal(ran.code, 64, ran.stderr);
