@@ -259,6 +259,22 @@ function checkAzure(options: AgentCheckOptions, manifest?: Manifest): AgentFindi
   );
 }
 
+/** One agent's findings; what could not be read is a warning, never the end of check. */
+function guarded(name: string, read: () => AgentFindings): AgentFindings {
+  try {
+    return read();
+  } catch (error) {
+    return {
+      steps: [{ name, ok: true, warning: true, detail: "could not be read" }],
+      problems: [],
+      warnings: [{
+        code: "InternalError",
+        message: `${name}: its setup could not be read (${(error as Error).message}).`,
+      }],
+    };
+  }
+}
+
 function passed(name: string, detail: string): AgentFindings {
   return { steps: [{ name, ok: true, detail }], problems: [], warnings: [] };
 }
@@ -297,16 +313,18 @@ function notInstalled(name: string, found: string | undefined, agent: string): A
 export function agentChecks(options: AgentCheckOptions): AgentFindings {
   const { root } = options;
   const findings = [
-    checkQemuGa(options, readManifest(root, "qemu-ga")),
-    checkVmware(options, readManifest(root, "vmware")),
-    checkAzure(options, readManifest(root, "azure")),
-    checkGcp(options, readManifest(root, "gcp")),
+    guarded("agent qemu-ga", () => checkQemuGa(options, readManifest(root, "qemu-ga"))),
+    guarded("agent vmware", () => checkVmware(options, readManifest(root, "vmware"))),
+    guarded("agent azure", () => checkAzure(options, readManifest(root, "azure"))),
+    guarded("agent gcp", () => checkGcp(options, readManifest(root, "gcp"))),
+    guarded("agent aws", () => {
+      const aws = discoverAws({ root });
+      return aws.present
+        ? passed("agent aws", `SSM agent found (${aws.service.path ?? aws.binary})`)
+        : { steps: [], problems: [], warnings: [] };
+    }),
+    guarded("SELinux", () => selinuxChecks({ root, qemuGa: readManifest(root, "qemu-ga") })),
   ];
-  const aws = discoverAws({ root });
-  if (aws.present) {
-    findings.push(passed("agent aws", `SSM agent found (${aws.service.path ?? aws.binary})`));
-  }
-  findings.push(selinuxChecks({ root, qemuGa: readManifest(root, "qemu-ga") }));
   return {
     steps: findings.flatMap((f) => f.steps),
     problems: findings.flatMap((f) => f.problems),

@@ -34,19 +34,48 @@ function findAzure(root: string): string | undefined {
   return kindUnder(root, "/usr/sbin/waagent").kind === "file" ? "/usr/sbin/waagent" : undefined;
 }
 
+/** Where one agent is, undefined when it is not there (or its files cannot be read). */
+function where(find: () => string | undefined): string | undefined {
+  try {
+    return find();
+  } catch {
+    return undefined;
+  }
+}
+
 /** Where each agent is, undefined when it is not there. */
 function whereEach(root: string): [AgentName, string | undefined][] {
-  const qga = discoverQemuGa({ root });
-  const vmware = discoverVmware({ root });
-  const gcp = discoverGcp({ root });
-  const aws = discoverAws({ root });
   const service = (s: { kind: string; path?: string }) => s.path && `${s.kind} ${s.path}`;
   return [
-    ["qemu-ga", service(qga.service) || qga.binary],
-    ["vmware", service(vmware.service) || vmware.binary],
-    ["azure", findAzure(root)],
-    ["gcp", service(gcp.service) || gcp.binary],
-    ["aws", aws.present ? service(aws.service) || aws.binary : undefined],
+    [
+      "qemu-ga",
+      where(() => {
+        const qga = discoverQemuGa({ root });
+        return service(qga.service) || qga.binary;
+      }),
+    ],
+    [
+      "vmware",
+      where(() => {
+        const vmware = discoverVmware({ root });
+        return service(vmware.service) || vmware.binary;
+      }),
+    ],
+    ["azure", where(() => findAzure(root))],
+    [
+      "gcp",
+      where(() => {
+        const gcp = discoverGcp({ root });
+        return service(gcp.service) || gcp.binary;
+      }),
+    ],
+    [
+      "aws",
+      where(() => {
+        const aws = discoverAws({ root });
+        return aws.present ? service(aws.service) || aws.binary : undefined;
+      }),
+    ],
   ];
 }
 

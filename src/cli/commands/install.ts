@@ -36,7 +36,7 @@ export const INSTALL_OPTIONS: Record<string, OptionSpec> = {
   "agent-config": {
     type: "string",
     arg: "FILE",
-    help: "the agent's own config file, when install cannot find it (qemu-ga.conf, gcp)",
+    help: "the agent's own config file (qemu-ga.conf, tools.conf, instance_configs.cfg)",
   },
   "selinux-boolean": {
     type: "boolean",
