@@ -23,13 +23,11 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import {
   chownSync,
   existsSync,
-  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
-  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -274,77 +272,6 @@ function entries(root: string, dir = ""): string[] {
     return e.isDirectory() && !e.isSymbolicLink() ? [`${path}/`, ...entries(root, path)] : [path];
   });
 }
-
-Deno.test({
-  ...options,
-  name:
-    "issue 21 item 13: install --root stays under its prefix; uninstall removes what install created; usual modes",
-  fn: async (t) => {
-    const { dir, cleanup } = secureDir("install-root-");
-    const config = putConfig(dir, { fsFreezeEnabled: true });
-    try {
-      await t.step(
-        "an absolute directory symlink inside the prefix is not followed out of it",
-        async () => {
-          const root = join(dir, "root-link");
-          // Stands for the host's /etc/qemu (never a real system directory in a test).
-          const decoy = join(dir, "host-etc-qemu");
-          mkdirSync(decoy, { mode: 0o755 });
-          mkdirSync(join(root, "etc"), { recursive: true, mode: 0o755 });
-          symlinkSync(decoy, join(root, "etc", "qemu"));
-          await runBin(["install", "--for", "qemu-ga", "--root", root, "--config", config]);
-          assert.deepEqual(
-            readdirSync(decoy),
-            [],
-            "install wrote outside its --root through a symlink",
-          );
-        },
-      );
-
-      await t.step("uninstall removes the directories install created", async () => {
-        const root = join(dir, "root-empty");
-        mkdirSync(root, { mode: 0o755 });
-        for (const agent of ["vmware", "gcp", "qemu-ga"]) {
-          const installed = await runBin([
-            "install",
-            "--for",
-            agent,
-            "--root",
-            root,
-            "--config",
-            config,
-          ]);
-          assert.equal(installed.code, 0, installed.stderr);
-          const removed = await runBin(["uninstall", "--for", agent, "--root", root]);
-          assert.equal(removed.code, 0, removed.stderr);
-          assert.deepEqual(entries(root), [], `${agent}: uninstall left what install created`);
-        }
-      });
-
-      await t.step("the directories install creates have the usual modes", async () => {
-        const root = join(dir, "root-modes");
-        mkdirSync(root, { mode: 0o755 });
-        const installed = await runBin([
-          "install",
-          "--for",
-          "gcp",
-          "--root",
-          root,
-          "--config",
-          config,
-        ]);
-        assert.equal(installed.code, 0, installed.stderr);
-        const mode = (path: string) => (statSync(join(root, path)).mode & 0o7777).toString(8);
-        for (const path of ["var", "var/backups", "etc/google"]) {
-          assert.ok(lstatSync(join(root, path)).isDirectory());
-          assert.equal(mode(path), "755", `${path} is created 0${mode(path)}, not 0755`);
-        }
-      });
-    } finally {
-      cleanup();
-    }
-  },
-});
 
 const KNOB = "/sys/kernel/rcu_expedited";
 const knob = () => readFileSync(KNOB, "utf8").trim();
